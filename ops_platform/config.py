@@ -1,0 +1,110 @@
+"""Environments and settings, read from the variables in DESIGN.md's configuration contract.
+
+An environment exists when its database URL is set. Nothing here is read at import time:
+callers pass the mapping (``os.environ`` by default) so tests can supply their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENT_PREFIXES = {"production": "PRODUCTION_", "staging": "STAGING_", "development": ""}
+ENVIRONMENT_NAMES = tuple(ENVIRONMENT_PREFIXES)
+
+
+class ConfigError(ValueError):
+    """A setting or argument is wrong; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    database_url: str
+    redis_url: str | None = None
+    api_url: str | None = None
+    frontend_url: str | None = None
+    migrate_command: str | None = None
+    rollback_command: str | None = None
+    rollback_webhook_url: str | None = None
+
+
+def _get(environ: Mapping[str, str], key: str) -> str | None:
+    value = environ.get(key, "").strip()
+    return value or None
+
+
+def load_environments(environ: Mapping[str, str] | None = None) -> dict[str, EnvironmentConfig]:
+    """The configured environments, in the fixed order production, staging, development."""
+    environ = os.environ if environ is None else environ
+    environments = {}
+    for name, prefix in ENVIRONMENT_PREFIXES.items():
+        database_url = _get(environ, f"{prefix}DATABASE_URL")
+        if not database_url:
+            continue
+        environments[name] = EnvironmentConfig(
+            name=name,
+            database_url=database_url,
+            redis_url=_get(environ, f"{prefix}REDIS_URL"),
+            api_url=_get(environ, f"{prefix}API_URL"),
+            frontend_url=_get(environ, f"{prefix}FRONTEND_URL"),
+            migrate_command=_get(environ, f"{prefix}MIGRATE_COMMAND"),
+            rollback_command=_get(environ, f"{prefix}ROLLBACK_COMMAND"),
+            rollback_webhook_url=_get(environ, f"{prefix}ROLLBACK_WEBHOOK_URL"),
+        )
+    return environments
+
+
+def configured_environment_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    return list(load_environments(environ))
+
+
+def get_environment(name: str, environ: Mapping[str, str] | None = None) -> EnvironmentConfig:
+    """The named environment, or a ConfigError naming the configured ones."""
+    environments = load_environments(environ)
+    if name in environments:
+        return environments[name]
+    configured = ", ".join(environments) or "none"
+    if name in ENVIRONMENT_PREFIXES:
+        variable = f"{ENVIRONMENT_PREFIXES[name]}DATABASE_URL"
+        raise ConfigError(
+            f"environment '{name}' is not configured (set {variable}); configured: {configured}"
+        )
+    raise ConfigError(f"unknown environment '{_printable(name)}'; configured: {configured}")
+
+
+def _printable(value: str, limit: int = 60) -> str:
+    cleaned = re.sub(r"[^\x20-\x7e]", "?", value)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+
+
+def dagster_home(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(_get(environ, "DAGSTER_HOME") or Path.cwd() / ".dagster_home")
+
+
+def backup_root(environ: Mapping[str, str] | None = None) -> Path:
+    """``BACKUP_DIR``, or ``backups/`` under the instance home."""
+    environ = os.environ if environ is None else environ
+    explicit = _get(environ, "BACKUP_DIR")
+    return Path(explicit) if explicit else dagster_home(environ) / "backups"
+
+
+def env_int(
+    environ: Mapping[str, str] | None, key: str, default: int, *, minimum: int = 0
+) -> int:
+    """An integer setting with a clear one-line error for non-numeric or out-of-range values."""
+    environ = os.environ if environ is None else environ
+    raw = _get(environ, key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got '{_printable(raw)}'") from None
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,146 @@
+"""The ``database_backup`` asset: a verified, compressed custom-format dump per environment."""
+
+
+import logging
+import os
+import time
+
+import dagster as dg
+
+from ops_platform.config import ConfigError, get_environment
+from ops_platform.defs import databases
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
+from ops_platform.lib import messages
+from ops_platform.lib.backup import BackupOutcome, perform_backup
+from ops_platform.lib.dump import BackupStepError, Progress
+from ops_platform.lib.formatting import human_bytes
+from ops_platform.lib.redact import Redactor
+
+BACKUP_KIND_TAG = "ops_platform/backup_kind"
+ALERTED_TAG = "ops_platform/alerted"
+PROGRESS_LOGGER = logging.getLogger("ops_platform.progress")
+
+BACKUP_CHECKS = [
+    dg.AssetCheckSpec("decodes_completely", asset="database_backup", blocking=True,
+                      description="The stored artifact decodes completely through pg_restore (not just --list)."),
+    dg.AssetCheckSpec("not_empty", asset="database_backup", blocking=True,
+                      description="The backup holds at least one table."),
+    dg.AssetCheckSpec("size_not_dropped", asset="database_backup",
+                      description="Warns when a backup is under half the size of the previous verified one."),
+]
+
+S3_CHECKS = [
+    dg.AssetCheckSpec("s3_copy_matches", asset="database_backup",
+                      description="The sha256 of what S3 holds matches the manifest.")
+] if os.environ.get("AWS_S3_BUCKET", "").strip() else []
+
+
+def _progress_reporter(context: dg.AssetExecutionContext, environment: str, log_every: float = 15.0):
+    last_logged = [time.monotonic()]
+
+    def report(progress: Progress) -> None:
+        rate = progress.raw_bytes / progress.elapsed / 1e6 if progress.elapsed else 0.0
+        line = (f"{environment}: {human_bytes(progress.raw_bytes)} dumped, "
+                f"{human_bytes(progress.stored_bytes)} stored, {rate:.1f} MB/s")
+        PROGRESS_LOGGER.info(line, extra={"progress": progress})
+        if progress.done or time.monotonic() - last_logged[0] >= log_every:
+            last_logged[0] = time.monotonic()
+            context.log.info(line)
+
+    return report
+
+
+def _metadata(outcome: BackupOutcome) -> dict:
+    manifest, dump = outcome.manifest, outcome.dump
+    seconds = max(dump.duration_seconds, 1e-6)
+    return {
+        "backup_id": manifest.id,
+        "kind": manifest.kind,
+        "stored_bytes": dg.MetadataValue.int(manifest.stored_bytes),
+        "raw_bytes": dg.MetadataValue.int(manifest.raw_bytes),
+        "compression": f"{manifest.compression} level {manifest.compression_level}",
+        "compression_ratio": dg.MetadataValue.float(round(manifest.raw_bytes / max(manifest.stored_bytes, 1), 3)),
+        "duration_seconds": dg.MetadataValue.float(round(manifest.duration_seconds, 3)),
+        "dump_seconds": dg.MetadataValue.float(round(dump.duration_seconds, 3)),
+        "throughput_mb_per_s": dg.MetadataValue.float(round(manifest.raw_bytes / seconds / 1e6, 2)),
+        "sha256": manifest.sha256,
+        "destinations": dg.MetadataValue.json(manifest.locations),
+        "server_version": manifest.server_version,
+        "pg_dump_version": manifest.pg_dump_version,
+        "table_row_counts": dg.MetadataValue.json(manifest.table_row_counts),
+        "verified": manifest.verified,
+        "warnings": dg.MetadataValue.json(outcome.warnings),
+    }
+
+
+def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environment: str, step: str,
+          message: str, backup_id: str | None = None) -> dg.Failure:
+    slack.notifier(context.log).post(messages.backup_failed(environment, step, message, backup_id, run_url(context.run_id)))
+    context.instance.add_run_tags(context.run_id, {ALERTED_TAG: "true"})
+    return dg.Failure(description=f"backup of {environment} failed at {step}: {message.splitlines()[0]}",
+                      allow_retries=False)
+
+
+@dg.asset(
+    partitions_def=databases.environment_partitions,
+    deps=databases.database_specs,
+    group_name="backups",
+    kinds={"postgres", "s3"},
+    check_specs=BACKUP_CHECKS + S3_CHECKS,
+)
+def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
+                    backup_storage: BackupStorageResource) -> dg.MaterializeResult:
+    """A custom-format `pg_dump` of the environment's database, compressed with zstd (or gzip),
+    written to the local backup folder and, when a bucket is set, to S3 in the same pass.
+    The artifact is decoded in full before its manifest (the commit marker) is written."""
+    environment_name = context.partition_key
+    kind = context.run.tags.get(BACKUP_KIND_TAG, "manual")
+    try:
+        environment = get_environment(environment_name)
+        compression = backup_storage.compression_settings()
+        local, s3 = backup_storage.local_store(), backup_storage.s3_store()
+    except ConfigError as error:
+        raise _fail(context, slack, environment_name, "configuration", str(error)) from None
+    redactor = Redactor.from_environ()
+    try:
+        outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
+                                 run_id=context.run_id, redactor=redactor,
+                                 progress=_progress_reporter(context, environment_name))
+    except BackupStepError as error:
+        raise _fail(context, slack, environment_name, error.step, str(error)) from None
+
+    manifest = outcome.manifest
+    failed_blocking = [check for check in outcome.checks if check.blocking and not check.passed]
+    if failed_blocking:
+        reasons = "; ".join(f"{check.name}: {check.description}" for check in failed_blocking)
+        slack.notifier(context.log).post(messages.backup_failed(
+            environment_name, "verification", reasons, manifest.id, run_url(context.run_id)))
+        context.instance.add_run_tags(context.run_id, {ALERTED_TAG: "true"})
+    else:
+        slack.notifier(context.log).post(messages.backup_succeeded(
+            environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
+            manifest.duration_seconds, manifest.locations, run_url(context.run_id), outcome.warnings))
+    for warning in outcome.warnings:
+        context.log.warning(warning)
+    return dg.MaterializeResult(
+        metadata=_metadata(outcome),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=check.name,
+                passed=check.passed,
+                severity=dg.AssetCheckSeverity.ERROR if check.blocking or check.name == "s3_copy_matches"
+                else dg.AssetCheckSeverity.WARN,
+                description=check.description,
+                metadata={key: value for key, value in check.metadata.items() if value is not None},
+            )
+            for check in outcome.checks
+        ],
+    )
+
+
+backup_job = dg.define_asset_job(
+    "backup_job",
+    selection=dg.AssetSelection.assets(database_backup),
+    partitions_def=databases.environment_partitions,
+    description="Back up one environment's database (the partition) and verify the artifact.",
+)

@@ -1,0 +1,174 @@
+"""One backup from start to commit: dump, verify, then write the manifest last."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ops_platform.config import EnvironmentConfig
+from ops_platform.lib.artifacts import BACKUP_KINDS, Manifest, artifact_name, make_backup_id, utc_iso
+from ops_platform.lib.dump import BackupStepError, Compression, DumpResult, Progress, S3Leg, run_dump
+from ops_platform.lib.postgres import client_version, server_version
+from ops_platform.lib.redact import Redactor
+from ops_platform.lib.stores import LocalStore, S3Store
+from ops_platform.lib.verify import decode_artifact
+
+SIZE_DROP_RATIO = 0.5
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+    def as_record(self) -> dict:
+        return {"passed": self.passed, "blocking": self.blocking, "description": self.description}
+
+
+@dataclass
+class BackupOutcome:
+    manifest: Manifest
+    dump: DumpResult
+    checks: list[CheckOutcome]
+    warnings: list[str]
+
+    def check(self, name: str) -> CheckOutcome:
+        return next(check for check in self.checks if check.name == name)
+
+
+def previous_verified(local: LocalStore, environment: str, before_id: str) -> Manifest | None:
+    for manifest in local.list_manifests(environment).manifests:
+        if manifest.verified and manifest.id != before_id:
+            return manifest
+    return None
+
+
+def check_decodes(dump: DumpResult, compression: Compression) -> tuple[CheckOutcome, dict[str, int]]:
+    decoded = decode_artifact(dump.local_path, compression.name)
+    description = (f"pg_restore read the whole archive: {len(decoded.table_row_counts)} tables"
+                   if decoded.ok else f"the stored archive does not decode: {decoded.error}")
+    return CheckOutcome("decodes_completely", decoded.ok, True, description,
+                        {"tables": len(decoded.table_row_counts)}), decoded.table_row_counts
+
+
+def check_not_empty(dump: DumpResult, row_counts: dict[str, int]) -> CheckOutcome:
+    passed = dump.stored_bytes > 0 and len(row_counts) > 0
+    if passed:
+        description = f"{len(row_counts)} tables, {sum(row_counts.values())} rows"
+    elif dump.stored_bytes == 0:
+        description = "the stored file is empty"
+    else:
+        description = "the backup contains no tables"
+    return CheckOutcome("not_empty", passed, True, description,
+                        {"stored_bytes": dump.stored_bytes, "rows": sum(row_counts.values())})
+
+
+def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: str,
+                  redactor: Redactor) -> CheckOutcome | None:
+    if s3 is None or dump.s3 is None:
+        return None
+    if not dump.s3.ok:
+        return CheckOutcome("s3_copy_matches", False, False, f"S3 upload failed: {dump.s3.error}")
+    try:
+        remote_sha, remote_size = s3.object_sha256(environment, name)
+    except Exception as error:  # noqa: BLE001 - reported as the check's reason
+        return CheckOutcome("s3_copy_matches", False, False,
+                            redactor(f"could not read back the S3 copy: {type(error).__name__}: {error}"))
+    passed = remote_sha == dump.sha256 and remote_size == dump.stored_bytes
+    description = ("S3 holds the same bytes (sha256 matches)" if passed else
+                   f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs {dump.stored_bytes} bytes")
+    return CheckOutcome("s3_copy_matches", passed, False, description, {"s3_sha256": remote_sha})
+
+
+def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:
+    if previous is None:
+        return CheckOutcome("size_not_dropped", True, False, "no earlier verified backup to compare with")
+    ratio = dump.stored_bytes / previous.stored_bytes if previous.stored_bytes else 1.0
+    passed = ratio >= SIZE_DROP_RATIO
+    description = (f"{ratio:.0%} of the previous verified backup {previous.id}" if passed else
+                   f"size dropped to {ratio:.0%} of the previous verified backup {previous.id} "
+                   f"({dump.stored_bytes} vs {previous.stored_bytes} bytes)")
+    return CheckOutcome("size_not_dropped", passed, False, description,
+                        {"previous_id": previous.id, "ratio": round(ratio, 4)})
+
+
+def perform_backup(
+    environment: EnvironmentConfig,
+    local: LocalStore,
+    s3: S3Store | None,
+    *,
+    compression: Compression = Compression(),
+    kind: str = "manual",
+    run_id: str | None = None,
+    redactor: Redactor | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> BackupOutcome:
+    """Dump, verify and commit one backup. Raises BackupStepError naming the failed step."""
+    if kind not in BACKUP_KINDS:
+        raise BackupStepError("prepare", f"unknown backup kind '{kind}'; expected one of {', '.join(BACKUP_KINDS)}")
+    redactor = redactor or Redactor.from_environ()
+    started = time.monotonic()
+    try:
+        version = server_version(environment.database_url)
+    except Exception as error:  # noqa: BLE001 - the message is what the operator needs
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BackupStepError("connect", redactor(f"cannot connect to the {environment.name} database: {first_line}")) from None
+    created = now()
+    backup_id = make_backup_id(environment.name, created)
+    name = artifact_name(backup_id, compression.name)
+    s3_leg = S3Leg(s3.client, s3.bucket, s3.key(environment.name, name)) if s3 else None
+    dump = run_dump(environment.database_url, local.path(environment.name, name), compression=compression,
+                    s3=s3_leg, redactor=redactor, progress=progress)
+
+    decodes, row_counts = check_decodes(dump, compression)
+    checks = [decodes, check_not_empty(dump, row_counts)]
+    s3_check = check_s3_copy(dump, s3, environment.name, name, redactor)
+    if s3_check:
+        checks.append(s3_check)
+    checks.append(check_size_drop(dump, previous_verified(local, environment.name, backup_id)))
+    verified = all(check.passed for check in checks if check.blocking)
+
+    manifest = Manifest(
+        id=backup_id,
+        environment=environment.name,
+        kind=kind,
+        created_at=utc_iso(created),
+        database=_database_name(environment.database_url),
+        server_version=version,
+        pg_dump_version=client_version("pg_dump"),
+        compression=compression.name,
+        compression_level=compression.level,
+        artifact=name,
+        raw_bytes=dump.raw_bytes,
+        stored_bytes=dump.stored_bytes,
+        sha256=dump.sha256,
+        duration_seconds=round(time.monotonic() - started, 3),
+        table_row_counts=row_counts,
+        verification={check.name: check.as_record() for check in checks},
+        verified=verified,
+        locations=[local.location(environment.name, name)],
+        dagster_run_id=run_id,
+    )
+    warnings = [check.description for check in checks if not check.passed and not check.blocking]
+    if s3 and s3_check and s3_check.passed:
+        manifest.locations.append(s3.location(environment.name, name))
+        try:
+            s3.write_manifest(manifest)
+        except Exception as error:  # noqa: BLE001 - the local copy stands; the S3 leg is reported
+            manifest.locations.pop()
+            warnings.append(redactor(f"S3 manifest upload failed: {type(error).__name__}: {error}"))
+    local.write_manifest(manifest)
+    return BackupOutcome(manifest, dump, checks, warnings)
+
+
+def _database_name(database_url: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(database_url)
+    return params.get("dbname") or params.get("user") or ""

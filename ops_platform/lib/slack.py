@@ -1,0 +1,119 @@
+"""Slack delivery that never fails the work it reports on.
+
+Messages go through ``slack_sdk``: a bot token (``chat.postMessage``) and/or an incoming webhook
+(``WebhookClient``), each with slack_sdk's own retry handlers. Every text is redacted first.
+With neither configured, messages go to the log with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.webhook import WebhookClient
+
+from ops_platform.lib.redact import Redactor
+
+DEFAULT_TIMEOUT_SECONDS = 10
+
+
+def retry_handlers(max_retries: int = 3, backoff_factor: float = 0.5):
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff_factor)
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
+        ServerErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
+        RateLimitErrorRetryHandler(max_retry_count=max_retries),
+    ]
+
+
+def make_web_client(token: str, base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT_SECONDS,
+                    max_retries: int = 3) -> WebClient:
+    kwargs = {"base_url": base_url} if base_url else {}
+    return WebClient(token=token, timeout=timeout, retry_handlers=retry_handlers(max_retries), **kwargs)
+
+
+def make_webhook_client(url: str, timeout: int = DEFAULT_TIMEOUT_SECONDS, max_retries: int = 3) -> WebhookClient:
+    return WebhookClient(url, timeout=timeout, retry_handlers=retry_handlers(max_retries))
+
+
+@dataclass
+class SlackMessage:
+    text: str
+    blocks: list[dict] | None = None
+
+
+@dataclass
+class DeliveryReport:
+    delivered: list[str]
+    errors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class SlackNotifier:
+    def __init__(
+        self,
+        *,
+        web_client: WebClient | None = None,
+        channel: str | None = None,
+        webhook_client: WebhookClient | None = None,
+        redactor: Redactor | None = None,
+        log: logging.Logger | None = None,
+    ):
+        self.web_client = web_client if channel else None
+        self.channel = channel
+        self.webhook_client = webhook_client
+        self.redactor = redactor or Redactor.from_environ()
+        self.log = log or logging.getLogger("ops_platform.slack")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.web_client or self.webhook_client)
+
+    def _redact_blocks(self, blocks):
+        if blocks is None:
+            return None
+        import json
+
+        return json.loads(self.redactor(json.dumps(blocks)))
+
+    def post(self, message: SlackMessage | str) -> DeliveryReport:
+        """Deliver to every configured destination. Never raises."""
+        if isinstance(message, str):
+            message = SlackMessage(message)
+        text = self.redactor(message.text)
+        blocks = self._redact_blocks(message.blocks)
+        if not self.configured:
+            self.log.warning("Slack is not configured (set SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN + "
+                             "SLACK_CHANNEL); message: %s", text)
+            return DeliveryReport([], [])
+        report = DeliveryReport([], [])
+        attempts: list[tuple[str, Callable[[], None]]] = []
+        if self.web_client:
+            attempts.append(("chat.postMessage", lambda: self.web_client.chat_postMessage(
+                channel=self.channel, text=text, blocks=blocks)))
+        if self.webhook_client:
+            def send_webhook():
+                response = self.webhook_client.send(text=text, blocks=blocks)
+                if response.status_code != 200:
+                    raise RuntimeError(f"webhook answered HTTP {response.status_code}")
+            attempts.append(("webhook", send_webhook))
+        for name, attempt in attempts:
+            try:
+                attempt()
+                report.delivered.append(name)
+            except Exception as error:  # noqa: BLE001 - Slack trouble must never fail the work
+                reason = self.redactor(f"{type(error).__name__}: {error}").splitlines()[0][:300]
+                report.errors.append(f"{name}: {reason}")
+                self.log.warning("Slack delivery via %s failed after retries: %s", name, reason)
+        return report

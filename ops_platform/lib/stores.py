@@ -1,0 +1,184 @@
+"""Where backups live: a local folder (always) and an S3 bucket (when configured).
+
+Both use the same layout, ``<root>/<env>/<id>.dump.zst`` plus ``<id>.manifest.json``. A manifest
+is the commit marker: only backups with a readable manifest are listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ops_platform.lib.artifacts import MANIFEST_SUFFIX, Manifest
+
+READ_CHUNK = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    fsync_dir(path.parent)
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ManifestListing:
+    manifests: list[Manifest] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def env_dir(self, environment: str) -> Path:
+        return self.root / environment
+
+    def path(self, environment: str, name: str) -> Path:
+        return self.env_dir(environment) / name
+
+    def location(self, environment: str, name: str) -> str:
+        return str(self.path(environment, name))
+
+    def write_manifest(self, manifest: Manifest) -> Path:
+        path = self.path(manifest.environment, manifest.id + MANIFEST_SUFFIX)
+        write_atomically(path, manifest.to_json().encode())
+        return path
+
+    def list_names(self, environment: str) -> list[str]:
+        folder = self.env_dir(environment)
+        if not folder.is_dir():
+            return []
+        return sorted(entry.name for entry in folder.iterdir() if entry.is_file())
+
+    def list_manifests(self, environment: str) -> ManifestListing:
+        listing = ManifestListing()
+        for name in self.list_names(environment):
+            if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
+                continue
+            try:
+                manifest = Manifest.from_json(self.path(environment, name).read_bytes())
+            except (OSError, ValueError, TypeError) as error:
+                listing.unreadable[name] = f"{type(error).__name__}: {error}"
+                continue
+            if manifest.environment == environment:
+                listing.manifests.append(manifest)
+        listing.manifests.sort(key=lambda m: m.created, reverse=True)
+        return listing
+
+    def delete(self, environment: str, name: str) -> None:
+        self.path(environment, name).unlink(missing_ok=True)
+
+
+class S3Store:
+    def __init__(self, client, bucket: str, prefix: str = "backups"):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def key(self, environment: str, name: str) -> str:
+        return f"{self.prefix}/{environment}/{name}" if self.prefix else f"{environment}/{name}"
+
+    def location(self, environment: str, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(environment, name)}"
+
+    def write_manifest(self, manifest: Manifest) -> str:
+        key = self.key(manifest.environment, manifest.id + MANIFEST_SUFFIX)
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=manifest.to_json().encode(), ContentType="application/json"
+        )
+        return key
+
+    def list_names(self, environment: str) -> dict[str, dict]:
+        """Every object under the environment's folder, by file name, across all pages."""
+        folder = self.key(environment, "")
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(folder):]
+                if name and "/" not in name:
+                    found[name] = item
+        return found
+
+    def list_manifests(self, environment: str) -> ManifestListing:
+        listing = ManifestListing()
+        for name in self.list_names(environment):
+            if not name.endswith(MANIFEST_SUFFIX):
+                continue
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]
+                manifest = Manifest.from_json(body.read())
+            except (ValueError, TypeError) as error:
+                listing.unreadable[name] = f"{type(error).__name__}: {error}"
+                continue
+            if manifest.environment == environment:
+                listing.manifests.append(manifest)
+        listing.manifests.sort(key=lambda m: m.created, reverse=True)
+        return listing
+
+    def object_sha256(self, environment: str, name: str) -> tuple[str, int]:
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in body.iter_chunks(READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        return digest.hexdigest(), size
+
+    def abort_incomplete_uploads(self, key_prefix: str, older_than=None) -> list[str]:
+        """Abort multipart uploads under a key prefix (optionally only those started before a time)."""
+        aborted = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key_prefix):
+            for upload in page.get("Uploads", []):
+                if older_than is not None and upload["Initiated"] >= older_than:
+                    continue
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted.append(upload["Key"])
+        return aborted
+
+    def delete(self, environment: str, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(environment, name))
+
+
+def make_s3_client(max_attempts: int = 5, connect_timeout: float = 5, read_timeout: float = 60):
+    """A boto3 S3 client with botocore's standard retries. Credentials and the endpoint
+    (``AWS_ENDPOINT_URL_S3``) come from the standard AWS variables."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client("s3", config=config)
