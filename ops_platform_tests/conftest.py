@@ -1,0 +1,177 @@
+"""Test servers and environments. Everything runs against real services on loopback:
+the local PostgreSQL and Redis, a moto S3 server, and a Slack-compatible test server.
+
+The environment variables below are set before any ``ops_platform.defs`` module is imported,
+because the code location reads the configured environments when it loads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+DB_PASSWORD = "pw-Zx81QrT5vLm2dbsecret"
+DB_USER = "ops_test"
+TEST_DATABASES = {
+    "production": "ops_test_production",
+    "staging": "ops_test_staging",
+    "development": "ops_test_development",
+}
+S3_BUCKET = "ops-backups-test"
+AWS_SECRET = "aws-secret-Yt6Kp0Lm3Nq8"
+SLACK_TOKEN = "xoxb-0000-test-slack-token-secret"
+
+
+def database_url(environment: str, password: str = DB_PASSWORD) -> str:
+    return f"postgresql://{DB_USER}:{password}@{PG_HOST}:{PG_PORT}/{TEST_DATABASES[environment]}"
+
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="ops_platform_tests_"))
+os.environ.update({
+    "PRODUCTION_DATABASE_URL": database_url("production"),
+    "STAGING_DATABASE_URL": database_url("staging"),
+    "DATABASE_URL": database_url("development"),
+    "AWS_S3_BUCKET": S3_BUCKET,
+    "AWS_S3_PREFIX": "backups",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "DAGSTER_HOME": str(_SCRATCH / "dagster_home"),
+    "BACKUP_DIR": str(_SCRATCH / "backups"),
+})
+for variable in ("SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "SLACK_CHANNEL", "SLACK_API_URL", "PGPASSWORD"):
+    os.environ.pop(variable, None)
+(_SCRATCH / "dagster_home").mkdir(parents=True, exist_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def psql(sql: str, database: str = "postgres") -> str:
+    result = subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres",
+         "-d", database, "-At", "-c", sql],
+        capture_output=True, text=True, check=True,
+    )
+    return result.stdout.strip()
+
+
+SAMPLE_SCHEMA = """
+CREATE TABLE customers (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, profile jsonb, created_at timestamptz DEFAULT now());
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers(id), total numeric(12,2), note text);
+CREATE INDEX orders_customer ON orders(customer_id);
+INSERT INTO customers (email, profile)
+  SELECT 'user' || g || '@example.com', jsonb_build_object('n', g, 'tag', md5(g::text)) FROM generate_series(1, {customers}) g;
+INSERT INTO orders (customer_id, total, note)
+  SELECT 1 + (g % {customers}), (g * 7.31)::numeric(12,2), repeat(md5(g::text), 3) FROM generate_series(1, {orders}) g;
+"""
+
+
+def reset_database(environment: str, customers: int = 500, orders: int = 2000) -> str:
+    """Recreate the environment's test database with a small, known dataset."""
+    name = TEST_DATABASES[environment]
+    psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+    psql(f'DROP DATABASE IF EXISTS "{name}"')
+    psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
+    sql = SAMPLE_SCHEMA.format(customers=customers, orders=orders)
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-U", DB_USER, "-d", name, "-c", sql],
+                   capture_output=True, text=True, check=True)
+    return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_role():
+    exists = psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{DB_USER}'")
+    if not exists:
+        psql(f"CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'")
+    yield
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
+@pytest.fixture
+def databases():
+    """Fresh test databases for every environment."""
+    for environment in TEST_DATABASES:
+        reset_database(environment)
+    return dict(TEST_DATABASES)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server):
+    """An empty bucket on the moto server, and a client for it."""
+    from ops_platform.lib.stores import make_s3_client
+
+    client = make_s3_client()
+    existing = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+    if S3_BUCKET in existing:
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=S3_BUCKET):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
+        for upload in client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=S3_BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+    else:
+        client.create_bucket(Bucket=S3_BUCKET)
+    return client
+
+
+@pytest.fixture(scope="session")
+def slack_server_session():
+    from ops_platform_tests.fakes.slack_server import SlackServer
+
+    server = SlackServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def slack_server(slack_server_session):
+    slack_server_session.reset()
+    yield slack_server_session
+    slack_server_session.reset()
+
+
+@pytest.fixture
+def slack_resource(slack_server):
+    """The real OpsSlackResource, with bot token and webhook both pointed at the test server."""
+    from ops_platform.defs.resources import OpsSlackResource
+
+    return OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, channel="#ops",
+                            webhook_url=slack_server.webhook_url, max_retries=2)
+
+
+@pytest.fixture
+def backup_dir(tmp_path) -> Path:
+    path = tmp_path / "backups"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def instance():
+    import dagster as dg
+
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
