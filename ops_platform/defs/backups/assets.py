@@ -11,7 +11,7 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs import databases
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
 from ops_platform.lib import messages
-from ops_platform.lib.backup import BackupOutcome, perform_backup
+from ops_platform.lib.backup import BackupOutcome, CheckOutcome, perform_backup
 from ops_platform.lib.dump import BackupStepError, Progress
 from ops_platform.lib.formatting import human_bytes
 from ops_platform.lib.redact import Redactor
@@ -109,6 +109,9 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     except BackupStepError as error:
         raise _fail(context, slack, environment_name, error.step, str(error)) from None
 
+    if S3_CHECKS and not any(check.name == "s3_copy_matches" for check in outcome.checks):
+        outcome.checks.append(CheckOutcome("s3_copy_matches", False, False,
+                                           "no S3 bucket configured for this run: no off-site copy"))
     manifest = outcome.manifest
     failed_blocking = [check for check in outcome.checks if check.blocking and not check.passed]
     if failed_blocking:
@@ -140,7 +143,8 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
 
 backup_job = dg.define_asset_job(
     "backup_job",
-    selection=dg.AssetSelection.assets(database_backup),
+    selection=dg.AssetSelection.assets(database_backup).downstream(depth=1),
     partitions_def=databases.environment_partitions,
-    description="Back up one environment's database (the partition) and verify the artifact.",
+    description="Back up one environment's database (the partition), verify the artifact, then run "
+                "what follows a good backup (retention). Blocking checks stop the follow-ups.",
 )
