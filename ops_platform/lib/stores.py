@@ -167,12 +167,14 @@ class S3Store:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(environment, name))
 
 
-def make_s3_client(max_attempts: int = 5, connect_timeout: float = 5, read_timeout: float = 60):
-    """A boto3 S3 client with botocore's standard retries. Credentials and the endpoint
-    (``AWS_ENDPOINT_URL_S3``) come from the standard AWS variables."""
+def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, read_timeout: float = 60):
+    """A boto3 S3 client with botocore's standard retries (``AWS_MAX_ATTEMPTS``, default 5).
+    Credentials and the endpoint (``AWS_ENDPOINT_URL_S3``) come from the standard AWS variables."""
     import boto3
     from botocore.config import Config
 
+    if max_attempts is None:
+        max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
     config = Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=connect_timeout,

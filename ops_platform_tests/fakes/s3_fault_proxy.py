@@ -1,0 +1,80 @@
+"""An HTTP proxy in front of the moto S3 server that can fail on cue, to test S3 outages.
+
+``fail_parts_after = N`` lets N UploadPart requests through, then answers every later
+UploadPart with HTTP 500 (S3's InternalError), as an endpoint failing mid-upload would.
+``down = True`` refuses everything."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+              b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+
+
+class S3FaultProxy:
+    def __init__(self, upstream: str):
+        self.upstream = urlsplit(upstream)
+        self.fail_parts_after: int | None = None
+        self.down = False
+        self.parts_passed = 0
+        self.parts_failed = 0
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.requests.append((self.command, self.path))
+                if proxy.down or proxy._should_fail(self.command, self.path):
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(ERROR_BODY)))
+                    self.end_headers()
+                    self.wfile.write(ERROR_BODY)
+                    return
+                connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def _should_fail(self, method: str, path: str) -> bool:
+        if method != "PUT" or "partNumber=" not in path or self.fail_parts_after is None:
+            return False
+        with self._lock:
+            if self.parts_passed < self.fail_parts_after:
+                self.parts_passed += 1
+                return False
+            self.parts_failed += 1
+            return True
+
+    def close(self):
+        self._httpd.shutdown()
+        self._httpd.server_close()
