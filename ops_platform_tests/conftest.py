@@ -175,3 +175,23 @@ def instance():
 
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+@pytest.fixture
+def health_server():
+    """A stand-in for the app's API and frontend (see fakes/health_server.py)."""
+    from ops_platform_tests.fakes.health_server import HealthServer
+
+    server = HealthServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def silent_listener():
+    """A port that accepts TCP connections and never answers."""
+    from ops_platform_tests.fakes.health_server import SilentListener
+
+    listener = SilentListener()
+    yield listener
+    listener.close()

@@ -1,0 +1,338 @@
+"""Health probes for one environment's components, and a concurrent sweep that can never hang.
+
+Each probe returns ``ProbeResult``s: ``healthy``, ``degraded`` (answered, but slower than the
+latency threshold) or ``unhealthy`` with a one-line reason. Probes carry their own timeouts, and
+the sweep adds a hard deadline on top: a probe still running at ``timeout + grace`` is reported
+as timed out and left behind on a daemon thread, so a sweep never takes longer than the largest
+timeout plus a little. Every reason passes through the redactor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+import httpx
+
+from ops_platform.lib.redact import Redactor
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+STATUS_RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_DEGRADED_SECONDS = 2.0
+MAX_BODY_BYTES = 1 << 20
+SWEEP_GRACE_SECONDS = 0.5
+SEED_SERVICES = ("database", "redis", "storage")
+
+
+@dataclass
+class ProbeResult:
+    environment: str
+    component: str
+    status: str
+    reason: str
+    latency_seconds: float
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != UNHEALTHY
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ProbeSettings:
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    degraded_seconds: float = DEFAULT_DEGRADED_SECONDS
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+class ProbeFailure(Exception):
+    """A probe failed for a reason worth showing as is."""
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    return max(statuses, key=STATUS_RANK.__getitem__, default=HEALTHY)
+
+
+def _by_latency(latency: float, settings: ProbeSettings, reason_ok: str) -> tuple[str, str]:
+    if latency > settings.degraded_seconds:
+        return DEGRADED, f"slow: answered in {latency:.2f}s (threshold {settings.degraded_seconds:g}s)"
+    return HEALTHY, reason_ok
+
+
+def describe_error(error: BaseException, target: str = "") -> str:
+    """A one-line reason for a failed connection, naming the usual causes plainly."""
+    text = f"{error}".strip() or type(error).__name__
+    lowered = text.lower()
+    host = urlsplit(target).hostname if "://" in target else target
+    if isinstance(error, (httpx.ConnectTimeout, socket.timeout)) and "connect" in lowered:
+        return f"connection to {host} timed out"
+    if isinstance(error, httpx.ReadTimeout):
+        return f"{host} accepted the connection but sent no answer in time"
+    if isinstance(error, httpx.TimeoutException):
+        return f"{host} did not answer in time"
+    if isinstance(error, socket.gaierror) or any(marker in lowered for marker in (
+            "name or service not known", "nodename nor servname", "temporary failure in name resolution",
+            "no address associated", "could not translate host name", "getaddrinfo failed",
+            "name does not resolve")):
+        return f"DNS lookup failed for {host}"
+    if isinstance(error, ConnectionRefusedError) or "connection refused" in lowered or "errno 111" in lowered:
+        return f"connection refused by {host}"
+    if "timeout" in lowered or "timed out" in lowered:
+        return f"{host} timed out"
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}"
+
+
+def _read_capped(response: httpx.Response, limit: int, deadline: float) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProbeFailure(f"response body too large: {int(declared)} bytes declared (limit {limit})")
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ProbeFailure(f"response body too large: over {limit} bytes (limit {limit})")
+        if time.monotonic() > deadline:
+            raise ProbeFailure("response body still arriving when the timeout ran out")
+    return bytes(body)
+
+
+def _http_get(url: str, settings: ProbeSettings, limit: int) -> tuple[int, bytes, float]:
+    started = time.monotonic()
+    deadline = started + settings.timeout_seconds
+    timeout = httpx.Timeout(settings.timeout_seconds)
+    with httpx.Client(timeout=timeout, follow_redirects=True, trust_env=False) as client:
+        with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+            body = _read_capped(response, limit, deadline)
+            return response.status_code, body, time.monotonic() - started
+
+
+def probe_api(environment: str, api_url: str, settings: ProbeSettings) -> list[ProbeResult]:
+    """``GET $API_URL/health``: HTTP 200 and ``status == "healthy"``; each ``services`` entry
+    becomes its own component (``api_<service>``), and the reported ``version`` is kept."""
+    url = api_url.rstrip("/") + "/health"
+    started = time.monotonic()
+    try:
+        status_code, body, latency = _http_get(url, settings, settings.max_body_bytes)
+    except ProbeFailure as error:
+        return [ProbeResult(environment, "api", UNHEALTHY, str(error), time.monotonic() - started)]
+    except (httpx.HTTPError, OSError) as error:
+        return [ProbeResult(environment, "api", UNHEALTHY, describe_error(error, url), time.monotonic() - started)]
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if status_code != 200:
+        detail = f" (status {payload.get('status')!r})" if payload and "status" in payload else ""
+        return [ProbeResult(environment, "api", UNHEALTHY, f"/health answered HTTP {status_code}{detail}", latency)]
+    if payload is None:
+        snippet = body[:60].decode("utf-8", "replace").replace("\n", " ")
+        return [ProbeResult(environment, "api", UNHEALTHY, f"/health returned malformed JSON: {snippet!r}", latency)]
+    version = payload.get("version")
+    details = {"version": str(version) if version is not None else None, "reported_status": payload.get("status")}
+    results = []
+    services = payload.get("services") if isinstance(payload.get("services"), dict) else {}
+    for service, state in services.items():
+        connected = str(state).lower() in ("connected", "healthy", "ok", "up")
+        results.append(ProbeResult(
+            environment, f"api_{service}", HEALTHY if connected else UNHEALTHY,
+            f"the app reports {service}: {state}", latency, {"reported": str(state)}))
+    if payload.get("status") != "healthy":
+        down = [f"{service}: {state}" for service, state in services.items()
+                if str(state).lower() not in ("connected", "healthy", "ok", "up")]
+        why = f"; {', '.join(down)}" if down else ""
+        api = ProbeResult(environment, "api", UNHEALTHY,
+                          f"/health reports status {payload.get('status')!r}{why}", latency, details)
+    else:
+        status, reason = _by_latency(latency, settings, f"healthy (version {version})")
+        api = ProbeResult(environment, "api", status, reason, latency, details)
+    return [api, *results]
+
+
+def probe_frontend(environment: str, frontend_url: str, settings: ProbeSettings) -> list[ProbeResult]:
+    """``GET $FRONTEND_URL``: any 2xx."""
+    started = time.monotonic()
+    try:
+        status_code, _, latency = _http_get(frontend_url, settings, settings.max_body_bytes * 8)
+    except ProbeFailure as error:
+        return [ProbeResult(environment, "frontend", UNHEALTHY, str(error), time.monotonic() - started)]
+    except (httpx.HTTPError, OSError) as error:
+        return [ProbeResult(environment, "frontend", UNHEALTHY, describe_error(error, frontend_url),
+                            time.monotonic() - started)]
+    if not 200 <= status_code < 300:
+        return [ProbeResult(environment, "frontend", UNHEALTHY, f"frontend answered HTTP {status_code}", latency)]
+    status, reason = _by_latency(latency, settings, f"HTTP {status_code}")
+    return [ProbeResult(environment, "frontend", status, reason, latency)]
+
+
+def probe_postgres(environment: str, database_url: str, settings: ProbeSettings) -> list[ProbeResult]:
+    """Connect and ``SELECT 1`` with connect and statement timeouts."""
+    import psycopg
+
+    started = time.monotonic()
+    statement_ms = max(1, int(settings.timeout_seconds * 1000))
+    try:
+        with psycopg.connect(database_url, connect_timeout=max(1, math.ceil(settings.timeout_seconds)),
+                             options=f"-c statement_timeout={statement_ms}", autocommit=True) as connection:
+            connection.execute("SELECT 1").fetchone()
+    except psycopg.Error as error:
+        host = urlsplit(database_url).hostname or "the database"
+        return [ProbeResult(environment, "postgres", UNHEALTHY, describe_error(error, host),
+                            time.monotonic() - started)]
+    latency = time.monotonic() - started
+    status, reason = _by_latency(latency, settings, "SELECT 1 succeeded")
+    return [ProbeResult(environment, "postgres", status, reason, latency)]
+
+
+def probe_redis(environment: str, redis_url: str, settings: ProbeSettings) -> list[ProbeResult]:
+    """``PING``."""
+    import redis
+
+    started = time.monotonic()
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=settings.timeout_seconds,
+                                  socket_timeout=settings.timeout_seconds, retry_on_timeout=False)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        host = urlsplit(redis_url).hostname or "redis"
+        reason = describe_error(error.__context__ or error, host) if isinstance(error, redis.ConnectionError) \
+            else describe_error(error, host)
+        return [ProbeResult(environment, "redis", UNHEALTHY, reason, time.monotonic() - started)]
+    finally:
+        client.close()
+    latency = time.monotonic() - started
+    status, reason = _by_latency(latency, settings, "PING answered PONG")
+    return [ProbeResult(environment, "redis", status, reason, latency)]
+
+
+def probe_bucket(environment: str, client, bucket: str, prefix: str, settings: ProbeSettings) -> list[ProbeResult]:
+    """``HeadBucket``, then write, read back and delete a small canary object under the prefix."""
+    started = time.monotonic()
+    key = f"{prefix.strip('/')}/.health/{environment}-{uuid.uuid4().hex}" if prefix.strip("/") \
+        else f".health/{environment}-{uuid.uuid4().hex}"
+    payload = f"ops-platform health canary {datetime.now(timezone.utc).isoformat()}".encode()
+    step = "HeadBucket"
+    try:
+        client.head_bucket(Bucket=bucket)
+        step = "canary write"
+        client.put_object(Bucket=bucket, Key=key, Body=payload)
+        step = "canary read"
+        read_back = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        step = "canary delete"
+        client.delete_object(Bucket=bucket, Key=key)
+    except Exception as error:  # noqa: BLE001 - botocore raises many unrelated types
+        code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
+        reason = f"{step} on s3://{bucket} failed: " + (f"{code}" if code else describe_error(error, bucket))
+        return [ProbeResult(environment, "bucket", UNHEALTHY, reason, time.monotonic() - started)]
+    latency = time.monotonic() - started
+    if read_back != payload:
+        return [ProbeResult(environment, "bucket", UNHEALTHY, "canary read back different bytes", latency)]
+    status, reason = _by_latency(latency, settings, f"s3://{bucket} HeadBucket and canary write/read/delete succeeded")
+    return [ProbeResult(environment, "bucket", status, reason, latency)]
+
+
+@dataclass
+class Probe:
+    """One scheduled check: the component it is reported as when it times out, and the call."""
+
+    environment: str
+    component: str
+    run: Callable[[], list[ProbeResult]]
+    timeout_seconds: float
+
+
+@dataclass
+class SweepResult:
+    results: list[ProbeResult]
+    started_at: datetime
+    duration_seconds: float
+    sweep_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def for_environment(self, environment: str) -> list[ProbeResult]:
+        return [result for result in self.results if result.environment == environment]
+
+
+def run_sweep(probes: list[Probe], redactor: Redactor | None = None,
+              grace_seconds: float = SWEEP_GRACE_SECONDS) -> SweepResult:
+    """Run every probe at once on daemon threads and wait at most the largest timeout plus grace."""
+    redactor = redactor or Redactor.from_environ()
+    started_at = datetime.now(timezone.utc)
+    started = time.monotonic()
+    outcomes: dict[int, list[ProbeResult]] = {}
+    threads = []
+    for index, probe in enumerate(probes):
+        def work(index=index, probe=probe):
+            try:
+                outcomes[index] = probe.run()
+            except Exception as error:  # noqa: BLE001 - a broken probe is a failed check, not a crash
+                outcomes[index] = [ProbeResult(probe.environment, probe.component, UNHEALTHY,
+                                               f"check crashed: {type(error).__name__}: {error}",
+                                               time.monotonic() - started)]
+        thread = threading.Thread(target=work, name=f"probe-{probe.environment}-{probe.component}", daemon=True)
+        thread.start()
+        threads.append((index, probe, thread))
+    for index, probe, thread in threads:
+        deadline = started + probe.timeout_seconds + grace_seconds
+        thread.join(max(0.0, deadline - time.monotonic()))
+    results: list[ProbeResult] = []
+    for index, probe, thread in threads:
+        found = outcomes.get(index)
+        if found is None:
+            found = [ProbeResult(probe.environment, probe.component, UNHEALTHY,
+                                 f"no answer within the {probe.timeout_seconds:g}s timeout",
+                                 time.monotonic() - started)]
+        for result in found:
+            result.reason = redactor(result.reason).splitlines()[0] if result.reason else ""
+            result.details = json.loads(redactor(json.dumps(result.details)))
+            result.latency_seconds = round(result.latency_seconds, 4)
+            results.append(result)
+    return SweepResult(results, started_at, time.monotonic() - started)
+
+
+def environment_probes(environment, settings: ProbeSettings, *, s3_client=None, bucket: str | None = None,
+                       prefix: str = "backups") -> list[Probe]:
+    """The probes for one configured environment (an ``EnvironmentConfig``)."""
+    name = environment.name
+    probes = [Probe(name, "postgres", lambda: probe_postgres(name, environment.database_url, settings),
+                    settings.timeout_seconds)]
+    if environment.api_url:
+        probes.append(Probe(name, "api", lambda: probe_api(name, environment.api_url, settings),
+                            settings.timeout_seconds))
+    if environment.frontend_url:
+        probes.append(Probe(name, "frontend", lambda: probe_frontend(name, environment.frontend_url, settings),
+                            settings.timeout_seconds))
+    if environment.redis_url:
+        probes.append(Probe(name, "redis", lambda: probe_redis(name, environment.redis_url, settings),
+                            settings.timeout_seconds))
+    if s3_client is not None and bucket:
+        probes.append(Probe(name, "bucket", lambda: probe_bucket(name, s3_client, bucket, prefix, settings),
+                            settings.timeout_seconds))
+    return probes
+
+
+def environment_summary(results: list[ProbeResult], checked_at: datetime) -> dict:
+    """The seed's ``/health`` shape for one environment, plus each check's detail."""
+    version = next((r.details.get("version") for r in results if r.component == "api" and r.details.get("version")),
+                   None)
+    words = {HEALTHY: "connected", DEGRADED: "degraded", UNHEALTHY: "disconnected"}
+    return {
+        "status": worst_status(r.status for r in results),
+        "timestamp": checked_at.isoformat(),
+        "services": {r.component: words[r.status] for r in results},
+        "version": version,
+        "checks": [{"component": r.component, "status": r.status, "reason": r.reason,
+                    "latency_ms": round(r.latency_seconds * 1000, 1)} for r in results],
+    }

@@ -1,0 +1,153 @@
+"""Probes against real servers: the test /health server, local PostgreSQL and Redis, moto S3."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ops_platform.config import EnvironmentConfig
+from ops_platform.lib import probes
+from ops_platform.lib.probes import DEGRADED, HEALTHY, UNHEALTHY, Probe, ProbeSettings, run_sweep
+from ops_platform.lib.redact import Redactor
+from ops_platform_tests.conftest import DB_PASSWORD, database_url, free_port
+
+FAST = ProbeSettings(timeout_seconds=1.0, degraded_seconds=0.3)
+
+
+def by_component(results):
+    return {result.component: result for result in results}
+
+
+def test_healthy_api_reports_each_service_and_the_version(health_server):
+    results = by_component(probes.probe_api("production", health_server.url, FAST))
+    assert results["api"].status == HEALTHY
+    assert results["api"].details["version"] == "1.2.3"
+    assert {results[f"api_{name}"].status for name in ("database", "redis", "storage")} == {HEALTHY}
+    assert results["api"].latency_seconds < FAST.degraded_seconds
+
+
+def test_slow_answer_is_degraded_not_healthy(health_server):
+    health_server.delay_seconds = 0.4
+    api = by_component(probes.probe_api("production", health_server.url, FAST))["api"]
+    assert api.status == DEGRADED
+    assert "slow" in api.reason and "threshold 0.3s" in api.reason
+
+
+def test_disconnected_service_is_named(health_server):
+    health_server.mode = "degraded"
+    results = by_component(probes.probe_api("production", health_server.url, FAST))
+    assert results["api"].status == UNHEALTHY
+    assert "redis: disconnected" in results["api"].reason
+    assert results["api_redis"].status == UNHEALTHY
+    assert results["api_redis"].reason == "the app reports redis: disconnected"
+    assert results["api_database"].status == HEALTHY
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("error", "/health answered HTTP 503 (status 'unhealthy')"),
+    ("malformed", "/health returned malformed JSON: '<html>Bad gateway</html>'"),
+    ("huge", f"response body too large: {100 * 1024 * 1024} bytes declared (limit {1 << 20})"),
+    ("huge_stream", f"response body too large: over {1 << 20} bytes (limit {1 << 20})"),
+])
+def test_bad_answers_are_unhealthy_with_a_clear_reason(health_server, mode, reason):
+    health_server.mode = mode
+    started = time.monotonic()
+    [api] = probes.probe_api("production", health_server.url, FAST)
+    assert (api.status, api.reason) == (UNHEALTHY, reason)
+    assert time.monotonic() - started < 1.0
+
+
+def test_socket_that_never_answers_times_out(silent_listener):
+    started = time.monotonic()
+    [api] = probes.probe_api("production", silent_listener.url, ProbeSettings(timeout_seconds=0.3))
+    assert api.status == UNHEALTHY
+    assert api.reason == "127.0.0.1 accepted the connection but sent no answer in time"
+    assert 0.25 < time.monotonic() - started < 1.0
+
+
+def test_connection_refused():
+    [api] = probes.probe_api("production", f"http://127.0.0.1:{free_port()}", FAST)
+    assert (api.status, api.reason) == (UNHEALTHY, "connection refused by 127.0.0.1")
+
+
+def test_dns_failure():
+    [api] = probes.probe_api("production", "http://no-such-host.invalid", FAST)
+    assert (api.status, api.reason) == (UNHEALTHY, "DNS lookup failed for no-such-host.invalid")
+
+
+def test_frontend_needs_2xx(health_server):
+    assert probes.probe_frontend("staging", health_server.url + "/shop", FAST)[0].status == HEALTHY
+    health_server.frontend_status = 502
+    [frontend] = probes.probe_frontend("staging", health_server.url + "/shop", FAST)
+    assert (frontend.status, frontend.reason) == (UNHEALTHY, "frontend answered HTTP 502")
+
+
+def test_postgres_select_one_missing_database_and_refused():
+    [good] = probes.probe_postgres("staging", "postgresql://postgres@127.0.0.1:5432/postgres", FAST)
+    assert good.status in (HEALTHY, DEGRADED), good.reason
+    missing_url = "postgresql://postgres@127.0.0.1:5432/no_such_database"
+    [bad] = probes.probe_postgres("staging", missing_url, FAST)
+    assert bad.status == UNHEALTHY
+    assert 'database "no_such_database" does not exist' in bad.reason
+    [refused] = probes.probe_postgres("staging", f"postgresql://u:p@127.0.0.1:{free_port()}/x", FAST)
+    assert refused.reason == "connection refused by 127.0.0.1"
+
+
+def test_redis_ping_and_refused():
+    assert probes.probe_redis("development", "redis://127.0.0.1:6379/0", FAST)[0].status == HEALTHY
+    [refused] = probes.probe_redis("development", f"redis://:s3cretRedisPw@127.0.0.1:{free_port()}/0", FAST)
+    assert refused.status == UNHEALTHY
+    assert "connection refused" in refused.reason or "Connection refused" in refused.reason
+    assert "s3cretRedisPw" not in refused.reason
+
+
+def test_bucket_head_and_canary(s3_bucket):
+    [bucket] = probes.probe_bucket("production", s3_bucket, "ops-backups-test", "backups", FAST)
+    assert bucket.status in (HEALTHY, DEGRADED), bucket.reason
+    assert s3_bucket.list_objects_v2(Bucket="ops-backups-test").get("KeyCount", 0) == 0
+    [missing] = probes.probe_bucket("production", s3_bucket, "no-such-bucket", "backups", FAST)
+    assert missing.status == UNHEALTHY
+    assert missing.reason.startswith("HeadBucket on s3://no-such-bucket failed")
+
+
+def test_sweep_never_waits_past_the_timeout(health_server, silent_listener):
+    def stuck():
+        time.sleep(30)
+        return []
+
+    sweep = run_sweep([
+        Probe("production", "api", lambda: probes.probe_api("production", silent_listener.url,
+                                                            ProbeSettings(timeout_seconds=5)), 0.3),
+        Probe("production", "frontend", stuck, 0.3),
+        Probe("staging", "api", lambda: probes.probe_api("staging", health_server.url, FAST), 1.0),
+    ], grace_seconds=0.2)
+    assert sweep.duration_seconds < 1.5
+    results = {(r.environment, r.component): r for r in sweep.results}
+    assert results[("production", "frontend")].reason == "no answer within the 0.3s timeout"
+    assert results[("production", "api")].status == UNHEALTHY
+    assert results[("staging", "api")].status == HEALTHY
+
+
+def test_crashing_probe_is_a_failed_check():
+    def broken():
+        raise RuntimeError("boom")
+
+    [result] = run_sweep([Probe("production", "redis", broken, 1)]).results
+    assert (result.status, result.reason) == (UNHEALTHY, "check crashed: RuntimeError: boom")
+
+
+def test_secrets_in_urls_never_reach_reasons():
+    redis_url = f"redis://:R3disS3cretPw@127.0.0.1:{free_port()}/0"
+    api_url = f"http://127.0.0.1:{free_port()}/?token=ApiT0kenSecret"
+    missing_db = database_url("production", password="wrong-pass-Secret9").rsplit("/", 1)[0] + "/no_such_db"
+    environment = EnvironmentConfig("production", missing_db,
+                                    redis_url=redis_url, api_url=api_url, frontend_url=api_url)
+    redactor = Redactor.from_environ({"PRODUCTION_REDIS_URL": redis_url, "PRODUCTION_API_URL": api_url,
+                                      "PRODUCTION_DATABASE_URL": environment.database_url})
+    sweep = run_sweep(probes.environment_probes(environment, FAST), redactor)
+    text = repr([result.to_dict() for result in sweep.results])
+    for secret in ("R3disS3cretPw", "ApiT0kenSecret", "wrong-pass-Secret9", DB_PASSWORD):
+        assert secret not in text
+    assert {r.component for r in sweep.results} == {"postgres", "redis", "api", "frontend"}
+    assert all(r.status == UNHEALTHY for r in sweep.results)
