@@ -1,0 +1,451 @@
+"""Retention: which backups to keep and which to delete, and deleting them from each store.
+
+The policy is pure: an inventory of what the stores hold, a policy and "now" give a plan with a
+reason for every backup. It can never delete the newest verified backup, nor any of the newest
+``keep_min`` verified ones, whatever their age, so backups that silently stop are never followed
+by a cleanup that removes the last good one.
+
+Rules, per backup id (a backup's files in every store are decided together):
+- verified (a readable manifest saying verified, and its artifact present in some store):
+  kept when younger than the window (``retention_days``; ``pre_restore_days`` for pre-restore
+  backups), when among the newest ``keep_min`` verified backups, or when it is the newest of one of
+  the last ``keep_daily`` days / ``keep_weekly`` ISO weeks / ``keep_monthly`` months (UTC) that
+  hold a verified backup; deleted otherwise.
+- unverified (manifest says not verified), incomplete (artifact or temporary file without a
+  manifest) and dangling (manifest whose artifact is missing everywhere): deleted once older than
+  a day, kept (too recent to judge) before.
+- unreadable manifest: everything for that id is kept and reported; a person should look.
+- anything whose name is not a backup file of this environment is never touched.
+
+Ages come from the manifest's ``created_at``. Without a manifest, the newest of the id's timestamp
+and the store's modification time is used, so a file still being written is never old enough.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, env_int
+from ops_platform.lib.artifacts import (
+    COMPRESSION_EXTENSIONS,
+    MANIFEST_SUFFIX,
+    Manifest,
+    parse_backup_id,
+    parse_utc,
+    utc_iso,
+)
+from ops_platform.lib.formatting import human_bytes
+from ops_platform.lib.slack import SlackMessage
+
+KEEP, DELETE = "keep", "delete"
+VERIFIED, UNVERIFIED, INCOMPLETE, DANGLING, UNREADABLE = (
+    "verified", "unverified", "incomplete", "dangling", "unreadable")
+ARTIFACT, MANIFEST, TEMPORARY = "artifact", "manifest", "temporary"
+GRACE = timedelta(days=1)
+
+_SUFFIXES = tuple(COMPRESSION_EXTENSIONS.values()) + (MANIFEST_SUFFIX,)
+_NAME = re.compile(r"^(?P<dot>\.)?(?P<id>[a-z]+-\d{8}T\d{6}Z)(?P<suffix>\.[a-z.]+?)(?P<partial>\.partial)?$")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    retention_days: int = 30
+    keep_min: int = 7
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    pre_restore_days: int = 7
+
+    def describe(self) -> str:
+        tiers = ", ".join(f"{count} {name}" for name, count in
+                          (("daily", self.keep_daily), ("weekly", self.keep_weekly), ("monthly", self.keep_monthly))
+                          if count)
+        return (f"keep {self.retention_days} days ({self.pre_restore_days} for pre-restore), "
+                f"at least {self.keep_min} verified" + (f", tiers: {tiers}" if tiers else ""))
+
+
+def policy_from_environ(environment: str, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
+    """The policy for an environment. ``<ENV>_BACKUP_RETENTION_DAYS`` (e.g.
+    ``PRODUCTION_BACKUP_KEEP_MIN``) overrides ``BACKUP_RETENTION_DAYS`` and so on for each setting."""
+    environ = os.environ if environ is None else environ
+    prefix = ENVIRONMENT_PREFIXES.get(environment, "")
+    settings = {
+        "retention_days": ("BACKUP_RETENTION_DAYS", 30, 1),
+        "keep_min": ("BACKUP_KEEP_MIN", 7, 1),
+        "keep_daily": ("BACKUP_KEEP_DAILY", 0, 0),
+        "keep_weekly": ("BACKUP_KEEP_WEEKLY", 0, 0),
+        "keep_monthly": ("BACKUP_KEEP_MONTHLY", 0, 0),
+        "pre_restore_days": ("BACKUP_PRE_RESTORE_DAYS", 7, 1),
+    }
+    values = {}
+    for name, (key, default, minimum) in settings.items():
+        value = env_int(environ, key, default, minimum=minimum)
+        if prefix:
+            value = env_int(environ, prefix + key, value, minimum=minimum)
+        values[name] = value
+    return RetentionPolicy(**values)
+
+
+def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:
+    """``--as-of``: an ISO-8601 time (UTC unless it says otherwise), or now."""
+    if text is None or not str(text).strip():
+        return now or datetime.now(timezone.utc)
+    try:
+        return parse_utc(str(text).strip())
+    except ValueError:
+        shown = re.sub(r"[^\x20-\x7e]", "?", str(text))[:60]
+        raise ConfigError(f"--as-of must be an ISO-8601 time such as 2027-01-15T00:00:00Z, got '{shown}'") from None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    location: str
+    name: str
+    role: str
+    size: int = 0
+    modified: datetime | None = None
+
+
+@dataclass
+class StoreInventory:
+    """What one store holds for one environment: every file name with its size and modification
+    time, the manifests that parsed, and the manifest names that did not."""
+
+    location: str
+    files: dict[str, tuple[int, datetime | None]] = field(default_factory=dict)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Candidate:
+    id: str
+    status: str
+    created: datetime
+    kind: str | None = None
+    files: list[StoredFile] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass
+class PlanItem:
+    id: str
+    action: str
+    reason: str
+    status: str
+    kind: str | None
+    created_at: str
+    bytes: int
+    files: list[StoredFile]
+
+    def as_record(self) -> dict:
+        record = asdict(self)
+        record["files"] = [{"location": f.location, "name": f.name, "role": f.role, "size": f.size}
+                           for f in self.files]
+        return record
+
+
+@dataclass
+class RetentionPlan:
+    environment: str
+    as_of: datetime
+    policy: RetentionPolicy
+    items: list[PlanItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[PlanItem]:
+        return [item for item in self.items if item.action == KEEP]
+
+    @property
+    def deleted(self) -> list[PlanItem]:
+        return [item for item in self.items if item.action == DELETE]
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(item.bytes for item in self.deleted)
+
+    def kept_backups(self) -> list[PlanItem]:
+        return [item for item in self.kept if item.status == VERIFIED]
+
+    def summary(self) -> dict:
+        kept = self.kept_backups()
+        return {
+            "kept": len(self.kept),
+            "deleted": len(self.deleted),
+            "verified_kept": len(kept),
+            "bytes_freed": self.bytes_freed,
+            "oldest_kept": kept[-1].id if kept else None,
+            "newest_kept": kept[0].id if kept else None,
+        }
+
+    def as_record(self) -> dict:
+        return {
+            "environment": self.environment,
+            "as_of": utc_iso(self.as_of),
+            "policy": asdict(self.policy),
+            "summary": self.summary(),
+            "items": [item.as_record() for item in self.items],
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_record(), indent=2)
+
+
+def classify_name(name: str, environment: str) -> tuple[str, str] | None:
+    """(backup id, role) for a backup file of this environment; None for anything else."""
+    match = _NAME.match(name)
+    if not match or match["suffix"] not in _SUFFIXES:
+        return None
+    if bool(match["dot"]) != bool(match["partial"]):
+        return None
+    try:
+        env, _ = parse_backup_id(match["id"])
+    except ConfigError:
+        return None
+    if env != environment:
+        return None
+    if match["partial"]:
+        return match["id"], TEMPORARY
+    return match["id"], MANIFEST if match["suffix"] == MANIFEST_SUFFIX else ARTIFACT
+
+
+def collect_candidates(environment: str, inventories: list[StoreInventory]) -> tuple[list[Candidate], list[str]]:
+    """Group every recognised file of every store by backup id and decide what each id is."""
+    files_by_id: dict[str, list[StoredFile]] = {}
+    for inventory in inventories:
+        for name, (size, modified) in inventory.files.items():
+            classified = classify_name(name, environment)
+            if classified:
+                backup_id, role = classified
+                files_by_id.setdefault(backup_id, []).append(
+                    StoredFile(inventory.location, name, role, size, modified))
+    warnings = []
+    candidates = []
+    by_location = {inventory.location: inventory for inventory in inventories}
+    for backup_id, files in files_by_id.items():
+        _, stamp = parse_backup_id(backup_id)
+        manifest_name = backup_id + MANIFEST_SUFFIX
+        unreadable = [f for f in files if f.role == MANIFEST and (
+            manifest_name in by_location[f.location].unreadable
+            or manifest_name not in by_location[f.location].manifests)]
+        if unreadable:
+            where = ", ".join(f.location for f in unreadable)
+            warnings.append(f"{backup_id}: unreadable manifest ({where}); kept, please inspect")
+            candidates.append(Candidate(backup_id, UNREADABLE, stamp, None, files, "unreadable manifest"))
+            continue
+        complete = []
+        for f in files:
+            if f.role != MANIFEST:
+                continue
+            manifest = by_location[f.location].manifests[manifest_name]
+            names = {g.name for g in files if g.location == f.location and g.role == ARTIFACT}
+            if manifest.artifact in names and manifest.id == backup_id:
+                complete.append(manifest)
+        manifests = [by_location[f.location].manifests[manifest_name] for f in files if f.role == MANIFEST]
+        if complete:
+            verified = any(m.verified for m in complete)
+            chosen = next((m for m in complete if m.verified), complete[0])
+            status = VERIFIED if verified else UNVERIFIED
+            candidates.append(Candidate(backup_id, status, chosen.created, chosen.kind, files))
+        elif manifests:
+            candidates.append(Candidate(backup_id, DANGLING, manifests[0].created, manifests[0].kind, files,
+                                        "manifest without its artifact"))
+        else:
+            newest = max([stamp] + [f.modified for f in files if f.modified is not None])
+            candidates.append(Candidate(backup_id, INCOMPLETE, newest, None, files, "artifact without a manifest"))
+    candidates.sort(key=lambda c: (c.created, c.id), reverse=True)
+    return candidates, warnings
+
+
+def _tier_keepers(verified: list[Candidate], count: int, bucket) -> set[str]:
+    """The newest backup of each of the ``count`` most recent buckets holding a verified backup."""
+    keepers, seen = set(), set()
+    for candidate in verified:
+        key = bucket(candidate.created)
+        if key in seen:
+            continue
+        if len(seen) >= count:
+            break
+        seen.add(key)
+        keepers.add(candidate.id)
+    return keepers
+
+
+def plan_retention(environment: str, candidates: list[Candidate], policy: RetentionPolicy,
+                   now: datetime, warnings: list[str] | None = None) -> RetentionPlan:
+    """Keep or delete each candidate, with the reason. ``candidates`` may be in any order."""
+    ordered = sorted(candidates, key=lambda c: (c.created, c.id), reverse=True)
+    verified = [c for c in ordered if c.status == VERIFIED]
+    floor = {c.id: rank for rank, c in enumerate(verified[:max(policy.keep_min, 1)], start=1)}
+    tiers = {
+        "daily": _tier_keepers(verified, policy.keep_daily, lambda t: t.date()),
+        "weekly": _tier_keepers(verified, policy.keep_weekly, lambda t: t.isocalendar()[:2]),
+        "monthly": _tier_keepers(verified, policy.keep_monthly, lambda t: (t.year, t.month)),
+    }
+    plan = RetentionPlan(environment, now, policy, warnings=list(warnings or []))
+    for candidate in ordered:
+        age = now - candidate.created
+        action, reason = _decide(candidate, age, policy, floor, tiers)
+        plan.items.append(PlanItem(candidate.id, action, reason, candidate.status, candidate.kind,
+                                   utc_iso(candidate.created), candidate.stored_bytes, list(candidate.files)))
+    return plan
+
+
+_TIER_UNITS = {"daily": "day", "weekly": "ISO week", "monthly": "month"}
+
+
+def _days(age: timedelta) -> str:
+    return f"{age.total_seconds() / 86400:.1f} days old"
+
+
+def _decide(candidate: Candidate, age: timedelta, policy: RetentionPolicy, floor: dict[str, int],
+            tiers: dict[str, set[str]]) -> tuple[str, str]:
+    if candidate.status == UNREADABLE:
+        return KEEP, "unreadable manifest: left for a person to inspect"
+    if candidate.status != VERIFIED:
+        label = candidate.note or "failed verification"
+        if age <= GRACE:
+            return KEEP, f"{candidate.status} ({label}), younger than a day"
+        return DELETE, f"{candidate.status} ({label}), {_days(age)}"
+    if candidate.kind == "pre-restore":
+        window, window_name = policy.pre_restore_days, "pre-restore window"
+    else:
+        window, window_name = policy.retention_days, "retention window"
+    if age < timedelta(days=window):
+        return KEEP, f"within the {window}-day {window_name}"
+    if candidate.id in floor:
+        return KEEP, f"verified #{floor[candidate.id]} of the newest {max(policy.keep_min, 1)} (floor)"
+    for tier, ids in tiers.items():
+        if candidate.id in ids:
+            return KEEP, f"newest of its {_TIER_UNITS[tier]} ({tier} tier)"
+    return DELETE, f"{_days(age)}, past the {window}-day {window_name}, beyond the floor and tiers"
+
+
+# Reading the stores and applying a plan.
+
+def _read_manifests(inventory: StoreInventory, environment: str, read) -> None:
+    """Parse each manifest by its own file name; one that fails to parse, or names another id or
+    environment, is unreadable."""
+    for name in inventory.files:
+        classified = classify_name(name, environment)
+        if not classified or classified[1] != MANIFEST:
+            continue
+        try:
+            manifest = Manifest.from_json(read(name))
+            if manifest.id != classified[0] or manifest.environment != environment:
+                raise ValueError(f"manifest names {manifest.environment}/{manifest.id}")
+        except (OSError, ValueError, TypeError) as error:
+            inventory.unreadable[name] = f"{type(error).__name__}: {error}"
+            continue
+        inventory.manifests[name] = manifest
+
+
+def local_inventory(store, environment: str) -> StoreInventory:
+    inventory = StoreInventory("local")
+    for name in store.list_names(environment):
+        try:
+            stat = store.path(environment, name).stat()
+        except FileNotFoundError:
+            continue
+        inventory.files[name] = (stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+    _read_manifests(inventory, environment, lambda name: store.path(environment, name).read_bytes())
+    return inventory
+
+
+def s3_inventory(store, environment: str) -> StoreInventory:
+    inventory = StoreInventory("s3")
+    for name, item in store.list_names(environment).items():
+        inventory.files[name] = (int(item.get("Size", 0)), item.get("LastModified"))
+
+    def read(name: str) -> bytes:
+        return store.client.get_object(Bucket=store.bucket, Key=store.key(environment, name))["Body"].read()
+
+    _read_manifests(inventory, environment, read)
+    return inventory
+
+
+def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
+    """Read both stores and plan. ``s3`` may be None."""
+    inventories = [local_inventory(local, environment)]
+    if s3 is not None:
+        inventories.append(s3_inventory(s3, environment))
+    candidates, warnings = collect_candidates(environment, inventories)
+    return plan_retention(environment, candidates, policy, now, warnings)
+
+
+_DELETE_ORDER = {ARTIFACT: 0, TEMPORARY: 1, MANIFEST: 2}
+
+
+@dataclass
+class ApplyResult:
+    deleted_files: list[str] = field(default_factory=list)
+    aborted_uploads: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+
+def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> ApplyResult:
+    """Delete what the plan says, artifact before manifest, in each store; then abort the S3
+    multipart uploads under this environment's folder started more than a day before ``now``."""
+    stores = {"local": local, "s3": s3}
+    result = ApplyResult()
+    for item in plan.deleted:
+        for f in sorted(item.files, key=lambda f: _DELETE_ORDER[f.role]):
+            store = stores.get(f.location)
+            if store is None:
+                continue
+            store.delete(plan.environment, f.name)
+            result.deleted_files.append(f"{f.location}:{f.name}")
+            result.bytes_freed += f.size
+    if s3 is not None:
+        cutoff = (now or plan.as_of) - GRACE
+        result.aborted_uploads = s3.abort_incomplete_uploads(s3.key(plan.environment, ""), older_than=cutoff)
+    return result
+
+
+def format_plan(plan: RetentionPlan) -> str:
+    """The dry-run table."""
+    lines = [f"retention plan for {plan.environment} as of {utc_iso(plan.as_of)}: {plan.policy.describe()}"]
+    if not plan.items:
+        lines.append("no backups found")
+    else:
+        lines.append(f"{'ACTION':<7} {'ID':<30} {'CREATED (UTC)':<21} {'STATUS':<11} {'SIZE':>10} WHERE  REASON")
+        for item in plan.items:
+            where = ",".join(sorted({f.location for f in item.files}))
+            lines.append(f"{item.action.upper():<7} {item.id:<30} {item.created_at:<21} {item.status:<11} "
+                         f"{human_bytes(item.bytes):>10} {where:<6} {item.reason}")
+    summary = plan.summary()
+    lines.append(f"{summary['kept']} kept ({summary['verified_kept']} verified), {summary['deleted']} to delete, "
+                 f"{human_bytes(summary['bytes_freed'])} to free")
+    lines += [f"warning: {warning}" for warning in plan.warnings]
+    return "\n".join(lines)
+
+
+def summary_message(plan: RetentionPlan, applied: ApplyResult, run_url: str | None = None) -> SlackMessage:
+    summary = plan.summary()
+    lines = [
+        f":wastebasket: *Backup retention* ({plan.environment}): deleted {summary['deleted']}, "
+        f"kept {summary['kept']}, freed {human_bytes(applied.bytes_freed)}",
+        f"• newest kept: `{summary['newest_kept']}`, oldest kept: `{summary['oldest_kept']}`",
+    ]
+    for item in plan.deleted[:10]:
+        lines.append(f"• deleted `{item.id}`: {item.reason}")
+    if len(plan.deleted) > 10:
+        lines.append(f"• and {len(plan.deleted) - 10} more")
+    if applied.aborted_uploads:
+        lines.append(f"• aborted {len(applied.aborted_uploads)} incomplete S3 upload(s)")
+    lines += [f":warning: {warning}" for warning in plan.warnings]
+    if run_url:
+        lines.append(f"<{run_url}|View the run in Dagster>")
+    text = "\n".join(lines)
+    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
