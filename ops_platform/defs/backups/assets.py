@@ -75,8 +75,8 @@ def _metadata(outcome: BackupOutcome) -> dict:
 
 def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environment: str, step: str,
           message: str, backup_id: str | None = None) -> dg.Failure:
-    slack.notifier(context.log).post(messages.backup_failed(environment, step, message, backup_id, run_url(context.run_id)))
-    context.instance.add_run_tags(context.run_id, {ALERTED_TAG: "true"})
+    slack.notifier(context.log).post(messages.backup_failed(environment, step, message, backup_id, run_url(context.run.run_id)))
+    context.instance.add_run_tags(context.run.run_id, {ALERTED_TAG: "true"})
     return dg.Failure(description=f"backup of {environment} failed at {step}: {message.splitlines()[0]}",
                       allow_retries=False)
 
@@ -104,7 +104,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     redactor = Redactor.from_environ()
     try:
         outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
-                                 run_id=context.run_id, redactor=redactor,
+                                 run_id=context.run.run_id, redactor=redactor,
                                  progress=_progress_reporter(context, environment_name))
     except BackupStepError as error:
         raise _fail(context, slack, environment_name, error.step, str(error)) from None
@@ -117,12 +117,12 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     if failed_blocking:
         reasons = "; ".join(f"{check.name}: {check.description}" for check in failed_blocking)
         slack.notifier(context.log).post(messages.backup_failed(
-            environment_name, "verification", reasons, manifest.id, run_url(context.run_id)))
-        context.instance.add_run_tags(context.run_id, {ALERTED_TAG: "true"})
+            environment_name, "verification", reasons, manifest.id, run_url(context.run.run_id)))
+        context.instance.add_run_tags(context.run.run_id, {ALERTED_TAG: "true"})
     else:
         slack.notifier(context.log).post(messages.backup_succeeded(
             environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
-            manifest.duration_seconds, manifest.locations, run_url(context.run_id), outcome.warnings))
+            manifest.duration_seconds, manifest.locations, run_url(context.run.run_id), outcome.warnings))
     for warning in outcome.warnings:
         context.log.warning(warning)
     return dg.MaterializeResult(
@@ -144,7 +144,6 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
 backup_job = dg.define_asset_job(
     "backup_job",
     selection=dg.AssetSelection.assets(database_backup).downstream(depth=1),
-    partitions_def=databases.environment_partitions,
     description="Back up one environment's database (the partition), verify the artifact, then run "
                 "what follows a good backup (retention). Blocking checks stop the follow-ups.",
 )

@@ -1,0 +1,163 @@
+"""The database_backup asset end to end: real PostgreSQL, moto S3, the Slack test server and a
+Dagster instance. Also the secrets rule: the password appears nowhere."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from ops_platform.defs.backups import assets as backup_assets
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.lib.artifacts import Manifest
+from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
+    big_database, empty_database, terminate_dump_when_streaming,
+)
+from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, S3_BUCKET, SLACK_TOKEN, database_url
+
+
+def materialize(instance, environment, slack, backup_dir, s3=True, tags=None):
+    storage = BackupStorageResource(backup_dir=str(backup_dir), s3_bucket=S3_BUCKET if s3 else None)
+    return dg.materialize(
+        [backup_assets.database_backup],
+        partition_key=environment,
+        instance=instance,
+        resources={"slack": slack, "backup_storage": storage},
+        raise_on_error=False,
+        tags=tags or {},
+    )
+
+
+def check_results(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def event_log_text(instance, run_id) -> str:
+    return "\n".join(str(entry) for entry in instance.all_logs(run_id))
+
+
+def test_backup_to_local_and_s3_is_verified_and_reported(databases, instance, slack_resource, slack_server,
+                                                         backup_dir, s3_bucket):
+    result = materialize(instance, "production", slack_resource, backup_dir,
+                         tags={backup_assets.BACKUP_KIND_TAG: "scheduled"})
+    assert result.success
+    checks = check_results(result)
+    assert {name: c.passed for name, c in checks.items()} == {
+        "decodes_completely": True, "not_empty": True, "s3_copy_matches": True, "size_not_dropped": True}
+
+    metadata = result.asset_materializations_for_node("database_backup")[0].metadata
+    for key in ("stored_bytes", "raw_bytes", "compression_ratio", "duration_seconds", "throughput_mb_per_s",
+                "sha256", "destinations", "server_version", "table_row_counts"):
+        assert key in metadata, key
+    assert metadata["table_row_counts"].value == {"public.customers": 500, "public.orders": 2000}
+
+    backup_id = metadata["backup_id"].value
+    manifest = Manifest.from_json((backup_dir / "production" / f"{backup_id}.manifest.json").read_text())
+    assert manifest.verified and manifest.kind == "scheduled"
+    assert manifest.sha256 == metadata["sha256"].value
+    assert manifest.verification["decodes_completely"]["passed"]
+    assert manifest.locations == [str(backup_dir / "production" / manifest.artifact),
+                                  f"s3://{S3_BUCKET}/backups/production/{manifest.artifact}"]
+    s3_manifest = json.loads(s3_bucket.get_object(
+        Bucket=S3_BUCKET, Key=f"backups/production/{backup_id}.manifest.json")["Body"].read())
+    assert s3_manifest["sha256"] == manifest.sha256
+
+    texts = slack_server.texts()
+    assert len(texts) == 2  # one bot-token message, one webhook message
+    assert "backup succeeded" in texts[0] and "production" in texts[0] and backup_id in texts[0]
+    assert "duration" in texts[0] and "KB" in texts[0]
+
+
+def test_slack_answering_500_never_fails_the_backup(databases, instance, slack_resource, slack_server,
+                                                   backup_dir, s3_bucket):
+    slack_server.fail_status = 500
+    result = materialize(instance, "production", slack_resource, backup_dir)
+    assert result.success
+    assert len(slack_server.requests) >= 4, "expected retries against both Slack destinations"
+    logs = event_log_text(instance, result.run_id)
+    assert "Slack delivery via" in logs
+
+
+def test_unreachable_database_fails_with_one_alert(instance, slack_server, backup_dir, s3_bucket, monkeypatch):
+    monkeypatch.setenv("PRODUCTION_DATABASE_URL", f"postgresql://ops_test:{DB_PASSWORD}@127.0.0.1:1/nowhere")
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
+    result = materialize(instance, "production", slack, backup_dir)
+    assert not result.success
+    texts = slack_server.texts()
+    assert len(texts) == 1
+    assert "backup failed" in texts[0] and "connect" in texts[0]
+    assert DB_PASSWORD not in slack_server.all_bodies()
+    assert instance.get_run_by_id(result.run_id).tags.get(backup_assets.ALERTED_TAG) == "true"
+    assert not list(backup_dir.rglob("*"))
+
+
+def test_dump_killed_midway_fails_the_run_with_one_alert(big_database, instance, slack_server, backup_dir, s3_bucket):
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
+    killer = terminate_dump_when_streaming(big_database, backup_dir)
+    result = materialize(instance, "production", slack, backup_dir)
+    killer.join()
+    assert killer.result.get("terminated")
+    assert not result.success
+    assert [name for name in (p.name for p in backup_dir.rglob("*")) if not name == "production"] == []
+    assert s3_bucket.list_objects_v2(Bucket=S3_BUCKET).get("KeyCount") == 0
+    assert s3_bucket.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []) == []
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "pg_dump" in texts[0]
+
+
+def test_empty_database_fails_a_blocking_check_and_is_not_verified(empty_database, instance, slack_server,
+                                                                  backup_dir, s3_bucket):
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+    result = materialize(instance, "staging", slack, backup_dir)
+    checks = check_results(result)
+    assert checks["not_empty"].passed is False
+    assert not result.success, "a failed blocking check must fail the run"
+    manifests = list((backup_dir / "staging").glob("*.manifest.json"))
+    assert len(manifests) == 1
+    assert Manifest.from_json(manifests[0].read_text()).verified is False
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "verification" in texts[0] and "no tables" in texts[0]
+
+
+def test_size_drop_is_a_warning(databases, big_database, instance, slack_server, backup_dir, s3_bucket):
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+    assert materialize(instance, "production", slack, backup_dir, s3=False).success
+    from ops_platform_tests.conftest import reset_database
+
+    reset_database("production")
+    import time
+
+    time.sleep(1.1)  # backup ids have one-second resolution
+    result = materialize(instance, "production", slack, backup_dir, s3=False)
+    assert result.success
+    check = check_results(result)["size_not_dropped"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert "size dropped" in slack_server.texts()[-1]
+
+
+def test_missing_s3_bucket_at_run_time_is_reported(databases, instance, slack_server, backup_dir):
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+    result = materialize(instance, "development", slack, backup_dir, s3=False)
+    assert result.success
+    assert check_results(result)["s3_copy_matches"].passed is False
+
+
+def test_no_secret_reaches_logs_metadata_or_slack(databases, instance, slack_resource, slack_server,
+                                                  backup_dir, s3_bucket, monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", SLACK_TOKEN)
+    ok = materialize(instance, "production", slack_resource, backup_dir)
+    monkeypatch.setenv("STAGING_DATABASE_URL", database_url("staging").replace("127.0.0.1:5432", "127.0.0.1:1"))
+    failed = materialize(instance, "staging", slack_resource, backup_dir)
+    assert ok.success and not failed.success
+    secrets = (DB_PASSWORD, AWS_SECRET, SLACK_TOKEN)
+    for run_id in (ok.run_id, failed.run_id):
+        text = event_log_text(instance, run_id)
+        run = instance.get_run_by_id(run_id)
+        assert not any(secret in text for secret in secrets)
+        assert not any(secret in json.dumps(run.run_config) for secret in secrets)
+    manifest_text = "".join(p.read_text() for p in backup_dir.rglob("*.manifest.json"))
+    assert not any(secret in manifest_text for secret in secrets)
+    slack_text = "\n".join(r.body.decode() for r in slack_server.messages())
+    assert not any(secret in slack_text for secret in secrets)
+    assert len(slack_server.messages()) == 4
