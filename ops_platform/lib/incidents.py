@@ -1,0 +1,178 @@
+"""Incidents from a stream of check results: a pure state machine with serializable state.
+
+Per environment, every component keeps its consecutive failure and success counts. An incident
+opens when a component fails ``failure_threshold`` times in a row; it groups every component
+that goes down while it is open, sends reminders every ``reminder_seconds``, and closes once each
+of its components has passed ``recovery_threshold`` times in a row, reporting the downtime from
+the first failure to the first good check. A component whose state changes more than
+``flap_changes`` times within ``flap_window_seconds`` is flapping: it gets one notice and opens
+no incidents until it settles (half as many changes in the window). While an environment is held (a deployment is being verified),
+state keeps moving but nothing is announced; an incident still open when the hold lifts is
+announced then, and one that ended during the hold is never announced.
+
+The whole state is a JSON-compatible dict, so it can live in a sensor cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+OPENED, REMINDER, RECOVERED, FLAPPING = "opened", "reminder", "recovered", "flapping"
+
+
+@dataclass(frozen=True)
+class IncidentSettings:
+    failure_threshold: int = 3
+    recovery_threshold: int = 2
+    reminder_seconds: float = 3600.0
+    flap_changes: int = 4
+    flap_window_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    component: str
+    ok: bool
+    reason: str
+    at: float
+
+
+@dataclass
+class AlertEvent:
+    kind: str
+    environment: str
+    at: float
+    started_at: float | None = None
+    components: dict[str, str] = field(default_factory=dict)
+    downtime_seconds: float | None = None
+    changes: int | None = None
+
+
+def _new_component() -> dict:
+    return {"failures": 0, "successes": 0, "last_ok": None, "first_failure_at": None, "back_at": None,
+            "reason": "", "changes": [], "flapping": False}
+
+
+class IncidentTracker:
+    def __init__(self, settings: IncidentSettings | None = None, state: dict | None = None):
+        self.settings = settings or IncidentSettings()
+        self.state = state if state is not None else {"environments": {}}
+
+    @classmethod
+    def from_json(cls, text: str | None, settings: IncidentSettings | None = None) -> IncidentTracker:
+        if not text:
+            return cls(settings)
+        try:
+            state = json.loads(text)
+        except ValueError:
+            return cls(settings)
+        if not isinstance(state, dict) or not isinstance(state.get("environments"), dict):
+            return cls(settings)
+        return cls(settings, state)
+
+    def to_json(self) -> str:
+        return json.dumps(self.state, sort_keys=True, separators=(",", ":"))
+
+    def environment(self, name: str) -> dict:
+        return self.state["environments"].setdefault(name, {"components": {}, "incident": None, "last_at": None})
+
+    def open_incident(self, environment: str) -> dict | None:
+        return self.environment(environment)["incident"]
+
+    def observe(self, environment: str, observations: list[Observation], hold: bool = False) -> list[AlertEvent]:
+        """Apply new results (in any order) and return what should be announced."""
+        env = self.environment(environment)
+        events: list[AlertEvent] = []
+        for observation in sorted(observations, key=lambda o: o.at):
+            flapping = self._apply(env["components"].setdefault(observation.component, _new_component()),
+                                   observation)
+            env["last_at"] = max(env["last_at"] or observation.at, observation.at)
+            if flapping and not hold:
+                events.append(AlertEvent(FLAPPING, environment, observation.at,
+                                         components={observation.component: observation.reason},
+                                         changes=flapping))
+        if env["last_at"] is not None:
+            events.extend(self._evaluate(environment, env, env["last_at"], hold))
+        return events
+
+    def _apply(self, component: dict, observation: Observation) -> int | None:
+        settings = self.settings
+        if component["last_ok"] is not None and component["last_ok"] != observation.ok:
+            component["changes"].append(observation.at)
+        component["changes"] = [t for t in component["changes"] if t > observation.at - settings.flap_window_seconds]
+        component["last_ok"] = observation.ok
+        if observation.ok:
+            component["successes"] += 1
+            if component["successes"] == 1:
+                component["back_at"] = observation.at
+            component["failures"] = 0
+        else:
+            component["failures"] += 1
+            if component["failures"] == 1 and (component["first_failure_at"] is None or component["successes"]):
+                component["first_failure_at"] = observation.at
+            component["successes"] = 0
+            component["reason"] = observation.reason
+        changes = len(component["changes"])
+        if changes > settings.flap_changes and not component["flapping"]:
+            component["flapping"] = True
+            return changes
+        if component["flapping"] and changes <= settings.flap_changes // 2:
+            component["flapping"] = False
+        return None
+
+    def _failing(self, env: dict, names) -> dict[str, str]:
+        return {name: env["components"][name]["reason"] for name in names
+                if env["components"].get(name, {}).get("failures")}
+
+    def _evaluate(self, name: str, env: dict, now: float, hold: bool) -> list[AlertEvent]:
+        settings = self.settings
+        components = env["components"]
+        down = sorted(c for c, state in components.items()
+                      if state["failures"] >= settings.failure_threshold and not state["flapping"])
+        incident = env["incident"]
+        if incident is None:
+            if not down:
+                self._forget_recovered(components)
+                return []
+            started = min(components[c]["first_failure_at"] for c in down)
+            incident = env["incident"] = {"started_at": started, "components": down, "announced": not hold,
+                                          "last_notice_at": now}
+            if hold:
+                return []
+            return [AlertEvent(OPENED, name, now, started, self._failing(env, down))]
+        for component in down:
+            if component not in incident["components"]:
+                incident["components"].append(component)
+        members = [components[c] for c in incident["components"] if c in components]
+        if all(member["successes"] >= settings.recovery_threshold for member in members):
+            back_at = max(member["back_at"] for member in members)
+            env["incident"] = None
+            self._forget_recovered(components)
+            if not incident["announced"]:
+                return []
+            return [AlertEvent(RECOVERED, name, now, incident["started_at"],
+                               {c: "" for c in incident["components"]},
+                               downtime_seconds=max(0.0, back_at - incident["started_at"]))]
+        if hold:
+            return []
+        if not incident["announced"]:
+            incident["announced"] = True
+            incident["last_notice_at"] = now
+            return [AlertEvent(OPENED, name, now, incident["started_at"],
+                               self._failing(env, incident["components"]))]
+        if now - incident["last_notice_at"] >= settings.reminder_seconds:
+            incident["last_notice_at"] = now
+            return [AlertEvent(REMINDER, name, now, incident["started_at"],
+                               self._failing(env, incident["components"]))]
+        return []
+
+    @staticmethod
+    def _forget_recovered(components: dict) -> None:
+        for state in components.values():
+            if state["successes"]:
+                state["first_failure_at"] = None
+
+
+def event_to_dict(event: AlertEvent) -> dict:
+    return asdict(event)
