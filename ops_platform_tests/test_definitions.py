@@ -1,0 +1,95 @@
+"""The whole code location loads, with the expected assets, checks, jobs, schedules and sensors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from ops_platform.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_graph_has_lineage_from_databases_to_backups_to_checks():
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"production_database", "staging_database", "development_database", "database_backup"} <= keys
+    backup = graph.get(dg.AssetKey("database_backup"))
+    assert {k.to_user_string() for k in backup.parent_keys} >= {
+        "production_database", "staging_database", "development_database"}
+    assert backup.partitions_def.get_partition_keys() == ["production", "staging", "development"]
+    assert backup.group_name == "backups"
+    check_names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey("database_backup")}
+    assert {"decodes_completely", "not_empty", "s3_copy_matches", "size_not_dropped"} <= check_names
+    assert graph.get(dg.AssetKey("production_database")).is_external
+
+
+def test_schedules_and_sensors_ship_running():
+    definitions = defs()
+    schedules = {s.name: s for s in definitions.schedules}
+    assert schedules["production_backup_schedule"].cron_schedule == "0 2 * * *"
+    assert schedules["staging_backup_schedule"].cron_schedule == "0 3 * * *"
+    for name in ("production_backup_schedule", "staging_backup_schedule"):
+        assert schedules[name].execution_timezone == "America/New_York"
+        assert schedules[name].default_status == dg.DefaultScheduleStatus.RUNNING
+    assert "development_backup_schedule" not in schedules
+    sensor = definitions.resolve_sensor_def("run_failure_slack_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert definitions.resolve_job_def("backup_job") is not None
+
+
+def test_only_configured_environments_become_partitions():
+    env = {k: v for k, v in os.environ.items() if k not in ("STAGING_DATABASE_URL", "DATABASE_URL")}
+    code = ("from ops_platform.definitions import defs; d = defs(); "
+            "print(sorted(s.name for s in d.schedules if 'backup' in s.name)); "
+            "print(d.resolve_asset_graph().get(__import__('dagster').AssetKey('database_backup'))"
+            ".partitions_def.get_partition_keys())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["['production_backup_schedule']", "['production']"]
+
+
+def test_dagster_definitions_validate_passes():
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run([str(dagster), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_instance_configs_are_valid_dagster_yaml(tmp_path):
+    from dagster._core.instance.config import dagster_instance_config
+
+    for source in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
+        home = tmp_path / source.stem
+        home.mkdir()
+        (home / "dagster.yaml").write_text(source.read_text())
+        config, _ = dagster_instance_config(str(home))
+        limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+        assert limits[0]["key"] == "dagster/partition" and limits[0]["limit"] == 1
+        assert config["run_monitoring"]["enabled"] and config["run_retries"]["enabled"]
+    assert yaml.safe_load((ROOT / "deploy" / "dagster.postgres.yaml").read_text())["storage"]["postgres"]
+
+
+def test_postgres_instance_storage_records_a_backup_run(databases, tmp_path, monkeypatch, slack_server):
+    """The production instance config (deploy/dagster.postgres.yaml) against the real server."""
+    from ops_platform_tests.conftest import psql
+
+    psql("DROP DATABASE IF EXISTS ops_test_dagster_storage")
+    psql("CREATE DATABASE ops_test_dagster_storage")
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/ops_test_dagster_storage")
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "backups"))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.postgres.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = defs().resolve_job_def("backup_job").execute_in_process(
+            instance=instance, partition_key="development", raise_on_error=False)
+        assert result.success
+    tables = psql("SELECT count(*) FROM runs", database="ops_test_dagster_storage")
+    assert int(tables) == 1
+    psql("DROP DATABASE ops_test_dagster_storage WITH (FORCE)")
