@@ -27,6 +27,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -342,7 +343,10 @@ def _read_manifests(inventory: StoreInventory, environment: str, read) -> None:
         if not classified or classified[1] != MANIFEST:
             continue
         try:
-            manifest = Manifest.from_json(read(name))
+            body = read(name)
+            if isinstance(body, Exception):
+                raise OSError(f"{type(body).__name__}: {body}")
+            manifest = Manifest.from_json(body)
             if manifest.id != classified[0] or manifest.environment != environment:
                 raise ValueError(f"manifest names {manifest.environment}/{manifest.id}")
         except (OSError, ValueError, TypeError) as error:
@@ -371,8 +375,22 @@ def s3_inventory(store, environment: str) -> StoreInventory:
     def read(name: str) -> bytes:
         return store.client.get_object(Bucket=store.bucket, Key=store.key(environment, name))["Body"].read()
 
-    _read_manifests(inventory, environment, read)
+    names = [name for name in inventory.files if name.endswith(MANIFEST_SUFFIX)]
+    with ThreadPoolExecutor(8) as pool:
+        bodies = dict(zip(names, pool.map(_safe(read), names)))
+    _read_manifests(inventory, environment, bodies.__getitem__)
     return inventory
+
+
+def _safe(read):
+    """Read errors become values, so _read_manifests reports them as unreadable; S3 being
+    unreachable still fails the listing above."""
+    def wrapped(name: str):
+        try:
+            return read(name)
+        except Exception as error:  # noqa: BLE001
+            return error
+    return wrapped
 
 
 def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
@@ -395,16 +413,20 @@ class ApplyResult:
 
 
 def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> ApplyResult:
-    """Delete what the plan says, artifact before manifest, in each store; then abort the S3
-    multipart uploads under this environment's folder started more than a day before ``now``."""
-    stores = {"local": local, "s3": s3}
+    """Delete what the plan says from each store: every artifact first, then temporary files, then
+    manifests, so an interruption leaves a dangling manifest (cleaned up next time), never a listed
+    backup without its data. Then abort the S3 multipart uploads under this environment's folder
+    started more than a day before ``now``."""
     result = ApplyResult()
-    for item in plan.deleted:
-        for f in sorted(item.files, key=lambda f: _DELETE_ORDER[f.role]):
-            store = stores.get(f.location)
-            if store is None:
-                continue
-            store.delete(plan.environment, f.name)
+    for role in sorted(_DELETE_ORDER, key=_DELETE_ORDER.get):
+        files = [f for item in plan.deleted for f in item.files if f.role == role]
+        local_files = [f for f in files if f.location == "local"] if local is not None else []
+        s3_files = [f for f in files if f.location == "s3"] if s3 is not None else []
+        for f in local_files:
+            local.delete(plan.environment, f.name)
+        if s3_files:
+            s3.delete_many(plan.environment, [f.name for f in s3_files])
+        for f in local_files + s3_files:
             result.deleted_files.append(f"{f.location}:{f.name}")
             result.bytes_freed += f.size
     if s3 is not None:
