@@ -166,6 +166,17 @@ class S3Store:
     def delete(self, environment: str, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(environment, name))
 
+    def delete_many(self, environment: str, names: list[str]) -> None:
+        """Delete files of the environment's folder, up to 1,000 per request; raises on any failure."""
+        for start in range(0, len(names), 1000):
+            batch = [{"Key": self.key(environment, name)} for name in names[start:start + 1000]]
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise OSError(f"S3 refused to delete {len(errors)} object(s), e.g. {first.get('Key')}: "
+                              f"{first.get('Code')} {first.get('Message')}")
+
 
 def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, read_timeout: float = 60):
     """A boto3 S3 client with botocore's standard retries (``AWS_MAX_ATTEMPTS``, default 5).
