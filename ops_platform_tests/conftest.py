@@ -195,3 +195,11 @@ def silent_listener():
     listener = SilentListener()
     yield listener
     listener.close()
+
+
+# Health components exist for the environments whose URLs are set when the code location loads;
+# tests point these at their own servers at run time (monkeypatch), before each sweep.
+os.environ.setdefault("PRODUCTION_API_URL", "http://127.0.0.1:9")
+os.environ.setdefault("PRODUCTION_FRONTEND_URL", "http://127.0.0.1:9")
+os.environ.setdefault("PRODUCTION_REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("STAGING_API_URL", "http://127.0.0.1:9")

@@ -118,10 +118,16 @@ def _http_get(url: str, settings: ProbeSettings, limit: int) -> tuple[int, bytes
             return response.status_code, body, time.monotonic() - started
 
 
+def health_url(api_url: str) -> str:
+    """``$API_URL/health``, keeping any query string (some gateways take a token there)."""
+    parts = urlsplit(api_url)
+    return parts._replace(path=parts.path.rstrip("/") + "/health").geturl()
+
+
 def probe_api(environment: str, api_url: str, settings: ProbeSettings) -> list[ProbeResult]:
     """``GET $API_URL/health``: HTTP 200 and ``status == "healthy"``; each ``services`` entry
     becomes its own component (``api_<service>``), and the reported ``version`` is kept."""
-    url = api_url.rstrip("/") + "/health"
+    url = health_url(api_url)
     started = time.monotonic()
     try:
         status_code, body, latency = _http_get(url, settings, settings.max_body_bytes)
@@ -336,3 +342,14 @@ def environment_summary(results: list[ProbeResult], checked_at: datetime) -> dic
         "checks": [{"component": r.component, "status": r.status, "reason": r.reason,
                     "latency_ms": round(r.latency_seconds * 1000, 1)} for r in results],
     }
+
+
+def probe_settings_from_environ(environ=None) -> ProbeSettings:
+    """``HEALTH_CHECK_TIMEOUT_SECONDS`` (default 10) and ``HEALTH_DEGRADED_LATENCY_MS`` (default 2000)."""
+    from ops_platform.config import env_int
+
+    return ProbeSettings(
+        timeout_seconds=float(env_int(environ, "HEALTH_CHECK_TIMEOUT_SECONDS", int(DEFAULT_TIMEOUT_SECONDS), minimum=1)),
+        degraded_seconds=env_int(environ, "HEALTH_DEGRADED_LATENCY_MS", int(DEFAULT_DEGRADED_SECONDS * 1000),
+                                 minimum=1) / 1000,
+    )

@@ -1,0 +1,200 @@
+"""Health of every configured environment's components, as external assets with asset checks.
+
+Each component (the app's API, its frontend, Redis, the backup bucket) is an external asset in
+the ``health`` group; PostgreSQL is checked on the environment's existing database asset. One
+multi-asset check runs a whole sweep concurrently and records, per check, the result, the
+latency and the reason, so the UI shows each component's check history and the alert sensor can
+read it back from the instance.
+"""
+
+
+import os
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from ops_platform.config import load_environments
+from ops_platform.defs import databases
+from ops_platform.defs.resources import BackupStorageResource
+from ops_platform.lib import probes
+from ops_platform.lib.redact import Redactor
+from ops_platform.lib.stores import make_s3_client
+
+HEALTH_GROUP = "health"
+ENVIRONMENT_TAG = "ops_platform/environment"
+API_CHECK = "health_endpoint"
+REACHABLE_CHECK = "reachable"
+SERVICE_CHECK_PREFIX = "service_"
+COMPONENT_KINDS = {"api": {"http"}, "frontend": {"http"}, "redis": {"redis"}, "bucket": {"s3"}}
+COMPONENT_DESCRIPTIONS = {
+    "api": "The app's API: `$API_URL/health` answers HTTP 200 with status healthy. Each service the "
+           "app reports (database, redis, storage) is its own check.",
+    "frontend": "The app's frontend: `$FRONTEND_URL` answers 2xx.",
+    "redis": "The environment's Redis, checked directly with PING.",
+    "bucket": "The backup bucket: HeadBucket plus a write, read and delete canary under the prefix.",
+}
+
+
+def _components(environment, environ) -> list[str]:
+    found = []
+    if environment.api_url:
+        found.append("api")
+    if environment.frontend_url:
+        found.append("frontend")
+    if environment.redis_url:
+        found.append("redis")
+    if environ.get("AWS_S3_BUCKET", "").strip():
+        found.append("bucket")
+    return found
+
+
+def component_asset_key(environment: str, component: str) -> dg.AssetKey:
+    if component == "postgres":
+        return databases.database_key(environment)
+    return dg.AssetKey(f"{environment}_{component}")
+
+
+def check_key_for(environment: str, component: str) -> dg.AssetCheckKey | None:
+    """Where a probe's component is recorded; None for services the seed format does not name."""
+    if component == "api":
+        return dg.AssetCheckKey(component_asset_key(environment, "api"), API_CHECK)
+    if component.startswith("api_"):
+        service = component[len("api_"):]
+        if service in probes.SEED_SERVICES:
+            return dg.AssetCheckKey(component_asset_key(environment, "api"), SERVICE_CHECK_PREFIX + service)
+        return None
+    return dg.AssetCheckKey(component_asset_key(environment, component), REACHABLE_CHECK)
+
+
+def _build(environ):
+    environments = {name: env for name, env in load_environments(environ).items()
+                    if name in databases.ENVIRONMENT_NAMES}
+    specs, check_specs = [], []
+    for name, environment in environments.items():
+        components = _components(environment, environ)
+        for component in components:
+            specs.append(dg.AssetSpec(
+                key=component_asset_key(name, component),
+                description=f"{COMPONENT_DESCRIPTIONS[component]} ({name})",
+                group_name=HEALTH_GROUP,
+                kinds=COMPONENT_KINDS[component],
+                metadata={"environment": name, "component": component},
+            ))
+        check_specs.append(dg.AssetCheckSpec(REACHABLE_CHECK, asset=databases.database_key(name),
+                                             description="Connect and SELECT 1 within the timeouts."))
+        for component in components:
+            if component == "api":
+                check_specs.append(dg.AssetCheckSpec(API_CHECK, asset=component_asset_key(name, "api"),
+                                                     description="/health answers 200 with status healthy, in time."))
+                for service in probes.SEED_SERVICES:
+                    check_specs.append(dg.AssetCheckSpec(
+                        SERVICE_CHECK_PREFIX + service, asset=component_asset_key(name, "api"),
+                        description=f"The app reports {service} as connected."))
+            else:
+                check_specs.append(dg.AssetCheckSpec(REACHABLE_CHECK, asset=component_asset_key(name, component),
+                                                     description=COMPONENT_DESCRIPTIONS[component]))
+    return specs, check_specs
+
+
+health_component_specs, health_check_specs = _build(os.environ)
+
+
+class HealthSweepConfig(dg.Config):
+    environments: list[str] = []
+    timeout_seconds: float | None = None
+    degraded_ms: int | None = None
+
+
+def _check_result(environment: str, result: probes.ProbeResult, checked_at: datetime, sweep_id: str,
+                  extra: dict | None = None) -> dg.AssetCheckResult:
+    key = check_key_for(environment, result.component)
+    metadata = {
+        "environment": environment,
+        "component": result.component,
+        "status": result.status,
+        "reason": result.reason,
+        "latency_ms": dg.MetadataValue.float(round(result.latency_seconds * 1000, 1)),
+        "checked_at": dg.MetadataValue.float(checked_at.timestamp()),
+        "sweep_id": sweep_id,
+    }
+    if result.details.get("version"):
+        metadata["version"] = result.details["version"]
+    metadata.update(extra or {})
+    return dg.AssetCheckResult(
+        asset_key=key.asset_key, check_name=key.name,
+        passed=result.status == probes.HEALTHY,
+        severity=dg.AssetCheckSeverity.WARN if result.status == probes.DEGRADED else dg.AssetCheckSeverity.ERROR,
+        description=result.reason,
+        metadata=metadata,
+    )
+
+
+def sweep_settings(config: HealthSweepConfig) -> probes.ProbeSettings:
+    settings = probes.probe_settings_from_environ()
+    if config.timeout_seconds:
+        settings.timeout_seconds = config.timeout_seconds
+    if config.degraded_ms:
+        settings.degraded_seconds = config.degraded_ms / 1000
+    return settings
+
+
+def build_probes(environments, settings: probes.ProbeSettings, backup_storage: BackupStorageResource):
+    s3_client = None
+    if backup_storage.s3_bucket:
+        s3_client = make_s3_client(max_attempts=1, connect_timeout=settings.timeout_seconds,
+                                   read_timeout=settings.timeout_seconds)
+    sweep = []
+    for environment in environments:
+        sweep += probes.environment_probes(environment, settings, s3_client=s3_client,
+                                           bucket=backup_storage.s3_bucket, prefix=backup_storage.s3_prefix)
+    return sweep
+
+
+if health_check_specs:
+    @dg.multi_asset_check(specs=health_check_specs, can_subset=True, name="health_checks",
+                          description="One health sweep of every configured environment, all checks at once.")
+    def health_checks(context: dg.AssetCheckExecutionContext, config: HealthSweepConfig,
+                      backup_storage: BackupStorageResource):
+        """Probe every component of the selected environments concurrently, with hard per-check
+        timeouts, and record each result with its latency."""
+        selected = set(config.environments) or set(databases.ENVIRONMENT_NAMES)
+        unknown = selected - set(databases.ENVIRONMENT_NAMES)
+        if unknown:
+            raise dg.Failure(f"unknown environment(s): {', '.join(sorted(unknown))}; configured: "
+                             f"{', '.join(databases.ENVIRONMENT_NAMES)}")
+        environments = [env for name, env in load_environments().items() if name in selected]
+        settings = sweep_settings(config)
+        sweep = probes.run_sweep(build_probes(environments, settings, backup_storage), Redactor.from_environ())
+        context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
+                         f"{sweep.duration_seconds:.2f}s")
+        selected_keys = context.selected_asset_check_keys
+        for environment in environments:
+            results = sweep.for_environment(environment.name)
+            others = {r.component: f"{r.status}: {r.reason}" for r in results
+                      if check_key_for(environment.name, r.component) is None}
+            for result in results:
+                key = check_key_for(environment.name, result.component)
+                if key is None or key not in selected_keys:
+                    continue
+                extra = {"other_services": dg.MetadataValue.json(others)} if others and result.component == "api" else None
+                if result.status != probes.HEALTHY:
+                    context.log.warning(f"{environment.name} {result.component}: {result.status}: {result.reason}")
+                yield _check_result(environment.name, result, sweep.started_at, sweep.sweep_id, extra)
+
+    health_check_job = dg.define_asset_job(
+        "health_check_job",
+        selection=dg.AssetSelection.checks(health_checks),
+        description="Run one health sweep: every configured environment's API, frontend, PostgreSQL, "
+                    "Redis and backup bucket, checked concurrently with hard timeouts.",
+        tags={"ops_platform/kind": "health"},
+    )
+
+    @dg.schedule(
+        name="health_check_schedule",
+        cron_schedule="*/5 * * * *",
+        job=health_check_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="A health sweep every 5 minutes.",
+    )
+    def health_check_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key=f"health-{context.scheduled_execution_time.isoformat()}")

@@ -1,0 +1,148 @@
+"""The health alert sensor over scripted timelines of recorded check results, through the real
+Dagster instance, sensor context and Slack client (pointed at the test Slack server)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import dagster as dg
+import pytest
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+from ops_platform.defs.health import assets as health_assets
+from ops_platform.defs.health import sensors as health_sensors
+from ops_platform_tests.conftest import SLACK_TOKEN
+
+T0 = 1_790_000_000.0
+FIVE_MIN = 300.0
+
+
+def posted(slack_server) -> list[str]:
+    """Texts sent through chat.postMessage (the webhook receives the same messages)."""
+    return [r.text for r in slack_server.messages() if r.path.startswith("/api/chat.postMessage")]
+
+
+def record(instance, at: float, environment="production", component="api", status="unhealthy",
+           reason="/health answered HTTP 503"):
+    key = health_assets.check_key_for(environment, component)
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=key.asset_key, check_name=key.name, passed=status == "healthy",
+        metadata={"environment": dg.MetadataValue.text(environment),
+                  "component": dg.MetadataValue.text(component),
+                  "status": dg.MetadataValue.text(status),
+                  "reason": dg.MetadataValue.text(reason),
+                  "checked_at": dg.MetadataValue.float(at)},
+        severity=dg.AssetCheckSeverity.ERROR,
+    ))
+
+
+class Daemon:
+    """Ticks the sensor the way the daemon does: a fresh context each time, the cursor persisted."""
+
+    def __init__(self, instance, slack_resource):
+        self.instance, self.slack_resource, self.cursor = instance, slack_resource, None
+
+    def tick(self):
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                          resources={"slack": self.slack_resource})
+        result = health_sensors.health_alert_sensor(context)
+        self.cursor = context.cursor
+        return result
+
+
+def script(instance, daemon, pattern: str, start_index: int = 0, component="api", environment="production"):
+    """One sweep per 5 minutes ('.' healthy, 'x' failed), one sensor tick after each."""
+    for offset, mark in enumerate(pattern):
+        record(instance, T0 + (start_index + offset) * FIVE_MIN, environment, component,
+               "healthy" if mark == "." else "unhealthy")
+        daemon.tick()
+    return start_index + len(pattern)
+
+
+@pytest.fixture
+def bot_slack(slack_server):
+    from ops_platform.defs.resources import OpsSlackResource
+
+    return OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, channel="#ops", max_retries=1)
+
+
+@pytest.fixture
+def daemon(instance, bot_slack):
+    return Daemon(instance, bot_slack)
+
+
+def test_blip_then_outage_then_reminders_then_one_recovery(instance, daemon, slack_server):
+    index = script(instance, daemon, "..x...")
+    assert posted(slack_server) == []
+    index = script(instance, daemon, "xxx", index)
+    [opened] = posted(slack_server)
+    assert "production: 1 component is down" in opened and "/health answered HTTP 503" in opened
+    assert "after 3 consecutive failed checks" in opened
+    slack_server.reset()
+    index = script(instance, daemon, "x" * 24, index)
+    texts = posted(slack_server)
+    assert len(texts) == 2 and all("still down" in text for text in texts)
+    assert "after 1h 10m" in texts[0] and "after 2h 10m" in texts[1]
+    slack_server.reset()
+    script(instance, daemon, "....", index)
+    [recovered] = posted(slack_server)
+    assert "production recovered" in recovered and "Downtime: 2h 15m" in recovered
+
+
+def test_restart_mid_incident_sends_no_duplicate_and_still_recovers(instance, bot_slack, slack_server):
+    first = Daemon(instance, bot_slack)
+    index = script(instance, first, "xxxx")
+    assert len(posted(slack_server)) == 1
+    restarted = Daemon(instance, bot_slack)
+    restarted.cursor = first.cursor
+    restarted.tick()
+    index = script(instance, restarted, "xx", index)
+    assert len(posted(slack_server)) == 1
+    script(instance, restarted, "..", index)
+    texts = posted(slack_server)
+    assert len(texts) == 2 and "Downtime: 30m 00s" in texts[1]
+
+
+def test_components_down_together_share_one_message(instance, daemon, slack_server):
+    for offset in range(3):
+        at = T0 + offset * FIVE_MIN
+        record(instance, at, "staging", "api", reason="/health reports status 'degraded'; redis: disconnected")
+        record(instance, at, "staging", "api_redis", reason="the app reports redis: disconnected")
+        record(instance, at, "staging", "postgres", status="healthy", reason="SELECT 1 succeeded")
+    daemon.tick()
+    [text] = posted(slack_server)
+    assert "staging: 2 components are down" in text
+    assert "*api_redis*: the app reports redis: disconnected" in text
+
+
+def test_flapping_sends_one_notice(instance, daemon, slack_server):
+    script(instance, daemon, "x.x.x.x.x.x.x.", component="frontend")
+    texts = posted(slack_server)
+    assert len(texts) == 1 and "frontend is flapping" in texts[0]
+
+
+def test_slack_500_never_breaks_the_sensor(instance, daemon, slack_server):
+    slack_server.fail_status = 500
+    script(instance, daemon, "xxx")
+    assert json.loads(daemon.cursor)["tracker"]["environments"]["production"]["incident"] is not None
+
+
+def test_alerts_are_held_while_a_deployment_is_verified(instance, daemon, slack_server):
+    run = DagsterRun(job_name=health_sensors.VERIFY_JOB_NAME, run_id=str(uuid.uuid4()),
+                     status=DagsterRunStatus.STARTED, tags={health_assets.ENVIRONMENT_TAG: "production"})
+    instance.add_run(run)
+    index = script(instance, daemon, "xxxx..")
+    assert posted(slack_server) == []
+    index = script(instance, daemon, "xxxx", index)
+    assert posted(slack_server) == []
+    instance.report_run_failed(run)
+    script(instance, daemon, "x", index)
+    [text] = posted(slack_server)
+    assert "production: 1 component is down" in text
+
+
+def test_results_without_health_metadata_are_ignored(instance, daemon, slack_server):
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey("production_database"), check_name="reachable", passed=False, metadata={}))
+    assert "read 0 check results" in daemon.tick().skip_message
