@@ -1,0 +1,88 @@
+"""The ``backup_retention`` asset: the retention policy applied to one environment's backups."""
+
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from ops_platform.config import ConfigError, get_environment
+from ops_platform.defs import databases
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
+from ops_platform.lib import retention
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class RetentionConfig(dg.Config):
+    as_of: str | None = None
+    """Apply the policy as of this ISO-8601 time instead of now (never later than now)."""
+
+
+def resolve_as_of(text: str | None, now: datetime | None = None) -> datetime:
+    """``as_of`` parsed; a time in the future is refused, since it would age backups early."""
+    now = now or datetime.now(timezone.utc)
+    as_of = retention.parse_as_of(text, now)
+    if as_of > now + FUTURE_TOLERANCE:
+        raise ConfigError(f"refusing to apply retention as of {text}, which is in the future "
+                          "(use --dry-run to preview a future plan)")
+    return as_of
+
+
+def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult) -> dict:
+    summary = plan.summary()
+    return {
+        "kept": dg.MetadataValue.int(summary["kept"]),
+        "deleted": dg.MetadataValue.int(summary["deleted"]),
+        "verified_kept": dg.MetadataValue.int(summary["verified_kept"]),
+        "bytes_freed": dg.MetadataValue.int(applied.bytes_freed),
+        "oldest_kept": summary["oldest_kept"] or "",
+        "newest_kept": summary["newest_kept"] or "",
+        "as_of": plan.as_of.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "policy": plan.policy.describe(),
+        "deleted_backups": dg.MetadataValue.json(
+            [{"id": item.id, "status": item.status, "reason": item.reason} for item in plan.deleted]),
+        "aborted_uploads": dg.MetadataValue.int(len(applied.aborted_uploads)),
+        "warnings": dg.MetadataValue.json(plan.warnings),
+    }
+
+
+@dg.asset(
+    partitions_def=databases.environment_partitions,
+    deps=["database_backup"],
+    group_name="retention",
+    kinds={"s3"},
+)
+def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig, slack: OpsSlackResource,
+                     backup_storage: BackupStorageResource) -> dg.MaterializeResult:
+    """Backups this environment keeps after the retention policy ran: everything younger than
+    BACKUP_RETENTION_DAYS, always the newest BACKUP_KEEP_MIN verified ones whatever their age, and
+    optional daily/weekly/monthly tiers. Unverified and incomplete backups older than a day are
+    deleted, from the local folder and S3 alike, and stale S3 multipart uploads are aborted.
+    It runs right after a backup whose blocking checks passed, and daily on its own schedule."""
+    environment = context.partition_key
+    try:
+        get_environment(environment)
+        policy = retention.policy_from_environ(environment)
+        as_of = resolve_as_of(config.as_of)
+    except ConfigError as error:
+        raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
+    local, s3 = backup_storage.local_store(), backup_storage.s3_store()
+    plan = retention.build_plan(environment, local, s3, policy, as_of)
+    for item in plan.deleted:
+        context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
+    for warning in plan.warnings:
+        context.log.warning(warning)
+    applied = retention.apply_plan(plan, local, s3)
+    summary = plan.summary()
+    context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
+                     f"aborted {len(applied.aborted_uploads)} stale upload(s)")
+    if plan.deleted or applied.aborted_uploads:
+        slack.notifier(context.log).post(retention.summary_message(plan, applied, run_url(context.run.run_id)))
+    return dg.MaterializeResult(metadata=_metadata(plan, applied))
+
+
+retention_job = dg.define_asset_job(
+    "retention_job",
+    selection=dg.AssetSelection.assets(backup_retention),
+    description="Apply the backup retention policy to one environment (the partition), locally and in S3.",
+)

@@ -1,0 +1,170 @@
+"""The backup_retention asset, its place after database_backup, its schedules and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from ops_platform.cli import main
+from ops_platform.defs.backups import assets as backup_assets
+from ops_platform.defs.resources import BackupStorageResource
+from ops_platform.defs.retention import assets as retention_assets
+from ops_platform.defs.retention import schedules as retention_schedules
+from ops_platform.lib.stores import LocalStore, S3Store
+from ops_platform_tests.backup_helpers import empty_database  # noqa: F401 - fixture
+from ops_platform_tests.conftest import S3_BUCKET
+from ops_platform_tests.test_retention_stores import put_backup
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def seed_old_backups(backup_dir, s3_client, environment: str, count: int = 10) -> list[str]:
+    local, s3 = LocalStore(backup_dir), S3Store(s3_client, S3_BUCKET, "backups")
+    return [put_backup(NOW - timedelta(days=40 + n), local=local, s3=s3, environment=environment)
+            for n in range(count)]
+
+
+def materialize(assets, environment, instance, slack, backup_dir, run_config=None):
+    storage = BackupStorageResource(backup_dir=str(backup_dir), s3_bucket=S3_BUCKET)
+    return dg.materialize(assets, partition_key=environment, instance=instance, raise_on_error=False,
+                          resources={"slack": slack, "backup_storage": storage}, run_config=run_config)
+
+
+def ids_in(backup_dir, environment) -> list[str]:
+    return [m.id for m in LocalStore(backup_dir).list_manifests(environment).manifests]
+
+
+def test_retention_runs_after_a_good_backup(databases, instance, slack_resource, slack_server, backup_dir,
+                                           s3_bucket):
+    old = seed_old_backups(backup_dir, s3_bucket, "production")
+    result = materialize([backup_assets.database_backup, retention_assets.backup_retention], "production",
+                         instance, slack_resource, backup_dir)
+    assert result.success
+    new_id = result.asset_materializations_for_node("database_backup")[0].metadata["backup_id"].value
+    metadata = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert metadata["kept"].value == 7 and metadata["deleted"].value == 4
+    assert metadata["newest_kept"].value == new_id and metadata["oldest_kept"].value == old[5]
+    assert metadata["bytes_freed"].value > 4 * 2 * 64  # four backups, two copies each, plus manifests
+    assert ids_in(backup_dir, "production") == [new_id] + old[:6]
+    assert {f"backups/production/{old[-1]}.dump.zst"}.isdisjoint(
+        {item["Key"] for item in s3_bucket.list_objects_v2(Bucket=S3_BUCKET)["Contents"]})
+    retention_texts = [text for text in slack_server.texts() if "Backup retention" in text]
+    assert len(retention_texts) == 2  # bot message and webhook
+    assert "deleted 4" in retention_texts[0] and old[-1] in retention_texts[0]
+
+
+def test_retention_is_skipped_after_a_backup_that_failed_its_blocking_check(
+        databases, empty_database, instance, slack_resource, backup_dir, s3_bucket):
+    old = seed_old_backups(backup_dir, s3_bucket, "staging")
+    result = materialize([backup_assets.database_backup, retention_assets.backup_retention], "staging",
+                         instance, slack_resource, backup_dir)
+    assert not result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["not_empty"] is False
+    assert result.asset_materializations_for_node("backup_retention") == []
+    assert set(old) <= set(ids_in(backup_dir, "staging"))
+
+
+def test_nothing_deleted_means_no_slack_message(instance, slack_resource, slack_server, backup_dir, s3_bucket):
+    local = LocalStore(backup_dir)
+    for n in range(3):
+        put_backup(NOW - timedelta(days=n + 1), local=local)
+    result = materialize([retention_assets.backup_retention], "production", instance, slack_resource, backup_dir)
+    assert result.success
+    assert result.asset_materializations_for_node("backup_retention")[0].metadata["deleted"].value == 0
+    assert slack_server.texts() == []
+
+
+def test_bad_setting_fails_the_run_with_one_line_and_deletes_nothing(monkeypatch, instance, slack_resource,
+                                                                     backup_dir, s3_bucket):
+    old = seed_old_backups(backup_dir, s3_bucket, "production")
+    monkeypatch.setenv("BACKUP_RETENTION_DAYS", "-5")
+    result = materialize([retention_assets.backup_retention], "production", instance, slack_resource, backup_dir)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_failure_data.user_failure_data.description == (
+        "retention for production: BACKUP_RETENTION_DAYS must be >= 1, got -5")
+    assert ids_in(backup_dir, "production") == old
+
+
+def test_as_of_in_the_future_is_refused_by_the_asset(instance, slack_resource, backup_dir, s3_bucket):
+    old = seed_old_backups(backup_dir, s3_bucket, "production")
+    config = {"ops": {"backup_retention": {"config": {"as_of": "2099-01-01T00:00:00Z"}}}}
+    result = materialize([retention_assets.backup_retention], "production", instance, slack_resource, backup_dir,
+                         run_config=config)
+    assert not result.success
+    assert ids_in(backup_dir, "production") == old
+
+
+def test_daily_schedules_are_running_and_keyed_by_time():
+    by_name = {s.name: s for s in retention_schedules.retention_schedules}
+    assert set(by_name) == {"production_retention_schedule", "staging_retention_schedule",
+                            "development_retention_schedule"}
+    schedule = by_name["production_retention_schedule"]
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "30 4 * * *" and schedule.execution_timezone == "America/New_York"
+    when = datetime(2026, 3, 8, 9, 30, tzinfo=timezone.utc)
+    request = schedule(dg.build_schedule_context(scheduled_execution_time=when))
+    assert request.partition_key == "production"
+    assert request.run_key == f"production-retention-{when.isoformat()}"
+    assert schedule.job_name == "retention_job"
+
+
+# The CLI.
+
+@pytest.fixture
+def cli_store(monkeypatch, backup_dir, s3_bucket):
+    monkeypatch.setenv("BACKUP_DIR", str(backup_dir))
+    return seed_old_backups(backup_dir, s3_bucket, "production")
+
+
+def test_cli_dry_run_prints_the_plan_and_deletes_nothing(cli_store, backup_dir, capsys):
+    assert main(["retention", "production", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("DELETE ") == 3 and out.count("KEEP ") == 7
+    assert "3 to delete" in out
+    assert ids_in(backup_dir, "production") == cli_store
+
+    as_of = (NOW - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert main(["retention", "production", "--dry-run", "--as-of", as_of, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["as_of"] == as_of and plan["summary"]["deleted"] == 0
+    assert all(item["reason"].startswith("within the 30-day") for item in plan["items"])
+    assert {f["location"] for f in plan["items"][0]["files"]} == {"local", "s3"}
+    assert ids_in(backup_dir, "production") == cli_store
+
+
+def test_cli_applies_the_plan_as_a_dagster_run(cli_store, backup_dir, capsys):
+    assert main(["retention", "production", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["deleted"] == 3 and summary["kept"] == 7
+    assert [entry["id"] for entry in summary["deleted_backups"]] == cli_store[7:]
+    assert ids_in(backup_dir, "production") == cli_store[:7]
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(summary["run_id"])
+    assert run.job_name == "retention_job" and run.tags["dagster/partition"] == "production"
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["retention", "production", "--dry-run", "--as-of", "last tuesday"], {},
+     "--as-of must be an ISO-8601 time such as 2027-01-15T00:00:00Z, got 'last tuesday'"),
+    (["retention", "production", "--as-of", "2027-02-30"], {}, "--as-of must be an ISO-8601 time"),
+    (["retention", "production"], {"BACKUP_KEEP_MIN": "-2"}, "BACKUP_KEEP_MIN must be >= 1, got -2"),
+    (["retention", "production", "--dry-run"], {"PRODUCTION_BACKUP_RETENTION_DAYS": "thirty"},
+     "PRODUCTION_BACKUP_RETENTION_DAYS must be an integer, got 'thirty'"),
+    (["retention", "qa", "--dry-run"], {}, "unknown environment 'qa'"),
+    (["retention", "production", "--as-of", "2099-01-01T00:00:00Z"], {}, "refusing to apply retention as of"),
+])
+def test_cli_bad_input_is_one_line_and_deletes_nothing(cli_store, backup_dir, capsys, monkeypatch, argv, env,
+                                                       message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and message in captured.err
+    assert "Traceback" not in captured.err
+    assert ids_in(backup_dir, "production") == cli_store
