@@ -31,9 +31,17 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_BAD_INPUT)
 
 
+REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
 def _ensure_dagster_home() -> Path:
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's dagster.yaml if it has none."""
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        default = REPO_INSTANCE_CONFIG.read_text() if REPO_INSTANCE_CONFIG.exists() else "telemetry:\n  enabled: false\n"
+        config.write_text(default)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -53,7 +61,7 @@ def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | Non
     for noisy in ("dagster", "botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     job = load_definitions().resolve_job_def(job_name)
-    config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     config.update(run_config or {})
     with dg.DagsterInstance.get() as instance:
         return job.execute_in_process(

@@ -1,0 +1,131 @@
+"""`ops-platform backup` and `ops-platform backups list`, run as the operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ops_platform_tests.conftest import DB_PASSWORD
+
+CLI = str(Path(sys.executable).parent / "ops-platform")
+
+
+@pytest.fixture
+def cli_env(tmp_path, moto_server, s3_bucket):
+    env = dict(os.environ)
+    env.update({"DAGSTER_HOME": str(tmp_path / "home"), "BACKUP_DIR": str(tmp_path / "backups"),
+                "AWS_ENDPOINT_URL_S3": moto_server})
+    return env
+
+
+def run_cli(env, *args, timeout=180):
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ops-platform: error:")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_backup_then_list_records_the_run_on_the_instance(databases, cli_env):
+    first = run_cli(cli_env, "backup", "development")
+    assert first.returncode == 0, first.stderr
+    assert "verified" in first.stdout and "development-" in first.stdout
+    listing = run_cli(cli_env, "backups", "list", "development", "--json")
+    assert listing.returncode == 0, listing.stderr
+    entries = json.loads(listing.stdout)
+    assert len(entries) == 1
+    entry = entries[0]
+    for field in ("id", "environment", "created_at", "size_bytes", "sha256", "verified", "locations"):
+        assert field in entry
+    assert entry["verified"] is True and entry["environment"] == "development"
+    assert entry["created_at"].endswith("Z")
+    assert any(loc.startswith("s3://") for loc in entry["locations"])
+    assert entry["id"] in first.stdout
+
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+    assert [run.job_name for run in runs] == ["backup_job"]
+    assert runs[0].tags["dagster/partition"] == "development"
+    assert runs[0].tags["ops_platform/launched_by"] == "cli"
+    assert runs[0].is_success
+
+    table = run_cli(cli_env, "backups", "list", "development")
+    assert table.returncode == 0 and entry["id"] in table.stdout and "local, s3" in table.stdout
+
+
+def test_list_is_newest_first(databases, cli_env):
+    import time
+
+    assert run_cli(cli_env, "backup", "development").returncode == 0
+    time.sleep(1.1)
+    assert run_cli(cli_env, "backup", "development").returncode == 0
+    entries = json.loads(run_cli(cli_env, "backups", "list", "development", "--json").stdout)
+    assert len(entries) == 2 and entries[0]["created_at"] > entries[1]["created_at"]
+
+
+def test_unknown_environment_names_the_configured_ones(cli_env):
+    result = run_cli(cli_env, "backup", "prod")
+    assert_one_line_error(result, 2, "unknown environment 'prod'", "production, staging, development")
+
+
+def test_unconfigured_environment_says_which_variable_to_set(cli_env):
+    env = {k: v for k, v in cli_env.items() if k != "STAGING_DATABASE_URL"}
+    result = run_cli(env, "backups", "list", "staging")
+    assert_one_line_error(result, 2, "STAGING_DATABASE_URL", "configured: production, development")
+
+
+def test_missing_argument_is_a_one_line_usage_error(cli_env):
+    assert_one_line_error(run_cli(cli_env, "backups", "list"), 2, "environment")
+
+
+def test_unreachable_database_exits_non_zero_with_one_line(cli_env):
+    env = dict(cli_env, DATABASE_URL=f"postgresql://ops_test:{DB_PASSWORD}@127.0.0.1:1/app")
+    result = run_cli(env, "backup", "development")
+    assert_one_line_error(result, 1, "backup of development failed at connect")
+    assert DB_PASSWORD not in result.stderr + result.stdout
+
+
+def test_list_with_no_backups_and_unreadable_manifest(cli_env, tmp_path):
+    folder = Path(cli_env["BACKUP_DIR"]) / "development"
+    folder.mkdir(parents=True)
+    (folder / "development-20260101T000000Z.manifest.json").write_text("{not json")
+    result = run_cli(cli_env, "backups", "list", "development", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+    assert "skipped unreadable manifest" in result.stderr
+
+
+def test_progress_shows_on_a_terminal(databases, cli_env):
+    from ops_platform_tests.backup_helpers import fill_big_table
+
+    fill_big_table(databases["development"], rows=300_000)
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([CLI, "backup", "development"], env=cli_env, stdout=subprocess.PIPE,
+                               stderr=secondary, text=True)
+    os.close(secondary)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    process.wait(timeout=180)
+    os.close(primary)
+    assert process.returncode == 0
+    assert b"dumped" in terminal and b"MB/s" in terminal
