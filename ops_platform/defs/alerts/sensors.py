@@ -14,7 +14,9 @@ def _failure_reason(context: dg.RunFailureSensorContext) -> str:
     if step_failures:
         event = step_failures[0]
         error = event.event_specific_data.error if event.event_specific_data else None
-        message = error.message if error else event.message
+        while error is not None and error.cause is not None:
+            error = error.cause
+        message = error.message.strip() if error else event.message
         return f"step {event.step_key}: {message}"
     return context.failure_event.message or "the run failed"
 
