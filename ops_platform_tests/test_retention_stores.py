@@ -165,3 +165,19 @@ def test_an_unreadable_manifest_is_left_alone(stores):
     apply_plan(plan, local, None)
     assert {broken + MANIFEST_SUFFIX, broken + ".dump.zst"} <= set(local.list_names(ENV))
     assert any("unreadable manifest" in warning for warning in plan.warnings)
+
+
+def test_s3_unreachable_leaves_s3_alone_and_still_cleans_the_local_folder(backup_dir, monkeypatch):
+    from ops_platform.lib.stores import make_s3_client
+    from ops_platform_tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    local = LocalStore(backup_dir)
+    s3 = S3Store(make_s3_client(max_attempts=1, connect_timeout=1), S3_BUCKET, "backups")
+    ids = [put_backup(NOW - timedelta(days=40 + n), local=local) for n in range(9)]
+    plan = build_plan(ENV, local, s3, RetentionPolicy(), NOW)
+    assert plan.locations == ["local"]
+    assert plan.warnings and "could not be listed and was left as is" in plan.warnings[0]
+    applied = apply_plan(plan, local, s3)
+    assert applied.aborted_uploads == []
+    assert [m.id for m in local.list_manifests(ENV).manifests] == ids[:7]

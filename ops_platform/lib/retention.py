@@ -162,6 +162,7 @@ class RetentionPlan:
     policy: RetentionPolicy
     items: list[PlanItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    locations: list[str] = field(default_factory=lambda: ["local", "s3"])
 
     @property
     def kept(self) -> list[PlanItem]:
@@ -194,6 +195,7 @@ class RetentionPlan:
             "environment": self.environment,
             "as_of": utc_iso(self.as_of),
             "policy": asdict(self.policy),
+            "locations": list(self.locations),
             "summary": self.summary(),
             "items": [item.as_record() for item in self.items],
             "warnings": list(self.warnings),
@@ -394,12 +396,20 @@ def _safe(read):
 
 
 def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
-    """Read both stores and plan. ``s3`` may be None."""
+    """Read both stores and plan. ``s3`` may be None. When S3 cannot be listed, it is left as is
+    and reported; the local folder is still planned on its own (its floor counts local backups only)."""
     inventories = [local_inventory(local, environment)]
+    skipped = []
     if s3 is not None:
-        inventories.append(s3_inventory(s3, environment))
+        try:
+            inventories.append(s3_inventory(s3, environment))
+        except Exception as error:  # noqa: BLE001 - an S3 outage must not stop local cleanup
+            skipped.append(f"S3 (s3://{s3.bucket}/{s3.prefix}) could not be listed and was left as is: "
+                           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
     candidates, warnings = collect_candidates(environment, inventories)
-    return plan_retention(environment, candidates, policy, now, warnings)
+    plan = plan_retention(environment, candidates, policy, now, skipped + warnings)
+    plan.locations = [inventory.location for inventory in inventories]
+    return plan
 
 
 _DELETE_ORDER = {ARTIFACT: 0, TEMPORARY: 1, MANIFEST: 2}
@@ -429,7 +439,7 @@ def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> A
         for f in local_files + s3_files:
             result.deleted_files.append(f"{f.location}:{f.name}")
             result.bytes_freed += f.size
-    if s3 is not None:
+    if s3 is not None and "s3" in plan.locations:
         cutoff = (now or plan.as_of) - GRACE
         result.aborted_uploads = s3.abort_incomplete_uploads(s3.key(plan.environment, ""), older_than=cutoff)
     return result

@@ -9,6 +9,7 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs import databases
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
 from ops_platform.lib import retention
+from ops_platform.lib.redact import Redactor
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -42,7 +43,7 @@ def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult) -> 
         "deleted_backups": dg.MetadataValue.json(
             [{"id": item.id, "status": item.status, "reason": item.reason} for item in plan.deleted]),
         "aborted_uploads": dg.MetadataValue.int(len(applied.aborted_uploads)),
-        "warnings": dg.MetadataValue.json(plan.warnings),
+        "warnings": dg.MetadataValue.json([Redactor.from_environ()(warning) for warning in plan.warnings]),
     }
 
 
@@ -71,7 +72,7 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
     for warning in plan.warnings:
-        context.log.warning(warning)
+        context.log.warning(Redactor.from_environ()(warning))
     applied = retention.apply_plan(plan, local, s3)
     summary = plan.summary()
     context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
