@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ops_platform.lib.artifacts import MANIFEST_SUFFIX, make_backup_id
 from ops_platform.lib.catalog import merge_listings
@@ -181,3 +185,48 @@ def test_s3_unreachable_leaves_s3_alone_and_still_cleans_the_local_folder(backup
     applied = apply_plan(plan, local, s3)
     assert applied.aborted_uploads == []
     assert [m.id for m in local.list_manifests(ENV).manifests] == ids[:7]
+
+
+def _empty_bucket(client) -> None:
+    keys = list(all_keys(client))
+    for start in range(0, len(keys), 1000):
+        client.delete_objects(Bucket=S3_BUCKET, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(history=st.lists(st.tuples(st.integers(0, 24 * 90), st.booleans(), st.sampled_from(["both", "local", "s3"]),
+                                  st.sampled_from(["complete", "complete", "no-manifest", "no-artifact"])),
+                        max_size=14),
+       keep_min=st.integers(1, 5))
+def test_real_stores_apply_twice_and_touch_nothing_else(s3_bucket, history, keep_min):
+    """A smaller run of the property test against the real folder and moto S3."""
+    _empty_bucket(s3_bucket)
+    with tempfile.TemporaryDirectory() as folder:
+        local, s3 = LocalStore(folder), S3Store(s3_bucket, S3_BUCKET, "backups")
+        foreign_local = Path(folder) / "staging" / "staging-20200101T000000Z.dump.zst"
+        foreign_local.parent.mkdir(parents=True)
+        foreign_local.write_bytes(b"other environment")
+        (Path(folder) / ENV).mkdir()
+        (Path(folder) / ENV / "notes.txt").write_text("keep me")
+        for key in FOREIGN_KEYS:
+            s3_bucket.put_object(Bucket=S3_BUCKET, Key=key, Body=b"not ours")
+        good = {}
+        for hours, verified, where, shape in history:
+            created = NOW - timedelta(hours=hours, minutes=len(good))
+            backup_id = put_backup(created, local=local if where in ("both", "local") else None,
+                                   s3=s3 if where in ("both", "s3") else None, verified=verified,
+                                   artifact=shape != "no-artifact", manifest=shape != "no-manifest")
+            if verified and shape == "complete":
+                good[backup_id] = created
+        policy = RetentionPolicy(retention_days=30, keep_min=keep_min)
+        plan = build_plan(ENV, local, s3, policy, NOW)
+        apply_plan(plan, local, s3)
+
+        surviving = {m.id for m in merge_listings(ENV, local, s3).manifests}
+        newest = sorted(good, key=good.get, reverse=True)
+        assert set(newest[:keep_min]) <= surviving
+        assert {b for b, created in good.items() if NOW - created < timedelta(days=30)} <= surviving
+        assert build_plan(ENV, local, s3, policy, NOW).deleted == []
+        assert set(FOREIGN_KEYS) <= all_keys(s3_bucket)
+        assert foreign_local.exists() and (Path(folder) / ENV / "notes.txt").exists()
