@@ -41,6 +41,8 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None) -> B
             s3_names = set(s3.list_names(environment)) if s3_listing.manifests else set()
             for manifest in s3_listing.manifests:
                 if manifest.artifact not in s3_names:
+                    if manifest.id not in by_id:
+                        result.warnings.append(f"{manifest.id}: S3 manifest found but its artifact is missing")
                     continue
                 location = s3.location(environment, manifest.artifact)
                 if manifest.id in by_id:

@@ -1,0 +1,62 @@
+"""`backups list` merges local and S3 manifests and survives S3 being down."""
+
+from __future__ import annotations
+
+from ops_platform.lib.artifacts import Manifest
+from ops_platform.lib.catalog import merge_listings
+from ops_platform.lib.stores import LocalStore, S3Store, make_s3_client
+from ops_platform_tests.conftest import S3_BUCKET
+
+
+def manifest(backup_id: str, created_at: str) -> Manifest:
+    return Manifest(id=backup_id, environment="production", kind="scheduled", created_at=created_at,
+                    database="app", server_version="15", pg_dump_version="15", compression="zstd",
+                    compression_level=3, artifact=f"{backup_id}.dump.zst", raw_bytes=10, stored_bytes=5,
+                    sha256="ab" * 32, duration_seconds=1.0, verified=True)
+
+
+def put_local(local: LocalStore, m: Manifest, artifact: bool = True):
+    local.env_dir("production").mkdir(parents=True, exist_ok=True)
+    if artifact:
+        local.path("production", m.artifact).write_bytes(b"x" * 5)
+    local.write_manifest(m)
+
+
+def put_s3(s3: S3Store, m: Manifest):
+    s3.client.put_object(Bucket=s3.bucket, Key=s3.key("production", m.artifact), Body=b"x" * 5)
+    s3.write_manifest(m)
+
+
+def test_merge_local_and_s3_newest_first(tmp_path, s3_bucket):
+    local, s3 = LocalStore(tmp_path), S3Store(s3_bucket, S3_BUCKET, "backups")
+    both = manifest("production-20260110T070000Z", "2026-01-10T07:00:00Z")
+    only_local = manifest("production-20260111T070000Z", "2026-01-11T07:00:00Z")
+    only_s3 = manifest("production-20260109T070000Z", "2026-01-09T07:00:00Z")
+    pruned_locally = manifest("production-20260108T070000Z", "2026-01-08T07:00:00Z")
+    for m in (both, only_local):
+        put_local(local, m)
+    for m in (both, only_s3, pruned_locally):
+        put_s3(s3, m)
+    put_local(local, pruned_locally, artifact=False)
+    s3_bucket.put_object(Bucket=S3_BUCKET, Key="backups/production/production-20260107T070000Z.manifest.json",
+                         Body=manifest("production-20260107T070000Z", "2026-01-07T07:00:00Z").to_json().encode())
+    listing = merge_listings("production", local, s3)
+    ids = [entry["id"] for entry in listing.entries]
+    assert ids == [only_local.id, both.id, only_s3.id, pruned_locally.id]
+    by_id = {entry["id"]: entry for entry in listing.entries}
+    assert len(by_id[both.id]["locations"]) == 2
+    assert by_id[only_s3.id]["locations"] == [s3.location("production", only_s3.artifact)]
+    assert by_id[pruned_locally.id]["locations"] == [s3.location("production", pruned_locally.artifact)]
+    assert any("production-20260107T070000Z" in warning for warning in listing.warnings)
+
+
+def test_s3_down_still_lists_local_backups_with_a_warning(tmp_path, monkeypatch):
+    from ops_platform_tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    local = LocalStore(tmp_path)
+    put_local(local, manifest("production-20260110T070000Z", "2026-01-10T07:00:00Z"))
+    s3 = S3Store(make_s3_client(max_attempts=1, connect_timeout=1), S3_BUCKET, "backups")
+    listing = merge_listings("production", local, s3)
+    assert [entry["id"] for entry in listing.entries] == ["production-20260110T070000Z"]
+    assert listing.warnings and "could not list S3" in listing.warnings[0]
