@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -20,7 +21,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+import certifi
 import httpx
+import psycopg
+import redis
 
 from ops_platform.lib.redact import Redactor
 
@@ -108,11 +112,23 @@ def _read_capped(response: httpx.Response, limit: int, deadline: float) -> bytes
     return bytes(body)
 
 
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every probe: building one per request costs more than a loopback check."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = ssl.create_default_context(cafile=certifi.where())
+    return _ssl_context
+
+
 def _http_get(url: str, settings: ProbeSettings, limit: int) -> tuple[int, bytes, float]:
     started = time.monotonic()
     deadline = started + settings.timeout_seconds
     timeout = httpx.Timeout(settings.timeout_seconds)
-    with httpx.Client(timeout=timeout, follow_redirects=True, trust_env=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=True, trust_env=False,
+                      verify=_shared_ssl_context()) as client:
         with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
             body = _read_capped(response, limit, deadline)
             return response.status_code, body, time.monotonic() - started
@@ -186,8 +202,6 @@ def probe_frontend(environment: str, frontend_url: str, settings: ProbeSettings)
 
 def probe_postgres(environment: str, database_url: str, settings: ProbeSettings) -> list[ProbeResult]:
     """Connect and ``SELECT 1`` with connect and statement timeouts."""
-    import psycopg
-
     started = time.monotonic()
     statement_ms = max(1, int(settings.timeout_seconds * 1000))
     try:
@@ -205,8 +219,6 @@ def probe_postgres(environment: str, database_url: str, settings: ProbeSettings)
 
 def probe_redis(environment: str, redis_url: str, settings: ProbeSettings) -> list[ProbeResult]:
     """``PING``."""
-    import redis
-
     started = time.monotonic()
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=settings.timeout_seconds,
                                   socket_timeout=settings.timeout_seconds, retry_on_timeout=False)

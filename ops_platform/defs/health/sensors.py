@@ -55,8 +55,10 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int],
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
+    changed = [key for key, record in latest.items() if record.id > after and record.id not in seen]
     records = []
-    for check_key in check_keys:
+    for check_key in changed:
         history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=RECORDS_PER_CHECK)
         records += [record for record in history if record.id > after]
     run_in_progress: dict[str, bool] = {}
