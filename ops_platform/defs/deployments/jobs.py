@@ -1,0 +1,88 @@
+"""Post-deployment verification with an automatic rollback hook."""
+
+
+import dagster as dg
+
+from ops_platform.config import ConfigError, ENVIRONMENT_PREFIXES, get_environment
+from ops_platform.defs.backups import assets as backup_assets
+from ops_platform.defs.health import assets as health_assets
+from ops_platform.defs.resources import OpsSlackResource, run_url
+from ops_platform.lib import deploy, health_messages
+from ops_platform.lib.redact import Redactor
+
+
+class VerifyDeploymentConfig(dg.Config):
+    environment: str
+    expected_version: str
+    timeout_seconds: float = 300.0
+    poll_interval_seconds: float | None = None
+    rollback_timeout_seconds: float | None = None
+
+
+def _fail(context, message: str, **metadata) -> dg.Failure:
+    context.instance.add_run_tags(context.run_id, {backup_assets.ALERTED_TAG: "true"})
+    return dg.Failure(description=message, metadata=metadata, allow_retries=False)
+
+
+@dg.op(description="Poll /health until the expected version is healthy; otherwise run the rollback hook.")
+def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentConfig, slack: OpsSlackResource):
+    name, version = config.environment, config.expected_version
+    context.instance.add_run_tags(context.run_id, {health_assets.ENVIRONMENT_TAG: name})
+    redactor = Redactor.from_environ()
+    try:
+        environment = get_environment(name)
+        poll_interval = config.poll_interval_seconds or deploy.env_seconds(
+            None, "DEPLOY_POLL_INTERVAL_SECONDS", deploy.DEFAULT_POLL_INTERVAL_SECONDS)
+        rollback_timeout = config.rollback_timeout_seconds or deploy.env_seconds(
+            None, "DEPLOY_ROLLBACK_TIMEOUT_SECONDS", deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)
+    except ConfigError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+    if not environment.api_url:
+        raise dg.Failure(description=f"{ENVIRONMENT_PREFIXES[name]}API_URL is not set; cannot verify a "
+                                     f"deployment of {name}", allow_retries=False)
+    if config.timeout_seconds <= 0:
+        raise dg.Failure(description=f"timeout must be > 0 seconds, got {config.timeout_seconds:g}",
+                         allow_retries=False)
+    notifier = slack.notifier(context.log)
+    link = run_url(context.run_id)
+    notifier.post(health_messages.deployment_started(name, version, config.timeout_seconds, link))
+    context.log.info(f"verifying {name} at version {version} within {config.timeout_seconds:g}s")
+
+    def progress(attempt: int, reason: str) -> None:
+        context.log.info(f"attempt {attempt}: {reason}")
+
+    outcome = deploy.wait_for_version(environment.api_url, version, config.timeout_seconds,
+                                      poll_interval=poll_interval, redactor=redactor, on_attempt=progress)
+    api_key = health_assets.component_asset_key(name, "api")
+    if outcome.ok:
+        notifier.post(health_messages.deployment_succeeded(name, version, outcome.seconds, link))
+        context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
+            "deployed_version": version, "verified_in_seconds": dg.MetadataValue.float(round(outcome.seconds, 2)),
+            "attempts": outcome.attempts}))
+        return
+    context.log.warning(outcome.reason)
+    rollback = deploy.run_rollback(environment, version, outcome.observed_version, outcome.reason,
+                                   rollback_timeout, redactor)
+    context.log.info(f"rollback: {rollback.summary}" + (f"\n{rollback.output}" if rollback.output else ""))
+    notifier.post(health_messages.deployment_failed(name, version, outcome.reason,
+                                                    rollback.ok if rollback.attempted else None,
+                                                    rollback.summary, rollback.output, link))
+    context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
+        "failed_version": version, "observed_version": outcome.observed_version or "none",
+        "rollback": rollback.summary}))
+    verdict = "rolled back" if rollback.ok else "rollback failed" if rollback.attempted else "no rollback configured"
+    raise _fail(context, f"deployment of {version} to {name} failed, {verdict}: {outcome.reason}; "
+                         f"rollback: {rollback.summary}",
+                rollback_output=dg.MetadataValue.md(f"```\n{rollback.output}\n```") if rollback.output else "")
+
+
+@dg.job(
+    name="verify_deployment_job",
+    description="Verify a deployment: post 'deployment started', poll the environment's /health until it is "
+                "healthy at the expected version within the time budget, then post the result. When it is "
+                "not, run <ENV>_ROLLBACK_COMMAND (or POST to <ENV>_ROLLBACK_WEBHOOK_URL) and fail. Periodic "
+                "health alerts for the environment are held while it runs.",
+    tags={"dagster/max_retries": "0", "ops_platform/kind": "deployment"},
+)
+def verify_deployment_job():
+    verify_deployment()

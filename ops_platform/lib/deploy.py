@@ -1,0 +1,145 @@
+"""Post-deployment verification: poll ``/health`` until the expected version is healthy, and run
+the environment's rollback hook when it is not, under a timeout and with its output captured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from ops_platform.config import ConfigError, EnvironmentConfig, ENVIRONMENT_PREFIXES
+from ops_platform.lib import probes
+from ops_platform.lib.redact import Redactor, tail
+
+DEFAULT_POLL_INTERVAL_SECONDS = 5.0
+DEFAULT_ROLLBACK_TIMEOUT_SECONDS = 300.0
+MAX_REQUEST_SECONDS = 10.0
+OUTPUT_LIMIT = 64 * 1024
+
+
+def env_seconds(environ: Mapping[str, str] | None, key: str, default: float) -> float:
+    environ = os.environ if environ is None else environ
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number of seconds, got '{raw[:40]}'") from None
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {raw}")
+    return value
+
+
+@dataclass
+class VerificationOutcome:
+    ok: bool
+    reason: str
+    observed_version: str | None
+    attempts: int
+    seconds: float
+
+
+def wait_for_version(api_url: str, expected_version: str, timeout_seconds: float, *,
+                     poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+                     redactor: Redactor | None = None,
+                     on_attempt: Callable[[int, str], None] | None = None) -> VerificationOutcome:
+    """Poll until ``/health`` says healthy with ``version == expected_version``, or the budget runs out."""
+    redactor = redactor or Redactor.from_environ()
+    started = time.monotonic()
+    deadline = started + timeout_seconds
+    attempts, reason, observed = 0, "no answer yet", None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        attempts += 1
+        settings = probes.ProbeSettings(timeout_seconds=max(0.1, min(MAX_REQUEST_SECONDS, remaining)),
+                                        degraded_seconds=float("inf"))
+        results = {r.component: r for r in probes.probe_api("deployment", api_url, settings)}
+        api = results["api"]
+        version = api.details.get("version")
+        observed = version or observed
+        if api.status == probes.UNHEALTHY:
+            reason = redactor(api.reason)
+        elif version != expected_version:
+            reason = f"/health reports version {version!r}, expected {expected_version!r}"
+        else:
+            return VerificationOutcome(True, f"version {expected_version} is healthy", version, attempts,
+                                       time.monotonic() - started)
+        if on_attempt:
+            on_attempt(attempts, reason)
+        time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
+    return VerificationOutcome(False, f"not healthy at version {expected_version} within {timeout_seconds:g}s: "
+                                      f"{reason}", observed, attempts, time.monotonic() - started)
+
+
+@dataclass
+class RollbackOutcome:
+    attempted: bool
+    ok: bool
+    summary: str
+    output: str
+    seconds: float
+
+
+def rollback_variables(environment: str) -> tuple[str, str]:
+    prefix = ENVIRONMENT_PREFIXES.get(environment, "")
+    return f"{prefix}ROLLBACK_COMMAND", f"{prefix}ROLLBACK_WEBHOOK_URL"
+
+
+def run_rollback(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,
+                 reason: str, timeout_seconds: float = DEFAULT_ROLLBACK_TIMEOUT_SECONDS,
+                 redactor: Redactor | None = None) -> RollbackOutcome:
+    """Run ``<ENV>_ROLLBACK_COMMAND`` (through the shell), or else POST to ``<ENV>_ROLLBACK_WEBHOOK_URL``."""
+    redactor = redactor or Redactor.from_environ()
+    started = time.monotonic()
+    if environment.rollback_command:
+        outcome = _run_command(environment, expected_version, observed_version, reason, timeout_seconds)
+    elif environment.rollback_webhook_url:
+        outcome = _call_webhook(environment, expected_version, observed_version, reason, timeout_seconds)
+    else:
+        command_var, webhook_var = rollback_variables(environment.name)
+        return RollbackOutcome(False, False, f"no rollback configured (set {command_var} or {webhook_var})", "", 0.0)
+    ok, summary, output = outcome
+    return RollbackOutcome(True, ok, redactor(summary), redactor(tail(output, lines=40, limit=4000)),
+                           time.monotonic() - started)
+
+
+def _run_command(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,
+                 reason: str, timeout_seconds: float) -> tuple[bool, str, str]:
+    env = {**os.environ, "OPS_ENVIRONMENT": environment.name, "OPS_EXPECTED_VERSION": expected_version,
+           "OPS_OBSERVED_VERSION": observed_version or "", "OPS_FAILURE_REASON": reason}
+    process = subprocess.Popen(environment.rollback_command, shell=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        raw, _ = process.communicate(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raw, _ = process.communicate()
+        return False, f"rollback command timed out after {timeout_seconds:g}s and was killed", \
+            raw[-OUTPUT_LIMIT:].decode(errors="replace")
+    output = raw[-OUTPUT_LIMIT:].decode(errors="replace")
+    if process.returncode != 0:
+        return False, f"rollback command exited with code {process.returncode}", output
+    return True, "rollback command succeeded", output
+
+
+def _call_webhook(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,
+                  reason: str, timeout_seconds: float) -> tuple[bool, str, str]:
+    payload = {"environment": environment.name, "expected_version": expected_version,
+               "observed_version": observed_version, "reason": reason}
+    try:
+        response = httpx.post(environment.rollback_webhook_url, json=payload, timeout=timeout_seconds,
+                              trust_env=False)
+    except httpx.HTTPError as error:
+        return False, f"rollback webhook failed: {probes.describe_error(error, environment.rollback_webhook_url)}", ""
+    body = response.text[:2000]
+    if not 200 <= response.status_code < 300:
+        return False, f"rollback webhook answered HTTP {response.status_code}", body
+    return True, f"rollback webhook accepted (HTTP {response.status_code})", body
