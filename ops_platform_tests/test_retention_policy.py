@@ -275,7 +275,8 @@ def test_retention_properties(specs, policy, stopped_days):
     inventories, truth = build_history(specs, stopped_days)
     plan = plan_for(inventories, policy)
     action = actions(plan)
-    good = sorted((b for b in truth if truth[b]["good"]), key=lambda b: truth[b]["created"], reverse=True)
+    # Newest first by the manifest's created_at; equal times are ordered by id.
+    good = sorted((b for b in truth if truth[b]["good"]), key=lambda b: (truth[b]["created"], b), reverse=True)
 
     # The newest verified backup is never deleted, and the floor holds.
     if good:
@@ -290,7 +291,7 @@ def test_retention_properties(specs, policy, stopped_days):
         # Nothing good younger than its window, nothing at all younger than a day, is deleted.
         if facts["good"] and age < timedelta(days=window):
             assert action[backup_id] == KEEP
-        if age <= timedelta(days=1):
+        if age < timedelta(days=1):
             assert action[backup_id] == KEEP
         if facts["unreadable"]:
             assert action[backup_id] == KEEP

@@ -17,7 +17,7 @@ Rules, per backup id (a backup's files in every store are decided together):
 - unreadable manifest: everything for that id is kept and reported; a person should look.
 - anything whose name is not a backup file of this environment is never touched.
 
-Ages come from the manifest's ``created_at``. Without a manifest, the newest of the id's timestamp
+Ages and order come from the manifest's ``created_at`` (equal times are ordered by id). Without a manifest, the newest of the id's timestamp
 and the store's modification time is used, so a file still being written is never old enough.
 """
 
