@@ -158,8 +158,11 @@ def test_cli_applies_the_plan_as_a_dagster_run(cli_store, backup_dir, capsys):
     (["retention", "qa", "--dry-run"], {}, "unknown environment 'qa'"),
     (["retention", "production", "--as-of", "2099-01-01T00:00:00Z"], {}, "refusing to apply retention as of"),
 ])
-def test_cli_bad_input_is_one_line_and_deletes_nothing(cli_store, backup_dir, capsys, monkeypatch, argv, env,
-                                                       message):
+def test_cli_bad_input_is_one_line_and_deletes_nothing(backup_dir, capsys, monkeypatch, argv, env, message):
+    monkeypatch.setenv("BACKUP_DIR", str(backup_dir))
+    monkeypatch.delenv("AWS_S3_BUCKET")
+    local = LocalStore(backup_dir)
+    cli_store = [put_backup(NOW - timedelta(days=40 + n), local=local) for n in range(10)]
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert main(argv) == 2
