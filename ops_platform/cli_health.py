@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from ops_platform.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CommandError, failure_message, run_job
 from ops_platform.config import ENVIRONMENT_PREFIXES, configured_environment_names, get_environment
-from ops_platform.lib.probes import UNHEALTHY, ProbeResult, environment_summary
+from ops_platform.lib.probes import UNHEALTHY, ProbeResult, environment_summary, probe_settings_from_environ
 
 
 def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datetime]:
@@ -29,6 +29,7 @@ def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datet
 
 
 def health_command(args) -> int:
+    probe_settings_from_environ()
     if args.environment:
         get_environment(args.environment)
     elif not configured_environment_names():

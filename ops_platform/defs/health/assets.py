@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from ops_platform.config import load_environments
+from ops_platform.config import ConfigError, load_environments
 from ops_platform.defs import databases
 from ops_platform.defs.resources import BackupStorageResource
 from ops_platform.lib import probes
@@ -163,7 +163,10 @@ if health_check_specs:
             raise dg.Failure(f"unknown environment(s): {', '.join(sorted(unknown))}; configured: "
                              f"{', '.join(databases.ENVIRONMENT_NAMES)}")
         environments = [env for name, env in load_environments().items() if name in selected]
-        settings = sweep_settings(config)
+        try:
+            settings = sweep_settings(config)
+        except ConfigError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
         sweep = probes.run_sweep(build_probes(environments, settings, backup_storage), Redactor.from_environ())
         context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
                          f"{sweep.duration_seconds:.2f}s")
