@@ -8,14 +8,15 @@ import dagster as dg
 import pytest
 
 from ops_platform import cli
-from ops_platform_tests.conftest import DB_USER, TEST_DATABASES, psql
+from ops_platform_tests.conftest import DB_PASSWORD, DB_USER
+
+MAINTENANCE_DB_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
 def app(monkeypatch, health_server, s3_bucket):
-    for name in TEST_DATABASES.values():
-        if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
-            psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
+    for variable in ("PRODUCTION_DATABASE_URL", "STAGING_DATABASE_URL", "DATABASE_URL"):
+        monkeypatch.setenv(variable, MAINTENANCE_DB_URL)
     monkeypatch.setenv("PRODUCTION_API_URL", health_server.url)
     monkeypatch.setenv("PRODUCTION_FRONTEND_URL", health_server.url)
     monkeypatch.setenv("STAGING_API_URL", health_server.url)

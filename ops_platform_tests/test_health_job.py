@@ -11,19 +11,18 @@ import pytest
 
 from ops_platform.defs.health import sensors as health_sensors
 from ops_platform.definitions import defs
-from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, SLACK_TOKEN, TEST_DATABASES, free_port, psql
+from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, SLACK_TOKEN, free_port
 
 REDIS_SECRET = "R3disPassw0rdSecret"
 API_TOKEN = "ApiQueryT0kenSecret"
 
 
-@pytest.fixture(scope="module")
-def databases():
-    """The environments' databases exist (their contents do not matter here)."""
-    for name in TEST_DATABASES.values():
-        if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
-            psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
-    return dict(TEST_DATABASES)
+@pytest.fixture
+def databases(monkeypatch):
+    """Every environment's database URL points at the server's maintenance database: health
+    needs a reachable database, not the test data other suites recreate."""
+    for variable in ("PRODUCTION_DATABASE_URL", "STAGING_DATABASE_URL", "DATABASE_URL"):
+        monkeypatch.setenv(variable, f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
