@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import shutil
 import socket
 import subprocess
@@ -28,17 +29,23 @@ from pathlib import Path
 
 from bench import dataset
 
-REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "4"))
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench_results" / "backup.json"
 BUCKET = "ops-bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TIME = shutil.which("time", path="/usr/bin:/bin")
+ZSTD = shutil.which("zstd")
 
 TARGET_LOCAL_RATIO = 1.3
 TARGET_SIZE_RATIO = 1.02
 TARGET_RSS_MB = 200
 TARGET_RSS_SPREAD = 0.10
+
+
+LABELS = {"floor": "floor: pg_dump -Fc -Z0 > /dev/null", "gzip": "old script: pg_dump | gzip",
+          "zstd_cli": "reference: pg_dump -Fc -Z0 | zstd -T2 -3", "local": "pipeline, local folder",
+          "s3": "pipeline, local + S3 (moto)"}
 
 
 def log(message: str) -> None:
@@ -114,7 +121,7 @@ def measure_floor(db: dataset.Dataset) -> dict:
     wait4 from this (large) process would also count the pre-exec image of the fork."""
     command = ["pg_dump", "--format=custom", "--compress=0", "--no-password", f"--dbname={db.url}"]
     if TIME:
-        command = [TIME, "-f", "%M", *command]
+        command = [TIME, "-f", "%M %U %S", *command]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     errors = process.stderr.read().decode(errors="replace")
@@ -122,8 +129,45 @@ def measure_floor(db: dataset.Dataset) -> dict:
     wall = time.monotonic() - started
     if code != 0:
         raise RuntimeError(f"pg_dump failed: {errors[-500:]}")
-    peak = int(errors.strip().splitlines()[-1]) if TIME and errors.strip() else None
-    return {"wall_seconds": wall, "pg_dump_peak_rss_kib": peak}
+    peak = cpu = None
+    if TIME and errors.strip():
+        fields = errors.strip().splitlines()[-1].split()
+        peak, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
+    return {"wall_seconds": wall, "pg_dump_peak_rss_kib": peak, "cpu_seconds": cpu}
+
+
+def measure_zstd_cli(db: dataset.Dataset, scratch: Path) -> dict:
+    """Reference from DESIGN.md: ``pg_dump -Fc -Z0 | zstd -T2 -3`` written to a file and fsynced."""
+    target = scratch / "reference.dump.zst"
+    started = time.monotonic()
+    with open(target, "wb") as out:
+        dump = subprocess.Popen(["pg_dump", "--format=custom", "--compress=0", "--no-password", f"--dbname={db.url}"],
+                                stdout=subprocess.PIPE)
+        zstd = subprocess.Popen([ZSTD, "-q", "-T2", "-3"], stdin=dump.stdout, stdout=out)
+        dump.stdout.close()
+        dump_code, dump_usage = wait4(dump)
+        zstd_code, zstd_usage = wait4(zstd)
+        out.flush()
+        os.fsync(out.fileno())
+    wall = time.monotonic() - started
+    size = target.stat().st_size
+    target.unlink()
+    if dump_code or zstd_code:
+        raise RuntimeError(f"pg_dump | zstd failed ({dump_code}, {zstd_code})")
+    return {"wall_seconds": wall, "stored_bytes": size,
+            "cpu_seconds": rusage_dict(dump_usage)["cpu_seconds"] + rusage_dict(zstd_usage)["cpu_seconds"]}
+
+
+def cpu_busy(interval: float = 0.5) -> float:
+    """Share of all cores busy right now (everything on the machine, from /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def measure_gzip(db: dataset.Dataset, scratch: Path) -> dict:
@@ -140,8 +184,8 @@ def measure_gzip(db: dataset.Dataset, scratch: Path) -> dict:
     target.unlink()
     if dump_code or gzip_code:
         raise RuntimeError(f"pg_dump | gzip failed ({dump_code}, {gzip_code})")
-    return {"wall_seconds": wall, "stored_bytes": size, "pg_dump_cpu_seconds": rusage_dict(dump_usage)["cpu_seconds"],
-            "gzip_cpu_seconds": rusage_dict(gzip_usage)["cpu_seconds"]}
+    return {"wall_seconds": wall, "stored_bytes": size, "gzip_cpu_seconds": rusage_dict(gzip_usage)["cpu_seconds"],
+            "cpu_seconds": rusage_dict(dump_usage)["cpu_seconds"] + rusage_dict(gzip_usage)["cpu_seconds"]}
 
 
 def run_child(mode: str, args: dict, env: dict | None = None) -> dict:
@@ -176,6 +220,7 @@ def measure_pipeline(db: dataset.Dataset, scratch: Path, moto: Moto | None, veri
             moto.empty_bucket()
     if moto is not None and not result.get("s3_ok"):
         raise RuntimeError(f"S3 leg failed: {result.get('s3_error')}")
+    result["cpu_seconds"] = result["dump_self"]["cpu_seconds"] + result["pg_dump"]["cpu_seconds"]
     if moto is not None:
         result["moto_cpu_share"] = result.get("moto_cpu_seconds", 0.0) / result["wall_seconds"]
     return result
@@ -230,7 +275,8 @@ def main() -> dict:
 
     scratch = Path(tempfile.mkdtemp(prefix="ops_bench_"))
     moto = Moto()
-    runs: dict[str, list[dict]] = {"floor": [], "gzip": [], "local": [], "s3": []}
+    runs: dict[str, list[dict]] = {"floor": [], "gzip": [], "zstd_cli": [], "local": [], "s3": []}
+    busy_samples: list[float] = []
     small_runs: dict[str, list[dict]] = {"floor": [], "local": [], "s3": []}
     verify_runs: list[dict] = []
     dagster_runs: dict[str, dict] = {}
@@ -240,19 +286,24 @@ def main() -> dict:
         measure_floor(large)
         measure_floor(small)
         for round_number in range(1, REPEAT + 1):
-            log(f"round {round_number}/{REPEAT} on {large.name}")
-            runs["floor"].append(measure_floor(large))
-            log(f"  floor      {runs['floor'][-1]['wall_seconds']:7.2f} s")
-            runs["local"].append(measure_pipeline(large, scratch, None, tag=f"local{round_number}"))
-            log(f"  local      {runs['local'][-1]['wall_seconds']:7.2f} s")
-            runs["s3"].append(measure_pipeline(large, scratch, moto, tag=f"s3{round_number}"))
-            log(f"  local+S3   {runs['s3'][-1]['wall_seconds']:7.2f} s  (moto CPU {runs['s3'][-1]['moto_cpu_share']:.0%})")
-            runs["gzip"].append(measure_gzip(large, scratch))
-            log(f"  pg_dump|gzip {runs['gzip'][-1]['wall_seconds']:5.2f} s")
+            busy = cpu_busy()
+            busy_samples.append(busy)
+            log(f"round {round_number}/{REPEAT} on {large.name} (machine {busy:.0%} busy before the round)")
+            steps = [("floor", lambda: measure_floor(large)),
+                     ("local", lambda: measure_pipeline(large, scratch, None, tag=f"local{round_number}")),
+                     ("s3", lambda: measure_pipeline(large, scratch, moto, tag=f"s3{round_number}")),
+                     ("gzip", lambda: measure_gzip(large, scratch))]
+            if ZSTD:
+                steps.append(("zstd_cli", lambda: measure_zstd_cli(large, scratch)))
+            if round_number % 2 == 0:  # alternate the order so no measurement always follows the same one
+                steps = steps[:1] + steps[1:][::-1]
+            for name, measure in steps:
+                runs[name].append(measure())
+                extra = f"  (moto CPU {runs[name][-1]['moto_cpu_share']:.0%})" if name == "s3" else ""
+                log(f"  {LABELS[name]:<40} {runs[name][-1]['wall_seconds']:7.2f} s{extra}")
             if round_number <= 2:
                 verify_runs.append(measure_pipeline(large, scratch, None, verify=True, tag=f"verify{round_number}"))
-                log(f"  verify     {verify_runs[-1]['verify_seconds']:7.2f} s (after a local dump of "
-                    f"{verify_runs[-1]['wall_seconds']:.2f} s)")
+                log(f"  {'verification (decode_artifact)':<40} {verify_runs[-1]['verify_seconds']:7.2f} s")
         for round_number in range(1, 3):
             log(f"round {round_number}/2 on {small.name}")
             small_runs["floor"].append(measure_floor(small))
@@ -272,14 +323,14 @@ def main() -> dict:
         moto.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
-    results = summarize(sizes, runs, small_runs, verify_runs, dagster_runs, time.monotonic() - started)
+    results = summarize(sizes, runs, small_runs, verify_runs, dagster_runs, time.monotonic() - started, busy_samples)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
     log(f"\nresults written to {RESULTS.relative_to(ROOT)}")
     return results
 
 
-def summarize(sizes, runs, small_runs, verify_runs, dagster_runs, seconds) -> dict:
+def summarize(sizes, runs, small_runs, verify_runs, dagster_runs, seconds, busy_samples) -> dict:
     large, small = dataset.LARGE, dataset.SMALL
     floor, gzip, local, s3 = (best(runs[name]) for name in ("floor", "gzip", "local", "s3"))
     raw = local["raw_bytes"]
@@ -287,20 +338,26 @@ def summarize(sizes, runs, small_runs, verify_runs, dagster_runs, seconds) -> di
 
     def row(name, run, stored):
         wall = run["wall_seconds"]
-        return {"name": name, "wall_seconds": round(wall, 3), "mb_per_s": round(raw / wall / 1e6, 1),
+        walls = sorted(r["wall_seconds"] for r in runs[name])
+        cpus = [r["cpu_seconds"] for r in runs[name] if r.get("cpu_seconds") is not None]
+        return {"name": name, "wall_seconds": round(wall, 3), "median_seconds": round(statistics.median(walls), 3),
+                "mb_per_s": round(raw / wall / 1e6, 1),
                 "ratio_to_floor": round(wall / floor["wall_seconds"], 3),
+                "median_ratio_to_floor": round(statistics.median(walls) / statistics.median(
+                    [r["wall_seconds"] for r in runs["floor"]]), 3),
+                "cpu_seconds": round(min(cpus), 2) if cpus else None,
                 "stored_bytes": stored,
                 "size_ratio_to_gzip": None if stored is None else round(stored / gzip["stored_bytes"], 4),
-                "all_walls": [round(r["wall_seconds"], 2) for r in runs.get(name, [])]}
+                "all_walls": [round(r["wall_seconds"], 2) for r in runs[name]]}
 
-    table = [
-        row("floor", floor, None),
-        row("gzip", gzip, gzip["stored_bytes"]),
-        row("local", local, local["stored_bytes"]),
-        row("s3", s3, s3["stored_bytes"]),
-    ]
+    table = [row("floor", floor, None), row("gzip", gzip, gzip["stored_bytes"])]
+    if runs["zstd_cli"]:
+        reference = best(runs["zstd_cli"])
+        table.append(row("zstd_cli", reference, reference["stored_bytes"]))
+    table += [row("local", local, local["stored_bytes"]), row("s3", s3, s3["stored_bytes"])]
     table[-1]["moto_cpu_share"] = round(s3["moto_cpu_share"], 3)
     table[-1]["moto_cpu_shares"] = [round(r["moto_cpu_share"], 3) for r in runs["s3"]]
+    local_row = next(entry for entry in table if entry["name"] == "local")
 
     def peak(run_list):
         return max(r["peak_rss_kib"] for r in run_list)
@@ -327,10 +384,10 @@ def summarize(sizes, runs, small_runs, verify_runs, dagster_runs, seconds) -> di
     spread = abs(largest[large.name] - largest[small.name]) / min(largest.values())
 
     targets = {
-        "local_ratio_to_floor": {"value": table[2]["ratio_to_floor"], "target": f"<= {TARGET_LOCAL_RATIO}",
-                                 "pass": table[2]["ratio_to_floor"] <= TARGET_LOCAL_RATIO},
-        "archive_size_ratio_to_gzip": {"value": table[2]["size_ratio_to_gzip"], "target": f"<= {TARGET_SIZE_RATIO}",
-                                       "pass": table[2]["size_ratio_to_gzip"] <= TARGET_SIZE_RATIO},
+        "local_ratio_to_floor": {"value": local_row["ratio_to_floor"], "target": f"<= {TARGET_LOCAL_RATIO}",
+                                 "pass": local_row["ratio_to_floor"] <= TARGET_LOCAL_RATIO},
+        "archive_size_ratio_to_gzip": {"value": local_row["size_ratio_to_gzip"], "target": f"<= {TARGET_SIZE_RATIO}",
+                                       "pass": local_row["size_ratio_to_gzip"] <= TARGET_SIZE_RATIO},
         "largest_process_peak_rss_mib": {"value": round(max(largest.values()), 1), "target": f"<= {TARGET_RSS_MB}",
                                          "measured_on": largest_key,
                                          "pass": max(largest.values()) <= TARGET_RSS_MB},
@@ -341,6 +398,7 @@ def summarize(sizes, runs, small_runs, verify_runs, dagster_runs, seconds) -> di
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cores": os.cpu_count(),
         "repeat": REPEAT,
+        "machine_busy_before_rounds": [round(b, 2) for b in busy_samples],
         "databases": {name: {"on_disk_bytes": size} for name, size in sizes.items()},
         "raw_dump_bytes": raw,
         "table": table,
@@ -351,13 +409,9 @@ def summarize(sizes, runs, small_runs, verify_runs, dagster_runs, seconds) -> di
                   "local_seconds": round(best(small_runs["local"])["wall_seconds"], 3),
                   "s3_seconds": round(best(small_runs["s3"])["wall_seconds"], 3),
                   "raw_dump_bytes": small_runs["local"][0]["raw_bytes"]},
-        "cpu_seconds": {
-            "local_python": round(local["dump_self"]["cpu_seconds"], 2),
-            "local_pg_dump": round(local["pg_dump"]["cpu_seconds"], 2),
-            "s3_python": round(s3["dump_self"]["cpu_seconds"], 2),
-            "s3_moto": round(s3.get("moto_cpu_seconds", 0.0), 2),
-            "gzip_gzip": round(gzip["gzip_cpu_seconds"], 2),
-        },
+        "cpu_seconds_note": "CPU of pg_dump plus the compressor (the Python process for the pipeline, zstd or gzip "
+                            "for the pipes); the PostgreSQL backend's own CPU is not counted",
+        "moto_cpu_seconds": round(s3.get("moto_cpu_seconds", 0.0), 2),
         "rss": rss,
         "largest_process_mib": largest,
         "dagster": dagster_runs,
@@ -376,29 +430,31 @@ def print_report(results: dict) -> None:
         f"{small} {dbs[small]['on_disk_bytes'] / 1e6:.0f} MB on disk; "
         f"raw custom-format dump of {large}: {results['raw_dump_bytes'] / 1e6:.0f} MB")
     log(f"best of {results['repeat']} interleaved runs on {large}, {results['cores']} cores\n")
-    labels = {"floor": "floor: pg_dump -Fc -Z0 > /dev/null", "gzip": "old script: pg_dump | gzip",
-              "local": "pipeline, local folder", "s3": "pipeline, local + S3 (moto)"}
-    log(f"{'measurement':<36} {'wall s':>7} {'MB/s':>7} {'x floor':>8} {'archive MB':>11} {'x gzip':>7}  runs (s)")
+    log(f"{'measurement':<42} {'best s':>7} {'median':>7} {'MB/s':>6} {'x floor':>8} {'CPU s':>6} "
+        f"{'archive MB':>10} {'x gzip':>7}  runs (s)")
     for entry in results["table"]:
         stored = entry["stored_bytes"]
-        line = (f"{labels[entry['name']]:<36} {entry['wall_seconds']:>7.2f} {entry['mb_per_s']:>7.1f} "
-                f"{entry['ratio_to_floor']:>7.2f}x {'' if stored is None else f'{stored / 1e6:.1f}':>11} "
+        cpu = "" if entry["cpu_seconds"] is None else f"{entry['cpu_seconds']:.2f}"
+        line = (f"{LABELS[entry['name']]:<42} {entry['wall_seconds']:>7.2f} {entry['median_seconds']:>7.2f} "
+                f"{entry['mb_per_s']:>6.1f} {entry['ratio_to_floor']:>7.2f}x {cpu:>6} "
+                f"{'' if stored is None else f'{stored / 1e6:.1f}':>10} "
                 f"{'' if entry['size_ratio_to_gzip'] is None else format(entry['size_ratio_to_gzip'], '.3f'):>7}  "
                 f"{entry['all_walls']}")
         if "moto_cpu_share" in entry:
-            line += f"  moto CPU {entry['moto_cpu_share']:.0%} of wall ({[f'{s:.0%}' for s in entry['moto_cpu_shares']]})"
+            line += f"\n{'':<42} moto's own CPU: {entry['moto_cpu_share']:.0%} of wall in the best run " \
+                    f"({', '.join(f'{s:.0%}' for s in entry['moto_cpu_shares'])} per run)"
         log(line)
     verify = results["verify"]
-    log(f"{'verification: decode_artifact (zstd)':<36} {verify['seconds']:>7.2f} {verify['mb_per_s']:>7.1f}"
-        f"   (ok={verify['ok']}, {verify['tables']} tables; not part of the dump target) runs {verify['all']}")
+    log(f"{'verification: decode_artifact (zstd)':<42} {verify['seconds']:>7.2f} {'':>7} {verify['mb_per_s']:>6.1f}"
+        f"  (ok={verify['ok']}, {verify['tables']} tables; separate from the dump target) runs {verify['all']}")
+    log(f"x floor = best / best floor; medians: " + ", ".join(
+        f"{entry['name']} {entry['median_ratio_to_floor']:.2f}x" for entry in results["table"]))
+    log(f"CPU s = pg_dump + compressor (min over runs; the PostgreSQL backend is not counted). "
+        f"Machine busy before each round (other work included): "
+        f"{', '.join(f'{b:.0%}' for b in results['machine_busy_before_rounds'])}")
     small_run = results["small"]
     log(f"\n{small}: floor {small_run['floor_seconds']:.2f} s, local {small_run['local_seconds']:.2f} s "
         f"({small_run['local_seconds'] / small_run['floor_seconds']:.2f}x), local+S3 {small_run['s3_seconds']:.2f} s")
-    cpu = results["cpu_seconds"]
-    log(f"CPU seconds (best runs): local: python {cpu['local_python']}, "
-        f"pg_dump {cpu['local_pg_dump']}; local+S3: python {cpu['s3_python']}, moto {cpu['s3_moto']}; "
-        f"gzip {cpu['gzip_gzip']}")
-
     log("\npeak RSS (MiB)                        " + f"{large:>16} {small:>16}")
     names = {"pipeline_local_only_mib": "run_dump process, local only",
              "pipeline_s3_mib": "run_dump process, local + S3",
