@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -14,11 +16,33 @@ from ops_platform.defs.resources import BackupStorageResource
 from ops_platform.defs.retention import assets as retention_assets
 from ops_platform.defs.retention import schedules as retention_schedules
 from ops_platform.lib.stores import LocalStore, S3Store
-from ops_platform_tests.backup_helpers import empty_database  # noqa: F401 - fixture
-from ops_platform_tests.conftest import S3_BUCKET
+from ops_platform.config import ENVIRONMENT_PREFIXES
+from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT, S3_BUCKET, SAMPLE_SCHEMA, psql
 from ops_platform_tests.test_retention_stores import put_backup
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture
+def private_database(monkeypatch):
+    """A uniquely named database for an environment, with the sample tables (or none), so these
+    tests do not race other test runs that reset the shared test databases."""
+    created = []
+
+    def make(environment: str, empty: bool = False) -> str:
+        name = f"ops_test_retention_{environment}_{uuid.uuid4().hex[:8]}"
+        psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
+        created.append(name)
+        if not empty:
+            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-U", DB_USER, "-d", name,
+                            "-c", SAMPLE_SCHEMA.format(customers=50, orders=200)], check=True, capture_output=True)
+        monkeypatch.setenv(f"{ENVIRONMENT_PREFIXES[environment]}DATABASE_URL",
+                           f"postgresql://{DB_USER}:{DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{name}")
+        return name
+
+    yield make
+    for name in created:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def seed_old_backups(backup_dir, s3_client, environment: str, count: int = 10) -> list[str]:
@@ -37,8 +61,9 @@ def ids_in(backup_dir, environment) -> list[str]:
     return [m.id for m in LocalStore(backup_dir).list_manifests(environment).manifests]
 
 
-def test_retention_runs_after_a_good_backup(databases, instance, slack_resource, slack_server, backup_dir,
+def test_retention_runs_after_a_good_backup(private_database, instance, slack_resource, slack_server, backup_dir,
                                            s3_bucket):
+    private_database("production")
     old = seed_old_backups(backup_dir, s3_bucket, "production")
     result = materialize([backup_assets.database_backup, retention_assets.backup_retention], "production",
                          instance, slack_resource, backup_dir)
@@ -57,7 +82,8 @@ def test_retention_runs_after_a_good_backup(databases, instance, slack_resource,
 
 
 def test_retention_is_skipped_after_a_backup_that_failed_its_blocking_check(
-        databases, empty_database, instance, slack_resource, backup_dir, s3_bucket):
+        private_database, instance, slack_resource, backup_dir, s3_bucket):
+    private_database("staging", empty=True)
     old = seed_old_backups(backup_dir, s3_bucket, "staging")
     result = materialize([backup_assets.database_backup, retention_assets.backup_retention], "staging",
                          instance, slack_resource, backup_dir)
