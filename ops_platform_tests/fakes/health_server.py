@@ -19,6 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HUGE_BYTES = 100 * 1024 * 1024
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
 @dataclass
 class HealthServer:
     host: str = "127.0.0.1"
@@ -90,9 +95,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 256
+        self._httpd = _Server((self.host, 0), Handler)
         self.port = self._httpd.server_address[1]
         self._versions: list[tuple[float, str]] = []
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -138,3 +141,12 @@ class SilentListener:
 
     def close(self) -> None:
         self.socket.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    served = HealthServer()
+    print(served.port, flush=True)
+    sys.stdin.read()
+    served.close()
