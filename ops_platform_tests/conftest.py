@@ -18,10 +18,11 @@ import pytest
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 DB_PASSWORD = "pw-Zx81QrT5vLm2dbsecret"
 DB_USER = "ops_test"
+_SESSION = os.getpid()  # parallel pytest sessions on one server never share databases
 TEST_DATABASES = {
-    "production": "ops_test_production",
-    "staging": "ops_test_staging",
-    "development": "ops_test_development",
+    "production": f"ops_test_production_{_SESSION}",
+    "staging": f"ops_test_staging_{_SESSION}",
+    "development": f"ops_test_development_{_SESSION}",
 }
 S3_BUCKET = "ops-backups-test"
 AWS_SECRET = "aws-secret-Yt6Kp0Lm3Nq8"
@@ -94,6 +95,8 @@ def test_role():
     if not exists:
         psql(f"CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'")
     yield
+    for name in TEST_DATABASES.values():
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 

@@ -3,7 +3,8 @@
     pg_dump -Fc -Z0  ->  zstd (or gzip)  ->  sha256  ->  local temp file, renamed when whole
                                                   \\->  S3 multipart (boto3 transfer manager)
 
-Memory stays bounded: the stream moves in 1 MiB pieces and the S3 leg holds a few parts.
+Memory stays bounded: the stream moves in 1 MiB pieces, zstd works on 2 MiB jobs, and the
+S3 leg holds a few 8 MiB parts.
 A failed S3 leg never stops the local one; a failed dump leaves no file under the final name
 and no S3 object.
 """
@@ -11,6 +12,7 @@ and no S3 object.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -31,7 +33,9 @@ from ops_platform.lib.redact import Redactor, tail
 from ops_platform.lib.stores import fsync_dir
 
 READ_CHUNK = 1 << 20
-S3_PART_SIZE = 16 << 20
+S3_PART_SIZE = 8 << 20
+ZSTD_JOB_SIZE = 2 << 20
+PIPE_SIZE = 1 << 20
 
 
 class BackupStepError(RuntimeError):
@@ -57,7 +61,10 @@ class Compression:
 
     def writer(self, sink):
         if self.name == "zstd":
-            compressor = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
+            params = zstandard.ZstdCompressionParameters.from_level(
+                self.level, threads=self.threads, job_size=ZSTD_JOB_SIZE if self.threads else 0,
+                write_checksum=True)
+            compressor = zstandard.ZstdCompressor(compression_params=params)
             return compressor.stream_writer(sink, closefd=False)
         return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=self.level, mtime=0)
 
@@ -149,12 +156,12 @@ class _UploadPipe(io.RawIOBase):
             if item == b"":
                 self._eof = True
                 break
+            if size is not None and size >= 0 and have + len(item) > size:
+                cut = size - have
+                item, self._buffer = item[:cut], item[cut:]
             pieces.append(item)
             have += len(item)
-        data = b"".join(pieces)
-        if size is not None and size >= 0 and len(data) > size:
-            data, self._buffer = data[:size], data[size:]
-        return data
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readinto(self, target) -> int:
         data = self.read(len(target))
@@ -238,13 +245,13 @@ class _FanOut(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        data = bytes(data)
         self.digest.update(data)
         self.handle.write(data)
         if self.upload is not None:
-            self.upload.feed(data)
-        self.bytes += len(data)
-        return len(data)
+            self.upload.feed(bytes(data))
+        size = len(data)
+        self.bytes += size
+        return size
 
 
 def run_dump(
@@ -273,7 +280,9 @@ def run_dump(
             command = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
                        *extra_args, f"--dbname={connection.conninfo}"]
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
-                                       env=connection.env, bufsize=0)
+                                       env=connection.env, bufsize=READ_CHUNK)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             with open(temporary, "wb") as handle:
                 sink = _FanOut(handle, upload)
                 raw_bytes = 0
