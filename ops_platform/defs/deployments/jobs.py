@@ -70,9 +70,13 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
     context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
         "failed_version": version, "observed_version": outcome.observed_version or "none",
         "rollback": rollback.summary}))
-    verdict = "rolled back" if rollback.ok else "rollback failed" if rollback.attempted else "no rollback configured"
-    raise _fail(context, f"deployment of {version} to {name} failed, {verdict}: {outcome.reason}; "
-                         f"rollback: {rollback.summary}",
+    if rollback.ok:
+        verdict = "rolled back"
+    elif rollback.attempted:
+        verdict = f"rollback failed ({rollback.summary})"
+    else:
+        verdict = rollback.summary
+    raise _fail(context, f"deployment of {version} to {name} failed, {verdict}: {outcome.reason}",
                 rollback_output=dg.MetadataValue.md(f"```\n{rollback.output}\n```") if rollback.output else "")
 
 
