@@ -105,6 +105,7 @@ def test_restart_mid_incident_sends_no_duplicate_and_still_recovers(instance, bo
 
 
 def test_components_down_together_share_one_message(instance, daemon, slack_server):
+    daemon.tick()
     for offset in range(3):
         at = T0 + offset * FIVE_MIN
         record(instance, at, "staging", "api", reason="/health reports status 'degraded'; redis: disconnected")
@@ -146,3 +147,14 @@ def test_results_without_health_metadata_are_ignored(instance, daemon, slack_ser
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey("production_database"), check_name="reachable", passed=False, metadata={}))
     assert "read 0 check results" in daemon.tick().skip_message
+
+
+def test_first_tick_replays_history_quietly_and_announces_only_what_is_still_down(instance, daemon, slack_server):
+    for offset, mark in enumerate("xxxx..." + "xxx"):
+        record(instance, T0 + offset * FIVE_MIN, status="healthy" if mark == "." else "unhealthy")
+        record(instance, T0 + offset * FIVE_MIN, component="frontend", status="unhealthy" if offset < 4 else "healthy")
+    daemon.tick()
+    assert posted(slack_server) == []
+    daemon.tick()
+    [text] = posted(slack_server)
+    assert "production: 1 component is down" in text and "*api*" in text

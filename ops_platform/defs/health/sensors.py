@@ -3,7 +3,8 @@
 Its whole state (the last event read and every environment's incident state) lives in the
 sensor cursor, so a daemon restart neither re-alerts nor loses a recovery notice. Environments
 with a deployment verification in progress are held: their state keeps moving, but the
-verification sends the only message.
+verification sends the only message. The first tick (no cursor yet) replays the recorded history
+the same way, so enabling the sensor on an old instance announces only what is still down.
 """
 
 
@@ -107,9 +108,11 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
     observations, watermark, seen = new_observations(context.instance, after, seen, check_keys)
     held = environments_being_verified(context.instance)
     environments = set(observations) | set(tracker.state["environments"])
+    replaying_history = not context.cursor
     events = []
     for environment in sorted(environments):
-        events += tracker.observe(environment, observations.get(environment, []), hold=environment in held)
+        events += tracker.observe(environment, observations.get(environment, []),
+                                  hold=replaying_history or environment in held)
     if events:
         notifier = slack.notifier(context.log)
         for event in events:
