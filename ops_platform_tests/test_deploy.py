@@ -160,3 +160,37 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys, monkeypatch
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error
+
+
+def test_health_alerts_are_held_while_a_real_verification_runs(deployed, slack_server, capsys):
+    import threading
+
+    import dagster as dg
+
+    from ops_platform.defs.health import sensors as health_sensors
+    from ops_platform.defs.resources import OpsSlackResource
+    from ops_platform_tests.test_health_sensor import record
+
+    deployed.version = "1.2.3"
+    exit_codes = []
+    verification = threading.Thread(target=lambda: exit_codes.append(verify(timeout="3")))
+    verification.start()
+    slack = OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, channel="#ops", max_retries=1)
+    with dg.DagsterInstance.get() as instance:
+        deadline = time.monotonic() + 10
+        while "production" not in health_sensors.environments_being_verified(instance):
+            assert time.monotonic() < deadline, "the verification run never started"
+            time.sleep(0.05)
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [spec.key for spec in health_sensors.health_assets.health_check_specs])
+        cursor = json.dumps({"after": max([r.id for r in latest.values()], default=0)})
+        for offset in range(4):
+            record(instance, time.time() + offset, component="api")
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"slack": slack})
+            health_sensors.health_alert_sensor(context)
+            cursor = context.cursor
+        verification.join()
+    assert exit_codes == [1]
+    texts = slack_server.texts()
+    assert len(texts) == 2 and "Deployment started" in texts[0] and "Deployment failed" in texts[1]
+    assert json.loads(cursor)["tracker"]["environments"]["production"]["incident"]["announced"] is False
