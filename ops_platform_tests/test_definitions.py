@@ -93,3 +93,23 @@ def test_postgres_instance_storage_records_a_backup_run(databases, tmp_path, mon
     tables = psql("SELECT count(*) FROM runs", database="ops_test_dagster_storage")
     assert int(tables) == 1
     psql("DROP DATABASE ops_test_dagster_storage WITH (FORCE)")
+
+
+def test_every_domain_is_wired():
+    definitions = defs()
+    keys = {key.to_user_string() for key in definitions.resolve_asset_graph().get_all_asset_keys()}
+    assert {"backup_retention", "production_api", "production_frontend", "production_redis",
+            "production_bucket"} <= keys
+    assert {job.name for job in definitions.jobs} >= {
+        "backup_job", "retention_job", "health_check_job", "verify_deployment_job"}
+    schedules = {s.name: s for s in definitions.schedules}
+    for name in ("health_check_schedule", "production_retention_schedule", "staging_retention_schedule"):
+        assert schedules[name].default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedules["health_check_schedule"].cron_schedule == "*/5 * * * *"
+    sensors = {s.name: s for s in definitions.sensors}
+    assert sensors["health_alert_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    graph = definitions.resolve_asset_graph()
+    retention = graph.get(dg.AssetKey("backup_retention"))
+    assert dg.AssetKey("database_backup") in retention.parent_keys
+    backup_job_assets = definitions.resolve_job_def("backup_job").asset_layer.selected_asset_keys
+    assert dg.AssetKey("backup_retention") in backup_job_assets
