@@ -447,7 +447,7 @@ def print_report(results: dict) -> None:
     verify = results["verify"]
     log(f"{'verification: decode_artifact (zstd)':<42} {verify['seconds']:>7.2f} {'':>7} {verify['mb_per_s']:>6.1f}"
         f"  (ok={verify['ok']}, {verify['tables']} tables; separate from the dump target) runs {verify['all']}")
-    log(f"x floor = best / best floor; medians: " + ", ".join(
+    log("x floor = best / best floor; medians: " + ", ".join(
         f"{entry['name']} {entry['median_ratio_to_floor']:.2f}x" for entry in results["table"]))
     log(f"CPU s = pg_dump + compressor (min over runs; the PostgreSQL backend is not counted). "
         f"Machine busy before each round (other work included): "

@@ -7,31 +7,23 @@ A dry run reads the stores and prints the plan (a table, or JSON), deleting noth
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from ops_platform.cli import EXIT_BAD_INPUT, EXIT_OK, CommandError, failure_message, in_progress_runs, run_job
-from ops_platform.config import ConfigError, backup_root, get_environment
+from ops_platform.config import ConfigError, get_environment
 from ops_platform.lib import retention
 from ops_platform.lib.formatting import human_bytes
-from ops_platform.lib.stores import LocalStore, S3Store, make_s3_client
-
-
-def _stores() -> tuple[LocalStore, S3Store | None]:
-    bucket = os.environ.get("AWS_S3_BUCKET", "").strip()
-    prefix = os.environ.get("AWS_S3_PREFIX", "").strip() or "backups"
-    s3 = S3Store(make_s3_client(max_attempts=2, read_timeout=20), bucket, prefix) if bucket else None
-    return LocalStore(backup_root()), s3
+from ops_platform.lib.stores import stores_from_environ
 
 
 def retention_command(args) -> int:
     environment = args.environment
     get_environment(environment)
-    retention.policy_from_environ(environment)
+    policy = retention.policy_from_environ(environment)
     if args.dry_run:
         as_of = retention.parse_as_of(args.as_of)
-        local, s3 = _stores()
-        plan = retention.build_plan(environment, local, s3, retention.policy_from_environ(environment), as_of)
+        local, s3 = stores_from_environ()
+        plan = retention.build_plan(environment, local, s3, policy, as_of)
         print(plan.to_json() if args.json else retention.format_plan(plan))
         return EXIT_OK
 

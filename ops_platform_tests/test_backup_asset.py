@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import pytest
 
 from ops_platform.defs.backups import assets as backup_assets
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource

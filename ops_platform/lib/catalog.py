@@ -64,12 +64,6 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None) -> B
 
 def list_backups(environment: str) -> BackupListing:
     """Uses the same settings as the code location (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX)."""
-    import os
+    from ops_platform.lib.stores import stores_from_environ
 
-    from ops_platform.config import backup_root
-    from ops_platform.lib.stores import make_s3_client
-
-    bucket = os.environ.get("AWS_S3_BUCKET", "").strip()
-    s3 = S3Store(make_s3_client(max_attempts=2, read_timeout=20), bucket,
-                 os.environ.get("AWS_S3_PREFIX", "backups") or "backups") if bucket else None
-    return merge_listings(environment, LocalStore(backup_root()), s3)
+    return merge_listings(environment, *stores_from_environ())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,23 @@ class ManifestListing:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
+def collect_manifests(environment: str, names, read: Callable[[str], bytes]) -> ManifestListing:
+    """Parse every committed manifest among ``names``, newest first; unreadable ones are reported."""
+    listing = ManifestListing()
+    for name in names:
+        if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
+            continue
+        try:
+            manifest = Manifest.from_json(read(name))
+        except (OSError, ValueError, TypeError) as error:
+            listing.unreadable[name] = f"{type(error).__name__}: {error}"
+            continue
+        if manifest.environment == environment:
+            listing.manifests.append(manifest)
+    listing.manifests.sort(key=lambda m: m.created, reverse=True)
+    return listing
+
+
 class LocalStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -75,19 +93,8 @@ class LocalStore:
         return sorted(entry.name for entry in folder.iterdir() if entry.is_file())
 
     def list_manifests(self, environment: str) -> ManifestListing:
-        listing = ManifestListing()
-        for name in self.list_names(environment):
-            if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
-                continue
-            try:
-                manifest = Manifest.from_json(self.path(environment, name).read_bytes())
-            except (OSError, ValueError, TypeError) as error:
-                listing.unreadable[name] = f"{type(error).__name__}: {error}"
-                continue
-            if manifest.environment == environment:
-                listing.manifests.append(manifest)
-        listing.manifests.sort(key=lambda m: m.created, reverse=True)
-        return listing
+        return collect_manifests(environment, self.list_names(environment),
+                                 lambda name: self.path(environment, name).read_bytes())
 
     def delete(self, environment: str, name: str) -> None:
         self.path(environment, name).unlink(missing_ok=True)
@@ -125,20 +132,10 @@ class S3Store:
         return found
 
     def list_manifests(self, environment: str) -> ManifestListing:
-        listing = ManifestListing()
-        for name in self.list_names(environment):
-            if not name.endswith(MANIFEST_SUFFIX):
-                continue
-            try:
-                body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]
-                manifest = Manifest.from_json(body.read())
-            except (ValueError, TypeError) as error:
-                listing.unreadable[name] = f"{type(error).__name__}: {error}"
-                continue
-            if manifest.environment == environment:
-                listing.manifests.append(manifest)
-        listing.manifests.sort(key=lambda m: m.created, reverse=True)
-        return listing
+        def read(name: str) -> bytes:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"].read()
+
+        return collect_manifests(environment, self.list_names(environment), read)
 
     def object_sha256(self, environment: str, name: str) -> tuple[str, int]:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]
@@ -195,3 +192,15 @@ def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, 
         response_checksum_validation="when_required",
     )
     return boto3.session.Session().client("s3", config=config)
+
+
+def stores_from_environ(environ=None, *, max_attempts: int = 2, read_timeout: float = 20) -> tuple[LocalStore, S3Store | None]:
+    """The stores the code location uses (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX), for commands
+    that read them directly. Few retries: an operator at a terminal wants a quick answer."""
+    from ops_platform.config import backup_root
+
+    environ = os.environ if environ is None else environ
+    bucket = environ.get("AWS_S3_BUCKET", "").strip()
+    prefix = environ.get("AWS_S3_PREFIX", "").strip() or "backups"
+    s3 = S3Store(make_s3_client(max_attempts=max_attempts, read_timeout=read_timeout), bucket, prefix) if bucket else None
+    return LocalStore(backup_root(environ)), s3

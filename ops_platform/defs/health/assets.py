@@ -9,7 +9,7 @@ read it back from the instance.
 
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 
 import dagster as dg
 
