@@ -108,6 +108,7 @@ def test_every_domain_is_wired():
     assert schedules["health_check_schedule"].cron_schedule == "*/5 * * * *"
     sensors = {s.name: s for s in definitions.sensors}
     assert sensors["health_alert_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensors["backup_freshness_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     graph = definitions.resolve_asset_graph()
     retention = graph.get(dg.AssetKey("backup_retention"))
     assert dg.AssetKey("database_backup") in retention.parent_keys

@@ -1,0 +1,43 @@
+"""Alerts when an environment's backups stop arriving, whatever the reason (schedule turned off,
+daemon down for a day, every run failing before it could alert)."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from ops_platform.config import env_int
+from ops_platform.defs import databases
+from ops_platform.defs.backups import schedules as backup_schedules
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.lib import freshness
+from ops_platform.lib.catalog import merge_listings
+
+
+def watched_environments() -> list[str]:
+    """Environments with a nightly backup schedule: only those are expected to have fresh backups."""
+    return [env for env in backup_schedules.BACKUP_CRONS if env in databases.ENVIRONMENT_NAMES]
+
+
+@dg.sensor(
+    name="backup_freshness_sensor",
+    minimum_interval_seconds=15 * 60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts to Slack when an environment's newest verified backup is older than "
+                "BACKUP_MAX_AGE_HOURS (26), reminds daily, and says when backups are fresh again.",
+)
+def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource,
+                            backup_storage: BackupStorageResource) -> dg.SkipReason:
+    max_age = timedelta(hours=env_int(None, "BACKUP_MAX_AGE_HOURS", 26, minimum=1))
+    state = freshness.load_state(context.cursor)
+    now = datetime.now(timezone.utc)
+    local, s3 = backup_storage.local_store(), backup_storage.s3_store()
+    posted = []
+    for environment in watched_environments():
+        listing = merge_listings(environment, local, s3)
+        notice = freshness.evaluate(environment, listing.manifests, now, max_age, state.setdefault(environment, {}))
+        if notice:
+            slack.notifier(context.log).post(notice.message(max_age))
+            posted.append(f"{environment}: {notice.kind}")
+    context.update_cursor(json.dumps(state))
+    return dg.SkipReason("; ".join(posted) or "backups are fresh or already reported")
