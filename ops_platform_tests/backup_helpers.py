@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops_platform_tests.conftest import DB_USER, PG_HOST, psql, reset_database
+from ops_platform_tests.fakes.s3_fault_proxy import S3FaultProxy
 
 BIG_ROWS = 600_000
 
@@ -42,8 +43,6 @@ def empty_database():
 
 @pytest.fixture
 def s3_fault_proxy(moto_server, s3_bucket, monkeypatch):
-    from ops_platform_tests.fakes.s3_fault_proxy import S3FaultProxy
-
     proxy = S3FaultProxy(moto_server)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")

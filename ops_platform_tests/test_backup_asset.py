@@ -160,3 +160,28 @@ def test_no_secret_reaches_logs_metadata_or_slack(databases, instance, slack_res
     slack_text = "\n".join(r.body.decode() for r in slack_server.messages())
     assert not any(secret in slack_text for secret in secrets)
     assert len(slack_server.messages()) == 4
+
+
+def test_s3_failing_mid_upload_keeps_a_verified_local_backup_and_warns(
+        big_database, instance, slack_server, backup_dir, s3_bucket, monkeypatch):
+    from ops_platform_tests.backup_helpers import S3FaultProxy
+
+    proxy = S3FaultProxy(__import__("os").environ["AWS_ENDPOINT_URL_S3"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    proxy.fail_parts_after = 1
+    try:
+        slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+        result = materialize(instance, "production", slack, backup_dir)
+    finally:
+        proxy.close()
+    assert result.success, "the local backup stands"
+    checks = check_results(result)
+    assert checks["decodes_completely"].passed and not checks["s3_copy_matches"].passed
+    assert "S3 upload failed" in checks["s3_copy_matches"].description
+    manifest = Manifest.from_json(next((backup_dir / "production").glob("*.manifest.json")).read_text())
+    assert manifest.verified and manifest.locations == [str(backup_dir / "production" / manifest.artifact)]
+    assert s3_bucket.list_objects_v2(Bucket=S3_BUCKET).get("KeyCount") == 0
+    assert s3_bucket.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []) == []
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "backup succeeded" in texts[0] and "S3 upload failed" in texts[0]

@@ -129,3 +129,20 @@ def test_progress_shows_on_a_terminal(databases, cli_env):
     os.close(primary)
     assert process.returncode == 0
     assert b"dumped" in terminal and b"MB/s" in terminal
+
+
+def test_backup_refuses_while_another_backup_of_the_environment_runs(cli_env):
+    import uuid
+
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    home = Path(cli_env["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    run_id = str(uuid.uuid4())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_run(DagsterRun(job_name="backup_job", run_id=run_id, status=DagsterRunStatus.STARTED,
+                                    tags={"dagster/partition": "development"}))
+    result = run_cli(cli_env, "backup", "development")
+    assert_one_line_error(result, 1, "a backup or restore of development is already running", run_id)
+    assert not Path(cli_env["BACKUP_DIR"]).exists()
