@@ -1,0 +1,47 @@
+"""Slack delivery through the real slack_sdk clients against the Slack-compatible test server."""
+
+from __future__ import annotations
+
+import logging
+
+from ops_platform.defs.resources import OpsSlackResource
+from ops_platform_tests.conftest import DB_PASSWORD, SLACK_TOKEN
+
+
+def test_bot_token_and_webhook_both_deliver(slack_resource, slack_server):
+    report = slack_resource.notifier().post("hello")
+    assert report.ok and report.delivered == ["chat.postMessage", "webhook"]
+    assert slack_server.texts() == ["hello", "hello"]
+    bot = slack_server.messages()[0]
+    assert bot.path == "/api/chat.postMessage" and bot.payload["channel"] == "#ops"
+    assert bot.headers.get("Authorization") == f"Bearer {SLACK_TOKEN}"
+
+
+def test_unconfigured_slack_logs_the_message_with_a_warning(caplog):
+    caplog.set_level(logging.WARNING)
+    report = OpsSlackResource().notifier(logging.getLogger("test")).post("backup done")
+    assert report.ok and report.delivered == []
+    assert len(caplog.records) == 1
+    assert "Slack is not configured" in caplog.records[0].getMessage()
+    assert "backup done" in caplog.records[0].getMessage()
+
+
+def test_token_without_channel_uses_only_the_webhook(slack_server):
+    slack = OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, webhook_url=slack_server.webhook_url)
+    assert slack.notifier().post("x").delivered == ["webhook"]
+
+
+def test_message_text_is_redacted_before_it_leaves(slack_resource, slack_server):
+    slack_resource.notifier().post(f"failed: postgresql://ops:{DB_PASSWORD}@db/app token=abc123secret")
+    body = slack_server.all_bodies()
+    assert DB_PASSWORD not in body and "abc123secret" not in body and "ops:***@db" in body
+
+
+def test_stalled_slack_gives_up_after_its_timeout(slack_server):
+    import time
+
+    slack_server.delay_seconds = 3
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, timeout_seconds=1, max_retries=0)
+    started = time.monotonic()
+    report = slack.notifier().post("x")
+    assert not report.ok and time.monotonic() - started < 2.5
