@@ -25,9 +25,11 @@ class CheckOutcome:
     blocking: bool
     description: str
     metadata: dict = field(default_factory=dict)
+    severity: str = "error"
 
     def as_record(self) -> dict:
-        return {"passed": self.passed, "blocking": self.blocking, "description": self.description}
+        return {"passed": self.passed, "blocking": self.blocking, "severity": self.severity,
+                "description": self.description}
 
 
 @dataclass
@@ -87,14 +89,15 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
 
 def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:
     if previous is None:
-        return CheckOutcome("size_not_dropped", True, False, "no earlier verified backup to compare with")
+        return CheckOutcome("size_not_dropped", True, False, "no earlier verified backup to compare with",
+                            severity="warn")
     ratio = dump.stored_bytes / previous.stored_bytes if previous.stored_bytes else 1.0
     passed = ratio >= SIZE_DROP_RATIO
     description = (f"{ratio:.0%} of the previous verified backup {previous.id}" if passed else
                    f"size dropped to {ratio:.0%} of the previous verified backup {previous.id} "
                    f"({dump.stored_bytes} vs {previous.stored_bytes} bytes)")
     return CheckOutcome("size_not_dropped", passed, False, description,
-                        {"previous_id": previous.id, "ratio": round(ratio, 4)})
+                        {"previous_id": previous.id, "ratio": round(ratio, 4)}, severity="warn")
 
 
 def perform_backup(

@@ -73,10 +73,17 @@ def _metadata(outcome: BackupOutcome) -> dict:
     }
 
 
-def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environment: str, step: str,
-          message: str, backup_id: str | None = None) -> dg.Failure:
-    slack.notifier(context.log).post(messages.backup_failed(environment, step, message, backup_id, run_url(context.run.run_id)))
+def _alert_failure(context: dg.AssetExecutionContext, slack: OpsSlackResource, environment: str, step: str,
+                   message: str, backup_id: str | None = None) -> None:
+    """Post the failure and mark the run, so the run-failure sensor does not post it again."""
+    slack.notifier(context.log).post(messages.backup_failed(environment, step, message, backup_id,
+                                                            run_url(context.run.run_id)))
     context.instance.add_run_tags(context.run.run_id, {ALERTED_TAG: "true"})
+
+
+def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environment: str, step: str,
+          message: str) -> dg.Failure:
+    _alert_failure(context, slack, environment, step, message)
     return dg.Failure(description=f"backup of {environment} failed at {step}: {message.splitlines()[0]}",
                       allow_retries=False)
 
@@ -116,9 +123,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     failed_blocking = [check for check in outcome.checks if check.blocking and not check.passed]
     if failed_blocking:
         reasons = "; ".join(f"{check.name}: {check.description}" for check in failed_blocking)
-        slack.notifier(context.log).post(messages.backup_failed(
-            environment_name, "verification", reasons, manifest.id, run_url(context.run.run_id)))
-        context.instance.add_run_tags(context.run.run_id, {ALERTED_TAG: "true"})
+        _alert_failure(context, slack, environment_name, "verification", reasons, manifest.id)
     else:
         slack.notifier(context.log).post(messages.backup_succeeded(
             environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
@@ -131,8 +136,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
             dg.AssetCheckResult(
                 check_name=check.name,
                 passed=check.passed,
-                severity=dg.AssetCheckSeverity.ERROR if check.blocking or check.name == "s3_copy_matches"
-                else dg.AssetCheckSeverity.WARN,
+                severity=dg.AssetCheckSeverity.WARN if check.severity == "warn" else dg.AssetCheckSeverity.ERROR,
                 description=check.description,
                 metadata={key: value for key, value in check.metadata.items() if value is not None},
             )
