@@ -240,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ops-platform: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the operator gets one line; OPS_PLATFORM_DEBUG=1 shows more
+        if os.environ.get("OPS_PLATFORM_DEBUG"):
+            raise
+        from ops_platform.lib.redact import Redactor
+
+        detail = (str(error).strip().splitlines() or [""])[0]
+        print(f"ops-platform: error: {type(error).__name__}: {Redactor.from_environ()(detail)} "
+              "(OPS_PLATFORM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

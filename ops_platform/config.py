@@ -73,10 +73,11 @@ def get_environment(name: str, environ: Mapping[str, str] | None = None) -> Envi
         raise ConfigError(
             f"environment '{name}' is not configured (set {variable}); configured: {configured}"
         )
-    raise ConfigError(f"unknown environment '{_printable(name)}'; configured: {configured}")
+    raise ConfigError(f"unknown environment '{printable(name)}'; configured: {configured}")
 
 
-def _printable(value: str, limit: int = 60) -> str:
+def printable(value: str, limit: int = 60) -> str:
+    """A value safe to echo in a one-line error: printable ASCII, shortened."""
     cleaned = re.sub(r"[^\x20-\x7e]", "?", value)
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
@@ -93,18 +94,25 @@ def backup_root(environ: Mapping[str, str] | None = None) -> Path:
     return Path(explicit) if explicit else dagster_home(environ) / "backups"
 
 
-def env_int(
-    environ: Mapping[str, str] | None, key: str, default: int, *, minimum: int = 0
-) -> int:
-    """An integer setting with a clear one-line error for non-numeric or out-of-range values."""
+def _env_number(environ, key: str, default, minimum, parse, noun: str):
     environ = os.environ if environ is None else environ
     raw = _get(environ, key)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{key} must be an integer, got '{_printable(raw)}'") from None
+        raise ConfigError(f"{key} must be {noun}, got '{printable(raw)}'") from None
     if value < minimum:
         raise ConfigError(f"{key} must be >= {minimum}, got {value}")
     return value
+
+
+def env_int(environ: Mapping[str, str] | None, key: str, default: int, *, minimum: int = 0) -> int:
+    """An integer setting with a clear one-line error for non-numeric or out-of-range values."""
+    return _env_number(environ, key, default, minimum, int, "an integer")
+
+
+def env_float(environ: Mapping[str, str] | None, key: str, default: float, *, minimum: float = 0.0) -> float:
+    """A numeric setting (seconds, milliseconds) with the same one-line errors as env_int."""
+    return _env_number(environ, key, default, minimum, float, "a number")

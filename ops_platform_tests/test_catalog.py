@@ -60,3 +60,31 @@ def test_s3_down_still_lists_local_backups_with_a_warning(tmp_path, monkeypatch)
     listing = merge_listings("production", local, s3)
     assert [entry["id"] for entry in listing.entries] == ["production-20260110T070000Z"]
     assert listing.warnings and "could not list S3" in listing.warnings[0]
+
+
+def test_manifest_with_an_unreadable_time_is_reported_not_fatal(tmp_path):
+    """A manifest whose created_at cannot be parsed is unreadable: listed as a warning, and left
+    for a person by retention, which still plans the rest."""
+    import json
+    from datetime import datetime, timezone
+
+    from ops_platform.lib import retention
+
+    local = LocalStore(tmp_path)
+    good = manifest("production-20260110T070000Z", "2026-01-10T07:00:00Z")
+    put_local(local, good)
+    bad = manifest("production-20260109T070000Z", "2026-01-09T07:00:00Z")
+    put_local(local, bad)
+    path = local.path("production", f"{bad.id}.manifest.json")
+    data = json.loads(path.read_text())
+    data["created_at"] = "yesterday"
+    path.write_text(json.dumps(data))
+
+    listing = merge_listings("production", local, None)
+    assert [entry["id"] for entry in listing.entries] == [good.id]
+    assert any("unreadable" in warning and bad.id in warning for warning in listing.warnings)
+
+    plan = retention.build_plan("production", local, None, retention.RetentionPolicy(),
+                                datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert bad.id not in {item.id for item in plan.deleted}
+    assert any(bad.id in warning for warning in plan.warnings)

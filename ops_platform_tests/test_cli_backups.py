@@ -146,3 +146,9 @@ def test_backup_refuses_while_another_backup_of_the_environment_runs(cli_env):
     result = run_cli(cli_env, "backup", "development")
     assert_one_line_error(result, 1, "a backup or restore of development is already running", run_id)
     assert not Path(cli_env["BACKUP_DIR"]).exists()
+
+
+def test_unexpected_errors_are_one_line_without_traceback(cli_env):
+    env = dict(cli_env, AWS_ENDPOINT_URL_S3="not a url")
+    result = run_cli(env, "backups", "list", "development")
+    assert_one_line_error(result, 1, "ValueError", "OPS_PLATFORM_DEBUG=1")

@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from ops_platform.config import ENVIRONMENT_NAMES, ConfigError
+from ops_platform.config import ENVIRONMENT_NAMES, ConfigError, printable
 
 BACKUP_KINDS = ("scheduled", "manual", "pre-restore", "drill")
 COMPRESSION_EXTENSIONS = {"zstd": ".dump.zst", "gzip": ".dump.gz"}
@@ -26,9 +26,8 @@ def parse_backup_id(backup_id: str) -> tuple[str, datetime]:
     """(environment, created_at) of a well-formed id; a ConfigError for anything else, `../` included."""
     match = _ID_PATTERN.match(backup_id or "")
     if not match or match["env"] not in ENVIRONMENT_NAMES:
-        shown = re.sub(r"[^\x20-\x7e]", "?", backup_id or "")[:80]
         raise ConfigError(
-            f"invalid backup id '{shown}': expected <environment>-<YYYYMMDDTHHMMSSZ>, "
+            f"invalid backup id '{printable(backup_id or '', 80)}': expected <environment>-<YYYYMMDDTHHMMSSZ>, "
             "e.g. production-20260115T070000Z"
         )
     try:
@@ -90,9 +89,15 @@ class Manifest:
             raise ValueError("manifest is not a JSON object")
         known = {name for name in cls.__dataclass_fields__}
         manifest = cls(**{key: value for key, value in data.items() if key in known})
-        parse_backup_id(manifest.id)
+        try:
+            parse_backup_id(manifest.id)
+            manifest.created  # noqa: B018 - a manifest whose time cannot be read is unreadable
+        except (ConfigError, AttributeError, TypeError) as error:
+            raise ValueError(str(error)) from None
         if manifest.compression not in COMPRESSION_EXTENSIONS:
             raise ValueError(f"unknown compression '{manifest.compression}'")
+        if not isinstance(manifest.verified, bool) or not isinstance(manifest.stored_bytes, int):
+            raise ValueError("verified must be a boolean and stored_bytes an integer")
         return manifest
 
     @property

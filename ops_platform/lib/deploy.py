@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ops_platform.config import ConfigError, EnvironmentConfig, ENVIRONMENT_PREFIXES
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentConfig, env_float
 from ops_platform.lib import probes
 from ops_platform.lib.redact import Redactor, tail
 
@@ -23,16 +23,9 @@ OUTPUT_LIMIT = 64 * 1024
 
 
 def env_seconds(environ: Mapping[str, str] | None, key: str, default: float) -> float:
-    environ = os.environ if environ is None else environ
-    raw = environ.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{key} must be a number of seconds, got '{raw[:40]}'") from None
+    value = env_float(environ, key, default)
     if value <= 0:
-        raise ConfigError(f"{key} must be > 0, got {raw}")
+        raise ConfigError(f"{key} must be > 0, got {value:g}")
     return value
 
 
@@ -107,7 +100,7 @@ def run_rollback(environment: EnvironmentConfig, expected_version: str, observed
         command_var, webhook_var = rollback_variables(environment.name)
         return RollbackOutcome(False, False, f"no rollback configured (set {command_var} or {webhook_var})", "", 0.0)
     ok, summary, output = outcome
-    return RollbackOutcome(True, ok, redactor(summary), redactor(tail(output, lines=40, limit=4000)),
+    return RollbackOutcome(True, ok, redactor(summary), tail(redactor(output), lines=40, limit=4000),
                            time.monotonic() - started)
 
 
@@ -119,15 +112,29 @@ def _run_command(environment: EnvironmentConfig, expected_version: str, observed
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         raw, _ = process.communicate(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as expired:
         os.killpg(process.pid, signal.SIGKILL)
-        raw, _ = process.communicate()
+        try:
+            raw, _ = process.communicate(timeout=5)
+        except subprocess.TimeoutExpired as still_open:
+            # Something left the process group and still holds the pipe: keep what was read.
+            process.stdout.close()
+            process.wait()
+            raw = still_open.output or expired.output or b""
         return False, f"rollback command timed out after {timeout_seconds:g}s and was killed", \
-            raw[-OUTPUT_LIMIT:].decode(errors="replace")
-    output = raw[-OUTPUT_LIMIT:].decode(errors="replace")
+            _decoded_tail(raw)
+    output = _decoded_tail(raw)
     if process.returncode != 0:
         return False, f"rollback command exited with code {process.returncode}", output
     return True, "rollback command succeeded", output
+
+
+def _decoded_tail(raw: bytes) -> str:
+    """The last OUTPUT_LIMIT bytes, cut at a line start so no secret is split before redaction."""
+    if len(raw) > OUTPUT_LIMIT:
+        raw = raw[-OUTPUT_LIMIT:]
+        raw = raw[raw.find(b"\n") + 1:] if b"\n" in raw else raw
+    return raw.decode(errors="replace")
 
 
 def _call_webhook(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,

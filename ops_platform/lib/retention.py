@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, env_int
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, env_int, printable
 from ops_platform.lib.artifacts import (
     COMPRESSION_EXTENSIONS,
     MANIFEST_SUFFIX,
@@ -99,8 +99,8 @@ def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:
     try:
         return parse_utc(str(text).strip())
     except ValueError:
-        shown = re.sub(r"[^\x20-\x7e]", "?", str(text))[:60]
-        raise ConfigError(f"--as-of must be an ISO-8601 time such as 2027-01-15T00:00:00Z, got '{shown}'") from None
+        raise ConfigError("--as-of must be an ISO-8601 time such as 2027-01-15T00:00:00Z, "
+                          f"got '{printable(str(text))}'") from None
 
 
 @dataclass(frozen=True)
@@ -375,7 +375,7 @@ def s3_inventory(store, environment: str) -> StoreInventory:
         inventory.files[name] = (int(item.get("Size", 0)), item.get("LastModified"))
 
     def read(name: str) -> bytes:
-        return store.client.get_object(Bucket=store.bucket, Key=store.key(environment, name))["Body"].read()
+        return store.read_bytes(environment, name)
 
     names = [name for name in inventory.files if name.endswith(MANIFEST_SUFFIX)]
     with ThreadPoolExecutor(8) as pool:

@@ -131,11 +131,12 @@ class S3Store:
                     found[name] = item
         return found
 
-    def list_manifests(self, environment: str) -> ManifestListing:
-        def read(name: str) -> bytes:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"].read()
+    def read_bytes(self, environment: str, name: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"].read()
 
-        return collect_manifests(environment, self.list_names(environment), read)
+    def list_manifests(self, environment: str) -> ManifestListing:
+        return collect_manifests(environment, self.list_names(environment),
+                                 lambda name: self.read_bytes(environment, name))
 
     def object_sha256(self, environment: str, name: str) -> tuple[str, int]:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]

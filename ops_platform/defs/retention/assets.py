@@ -9,6 +9,7 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs import databases
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
 from ops_platform.lib import retention
+from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.redact import Redactor
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -29,7 +30,7 @@ def resolve_as_of(text: str | None, now: datetime | None = None) -> datetime:
     return as_of
 
 
-def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult) -> dict:
+def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult, warnings: list[str]) -> dict:
     summary = plan.summary()
     return {
         "kept": dg.MetadataValue.int(summary["kept"]),
@@ -38,12 +39,12 @@ def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult) -> 
         "bytes_freed": dg.MetadataValue.int(applied.bytes_freed),
         "oldest_kept": summary["oldest_kept"] or "",
         "newest_kept": summary["newest_kept"] or "",
-        "as_of": plan.as_of.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "as_of": utc_iso(plan.as_of),
         "policy": plan.policy.describe(),
         "deleted_backups": dg.MetadataValue.json(
             [{"id": item.id, "status": item.status, "reason": item.reason} for item in plan.deleted]),
         "aborted_uploads": dg.MetadataValue.int(len(applied.aborted_uploads)),
-        "warnings": dg.MetadataValue.json([Redactor.from_environ()(warning) for warning in plan.warnings]),
+        "warnings": dg.MetadataValue.json(warnings),
     }
 
 
@@ -71,15 +72,17 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     plan = retention.build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
-    for warning in plan.warnings:
-        context.log.warning(Redactor.from_environ()(warning))
+    redactor = Redactor.from_environ()
+    warnings = [redactor(warning) for warning in plan.warnings]
+    for warning in warnings:
+        context.log.warning(warning)
     applied = retention.apply_plan(plan, local, s3)
     summary = plan.summary()
     context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
                      f"aborted {len(applied.aborted_uploads)} stale upload(s)")
     if plan.deleted or applied.aborted_uploads:
         slack.notifier(context.log).post(retention.summary_message(plan, applied, run_url(context.run.run_id)))
-    return dg.MaterializeResult(metadata=_metadata(plan, applied))
+    return dg.MaterializeResult(metadata=_metadata(plan, applied, warnings))
 
 
 retention_job = dg.define_asset_job(
