@@ -120,3 +120,41 @@ def test_never_duplicates_and_restarts_change_nothing(marks, restart_at):
     opened_or_recovered = [k for k in kinds(straight) if k in (OPENED, RECOVERED)]
     assert opened_or_recovered == [OPENED, RECOVERED] * (len(opened_or_recovered) // 2) + \
         ([OPENED] if len(opened_or_recovered) % 2 else [])
+
+
+def test_flapping_that_starts_during_a_hold_is_announced_once_the_hold_lifts():
+    tracker = IncidentTracker(IncidentSettings(flap_changes=4))
+    assert run(tracker, "x.x.x.x.", hold=True) == []
+    events = run(tracker, "x", start=8 * FIVE_MIN)
+    assert kinds(events) == [FLAPPING]
+    assert events[0][1].components == {"api": "api down"}
+    assert kinds(run(tracker, ".x.x", start=9 * FIVE_MIN)) == []
+
+
+def test_flapping_seen_in_the_quiet_replay_is_announced_on_the_next_tick_even_without_new_results():
+    tracker = IncidentTracker(IncidentSettings(flap_changes=4))
+    replay = [Observation("frontend", index % 2 == 1, "frontend answered HTTP 502", index * FIVE_MIN)
+              for index in range(8)]
+    assert tracker.observe("production", replay, hold=True) == []
+    [notice] = tracker.observe("production", [])
+    assert notice.kind == FLAPPING and notice.changes == 7
+    assert tracker.observe("production", []) == []
+
+
+def test_flapping_notice_names_the_latest_failure_even_when_a_success_tipped_it():
+    tracker = IncidentTracker(IncidentSettings(flap_changes=4))
+    events = []
+    for index, mark in enumerate("x.x.x."):
+        events += tracker.observe("staging", [Observation(
+            "api", mark == ".", "healthy (version 1.2.3)" if mark == "." else "/health answered HTTP 503",
+            index * FIVE_MIN)])
+    [notice] = events
+    text = incident_message(notice).text
+    assert "Latest failure: /health answered HTTP 503" in text and "healthy" not in text
+
+
+def test_tracker_from_a_cursor_dict_is_validated():
+    assert IncidentTracker.from_state(["x"]).state == {"environments": {}}
+    assert IncidentTracker.from_state({"environments": 3}).state == {"environments": {}}
+    state = {"environments": {"production": {"components": {}, "incident": None, "last_at": None}}}
+    assert IncidentTracker.from_state(state).state is state

@@ -44,10 +44,13 @@ def incident_message(event: AlertEvent, threshold: int | None = None) -> SlackMe
                          f"Downtime: {human_duration(event.downtime_seconds or 0)} "
                          f"(from {_utc(event.started_at)})"])
     if event.kind == FLAPPING:
-        [(name, reason)] = list(event.components.items()) or [("?", "")]
-        return _message([f":twisted_rightwards_arrows: *{event.environment}: {name} is flapping*: "
-                         f"{event.changes} state changes within the hour. Further flips are not announced "
-                         "until it settles.", f"Latest failure: {reason}" if reason else ""])
+        [(name, last_failure)] = list(event.components.items()) or [("?", "")]
+        lines = [f":twisted_rightwards_arrows: *{event.environment}: {name} is flapping*: "
+                 f"{event.changes} state changes within the hour. Further flips are not announced "
+                 "until it settles."]
+        if last_failure:
+            lines.append(f"Latest failure: {last_failure}")
+        return _message(lines)
     raise ValueError(f"unknown incident event kind {event.kind!r}")
 
 

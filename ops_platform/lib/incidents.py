@@ -6,9 +6,10 @@ that goes down while it is open, sends reminders every ``reminder_seconds``, and
 of its components has passed ``recovery_threshold`` times in a row, reporting the downtime from
 the first failure to the first good check. A component whose state changes more than
 ``flap_changes`` times within ``flap_window_seconds`` is flapping: it gets one notice and opens
-no incidents until it settles (half as many changes in the window). While an environment is held (a deployment is being verified),
-state keeps moving but nothing is announced; an incident still open when the hold lifts is
-announced then, and one that ended during the hold is never announced.
+no incidents until it settles (half as many changes in the window). While an environment is held
+(a deployment is being verified, or the sensor replays history on its first tick), state keeps
+moving but nothing is announced; an incident still open, or a component still flapping, when the
+hold lifts is announced then, and one that ended during the hold is never announced.
 
 The whole state is a JSON-compatible dict, so it can live in a sensor cursor.
 """
@@ -16,7 +17,7 @@ The whole state is a JSON-compatible dict, so it can live in a sensor cursor.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 OPENED, REMINDER, RECOVERED, FLAPPING = "opened", "reminder", "recovered", "flapping"
 
@@ -40,6 +41,9 @@ class Observation:
 
 @dataclass
 class AlertEvent:
+    """What to announce. ``components`` maps each component to its latest failure reason (empty
+    for a recovery)."""
+
     kind: str
     environment: str
     at: float
@@ -51,7 +55,7 @@ class AlertEvent:
 
 def _new_component() -> dict:
     return {"failures": 0, "successes": 0, "last_ok": None, "first_failure_at": None, "back_at": None,
-            "reason": "", "changes": [], "flapping": False}
+            "reason": "", "changes": [], "flapping": False, "flap_announced": False}
 
 
 class IncidentTracker:
@@ -67,6 +71,11 @@ class IncidentTracker:
             state = json.loads(text)
         except ValueError:
             return cls(settings)
+        return cls.from_state(state, settings)
+
+    @classmethod
+    def from_state(cls, state, settings: IncidentSettings | None = None) -> IncidentTracker:
+        """A tracker from a state dict (e.g. read from a cursor); anything malformed starts fresh."""
         if not isinstance(state, dict) or not isinstance(state.get("environments"), dict):
             return cls(settings)
         return cls(settings, state)
@@ -77,26 +86,27 @@ class IncidentTracker:
     def environment(self, name: str) -> dict:
         return self.state["environments"].setdefault(name, {"components": {}, "incident": None, "last_at": None})
 
-    def open_incident(self, environment: str) -> dict | None:
-        return self.environment(environment)["incident"]
-
     def observe(self, environment: str, observations: list[Observation], hold: bool = False) -> list[AlertEvent]:
         """Apply new results (in any order) and return what should be announced."""
         env = self.environment(environment)
         events: list[AlertEvent] = []
         for observation in sorted(observations, key=lambda o: o.at):
-            flapping = self._apply(env["components"].setdefault(observation.component, _new_component()),
-                                   observation)
+            self._apply(env["components"].setdefault(observation.component, _new_component()), observation)
             env["last_at"] = max(env["last_at"] or observation.at, observation.at)
-            if flapping and not hold:
-                events.append(AlertEvent(FLAPPING, environment, observation.at,
-                                         components={observation.component: observation.reason},
-                                         changes=flapping))
+        if not hold:
+            # Announced on the first tick that is not held, so a component that started flapping
+            # during a hold (or the first tick's quiet replay) and still is gets its notice then.
+            for name, component in sorted(env["components"].items()):
+                if component["flapping"] and not component.get("flap_announced", True):
+                    component["flap_announced"] = True
+                    events.append(AlertEvent(FLAPPING, environment, env["last_at"],
+                                             components={name: component["reason"]},
+                                             changes=len(component["changes"])))
         if env["last_at"] is not None:
             events.extend(self._evaluate(environment, env, env["last_at"], hold))
         return events
 
-    def _apply(self, component: dict, observation: Observation) -> int | None:
+    def _apply(self, component: dict, observation: Observation) -> None:
         settings = self.settings
         if component["last_ok"] is not None and component["last_ok"] != observation.ok:
             component["changes"].append(observation.at)
@@ -116,10 +126,10 @@ class IncidentTracker:
         changes = len(component["changes"])
         if changes > settings.flap_changes and not component["flapping"]:
             component["flapping"] = True
-            return changes
-        if component["flapping"] and changes <= settings.flap_changes // 2:
+            component["flap_announced"] = False
+        elif component["flapping"] and changes <= settings.flap_changes // 2:
             component["flapping"] = False
-        return None
+            component["flap_announced"] = False
 
     def _failing(self, env: dict, names) -> dict[str, str]:
         return {name: env["components"][name]["reason"] for name in names
@@ -172,10 +182,6 @@ class IncidentTracker:
         for state in components.values():
             if state["successes"]:
                 state["first_failure_at"] = None
-
-
-def event_to_dict(event: AlertEvent) -> dict:
-    return asdict(event)
 
 
 def incident_settings_from_environ(environ=None) -> IncidentSettings:
