@@ -152,3 +152,33 @@ def test_secrets_in_urls_never_reach_reasons():
         assert secret not in text
     assert {r.component for r in sweep.results} == {"postgres", "redis", "api", "frontend"}
     assert all(r.status == UNHEALTHY for r in sweep.results)
+
+
+def test_redis_that_never_answers_fails_once_without_retries(silent_listener):
+    port = silent_listener.url.rsplit(":", 1)[1].strip("/")
+    started = time.monotonic()
+    [result] = probes.probe_redis("development", f"redis://127.0.0.1:{port}/0", ProbeSettings(timeout_seconds=0.4))
+    elapsed = time.monotonic() - started
+    assert result.status == UNHEALTHY and "timed out" in result.reason
+    assert elapsed < 0.75, f"PING was retried: {elapsed:.2f}s for a 0.4s timeout"
+
+
+def test_a_secret_at_the_cut_point_is_redacted_before_the_reason_is_shortened():
+    secret = "eyJhbGciOiJIUzI1NiJ9." + "Zq7Kp2Lm9Xw4" * 12  # a long token across every plausible cut
+    message = "connecting to cache failed: " + "x" * 160 + f" {secret} and more"
+
+    def failing():
+        return [probes.ProbeResult("production", "redis", UNHEALTHY,
+                                   probes.describe_error(OSError(message), "cache"), 0.01)]
+
+    [result] = run_sweep([Probe("production", "redis", failing, 1)], Redactor([secret])).results
+    assert secret[:8] not in result.reason and "Zq7Kp" not in result.reason and "***" in result.reason
+    assert len(result.reason) <= probes.MAX_REASON_CHARS
+
+
+@pytest.mark.parametrize("url", ["http://[::1/health", "http://app\x00host/"])
+def test_an_invalid_url_is_an_unhealthy_result_not_an_exception(url):
+    [api] = probes.probe_api("production", url, FAST)
+    assert api.status == UNHEALTHY and api.reason.startswith("invalid API URL: ")
+    [frontend] = probes.probe_frontend("production", url, FAST)
+    assert frontend.status == UNHEALTHY and frontend.reason.startswith("invalid frontend URL: ")

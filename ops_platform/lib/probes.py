@@ -25,6 +25,8 @@ import certifi
 import httpx
 import psycopg
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ops_platform.lib.redact import Redactor
 
@@ -35,6 +37,7 @@ DEFAULT_DEGRADED_SECONDS = 2.0
 MAX_BODY_BYTES = 1 << 20
 SWEEP_GRACE_SECONDS = 0.5
 SEED_SERVICES = ("database", "redis", "storage")
+MAX_REASON_CHARS = 300
 
 
 @dataclass
@@ -95,7 +98,16 @@ def describe_error(error: BaseException, target: str = "") -> str:
         return f"connection refused by {host}"
     if "timeout" in lowered or "timed out" in lowered:
         return f"{host} timed out"
-    return f"{type(error).__name__}: {text.splitlines()[0][:200]}"
+    return f"{type(error).__name__}: {text.splitlines()[0]}"
+
+
+def clean_reason(reason: str, redactor: Redactor) -> str:
+    """One line, secrets removed, then shortened: cutting first could split a secret and leave a
+    fragment the redactor no longer recognises."""
+    if not reason:
+        return ""
+    line = (redactor(reason).splitlines() or [""])[0]
+    return line if len(line) <= MAX_REASON_CHARS else line[:MAX_REASON_CHARS - 1] + "…"
 
 
 def _read_capped(response: httpx.Response, limit: int, deadline: float) -> bytes:
@@ -143,12 +155,14 @@ def health_url(api_url: str) -> str:
 def probe_api(environment: str, api_url: str, settings: ProbeSettings) -> list[ProbeResult]:
     """``GET $API_URL/health``: HTTP 200 and ``status == "healthy"``; each ``services`` entry
     becomes its own component (``api_<service>``), and the reported ``version`` is kept."""
-    url = health_url(api_url)
     started = time.monotonic()
     try:
+        url = health_url(api_url)
         status_code, body, latency = _http_get(url, settings, settings.max_body_bytes)
     except ProbeFailure as error:
         return [ProbeResult(environment, "api", UNHEALTHY, str(error), time.monotonic() - started)]
+    except (httpx.InvalidURL, ValueError) as error:
+        return [ProbeResult(environment, "api", UNHEALTHY, f"invalid API URL: {error}", time.monotonic() - started)]
     except (httpx.HTTPError, OSError) as error:
         return [ProbeResult(environment, "api", UNHEALTHY, describe_error(error, url), time.monotonic() - started)]
     try:
@@ -191,6 +205,9 @@ def probe_frontend(environment: str, frontend_url: str, settings: ProbeSettings)
         status_code, _, latency = _http_get(frontend_url, settings, settings.max_body_bytes * 8)
     except ProbeFailure as error:
         return [ProbeResult(environment, "frontend", UNHEALTHY, str(error), time.monotonic() - started)]
+    except (httpx.InvalidURL, ValueError) as error:
+        return [ProbeResult(environment, "frontend", UNHEALTHY, f"invalid frontend URL: {error}",
+                            time.monotonic() - started)]
     except (httpx.HTTPError, OSError) as error:
         return [ProbeResult(environment, "frontend", UNHEALTHY, describe_error(error, frontend_url),
                             time.monotonic() - started)]
@@ -218,10 +235,11 @@ def probe_postgres(environment: str, database_url: str, settings: ProbeSettings)
 
 
 def probe_redis(environment: str, redis_url: str, settings: ProbeSettings) -> list[ProbeResult]:
-    """``PING``."""
+    """``PING``, once: redis-py retries by default, which would hide the cause behind the timeout."""
     started = time.monotonic()
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=settings.timeout_seconds,
-                                  socket_timeout=settings.timeout_seconds, retry_on_timeout=False)
+                                  socket_timeout=settings.timeout_seconds, retry_on_timeout=False,
+                                  retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
     except (redis.RedisError, OSError) as error:
@@ -313,7 +331,7 @@ def run_sweep(probes: list[Probe], redactor: Redactor | None = None,
                                  f"no answer within the {probe.timeout_seconds:g}s timeout",
                                  time.monotonic() - started)]
         for result in found:
-            result.reason = redactor(result.reason).splitlines()[0] if result.reason else ""
+            result.reason = clean_reason(result.reason, redactor)
             result.details = json.loads(redactor(json.dumps(result.details)))
             result.latency_seconds = round(result.latency_seconds, 4)
             results.append(result)
