@@ -72,8 +72,13 @@ def verify_deployment_command(args) -> int:
     if sys.stderr.isatty():
         print(f"verifying {environment.name} at version {config['expected_version']} "
               f"(up to {args.timeout:g}s)...", file=sys.stderr)
+    from ops_platform.defs.deployments import jobs as deployment_jobs
+    from ops_platform.defs.health import assets as health_assets
+
+    max_runtime = deployment_jobs.max_runtime_seconds(config["timeout_seconds"])
     result = run_job("verify_deployment_job", run_config={"ops": {"verify_deployment": {"config": config}}},
-                     tags={"ops_platform/environment": environment.name})
+                     tags={health_assets.ENVIRONMENT_TAG: environment.name,
+                           deployment_jobs.MAX_RUNTIME_TAG: str(int(max_runtime))})
     if not result.success:
         raise CommandError(f"{failure_message(result)} (run {result.run_id})")
     print(f"deployment of {config['expected_version']} to {environment.name} verified (run {result.run_id})")

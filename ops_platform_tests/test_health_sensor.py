@@ -158,3 +158,173 @@ def test_first_tick_replays_history_quietly_and_announces_only_what_is_still_dow
     daemon.tick()
     [text] = posted(slack_server)
     assert "production: 1 component is down" in text and "*api*" in text
+
+
+# --- runs that have planned checks but have not finished -------------------------------------------
+
+
+def check_run(instance, environment="production", status=DagsterRunStatus.NOT_STARTED):
+    """A health_check_job run created the way the schedule creates one, with its checks planned:
+    execution records that get their result only when the run executes."""
+    from ops_platform.definitions import defs
+
+    job = defs().resolve_job_def("health_check_job")
+    config = {"ops": {"health_checks": {"config": {"environments": [environment]}}}}
+    return instance.create_run_for_job(job_def=job, run_config=config, status=status)
+
+
+def finish(instance, run, at: float, environment="production", component="api", status="unhealthy"):
+    """The run executes: its planned api check gets a result, then the run ends."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    key = health_assets.check_key_for(environment, component)
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=key.asset_key, check_name=key.name, passed=status == "healthy",
+        metadata={"environment": dg.MetadataValue.text(environment),
+                  "component": dg.MetadataValue.text(component),
+                  "status": dg.MetadataValue.text(status),
+                  "reason": dg.MetadataValue.text("/health answered HTTP 503"),
+                  "checked_at": dg.MetadataValue.float(at)},
+        severity=dg.AssetCheckSeverity.ERROR)
+    instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+                                               job_name=run.job_name, event_specific_data=evaluation),
+                                  run_id=run.run_id)
+    instance.report_run_failed(instance.get_run_by_id(run.run_id))
+
+
+def test_result_of_a_run_that_had_not_started_at_the_tick_is_still_read(instance, daemon, slack_server):
+    daemon.tick()
+    index = script(instance, daemon, "xx")
+    run = check_run(instance)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.NOT_STARTED
+    daemon.tick()
+    finish(instance, run, T0 + index * FIVE_MIN)
+    assert "read 1 check results" in daemon.tick().skip_message
+    [text] = posted(slack_server)
+    assert "production: 1 component is down" in text
+
+
+def test_an_older_pending_result_behind_newer_ones_is_still_read(instance, daemon, slack_server):
+    daemon.tick()
+    index = script(instance, daemon, "xx")
+    slow = check_run(instance, status=DagsterRunStatus.STARTED)
+    record(instance, T0 + 9 * FIVE_MIN, status="healthy", reason="healthy")  # a newer result, read first
+    daemon.tick()
+    script(instance, daemon, ".", 10)
+    finish(instance, slow, T0 + index * FIVE_MIN)
+    assert "read 1 check results" in daemon.tick().skip_message
+    cursor = json.loads(daemon.cursor)
+    assert cursor["pending_checks"] == []
+    component = cursor["tracker"]["environments"]["production"]["components"]["api"]
+    assert component["failures"] == 1 and component["reason"] == "/health answered HTTP 503"
+
+
+# --- deployment verification runs ---------------------------------------------------------------------
+
+
+def verify_run(instance, started_seconds_ago: float, tags=None, run_config=None):
+    import datetime as dt
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    run = DagsterRun(job_name=health_sensors.VERIFY_JOB_NAME, run_id=str(uuid.uuid4()),
+                     status=DagsterRunStatus.NOT_STARTED, run_config=run_config or {},
+                     tags={health_assets.ENVIRONMENT_TAG: "production", **(tags or {})})
+    instance.add_run(run)
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=started_seconds_ago)
+    instance.handle_run_event(run.run_id, DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
+                                                       job_name=run.job_name), update_timestamp=started)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    return run
+
+
+def test_a_dead_verification_run_does_not_hold_alerts_forever(instance, daemon, slack_server):
+    verify_run(instance, 2 * 3600, tags={"dagster/max_runtime_seconds": "900"})
+    verify_run(instance, 2 * 3600, run_config={"ops": {"verify_deployment": {"config": {
+        "environment": "production", "expected_version": "1", "timeout_seconds": 600,
+        "rollback_timeout_seconds": 60}}}})
+    assert health_sensors.environments_being_verified(instance) == set()
+    script(instance, daemon, "xxxx")
+    [text] = posted(slack_server)
+    assert "production: 1 component is down" in text
+
+
+def test_a_live_verification_run_within_its_time_limit_still_holds(instance, daemon, slack_server):
+    verify_run(instance, 600, tags={"dagster/max_runtime_seconds": "900"})
+    script(instance, daemon, "xxxx")
+    assert posted(slack_server) == []
+    assert "held for deployment verification: production" in daemon.tick().skip_message
+
+
+def test_verify_job_declares_its_max_runtime():
+    from ops_platform.defs.deployments import jobs as deployment_jobs
+
+    tag = deployment_jobs.verify_deployment_job.tags["dagster/max_runtime_seconds"]
+    assert float(tag) == deployment_jobs.max_runtime_seconds(300, 300) > 600
+
+
+# --- slow Slack -----------------------------------------------------------------------------------------
+
+
+class TimeLimitedDaemon(Daemon):
+    """Like the daemon: a tick that runs past the time limit is abandoned and its cursor not saved."""
+
+    def __init__(self, instance, slack_resource, limit: float):
+        super().__init__(instance, slack_resource)
+        self.limit = limit
+
+    def tick(self):
+        import time
+
+        cursor = self.cursor
+        started = time.monotonic()
+        result = super().tick()
+        if time.monotonic() - started > self.limit:
+            self.cursor = cursor
+        return result
+
+
+def test_slow_slack_never_causes_duplicate_alerts(instance, bot_slack, slack_server, monkeypatch):
+    monkeypatch.setattr(health_sensors, "POST_BUDGET_SECONDS", 0.5)
+    daemon = TimeLimitedDaemon(instance, bot_slack, limit=3.0)
+    daemon.tick()
+    environments = ("production", "staging", "development")
+    for offset in range(3):
+        for environment in environments:
+            record(instance, T0 + offset * FIVE_MIN, environment, "postgres")
+    slack_server.delay_seconds = 1.2  # three messages take 3.6 s: more than the tick may take
+    for _ in range(4):
+        daemon.tick()
+    texts = posted(slack_server)
+    assert sorted(texts) == sorted(set(texts)) and len(texts) == 3
+    assert json.loads(daemon.cursor)["outbox"] == []
+
+
+def test_slack_errors_do_not_repeat_alerts(instance, slack_server, monkeypatch):
+    from ops_platform.defs.resources import OpsSlackResource
+
+    monkeypatch.setattr(health_sensors, "POST_BUDGET_SECONDS", 0.5)
+    default_retries = OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, channel="#ops")
+    daemon = TimeLimitedDaemon(instance, default_retries, limit=3.0)
+    slack_server.fail_status = 500
+    slack_server.delay_seconds = 0.3
+    script(instance, daemon, "xxx")
+    daemon.tick()
+    daemon.tick()
+    texts = posted(slack_server)
+    assert texts and len(set(texts)) == 1 and len(texts) <= 2  # one message, at most one retry
+
+
+def test_posts_per_tick_are_capped_and_the_rest_carried_in_the_cursor(instance, daemon, slack_server,
+                                                                      monkeypatch):
+    monkeypatch.setattr(health_sensors, "MAX_POSTS_PER_TICK", 2)
+    daemon.tick()
+    for offset in range(3):
+        for environment in ("production", "staging", "development"):
+            record(instance, T0 + offset * FIVE_MIN, environment, "postgres")
+    assert "1 left for the next tick" in daemon.tick().skip_message
+    assert len(posted(slack_server)) == 2
+    daemon.tick()
+    texts = posted(slack_server)
+    assert len(texts) == 3 and len(set(texts)) == 3
+    assert all(any(f"*{name}: 1 component is down*" in t for t in texts) for name in ("production", "staging", "development"))

@@ -10,11 +10,31 @@ from ops_platform.defs.resources import OpsSlackResource, run_url
 from ops_platform.lib import deploy, health_messages
 from ops_platform.lib.redact import Redactor
 
+MAX_RUNTIME_TAG = "dagster/max_runtime_seconds"
+DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0
+# Slack posts (started, result), the last /health poll and the rollback's own cleanup on top of
+# the verification and rollback timeouts.
+RUNTIME_MARGIN_SECONDS = 300.0
+
+
+def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_seconds: float | None = None,
+                        environ=None) -> float:
+    """The longest a verification run can legitimately take: the verification timeout, the
+    rollback timeout and a margin. Past it the run is dead (its process was killed)."""
+    if not rollback_timeout_seconds:
+        try:
+            rollback_timeout_seconds = deploy.env_seconds(environ, "DEPLOY_ROLLBACK_TIMEOUT_SECONDS",
+                                                          deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)
+        except ConfigError:
+            rollback_timeout_seconds = deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS
+    return float(timeout_seconds or DEFAULT_VERIFY_TIMEOUT_SECONDS) + float(rollback_timeout_seconds) \
+        + RUNTIME_MARGIN_SECONDS
+
 
 class VerifyDeploymentConfig(dg.Config):
     environment: str
     expected_version: str
-    timeout_seconds: float = 300.0
+    timeout_seconds: float = DEFAULT_VERIFY_TIMEOUT_SECONDS
     poll_interval_seconds: float | None = None
     rollback_timeout_seconds: float | None = None
 
@@ -85,8 +105,11 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
     description="Verify a deployment: post 'deployment started', poll the environment's /health until it is "
                 "healthy at the expected version within the time budget, then post the result. When it is "
                 "not, run <ENV>_ROLLBACK_COMMAND (or POST to <ENV>_ROLLBACK_WEBHOOK_URL) and fail. Periodic "
-                "health alerts for the environment are held while it runs.",
-    tags={"dagster/max_retries": "0", "ops_platform/kind": "deployment"},
+                "health alerts for the environment are held while it runs (at most its max runtime: the "
+                "timeouts plus a margin; launches with other timeouts set their own tag).",
+    tags={"dagster/max_retries": "0", "ops_platform/kind": "deployment",
+          MAX_RUNTIME_TAG: str(int(max_runtime_seconds(DEFAULT_VERIFY_TIMEOUT_SECONDS,
+                                                       deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)))},
 )
 def verify_deployment_job():
     verify_deployment()

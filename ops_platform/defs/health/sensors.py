@@ -9,25 +9,51 @@ the same way, so enabling the sensor on an old instance announces only what is s
 
 
 import json
+import time
+from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
+from ops_platform.defs.deployments import jobs as deployment_jobs
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
 from ops_platform.lib import health_messages
-from ops_platform.lib.incidents import IncidentTracker, Observation, incident_settings_from_environ
+from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation, incident_settings_from_environ
 
 VERIFY_JOB_NAME = "verify_deployment_job"
 RECORDS_PER_CHECK = 200
+# Slack posts inside one tick stay well under the tick's time limit: a tighter client, at most
+# this many posts, and no new post once the budget is spent. Whatever is left waits in the cursor.
+MAX_POSTS_PER_TICK = 10
+POST_BUDGET_SECONDS = 15.0
+SENSOR_SLACK_TIMEOUT_SECONDS = 5
+SENSOR_SLACK_MAX_RETRIES = 1
 
 
-def _read_cursor(cursor: str | None) -> tuple[int, set[int], str | None]:
+@dataclass
+class SensorCursor:
+    after: int = 0
+    seen: set[int] = field(default_factory=set)
+    pending_checks: set[str] = field(default_factory=set)
+    outbox: list[dict] = field(default_factory=list)
+    tracker: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"after": self.after, "seen": sorted(self.seen),
+                           "pending_checks": sorted(self.pending_checks), "outbox": self.outbox,
+                           "tracker": self.tracker}, separators=(",", ":"))
+
+
+def _read_cursor(cursor: str | None) -> SensorCursor:
     try:
         data = json.loads(cursor) if cursor else {}
+        outbox = [item for item in data.get("outbox") or [] if isinstance(item, dict)]
         tracker = data.get("tracker")
-        return int(data.get("after") or 0), set(data.get("seen") or []), json.dumps(tracker) if tracker else None
+        return SensorCursor(int(data.get("after") or 0), {int(i) for i in data.get("seen") or []},
+                            {str(key) for key in data.get("pending_checks") or []}, outbox,
+                            tracker if isinstance(tracker, dict) else None)
     except (ValueError, AttributeError, TypeError):
-        return 0, set(), None
+        return SensorCursor()
 
 
 def _observation(record) -> tuple[str, Observation] | None:
@@ -46,35 +72,45 @@ def _observation(record) -> tuple[str, Observation] | None:
     )
 
 
-def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int],
-                     check_keys) -> tuple[dict[str, list[Observation]], int, set[int]]:
+def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], check_keys,
+                     pending_checks: set[str] | None = None,
+                     ) -> tuple[dict[str, list[Observation]], int, set[int], set[str]]:
     """Health check results recorded since the last tick, by environment.
 
-    Execution records get their id when a run plans the check and their result when it runs, so
-    the watermark only moves past a planned record once its run has finished; results above the
-    watermark that were already read are remembered in ``seen``."""
+    Execution records get their id when a run is created (the check is planned) and their result
+    when it runs, so a planned record stays pending until its run has finished, whatever state
+    it is in meanwhile (not started, queued, running). The watermark never moves past a pending
+    record; results above it that were already read are remembered in ``seen``; and every check
+    with a pending record is read again on the next tick (``pending_checks``), even when newer
+    results of that check have already been read."""
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+    from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
+    pending_checks = pending_checks or set()
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
-    changed = [key for key, record in latest.items() if record.id > after and record.id not in seen]
+    changed = [key for key in check_keys
+               if key.to_user_string() in pending_checks
+               or (key in latest and latest[key].id > after and latest[key].id not in seen)]
     records = []
     for check_key in changed:
         history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=RECORDS_PER_CHECK)
-        records += [record for record in history if record.id > after]
-    run_in_progress: dict[str, bool] = {}
+        records += [(check_key, record) for record in history if record.id > after]
+    run_unfinished: dict[str, bool] = {}
 
-    def in_progress(run_id: str) -> bool:
-        if run_id not in run_in_progress:
+    def unfinished(run_id: str) -> bool:
+        if run_id not in run_unfinished:
             run = instance.get_run_by_id(run_id) if run_id else None
-            run_in_progress[run_id] = run is not None and run.status in IN_PROGRESS_RUN_STATUSES
-        return run_in_progress[run_id]
+            run_unfinished[run_id] = run is not None and run.status not in FINISHED_STATUSES
+        return run_unfinished[run_id]
 
     by_environment: dict[str, list[Observation]] = {}
+    still_pending: set[str] = set()
     watermark, blocked = after, False
-    for record in sorted(records, key=lambda r: r.id):
-        pending = record.status == AssetCheckExecutionRecordStatus.PLANNED and in_progress(record.run_id)
-        if record.id not in seen and not pending:
+    for check_key, record in sorted(records, key=lambda pair: pair[1].id):
+        pending = record.status == AssetCheckExecutionRecordStatus.PLANNED and unfinished(record.run_id)
+        if pending:
+            still_pending.add(check_key.to_user_string())
+        elif record.id not in seen:
             found = _observation(record)
             if found:
                 by_environment.setdefault(found[0], []).append(found[1])
@@ -82,14 +118,64 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int],
         blocked = blocked or pending
         if not blocked:
             watermark = record.id
-    return by_environment, watermark, {record_id for record_id in seen if record_id > watermark}
+    return (by_environment, watermark, {record_id for record_id in seen if record_id > watermark},
+            still_pending)
 
 
-def environments_being_verified(instance: dg.DagsterInstance) -> set[str]:
+def verification_time_limit(run) -> float:
+    """How long a verification run may take: its ``dagster/max_runtime_seconds`` tag, else the
+    bound computed from its own config (a run launched before the tag existed)."""
+    try:
+        return float(run.tags[deployment_jobs.MAX_RUNTIME_TAG])
+    except (KeyError, ValueError):
+        pass
+    config = (((run.run_config or {}).get("ops") or {}).get("verify_deployment") or {}).get("config") or {}
+    try:
+        return deployment_jobs.max_runtime_seconds(config.get("timeout_seconds"),
+                                                   config.get("rollback_timeout_seconds"))
+    except (TypeError, ValueError):
+        return deployment_jobs.max_runtime_seconds(None, None)
+
+
+def environments_being_verified(instance: dg.DagsterInstance, now: float | None = None) -> set[str]:
+    """Environments with a verification run in progress. A run older than its own time limit
+    is dead (its process was killed and nothing marked it finished) and holds nothing."""
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=VERIFY_JOB_NAME, statuses=list(IN_PROGRESS_RUN_STATUSES)))
-    return {run.tags[health_assets.ENVIRONMENT_TAG] for run in runs if health_assets.ENVIRONMENT_TAG in run.tags}
+    now = time.time() if now is None else now
+    held = set()
+    for run_record in instance.get_run_records(
+            filters=dg.RunsFilter(job_name=VERIFY_JOB_NAME, statuses=list(IN_PROGRESS_RUN_STATUSES))):
+        run = run_record.dagster_run
+        environment = run.tags.get(health_assets.ENVIRONMENT_TAG)
+        if not environment:
+            continue
+        started = run_record.start_time or run_record.create_timestamp.timestamp()
+        if now - started <= verification_time_limit(run):
+            held.add(environment)
+    return held
+
+
+def post_events(slack: OpsSlackResource, log, outbox: list[dict], failure_threshold: int) -> list[dict]:
+    """Post queued events in order within the tick's budget; return those still to send. An event
+    counts as sent once it was attempted (Slack errors are logged, never retried into a duplicate)."""
+    if not outbox:
+        return []
+    notifier = slack.model_copy(update={"timeout_seconds": SENSOR_SLACK_TIMEOUT_SECONDS,
+                                        "max_retries": SENSOR_SLACK_MAX_RETRIES}).notifier(log)
+    started = time.monotonic()
+    sent = 0
+    for item in outbox:
+        if sent >= MAX_POSTS_PER_TICK or time.monotonic() - started >= POST_BUDGET_SECONDS:
+            break
+        try:
+            event = AlertEvent(**item)
+        except TypeError:
+            sent += 1
+            continue
+        notifier.post(health_messages.incident_message(event, failure_threshold))
+        sent += 1
+    return outbox[sent:]
 
 
 @dg.sensor(
@@ -101,11 +187,12 @@ def environments_being_verified(instance: dg.DagsterInstance) -> set[str]:
                 "sends one notice for a flapping component. State lives in the cursor.",
 )
 def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource):
-    after, seen, tracker_state = _read_cursor(context.cursor)
+    cursor = _read_cursor(context.cursor)
     settings = incident_settings_from_environ()
-    tracker = IncidentTracker.from_json(tracker_state, settings)
+    tracker = IncidentTracker.from_state(cursor.tracker, settings)
     check_keys = [spec.key for spec in health_assets.health_check_specs]
-    observations, watermark, seen = new_observations(context.instance, after, seen, check_keys)
+    observations, cursor.after, cursor.seen, cursor.pending_checks = new_observations(
+        context.instance, cursor.after, cursor.seen, check_keys, cursor.pending_checks)
     held = environments_being_verified(context.instance)
     environments = set(observations) | set(tracker.state["environments"])
     replaying_history = not context.cursor
@@ -113,14 +200,14 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
     for environment in sorted(environments):
         events += tracker.observe(environment, observations.get(environment, []),
                                   hold=replaying_history or environment in held)
-    if events:
-        notifier = slack.notifier(context.log)
-        for event in events:
-            notifier.post(health_messages.incident_message(event, settings.failure_threshold))
-    context.update_cursor(json.dumps({"after": watermark, "seen": sorted(seen), "tracker": tracker.state},
-                                     separators=(",", ":")))
+    cursor.tracker = tracker.state
+    outbox = cursor.outbox + [asdict(event) for event in events]
+    cursor.outbox = post_events(slack, context.log, outbox, settings.failure_threshold)
+    context.update_cursor(cursor.to_json())
     read = sum(len(found) for found in observations.values())
-    summary = f"read {read} check results; sent {len(events)} notices"
+    summary = f"read {read} check results; sent {len(outbox) - len(cursor.outbox)} notices"
+    if cursor.outbox:
+        summary += f"; {len(cursor.outbox)} left for the next tick"
     if held:
         summary += f"; held for deployment verification: {', '.join(sorted(held))}"
     return dg.SkipReason(summary)
