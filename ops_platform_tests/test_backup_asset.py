@@ -8,6 +8,7 @@ import json
 import dagster as dg
 
 from ops_platform.defs.backups import assets as backup_assets
+from ops_platform.defs import resources
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
 from ops_platform.lib.artifacts import Manifest
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
@@ -87,7 +88,7 @@ def test_unreachable_database_fails_with_one_alert(instance, slack_server, backu
     assert len(texts) == 1
     assert "backup failed" in texts[0] and "connect" in texts[0]
     assert DB_PASSWORD not in slack_server.all_bodies()
-    assert instance.get_run_by_id(result.run_id).tags.get(backup_assets.ALERTED_TAG) == "true"
+    assert instance.get_run_by_id(result.run_id).tags.get(resources.ALERTED_TAG) == "true"
     assert not list(backup_dir.rglob("*"))
 
 

@@ -130,7 +130,7 @@ def test_slack_500_never_breaks_the_sensor(instance, daemon, slack_server):
 
 
 def test_alerts_are_held_while_a_deployment_is_verified(instance, daemon, slack_server):
-    run = DagsterRun(job_name=health_sensors.VERIFY_JOB_NAME, run_id=str(uuid.uuid4()),
+    run = DagsterRun(job_name="verify_deployment_job", run_id=str(uuid.uuid4()),
                      status=DagsterRunStatus.STARTED, tags={health_assets.ENVIRONMENT_TAG: "production"})
     instance.add_run(run)
     index = script(instance, daemon, "xxxx..")
@@ -227,7 +227,7 @@ def verify_run(instance, started_seconds_ago: float, tags=None, run_config=None)
 
     from dagster._core.events import DagsterEvent, DagsterEventType
 
-    run = DagsterRun(job_name=health_sensors.VERIFY_JOB_NAME, run_id=str(uuid.uuid4()),
+    run = DagsterRun(job_name="verify_deployment_job", run_id=str(uuid.uuid4()),
                      status=DagsterRunStatus.NOT_STARTED, run_config=run_config or {},
                      tags={health_assets.ENVIRONMENT_TAG: "production", **(tags or {})})
     instance.add_run(run)

@@ -4,8 +4,7 @@ which builds its own client from a raw token and cannot be pointed at another AP
 
 import dagster as dg
 
-from ops_platform.defs.backups.assets import ALERTED_TAG
-from ops_platform.defs.resources import OpsSlackResource, run_url
+from ops_platform.defs.resources import ALERTED_TAG, OpsSlackResource, run_url
 from ops_platform.lib import messages
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs import databases
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, mark_alerted, run_url
 from ops_platform.lib import messages
 from ops_platform.lib.backup import BackupOutcome, CheckOutcome, perform_backup
 from ops_platform.lib.dump import BackupStepError, Progress
@@ -17,7 +17,6 @@ from ops_platform.lib.formatting import human_bytes
 from ops_platform.lib.redact import Redactor
 
 BACKUP_KIND_TAG = "ops_platform/backup_kind"
-ALERTED_TAG = "ops_platform/alerted"
 PROGRESS_LOGGER = logging.getLogger("ops_platform.progress")
 
 BACKUP_CHECKS = [
@@ -78,7 +77,7 @@ def _alert_failure(context: dg.AssetExecutionContext, slack: OpsSlackResource, e
     """Post the failure and mark the run, so the run-failure sensor does not post it again."""
     slack.notifier(context.log).post(messages.backup_failed(environment, step, message, backup_id,
                                                             run_url(context.run.run_id)))
-    context.instance.add_run_tags(context.run.run_id, {ALERTED_TAG: "true"})
+    mark_alerted(context.instance, context.run.run_id)
 
 
 def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environment: str, step: str,

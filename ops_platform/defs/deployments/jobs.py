@@ -4,9 +4,8 @@
 import dagster as dg
 
 from ops_platform.config import ConfigError, ENVIRONMENT_PREFIXES, get_environment
-from ops_platform.defs.backups import assets as backup_assets
 from ops_platform.defs.health import assets as health_assets
-from ops_platform.defs.resources import OpsSlackResource, run_url
+from ops_platform.defs.resources import OpsSlackResource, mark_alerted, run_url
 from ops_platform.lib import deploy, health_messages
 from ops_platform.lib.redact import Redactor
 
@@ -40,7 +39,7 @@ class VerifyDeploymentConfig(dg.Config):
 
 
 def _fail(context, message: str, **metadata) -> dg.Failure:
-    context.instance.add_run_tags(context.run_id, {backup_assets.ALERTED_TAG: "true"})
+    mark_alerted(context.instance, context.run_id)
     return dg.Failure(description=message, metadata=metadata, allow_retries=False)
 
 

@@ -20,7 +20,6 @@ from ops_platform.defs.resources import OpsSlackResource
 from ops_platform.lib import health_messages
 from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation, incident_settings_from_environ
 
-VERIFY_JOB_NAME = "verify_deployment_job"
 RECORDS_PER_CHECK = 200
 # Slack posts inside one tick stay well under the tick's time limit: a tighter client, at most
 # this many posts, and no new post once the budget is spent. Whatever is left waits in the cursor.
@@ -145,7 +144,7 @@ def environments_being_verified(instance: dg.DagsterInstance, now: float | None 
     now = time.time() if now is None else now
     held = set()
     for run_record in instance.get_run_records(
-            filters=dg.RunsFilter(job_name=VERIFY_JOB_NAME, statuses=list(IN_PROGRESS_RUN_STATUSES))):
+            filters=dg.RunsFilter(job_name=deployment_jobs.verify_deployment_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES))):
         run = run_record.dagster_run
         environment = run.tags.get(health_assets.ENVIRONMENT_TAG)
         if not environment:
