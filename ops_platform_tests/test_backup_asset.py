@@ -8,9 +8,9 @@ import json
 import dagster as dg
 
 from ops_platform.defs.backups import assets as backup_assets
-from ops_platform.defs import resources
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
 from ops_platform.lib.artifacts import Manifest
+from ops_platform.lib.tags import ALERTED, BACKUP_KIND
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
     big_database, empty_database, terminate_dump_when_streaming,
 )
@@ -40,7 +40,7 @@ def event_log_text(instance, run_id) -> str:
 def test_backup_to_local_and_s3_is_verified_and_reported(databases, instance, slack_resource, slack_server,
                                                          backup_dir, s3_bucket):
     result = materialize(instance, "production", slack_resource, backup_dir,
-                         tags={backup_assets.BACKUP_KIND_TAG: "scheduled"})
+                         tags={BACKUP_KIND: "scheduled"})
     assert result.success
     checks = check_results(result)
     assert {name: c.passed for name, c in checks.items()} == {
@@ -88,7 +88,7 @@ def test_unreachable_database_fails_with_one_alert(instance, slack_server, backu
     assert len(texts) == 1
     assert "backup failed" in texts[0] and "connect" in texts[0]
     assert DB_PASSWORD not in slack_server.all_bodies()
-    assert instance.get_run_by_id(result.run_id).tags.get(resources.ALERTED_TAG) == "true"
+    assert instance.get_run_by_id(result.run_id).tags.get(ALERTED) == "true"
     assert not list(backup_dir.rglob("*"))
 
 

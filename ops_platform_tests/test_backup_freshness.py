@@ -10,6 +10,7 @@ from ops_platform.defs.alerts import freshness as freshness_sensors
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
 from ops_platform.lib import freshness
 from ops_platform.lib.artifacts import Manifest, make_backup_id, utc_iso
+from ops_platform.lib.messages.freshness import freshness_message
 from ops_platform.lib.stores import LocalStore
 
 
@@ -56,7 +57,7 @@ def test_no_backup_at_all_is_stale_and_reminders_are_daily():
     now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
     state: dict = {}
     first = freshness.evaluate("production", [], now, timedelta(hours=26), state)
-    assert first.kind == freshness.STALE and "no verified backup at all" in first.message(timedelta(hours=26)).text
+    assert first.kind == freshness.STALE and "no verified backup at all" in freshness_message(first, timedelta(hours=26)).text
     assert freshness.evaluate("production", [], now + timedelta(hours=23), timedelta(hours=26), state) is None
     reminder = freshness.evaluate("production", [], now + timedelta(hours=24), timedelta(hours=26), state)
     assert reminder.kind == freshness.REMINDER

@@ -68,7 +68,8 @@ def test_manifest_with_an_unreadable_time_is_reported_not_fatal(tmp_path):
     import json
     from datetime import datetime, timezone
 
-    from ops_platform.lib import retention
+    from ops_platform.lib.retention.policy import RetentionPolicy
+    from ops_platform.lib.retention.stores import build_plan
 
     local = LocalStore(tmp_path)
     good = manifest("production-20260110T070000Z", "2026-01-10T07:00:00Z")
@@ -84,7 +85,7 @@ def test_manifest_with_an_unreadable_time_is_reported_not_fatal(tmp_path):
     assert [entry["id"] for entry in listing.entries] == [good.id]
     assert any("unreadable" in warning and bad.id in warning for warning in listing.warnings)
 
-    plan = retention.build_plan("production", local, None, retention.RetentionPolicy(),
+    plan = build_plan("production", local, None, RetentionPolicy(),
                                 datetime(2027, 1, 1, tzinfo=timezone.utc))
     assert bad.id not in {item.id for item in plan.deleted}
     assert any(bad.id in warning for warning in plan.warnings)

@@ -19,15 +19,16 @@ def test_graph_has_lineage_from_databases_to_backups_to_checks():
     definitions = defs()
     graph = definitions.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"production_database", "staging_database", "development_database", "database_backup"} <= keys
+    assert {"database", "database_backup"} <= keys
     backup = graph.get(dg.AssetKey("database_backup"))
-    assert {k.to_user_string() for k in backup.parent_keys} >= {
-        "production_database", "staging_database", "development_database"}
+    assert {k.to_user_string() for k in backup.parent_keys} == {"database"}
+    assert isinstance(backup.partition_mappings[dg.AssetKey("database")], dg.IdentityPartitionMapping)
     assert backup.partitions_def.get_partition_keys() == ["production", "staging", "development"]
+    assert graph.get(dg.AssetKey("database")).partitions_def == backup.partitions_def
     assert backup.group_name == "backups"
     check_names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey("database_backup")}
     assert {"decodes_completely", "not_empty", "s3_copy_matches", "size_not_dropped"} <= check_names
-    assert graph.get(dg.AssetKey("production_database")).is_external
+    assert graph.get(dg.AssetKey("database")).is_external
 
 
 def test_schedules_and_sensors_ship_running():

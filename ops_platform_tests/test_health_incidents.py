@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ops_platform.lib.health_messages import incident_message
+from ops_platform.lib.messages.health import incident_message
 from ops_platform.lib.incidents import (
     FLAPPING,
     OPENED,

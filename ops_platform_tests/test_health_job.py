@@ -71,8 +71,8 @@ def test_healthy_sweep_records_every_check_with_latency(instance, app, databases
     found = evaluations(result)
     for key in [("production_api", "health_endpoint"), ("production_api", "service_redis"),
                 ("production_frontend", "reachable"), ("production_redis", "reachable"),
-                ("production_database", "reachable"), ("production_bucket", "reachable"),
-                ("staging_api", "health_endpoint"), ("development_database", "reachable")]:
+                ("production_postgres", "reachable"), ("production_bucket", "reachable"),
+                ("staging_api", "health_endpoint"), ("development_postgres", "reachable")]:
         assert found[key].passed, (key, found[key].description)
         assert found[key].metadata["latency_ms"].value >= 0
     assert found[("production_api", "health_endpoint")].metadata["version"].value == "1.2.3"
@@ -83,7 +83,7 @@ def test_healthy_sweep_records_every_check_with_latency(instance, app, databases
 
 def test_one_environment_only(instance, app, databases):
     found = evaluations(sweep(instance, ["staging"]))
-    assert {key[0] for key in found} == {"staging_api", "staging_database", "staging_bucket"}
+    assert {key[0] for key in found} == {"staging_api", "staging_postgres", "staging_bucket"}
 
 
 def test_unknown_environment_fails_with_a_clear_message(instance, app):

@@ -12,6 +12,8 @@ from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.health import sensors as health_sensors
+from ops_platform.lib.deploy import max_runtime_seconds
+from ops_platform.lib.tags import ENVIRONMENT
 from ops_platform_tests.conftest import SLACK_TOKEN
 
 T0 = 1_790_000_000.0
@@ -131,7 +133,7 @@ def test_slack_500_never_breaks_the_sensor(instance, daemon, slack_server):
 
 def test_alerts_are_held_while_a_deployment_is_verified(instance, daemon, slack_server):
     run = DagsterRun(job_name="verify_deployment_job", run_id=str(uuid.uuid4()),
-                     status=DagsterRunStatus.STARTED, tags={health_assets.ENVIRONMENT_TAG: "production"})
+                     status=DagsterRunStatus.STARTED, tags={ENVIRONMENT: "production"})
     instance.add_run(run)
     index = script(instance, daemon, "xxxx..")
     assert posted(slack_server) == []
@@ -145,7 +147,7 @@ def test_alerts_are_held_while_a_deployment_is_verified(instance, daemon, slack_
 
 def test_results_without_health_metadata_are_ignored(instance, daemon, slack_server):
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey("production_database"), check_name="reachable", passed=False, metadata={}))
+        asset_key=dg.AssetKey("production_postgres"), check_name="reachable", passed=False, metadata={}))
     assert "read 0 check results" in daemon.tick().skip_message
 
 
@@ -229,7 +231,7 @@ def verify_run(instance, started_seconds_ago: float, tags=None, run_config=None)
 
     run = DagsterRun(job_name="verify_deployment_job", run_id=str(uuid.uuid4()),
                      status=DagsterRunStatus.NOT_STARTED, run_config=run_config or {},
-                     tags={health_assets.ENVIRONMENT_TAG: "production", **(tags or {})})
+                     tags={ENVIRONMENT: "production", **(tags or {})})
     instance.add_run(run)
     started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=started_seconds_ago)
     instance.handle_run_event(run.run_id, DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
@@ -260,7 +262,7 @@ def test_verify_job_declares_its_max_runtime():
     from ops_platform.defs.deployments import jobs as deployment_jobs
 
     tag = deployment_jobs.verify_deployment_job.tags["dagster/max_runtime_seconds"]
-    assert float(tag) == deployment_jobs.max_runtime_seconds(300, 300) > 600
+    assert float(tag) == max_runtime_seconds(300, 300) > 600
 
 
 # --- slow Slack -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ops_platform.config import ConfigError
 from ops_platform.lib.artifacts import MANIFEST_SUFFIX, Manifest, make_backup_id, utc_iso
-from ops_platform.lib.retention import (
+from ops_platform.lib.retention.policy import (
     DELETE,
     KEEP,
     RetentionPolicy,

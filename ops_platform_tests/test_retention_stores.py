@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from ops_platform.lib.artifacts import MANIFEST_SUFFIX, make_backup_id
 from ops_platform.lib.catalog import merge_listings
-from ops_platform.lib.retention import DELETE, KEEP, RetentionPolicy, apply_plan, build_plan
+from ops_platform.lib.retention.policy import DELETE, KEEP, RetentionPolicy
+from ops_platform.lib.retention.stores import apply_plan, build_plan
 from ops_platform.lib.stores import LocalStore, S3Store
 from ops_platform_tests.conftest import S3_BUCKET
 from ops_platform_tests.test_retention_policy import make_manifest

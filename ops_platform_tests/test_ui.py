@@ -67,9 +67,9 @@ def test_lineage_and_checks_over_graphql(webserver):
     data = graphql(url, """{ assetNodes { assetKey { path } groupName isExecutable
         dependencyKeys { path } assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }""")
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    assert nodes["development_database"]["isExecutable"] is False
+    assert nodes["database"]["isExecutable"] is False
     backup = nodes["database_backup"]
-    assert {"/".join(d["path"]) for d in backup["dependencyKeys"]} >= {"development_database"}
+    assert {"/".join(d["path"]) for d in backup["dependencyKeys"]} == {"database"}
     checks = {c["name"]: c["blocking"] for c in backup["assetChecksOrError"]["checks"]}
     assert checks["decodes_completely"] is True and checks["not_empty"] is True
     assert "size_not_dropped" in checks
@@ -93,12 +93,12 @@ def test_lineage_renders_in_chromium(webserver, tmp_path):
         page.goto(f"{url}/assets/database_backup?view=lineage&lineageScope=neighbors")
         skip = page.get_by_role("button", name="Skip")
         skip.click(timeout=30_000)
-        page.get_by_text("development_database").first.wait_for(timeout=30_000)
+        page.get_by_text("database_backup").first.wait_for(timeout=30_000)
         page.screenshot(path=str(screenshot))
         text = page.inner_text("body")
         page.goto(f"{url}/runs/{run_id}")
         page.get_by_text("backup_job").first.wait_for(timeout=30_000)
         browser.close()
-    assert "database_backup" in text and "development_database" in text
+    assert "database_backup" in text and "database" in text
     assert "Passed" in text
     assert screenshot.stat().st_size > 10_000

@@ -1,55 +1,21 @@
-"""The configured environments' databases, as external assets, and the environment partitions
-every per-environment asset (backups, retention, restores) shares."""
-
+"""The application's PostgreSQL database: one external asset, partitioned by environment, so
+the lineage reads per environment (production's backup comes from production's database)."""
 
 import dagster as dg
 
-from ops_platform.config import configured_environment_names
+from ops_platform.defs.environments import environment_partitions
 
-ENVIRONMENT_NAMES = configured_environment_names()
-environment_partitions = dg.StaticPartitionsDefinition(ENVIRONMENT_NAMES)
+DATABASE_KEY = dg.AssetKey("database")
 
+database = dg.AssetSpec(
+    key=DATABASE_KEY,
+    description="The application's PostgreSQL database, one partition per configured environment "
+                "(PRODUCTION_DATABASE_URL, STAGING_DATABASE_URL, DATABASE_URL). It is managed outside "
+                "Dagster; restores are recorded on it, per environment.",
+    group_name="databases",
+    kinds={"postgres"},
+    partitions_def=environment_partitions,
+)
 
-OPERATIONS_TIMEZONE = "America/New_York"
-
-
-def daily_environment_schedules(purpose: str, crons: dict[str, str], job, tags: dict | None = None) -> list:
-    """One RUNNING schedule per configured environment, ``<env>_<purpose>_schedule``, in New York
-    time. The scheduled time is part of the run key, so two schedules firing at the same instant
-    (as 02:00 and 03:00 do on the spring-forward day) stay distinct runs."""
-
-    def build(environment: str, cron: str) -> dg.ScheduleDefinition:
-        @dg.schedule(
-            name=f"{environment}_{purpose}_schedule",
-            cron_schedule=cron,
-            execution_timezone=OPERATIONS_TIMEZONE,
-            job=job,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"Run the {environment} {purpose} daily at {cron} ({OPERATIONS_TIMEZONE}).",
-        )
-        def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-            return dg.RunRequest(
-                run_key=f"{environment}-{purpose}-{context.scheduled_execution_time.isoformat()}",
-                partition_key=environment,
-                tags=dict(tags or {}),
-            )
-
-        return _schedule
-
-    return [build(environment, cron) for environment, cron in crons.items() if environment in ENVIRONMENT_NAMES]
-
-
-def database_key(environment: str) -> dg.AssetKey:
-    return dg.AssetKey(f"{environment}_database")
-
-
-database_specs = [
-    dg.AssetSpec(
-        key=database_key(environment),
-        description=f"The {environment} application's PostgreSQL database (managed outside Dagster).",
-        group_name="databases",
-        kinds={"postgres"},
-        metadata={"environment": environment},
-    )
-    for environment in ENVIRONMENT_NAMES
-]
+identity = dg.IdentityPartitionMapping()
+database_dep = dg.AssetDep(database, partition_mapping=identity)

@@ -97,19 +97,6 @@ def build_resources(environ=None) -> dict:
     return {"slack": slack, "backup_storage": storage}
 
 
-ALERTED_TAG = "ops_platform/alerted"
-
-
-def mark_alerted(instance: dg.DagsterInstance, run_id: str) -> None:
-    """The run sent its own Slack alert; run_failure_slack_sensor will not post it again."""
-    instance.add_run_tags(run_id, {ALERTED_TAG: "true"})
-
-
-def run_url(run_id: str) -> str | None:
-    base = os.environ.get("DAGSTER_WEBSERVER_URL", "").strip().rstrip("/")
-    return f"{base}/runs/{run_id}" if base else None
-
-
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources=build_resources())

@@ -16,8 +16,12 @@ from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentCo
 from ops_platform.lib import probes
 from ops_platform.lib.redact import Redactor, tail
 
+DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0
 DEFAULT_ROLLBACK_TIMEOUT_SECONDS = 300.0
+# Slack posts (started, result), the last /health poll and the rollback's own cleanup on top of
+# the verification and rollback timeouts.
+RUNTIME_MARGIN_SECONDS = 300.0
 MAX_REQUEST_SECONDS = 10.0
 OUTPUT_LIMIT = 64 * 1024
 
@@ -27,6 +31,20 @@ def env_seconds(environ: Mapping[str, str] | None, key: str, default: float) -> 
     if value <= 0:
         raise ConfigError(f"{key} must be > 0, got {value:g}")
     return value
+
+
+def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_seconds: float | None = None,
+                        environ=None) -> float:
+    """The longest a verification run can legitimately take: the verification timeout, the
+    rollback timeout and a margin. Past it the run is dead (its process was killed)."""
+    if not rollback_timeout_seconds:
+        try:
+            rollback_timeout_seconds = env_seconds(environ, "DEPLOY_ROLLBACK_TIMEOUT_SECONDS",
+                                                   DEFAULT_ROLLBACK_TIMEOUT_SECONDS)
+        except ConfigError:
+            rollback_timeout_seconds = DEFAULT_ROLLBACK_TIMEOUT_SECONDS
+    return float(timeout_seconds or DEFAULT_VERIFY_TIMEOUT_SECONDS) + float(rollback_timeout_seconds) \
+        + RUNTIME_MARGIN_SECONDS
 
 
 @dataclass

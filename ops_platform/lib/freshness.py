@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ops_platform.lib.artifacts import Manifest, utc_iso
-from ops_platform.lib.formatting import human_duration
-from ops_platform.lib.slack import SlackMessage
 
 STALE, REMINDER, FRESH_AGAIN = "stale", "reminder", "fresh_again"
 
@@ -24,19 +22,6 @@ class FreshnessNotice:
     environment: str
     newest_id: str | None
     age_seconds: float | None
-
-    def message(self, max_age: timedelta) -> SlackMessage:
-        age = human_duration(self.age_seconds) if self.age_seconds is not None else None
-        if self.kind == FRESH_AGAIN:
-            text = (f":white_check_mark: *Backups of {self.environment} are fresh again*: "
-                    f"newest verified backup `{self.newest_id}`")
-        else:
-            prefix = ":rotating_light: *Reminder:*" if self.kind == REMINDER else ":rotating_light:"
-            newest = (f"the newest verified backup is `{self.newest_id}`, {age} old"
-                      if self.newest_id else "there is no verified backup at all")
-            text = (f"{prefix} *No fresh backup of {self.environment}*: {newest} "
-                    f"(limit {max_age.total_seconds() / 3600:g} hours). Backups may have stopped.")
-        return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
 
 def newest_verified(manifests: list[Manifest]) -> Manifest | None:

@@ -7,16 +7,17 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from ops_platform.config import env_int
-from ops_platform.defs import databases
-from ops_platform.defs.backups import schedules as backup_schedules
+from ops_platform.defs.backups.schedules import BACKUP_CRONS
+from ops_platform.defs.environments import ENVIRONMENT_NAMES
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
 from ops_platform.lib import freshness
 from ops_platform.lib.catalog import merge_listings
+from ops_platform.lib.messages.freshness import freshness_message
 
 
 def watched_environments() -> list[str]:
     """Environments with a nightly backup schedule: only those are expected to have fresh backups."""
-    return [env for env in backup_schedules.BACKUP_CRONS if env in databases.ENVIRONMENT_NAMES]
+    return [env for env in BACKUP_CRONS if env in ENVIRONMENT_NAMES]
 
 
 @dg.sensor(
@@ -37,7 +38,7 @@ def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlack
         listing = merge_listings(environment, local, s3)
         notice = freshness.evaluate(environment, listing.manifests, now, max_age, state.setdefault(environment, {}))
         if notice:
-            slack.notifier(context.log).post(notice.message(max_age))
+            slack.notifier(context.log).post(freshness_message(notice, max_age))
             posted.append(f"{environment}: {notice.kind}")
     context.update_cursor(json.dumps(state))
     return dg.SkipReason("; ".join(posted) or "backups are fresh or already reported")

@@ -4,8 +4,10 @@ which builds its own client from a raw token and cannot be pointed at another AP
 
 import dagster as dg
 
-from ops_platform.defs.resources import ALERTED_TAG, OpsSlackResource, run_url
-from ops_platform.lib import messages
+from ops_platform.defs.alerts.marking import was_alerted
+from ops_platform.defs.resources import OpsSlackResource
+from ops_platform.lib.messages.common import run_url
+from ops_platform.lib.messages.runs import run_failed
 
 
 def _failure_reason(context: dg.RunFailureSensorContext) -> str:
@@ -28,11 +30,8 @@ def _failure_reason(context: dg.RunFailureSensorContext) -> str:
 )
 def run_failure_slack_sensor(context: dg.RunFailureSensorContext, slack: OpsSlackResource) -> None:
     run = context.dagster_run
-    if run.tags.get(ALERTED_TAG) == "true":
-        return
-    latest = context.instance.get_run_by_id(run.run_id)
-    if latest is not None and latest.tags.get(ALERTED_TAG) == "true":
+    if was_alerted(context.instance, run):
         return
     slack.notifier(context.log).post(
-        messages.run_failed(run.job_name, _failure_reason(context), run.tags.get("dagster/partition"),
+        run_failed(run.job_name, _failure_reason(context), run.tags.get("dagster/partition"),
                             run_url(run.run_id)))

@@ -1,23 +1,23 @@
 """The ``database_backup`` asset: a verified, compressed custom-format dump per environment."""
 
 
-import logging
 import os
-import time
 
 import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
-from ops_platform.defs import databases
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, mark_alerted, run_url
-from ops_platform.lib import messages
+from ops_platform.defs.alerts.marking import mark_alerted
+from ops_platform.defs.databases import database_dep
+from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.lib.messages import backups as messages
+from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.backup import BackupOutcome, CheckOutcome, perform_backup
 from ops_platform.lib.dump import BackupStepError, Progress
 from ops_platform.lib.formatting import human_bytes
+from ops_platform.lib.progress import ProgressLine
 from ops_platform.lib.redact import Redactor
-
-BACKUP_KIND_TAG = "ops_platform/backup_kind"
-PROGRESS_LOGGER = logging.getLogger("ops_platform.progress")
+from ops_platform.lib.tags import BACKUP_KIND
 
 BACKUP_CHECKS = [
     dg.AssetCheckSpec("decodes_completely", asset="database_backup", blocking=True,
@@ -34,17 +34,13 @@ S3_CHECKS = [
 ] if os.environ.get("AWS_S3_BUCKET", "").strip() else []
 
 
-def _progress_reporter(context: dg.AssetExecutionContext, environment: str, log_every: float = 15.0):
-    last_logged = [time.monotonic()]
+def _progress_reporter(context: dg.AssetExecutionContext, environment: str):
+    show = ProgressLine(context.log.info)
 
     def report(progress: Progress) -> None:
         rate = progress.raw_bytes / progress.elapsed / 1e6 if progress.elapsed else 0.0
-        line = (f"{environment}: {human_bytes(progress.raw_bytes)} dumped, "
-                f"{human_bytes(progress.stored_bytes)} stored, {rate:.1f} MB/s")
-        PROGRESS_LOGGER.info(line, extra={"progress": progress})
-        if progress.done or time.monotonic() - last_logged[0] >= log_every:
-            last_logged[0] = time.monotonic()
-            context.log.info(line)
+        show(f"{environment}: {human_bytes(progress.raw_bytes)} dumped, "
+             f"{human_bytes(progress.stored_bytes)} stored, {rate:.1f} MB/s", done=progress.done)
 
     return report
 
@@ -88,8 +84,8 @@ def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environmen
 
 
 @dg.asset(
-    partitions_def=databases.environment_partitions,
-    deps=databases.database_specs,
+    partitions_def=environment_partitions,
+    deps=[database_dep],
     group_name="backups",
     kinds={"postgres", "s3"},
     check_specs=BACKUP_CHECKS + S3_CHECKS,
@@ -100,7 +96,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     written to the local backup folder and, when a bucket is set, to S3 in the same pass.
     The artifact is decoded in full before its manifest (the commit marker) is written."""
     environment_name = context.partition_key
-    kind = context.run.tags.get(BACKUP_KIND_TAG, "manual")
+    kind = context.run.tags.get(BACKUP_KIND, "manual")
     try:
         environment = get_environment(environment_name)
         compression = backup_storage.compression_settings()

@@ -5,10 +5,10 @@ spring-forward day (when 02:00 fires at 03:00 EDT, together with the 03:00 sched
 still happen and stay distinct.
 """
 
-from ops_platform.defs import databases
-from ops_platform.defs.backups import assets as backup_assets
+from ops_platform.defs.backups.assets import backup_job
+from ops_platform.defs.scheduling import daily_environment_schedules
+from ops_platform.lib.tags import BACKUP_KIND
 
 BACKUP_CRONS = {"production": "0 2 * * *", "staging": "0 3 * * *"}
 
-backup_schedules = databases.daily_environment_schedules(
-    "backup", BACKUP_CRONS, backup_assets.backup_job, tags={backup_assets.BACKUP_KIND_TAG: "scheduled"})
+backup_schedules = daily_environment_schedules("backup", BACKUP_CRONS, backup_job, tags={BACKUP_KIND: "scheduled"})

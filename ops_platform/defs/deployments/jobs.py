@@ -3,37 +3,20 @@
 
 import dagster as dg
 
-from ops_platform.config import ConfigError, ENVIRONMENT_PREFIXES, get_environment
-from ops_platform.defs.health import assets as health_assets
-from ops_platform.defs.resources import OpsSlackResource, mark_alerted, run_url
-from ops_platform.lib import deploy, health_messages
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
+from ops_platform.defs.alerts.marking import mark_alerted
+from ops_platform.defs.health.assets import component_asset_key
+from ops_platform.defs.resources import OpsSlackResource
+from ops_platform.lib import deploy
+from ops_platform.lib.messages import deployments as messages
+from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.redact import Redactor
-
-MAX_RUNTIME_TAG = "dagster/max_runtime_seconds"
-DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0
-# Slack posts (started, result), the last /health poll and the rollback's own cleanup on top of
-# the verification and rollback timeouts.
-RUNTIME_MARGIN_SECONDS = 300.0
-
-
-def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_seconds: float | None = None,
-                        environ=None) -> float:
-    """The longest a verification run can legitimately take: the verification timeout, the
-    rollback timeout and a margin. Past it the run is dead (its process was killed)."""
-    if not rollback_timeout_seconds:
-        try:
-            rollback_timeout_seconds = deploy.env_seconds(environ, "DEPLOY_ROLLBACK_TIMEOUT_SECONDS",
-                                                          deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)
-        except ConfigError:
-            rollback_timeout_seconds = deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS
-    return float(timeout_seconds or DEFAULT_VERIFY_TIMEOUT_SECONDS) + float(rollback_timeout_seconds) \
-        + RUNTIME_MARGIN_SECONDS
-
+from ops_platform.lib.tags import ENVIRONMENT, KIND, MAX_RETRIES, MAX_RUNTIME
 
 class VerifyDeploymentConfig(dg.Config):
     environment: str
     expected_version: str
-    timeout_seconds: float = DEFAULT_VERIFY_TIMEOUT_SECONDS
+    timeout_seconds: float = deploy.DEFAULT_VERIFY_TIMEOUT_SECONDS
     poll_interval_seconds: float | None = None
     rollback_timeout_seconds: float | None = None
 
@@ -46,7 +29,7 @@ def _fail(context, message: str, **metadata) -> dg.Failure:
 @dg.op(description="Poll /health until the expected version is healthy; otherwise run the rollback hook.")
 def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentConfig, slack: OpsSlackResource):
     name, version = config.environment, config.expected_version
-    context.instance.add_run_tags(context.run_id, {health_assets.ENVIRONMENT_TAG: name})
+    context.instance.add_run_tags(context.run_id, {ENVIRONMENT: name})
     redactor = Redactor.from_environ()
     try:
         environment = get_environment(name)
@@ -64,7 +47,7 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
                          allow_retries=False)
     notifier = slack.notifier(context.log)
     link = run_url(context.run_id)
-    notifier.post(health_messages.deployment_started(name, version, config.timeout_seconds, link))
+    notifier.post(messages.deployment_started(name, version, config.timeout_seconds, link))
     context.log.info(f"verifying {name} at version {version} within {config.timeout_seconds:g}s")
 
     def progress(attempt: int, reason: str) -> None:
@@ -72,9 +55,9 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
 
     outcome = deploy.wait_for_version(environment.api_url, version, config.timeout_seconds,
                                       poll_interval=poll_interval, redactor=redactor, on_attempt=progress)
-    api_key = health_assets.component_asset_key(name, "api")
+    api_key = component_asset_key(name, "api")
     if outcome.ok:
-        notifier.post(health_messages.deployment_succeeded(name, version, outcome.seconds, link))
+        notifier.post(messages.deployment_succeeded(name, version, outcome.seconds, link))
         context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
             "deployed_version": version, "verified_in_seconds": dg.MetadataValue.float(round(outcome.seconds, 2)),
             "attempts": outcome.attempts}))
@@ -83,7 +66,7 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
     rollback = deploy.run_rollback(environment, version, outcome.observed_version, outcome.reason,
                                    rollback_timeout, redactor)
     context.log.info(f"rollback: {rollback.summary}" + (f"\n{rollback.output}" if rollback.output else ""))
-    notifier.post(health_messages.deployment_failed(name, version, outcome.reason,
+    notifier.post(messages.deployment_failed(name, version, outcome.reason,
                                                     rollback.ok if rollback.attempted else None,
                                                     rollback.summary, rollback.output, link))
     context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
@@ -106,9 +89,9 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
                 "not, run <ENV>_ROLLBACK_COMMAND (or POST to <ENV>_ROLLBACK_WEBHOOK_URL) and fail. Periodic "
                 "health alerts for the environment are held while it runs (at most its max runtime: the "
                 "timeouts plus a margin; launches with other timeouts set their own tag).",
-    tags={"dagster/max_retries": "0", "ops_platform/kind": "deployment",
-          MAX_RUNTIME_TAG: str(int(max_runtime_seconds(DEFAULT_VERIFY_TIMEOUT_SECONDS,
-                                                       deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)))},
+    tags={MAX_RETRIES: "0", KIND: "deployment",
+          MAX_RUNTIME: str(int(deploy.max_runtime_seconds(deploy.DEFAULT_VERIFY_TIMEOUT_SECONDS,
+                                                          deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)))},
 )
 def verify_deployment_job():
     verify_deployment()

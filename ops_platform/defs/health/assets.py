@@ -1,8 +1,8 @@
 """Health of every configured environment's components, as external assets with asset checks.
 
-Each component (the app's API, its frontend, Redis, the backup bucket) is an external asset in
-the ``health`` group; PostgreSQL is checked on the environment's existing database asset. One
-multi-asset check runs a whole sweep concurrently and records, per check, the result, the
+Each component (the app's API, its frontend, PostgreSQL, Redis, the backup bucket) of each
+configured environment is an external asset in the ``health`` group, named ``<env>_<component>``,
+with its checks. One multi-asset check runs a whole sweep concurrently and records, per check, the result, the
 latency and the reason, so the UI shows each component's check history and the alert sensor can
 read it back from the instance.
 """
@@ -14,29 +14,30 @@ from datetime import datetime
 import dagster as dg
 
 from ops_platform.config import ConfigError, load_environments
-from ops_platform.defs import databases
+from ops_platform.defs.environments import ENVIRONMENT_NAMES
 from ops_platform.defs.resources import BackupStorageResource
 from ops_platform.lib import probes
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.stores import make_s3_client
 
 HEALTH_GROUP = "health"
-ENVIRONMENT_TAG = "ops_platform/environment"
 API_CHECK = "health_endpoint"
 REACHABLE_CHECK = "reachable"
 SERVICE_CHECK_PREFIX = "service_"
-COMPONENT_KINDS = {"api": {"http"}, "frontend": {"http"}, "redis": {"redis"}, "bucket": {"s3"}}
+COMPONENT_KINDS = {"api": {"http"}, "frontend": {"http"}, "postgres": {"postgres"}, "redis": {"redis"},
+                   "bucket": {"s3"}}
 COMPONENT_DESCRIPTIONS = {
     "api": "The app's API: `$API_URL/health` answers HTTP 200 with status healthy. Each service the "
            "app reports (database, redis, storage) is its own check.",
     "frontend": "The app's frontend: `$FRONTEND_URL` answers 2xx.",
+    "postgres": "The environment's PostgreSQL server: connect and `SELECT 1` within the timeouts.",
     "redis": "The environment's Redis, checked directly with PING.",
     "bucket": "The backup bucket: HeadBucket plus a write, read and delete canary under the prefix.",
 }
 
 
 def _components(environment, environ) -> list[str]:
-    found = []
+    found = ["postgres"]
     if environment.api_url:
         found.append("api")
     if environment.frontend_url:
@@ -49,8 +50,6 @@ def _components(environment, environ) -> list[str]:
 
 
 def component_asset_key(environment: str, component: str) -> dg.AssetKey:
-    if component == "postgres":
-        return databases.database_key(environment)
     return dg.AssetKey(f"{environment}_{component}")
 
 
@@ -68,7 +67,7 @@ def check_key_for(environment: str, component: str) -> dg.AssetCheckKey | None:
 
 def _build(environ):
     environments = {name: env for name, env in load_environments(environ).items()
-                    if name in databases.ENVIRONMENT_NAMES}
+                    if name in ENVIRONMENT_NAMES}
     specs, check_specs = [], []
     for name, environment in environments.items():
         components = _components(environment, environ)
@@ -80,8 +79,6 @@ def _build(environ):
                 kinds=COMPONENT_KINDS[component],
                 metadata={"environment": name, "component": component},
             ))
-        check_specs.append(dg.AssetCheckSpec(REACHABLE_CHECK, asset=databases.database_key(name),
-                                             description="Connect and SELECT 1 within the timeouts."))
         for component in components:
             if component == "api":
                 check_specs.append(dg.AssetCheckSpec(API_CHECK, asset=component_asset_key(name, "api"),
@@ -157,11 +154,11 @@ if health_check_specs:
                       backup_storage: BackupStorageResource):
         """Probe every component of the selected environments concurrently, with hard per-check
         timeouts, and record each result with its latency."""
-        selected = set(config.environments) or set(databases.ENVIRONMENT_NAMES)
-        unknown = selected - set(databases.ENVIRONMENT_NAMES)
+        selected = set(config.environments) or set(ENVIRONMENT_NAMES)
+        unknown = selected - set(ENVIRONMENT_NAMES)
         if unknown:
             raise dg.Failure(f"unknown environment(s): {', '.join(sorted(unknown))}; configured: "
-                             f"{', '.join(databases.ENVIRONMENT_NAMES)}")
+                             f"{', '.join(ENVIRONMENT_NAMES)}")
         environments = [env for name, env in load_environments().items() if name in selected]
         try:
             settings = sweep_settings(config)

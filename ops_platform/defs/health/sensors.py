@@ -14,10 +14,17 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
-from ops_platform.defs.deployments import jobs as deployment_jobs
+from ops_platform.defs.dagster_private import (
+    FINISHED_STATUSES,
+    IN_PROGRESS_RUN_STATUSES,
+    AssetCheckExecutionRecordStatus,
+)
+from ops_platform.defs.deployments.jobs import verify_deployment_job
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
-from ops_platform.lib import health_messages
+from ops_platform.lib.deploy import max_runtime_seconds
+from ops_platform.lib.messages.health import incident_message
+from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
 from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation, incident_settings_from_environ
 
 RECORDS_PER_CHECK = 200
@@ -82,9 +89,6 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], c
     record; results above it that were already read are remembered in ``seen``; and every check
     with a pending record is read again on the next tick (``pending_checks``), even when newer
     results of that check have already been read."""
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-    from dagster._core.storage.dagster_run import FINISHED_STATUSES
-
     pending_checks = pending_checks or set()
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
     changed = [key for key in check_keys
@@ -125,28 +129,25 @@ def verification_time_limit(run) -> float:
     """How long a verification run may take: its ``dagster/max_runtime_seconds`` tag, else the
     bound computed from its own config (a run launched before the tag existed)."""
     try:
-        return float(run.tags[deployment_jobs.MAX_RUNTIME_TAG])
+        return float(run.tags[MAX_RUNTIME])
     except (KeyError, ValueError):
         pass
     config = (((run.run_config or {}).get("ops") or {}).get("verify_deployment") or {}).get("config") or {}
     try:
-        return deployment_jobs.max_runtime_seconds(config.get("timeout_seconds"),
-                                                   config.get("rollback_timeout_seconds"))
+        return max_runtime_seconds(config.get("timeout_seconds"), config.get("rollback_timeout_seconds"))
     except (TypeError, ValueError):
-        return deployment_jobs.max_runtime_seconds(None, None)
+        return max_runtime_seconds(None, None)
 
 
 def environments_being_verified(instance: dg.DagsterInstance, now: float | None = None) -> set[str]:
     """Environments with a verification run in progress. A run older than its own time limit
     is dead (its process was killed and nothing marked it finished) and holds nothing."""
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
-
     now = time.time() if now is None else now
     held = set()
     for run_record in instance.get_run_records(
-            filters=dg.RunsFilter(job_name=deployment_jobs.verify_deployment_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES))):
+            filters=dg.RunsFilter(job_name=verify_deployment_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES))):
         run = run_record.dagster_run
-        environment = run.tags.get(health_assets.ENVIRONMENT_TAG)
+        environment = run.tags.get(ENVIRONMENT)
         if not environment:
             continue
         started = run_record.start_time or run_record.create_timestamp.timestamp()
@@ -172,7 +173,7 @@ def post_events(slack: OpsSlackResource, log, outbox: list[dict], failure_thresh
         except TypeError:
             sent += 1
             continue
-        notifier.post(health_messages.incident_message(event, failure_threshold))
+        notifier.post(incident_message(event, failure_threshold))
         sent += 1
     return outbox[sent:]
 

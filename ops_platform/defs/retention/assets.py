@@ -1,36 +1,24 @@
 """The ``backup_retention`` asset: the retention policy applied to one environment's backups."""
 
 
-from datetime import datetime, timedelta, timezone
-
 import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
-from ops_platform.defs import databases
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource, run_url
-from ops_platform.lib import retention
+from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
 from ops_platform.lib.artifacts import utc_iso
+from ops_platform.lib.messages.common import run_url
+from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
-
-FUTURE_TOLERANCE = timedelta(minutes=5)
-
+from ops_platform.lib.retention.policy import RetentionPlan, policy_from_environ, resolve_as_of
+from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
 
 class RetentionConfig(dg.Config):
     as_of: str | None = None
     """Apply the policy as of this ISO-8601 time instead of now (never later than now)."""
 
 
-def resolve_as_of(text: str | None, now: datetime | None = None) -> datetime:
-    """``as_of`` parsed; a time in the future is refused, since it would age backups early."""
-    now = now or datetime.now(timezone.utc)
-    as_of = retention.parse_as_of(text, now)
-    if as_of > now + FUTURE_TOLERANCE:
-        raise ConfigError(f"refusing to apply retention as of {text}, which is in the future "
-                          "(use --dry-run to preview a future plan)")
-    return as_of
-
-
-def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult, warnings: list[str]) -> dict:
+def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) -> dict:
     summary = plan.summary()
     return {
         "kept": dg.MetadataValue.int(summary["kept"]),
@@ -49,7 +37,7 @@ def _metadata(plan: retention.RetentionPlan, applied: retention.ApplyResult, war
 
 
 @dg.asset(
-    partitions_def=databases.environment_partitions,
+    partitions_def=environment_partitions,
     deps=["database_backup"],
     group_name="retention",
     kinds={"s3"},
@@ -64,24 +52,24 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     environment = context.partition_key
     try:
         get_environment(environment)
-        policy = retention.policy_from_environ(environment)
+        policy = policy_from_environ(environment)
         as_of = resolve_as_of(config.as_of)
     except ConfigError as error:
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
     local, s3 = backup_storage.local_store(), backup_storage.s3_store()
-    plan = retention.build_plan(environment, local, s3, policy, as_of)
+    plan = build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
     redactor = Redactor.from_environ()
     warnings = [redactor(warning) for warning in plan.warnings]
     for warning in warnings:
         context.log.warning(warning)
-    applied = retention.apply_plan(plan, local, s3)
+    applied = apply_plan(plan, local, s3)
     summary = plan.summary()
     context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
                      f"aborted {len(applied.aborted_uploads)} stale upload(s)")
     if plan.deleted or applied.aborted_uploads:
-        slack.notifier(context.log).post(retention.summary_message(plan, applied, run_url(context.run.run_id)))
+        slack.notifier(context.log).post(retention_summary(plan, applied, run_url(context.run.run_id)))
     return dg.MaterializeResult(metadata=_metadata(plan, applied, warnings))
 
 

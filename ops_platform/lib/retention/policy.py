@@ -1,6 +1,6 @@
-"""Retention: which backups to keep and which to delete, and deleting them from each store.
+"""The retention policy: which backups to keep and which to delete, and why.
 
-The policy is pure: an inventory of what the stores hold, a policy and "now" give a plan with a
+It is pure: an inventory of what the stores hold, a policy and "now" give a plan with a
 reason for every backup. It can never delete the newest verified backup, nor any of the newest
 ``keep_min`` verified ones, whatever their age, so backups that silently stop are never followed
 by a cleanup that removes the last good one.
@@ -27,21 +27,13 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, env_int, printable
-from ops_platform.lib.artifacts import (
-    COMPRESSION_EXTENSIONS,
-    MANIFEST_SUFFIX,
-    Manifest,
-    parse_backup_id,
-    parse_utc,
-    utc_iso,
-)
-from ops_platform.lib.formatting import human_bytes
-from ops_platform.lib.slack import SlackMessage
+from ops_platform.lib.artifacts import COMPRESSION_EXTENSIONS, MANIFEST_SUFFIX, Manifest, parse_backup_id, parse_utc, utc_iso
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 KEEP, DELETE = "keep", "delete"
 VERIFIED, UNVERIFIED, INCOMPLETE, DANGLING, UNREADABLE = (
@@ -101,6 +93,17 @@ def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:
     except ValueError:
         raise ConfigError("--as-of must be an ISO-8601 time such as 2027-01-15T00:00:00Z, "
                           f"got '{printable(str(text))}'") from None
+
+
+def resolve_as_of(text: str | None, now: datetime | None = None) -> datetime:
+    """``as_of`` for applying a plan: like ``parse_as_of``, but a time in the future is refused,
+    since it would age backups early."""
+    now = now or datetime.now(timezone.utc)
+    as_of = parse_as_of(text, now)
+    if as_of > now + FUTURE_TOLERANCE:
+        raise ConfigError(f"refusing to apply retention as of {text}, which is in the future "
+                          "(use --dry-run to preview a future plan)")
+    return as_of
 
 
 @dataclass(frozen=True)
@@ -333,151 +336,3 @@ def _decide(candidate: Candidate, age: timedelta, policy: RetentionPolicy, floor
         if candidate.id in ids:
             return KEEP, f"newest of its {_TIER_UNITS[tier]} ({tier} tier)"
     return DELETE, f"{_days(age)}, past the {window}-day {window_name}, beyond the floor and tiers"
-
-
-# Reading the stores and applying a plan.
-
-def _read_manifests(inventory: StoreInventory, environment: str, read) -> None:
-    """Parse each manifest by its own file name; one that fails to parse, or names another id or
-    environment, is unreadable."""
-    for name in inventory.files:
-        classified = classify_name(name, environment)
-        if not classified or classified[1] != MANIFEST:
-            continue
-        try:
-            body = read(name)
-            if isinstance(body, Exception):
-                raise OSError(f"{type(body).__name__}: {body}")
-            manifest = Manifest.from_json(body)
-            if manifest.id != classified[0] or manifest.environment != environment:
-                raise ValueError(f"manifest names {manifest.environment}/{manifest.id}")
-        except (OSError, ValueError, TypeError) as error:
-            inventory.unreadable[name] = f"{type(error).__name__}: {error}"
-            continue
-        inventory.manifests[name] = manifest
-
-
-def local_inventory(store, environment: str) -> StoreInventory:
-    inventory = StoreInventory("local")
-    for name in store.list_names(environment):
-        try:
-            stat = store.path(environment, name).stat()
-        except FileNotFoundError:
-            continue
-        inventory.files[name] = (stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
-    _read_manifests(inventory, environment, lambda name: store.path(environment, name).read_bytes())
-    return inventory
-
-
-def s3_inventory(store, environment: str) -> StoreInventory:
-    inventory = StoreInventory("s3")
-    for name, item in store.list_names(environment).items():
-        inventory.files[name] = (int(item.get("Size", 0)), item.get("LastModified"))
-
-    def read(name: str) -> bytes:
-        return store.read_bytes(environment, name)
-
-    names = [name for name in inventory.files if name.endswith(MANIFEST_SUFFIX)]
-    with ThreadPoolExecutor(8) as pool:
-        bodies = dict(zip(names, pool.map(_safe(read), names)))
-    _read_manifests(inventory, environment, bodies.__getitem__)
-    return inventory
-
-
-def _safe(read):
-    """Read errors become values, so _read_manifests reports them as unreadable; S3 being
-    unreachable still fails the listing above."""
-    def wrapped(name: str):
-        try:
-            return read(name)
-        except Exception as error:  # noqa: BLE001
-            return error
-    return wrapped
-
-
-def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
-    """Read both stores and plan. ``s3`` may be None. When S3 cannot be listed, it is left as is
-    and reported; the local folder is still planned on its own (its floor counts local backups only)."""
-    inventories = [local_inventory(local, environment)]
-    skipped = []
-    if s3 is not None:
-        try:
-            inventories.append(s3_inventory(s3, environment))
-        except Exception as error:  # noqa: BLE001 - an S3 outage must not stop local cleanup
-            skipped.append(f"S3 (s3://{s3.bucket}/{s3.prefix}) could not be listed and was left as is: "
-                           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    candidates, warnings = collect_candidates(environment, inventories)
-    plan = plan_retention(environment, candidates, policy, now, skipped + warnings)
-    plan.locations = [inventory.location for inventory in inventories]
-    return plan
-
-
-_DELETE_ORDER = {ARTIFACT: 0, TEMPORARY: 1, MANIFEST: 2}
-
-
-@dataclass
-class ApplyResult:
-    deleted_files: list[str] = field(default_factory=list)
-    aborted_uploads: list[str] = field(default_factory=list)
-    bytes_freed: int = 0
-
-
-def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> ApplyResult:
-    """Delete what the plan says from each store: every artifact first, then temporary files, then
-    manifests, so an interruption leaves a dangling manifest (cleaned up next time), never a listed
-    backup without its data. Then abort the S3 multipart uploads under this environment's folder
-    started more than a day before ``now``."""
-    result = ApplyResult()
-    for role in sorted(_DELETE_ORDER, key=_DELETE_ORDER.get):
-        files = [f for item in plan.deleted for f in item.files if f.role == role]
-        local_files = [f for f in files if f.location == "local"] if local is not None else []
-        s3_files = [f for f in files if f.location == "s3"] if s3 is not None else []
-        for f in local_files:
-            local.delete(plan.environment, f.name)
-        if s3_files:
-            s3.delete_many(plan.environment, [f.name for f in s3_files])
-        for f in local_files + s3_files:
-            result.deleted_files.append(f"{f.location}:{f.name}")
-            result.bytes_freed += f.size
-    if s3 is not None and "s3" in plan.locations:
-        cutoff = (now or plan.as_of) - GRACE
-        result.aborted_uploads = s3.abort_incomplete_uploads(s3.key(plan.environment, ""), older_than=cutoff)
-    return result
-
-
-def format_plan(plan: RetentionPlan) -> str:
-    """The dry-run table."""
-    lines = [f"retention plan for {plan.environment} as of {utc_iso(plan.as_of)}: {plan.policy.describe()}"]
-    if not plan.items:
-        lines.append("no backups found")
-    else:
-        lines.append(f"{'ACTION':<7} {'ID':<30} {'CREATED (UTC)':<21} {'STATUS':<11} {'SIZE':>10} WHERE  REASON")
-        for item in plan.items:
-            where = ",".join(sorted({f.location for f in item.files}))
-            lines.append(f"{item.action.upper():<7} {item.id:<30} {item.created_at:<21} {item.status:<11} "
-                         f"{human_bytes(item.bytes):>10} {where:<6} {item.reason}")
-    summary = plan.summary()
-    lines.append(f"{summary['kept']} kept ({summary['verified_kept']} verified), {summary['deleted']} to delete, "
-                 f"{human_bytes(summary['bytes_freed'])} to free")
-    lines += [f"warning: {warning}" for warning in plan.warnings]
-    return "\n".join(lines)
-
-
-def summary_message(plan: RetentionPlan, applied: ApplyResult, run_url: str | None = None) -> SlackMessage:
-    summary = plan.summary()
-    lines = [
-        f":wastebasket: *Backup retention* ({plan.environment}): deleted {summary['deleted']}, "
-        f"kept {summary['kept']}, freed {human_bytes(applied.bytes_freed)}",
-        f"• newest kept: `{summary['newest_kept']}`, oldest kept: `{summary['oldest_kept']}`",
-    ]
-    for item in plan.deleted[:10]:
-        lines.append(f"• deleted `{item.id}`: {item.reason}")
-    if len(plan.deleted) > 10:
-        lines.append(f"• and {len(plan.deleted) - 10} more")
-    if applied.aborted_uploads:
-        lines.append(f"• aborted {len(applied.aborted_uploads)} incomplete S3 upload(s)")
-    lines += [f":warning: {warning}" for warning in plan.warnings]
-    if run_url:
-        lines.append(f"<{run_url}|View the run in Dagster>")
-    text = "\n".join(lines)
-    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])

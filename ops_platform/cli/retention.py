@@ -9,25 +9,47 @@ from __future__ import annotations
 import json
 import sys
 
-from ops_platform.cli import EXIT_BAD_INPUT, EXIT_OK, CommandError, failure_message, in_progress_runs, run_job
+from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
+from ops_platform.cli.runs import failure_message, in_progress_runs, materialization_metadata, run_job
 from ops_platform.config import ConfigError, get_environment
-from ops_platform.lib import retention
+from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.formatting import human_bytes
+from ops_platform.lib.retention.policy import RetentionPlan, parse_as_of, policy_from_environ, resolve_as_of
+from ops_platform.lib.retention.stores import build_plan
 from ops_platform.lib.stores import stores_from_environ
+
+APPLIED_JSON_KEYS = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "newest_kept", "deleted_backups",
+                     "aborted_uploads", "warnings")
+
+
+def format_plan(plan: RetentionPlan) -> str:
+    """The dry-run table."""
+    lines = [f"retention plan for {plan.environment} as of {utc_iso(plan.as_of)}: {plan.policy.describe()}"]
+    if not plan.items:
+        lines.append("no backups found")
+    else:
+        lines.append(f"{'ACTION':<7} {'ID':<30} {'CREATED (UTC)':<21} {'STATUS':<11} {'SIZE':>10} WHERE  REASON")
+        for item in plan.items:
+            where = ",".join(sorted({f.location for f in item.files}))
+            lines.append(f"{item.action.upper():<7} {item.id:<30} {item.created_at:<21} {item.status:<11} "
+                         f"{human_bytes(item.bytes):>10} {where:<6} {item.reason}")
+    summary = plan.summary()
+    lines.append(f"{summary['kept']} kept ({summary['verified_kept']} verified), {summary['deleted']} to delete, "
+                 f"{human_bytes(summary['bytes_freed'])} to free")
+    lines += [f"warning: {warning}" for warning in plan.warnings]
+    return "\n".join(lines)
 
 
 def retention_command(args) -> int:
     environment = args.environment
     get_environment(environment)
-    policy = retention.policy_from_environ(environment)
+    policy = policy_from_environ(environment)
     if args.dry_run:
-        as_of = retention.parse_as_of(args.as_of)
+        as_of = parse_as_of(args.as_of)
         local, s3 = stores_from_environ()
-        plan = retention.build_plan(environment, local, s3, policy, as_of)
-        print(plan.to_json() if args.json else retention.format_plan(plan))
+        plan = build_plan(environment, local, s3, policy, as_of)
+        print(plan.to_json() if args.json else format_plan(plan))
         return EXIT_OK
-
-    from ops_platform.defs.retention.assets import resolve_as_of
 
     try:
         resolve_as_of(args.as_of)
@@ -41,12 +63,9 @@ def retention_command(args) -> int:
                      run_config={"ops": {"backup_retention": {"config": config}}})
     if not result.success:
         raise CommandError(f"{failure_message(result)} (run {result.run_id})")
-    metadata = {key: value.value for key, value in
-                result.asset_materializations_for_node("backup_retention")[-1].metadata.items()}
+    metadata = materialization_metadata(result, "backup_retention")
     if args.json:
-        keys = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "newest_kept", "deleted_backups",
-                "aborted_uploads", "warnings")
-        print(json.dumps({key: metadata[key] for key in keys} | {"run_id": result.run_id}, indent=2))
+        print(json.dumps({key: metadata[key] for key in APPLIED_JSON_KEYS} | {"run_id": result.run_id}, indent=2))
         return EXIT_OK
     print(f"retention for {environment}: kept {metadata['kept']}, deleted {metadata['deleted']}, "
           f"freed {human_bytes(metadata['bytes_freed'])}")

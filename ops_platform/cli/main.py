@@ -1,0 +1,90 @@
+"""The ``ops-platform`` command. It mirrors the old scripts, and every command that changes
+something runs as a Dagster run on the instance in ``$DAGSTER_HOME``, so it shows in the UI.
+
+Exit codes: 0 success, 1 the work failed, 2 bad input or configuration, 130 interrupted.
+Errors are one line; ``OPS_PLATFORM_DEBUG=1`` shows the traceback of an unexpected one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ops_platform.cli import backups, deployments, health, restore, retention
+from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CommandError
+from ops_platform.config import ConfigError
+from ops_platform.lib.redact import Redactor
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ops-platform", description="Backups, restores, retention, health and deployment checks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    backup = commands.add_parser("backup", help="back up an environment's database now")
+    backup.add_argument("environment")
+    backup.set_defaults(handler=backups.backup_command)
+
+    backups_group = commands.add_parser("backups", help="inspect backups")
+    backups_commands = backups_group.add_subparsers(dest="backups_command", required=True, parser_class=_Parser)
+    listing = backups_commands.add_parser("list", help="list committed backups, newest first")
+    listing.add_argument("environment")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(handler=backups.backups_list_command)
+
+    restoring = commands.add_parser("restore", help="restore a backup")
+    restoring.add_argument("backup", metavar="latest|BACKUP_ID")
+    restoring.add_argument("environment")
+    restoring.add_argument("--target-database")
+    restoring.add_argument("--yes", action="store_true")
+    restoring.set_defaults(handler=restore.restore_command)
+
+    cleanup = commands.add_parser("retention", help="apply (or plan) the retention policy")
+    cleanup.add_argument("environment")
+    cleanup.add_argument("--dry-run", action="store_true")
+    cleanup.add_argument("--as-of", metavar="ISO8601")
+    cleanup.add_argument("--json", action="store_true")
+    cleanup.set_defaults(handler=retention.retention_command)
+
+    sweep = commands.add_parser("health", help="run one health sweep now")
+    sweep.add_argument("environment", nargs="?")
+    sweep.add_argument("--json", action="store_true")
+    sweep.set_defaults(handler=health.health_command)
+
+    verify = commands.add_parser("verify-deployment", help="verify a deployment, rolling back on failure")
+    verify.add_argument("environment")
+    verify.add_argument("--expected-version", required=True)
+    verify.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    verify.set_defaults(handler=deployments.verify_deployment_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except CommandError as error:
+        print(f"ops-platform: error: {error}", file=sys.stderr)
+        return error.code
+    except ConfigError as error:
+        print(f"ops-platform: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ops-platform: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the operator gets one line; OPS_PLATFORM_DEBUG=1 shows more
+        if os.environ.get("OPS_PLATFORM_DEBUG"):
+            raise
+        detail = (str(error).strip().splitlines() or [""])[0]
+        print(f"ops-platform: error: {type(error).__name__}: {Redactor.from_environ()(detail)} "
+              "(OPS_PLATFORM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

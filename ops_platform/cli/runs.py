@@ -1,0 +1,117 @@
+"""Running the code location's jobs from the CLI, as runs recorded on the ``$DAGSTER_HOME``
+instance so they show in the UI, and showing their progress on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ops_platform.lib.tags import LAUNCHED_BY, PARTITION
+from ops_platform.lib.progress import PROGRESS_LOGGER
+
+REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
+
+
+def ensure_dagster_home() -> Path:
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's dagster.yaml if it has none."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        default = REPO_INSTANCE_CONFIG.read_text() if REPO_INSTANCE_CONFIG.exists() else "telemetry:\n  enabled: false\n"
+        config.write_text(default)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def load_definitions():
+    from ops_platform.definitions import defs
+
+    return defs()
+
+
+def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None,
+            run_config: dict | None = None):
+    """Run a job of the code location in this process, recorded on the ``$DAGSTER_HOME`` instance."""
+    import dagster as dg
+
+    ensure_dagster_home()
+    for noisy in ("dagster", "botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    job = load_definitions().resolve_job_def(job_name)
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    config.update(run_config or {})
+    with dg.DagsterInstance.get() as instance:
+        return job.execute_in_process(
+            instance=instance, partition_key=partition_key, raise_on_error=False,
+            tags={LAUNCHED_BY: "cli", **(tags or {})}, run_config=config,
+        )
+
+
+def failure_message(result) -> str:
+    """The first step failure of a run, as one line."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return data.user_failure_data.description.splitlines()[0]
+            if data.error:
+                return (data.error.message or "").strip().splitlines()[-1] if data.error.message else "step failed"
+    return "the run failed"
+
+
+def in_progress_runs(partition_key: str, job_names: tuple[str, ...]) -> list:
+    import dagster as dg
+
+    from ops_platform.defs.dagster_private import IN_PROGRESS_RUN_STATUSES
+
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(
+            statuses=list(IN_PROGRESS_RUN_STATUSES), tags={PARTITION: partition_key}))
+    return [run for run in runs if run.job_name in job_names]
+
+
+def materialization_metadata(result, node: str) -> dict:
+    """The plain metadata values of the last materialization ``node`` recorded in a run."""
+    materialization = result.asset_materializations_for_node(node)[-1]
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+class TerminalProgress(logging.Handler):
+    """Shows progress lines from ``PROGRESS_LOGGER`` on a terminal, each over the last."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+        self.shown = False
+
+    def emit(self, record):
+        self.stream.write(f"\r\033[K{record.getMessage()}")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self):
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class progress_on_terminal:
+    """``with progress_on_terminal(sys.stderr): ...`` shows progress when the stream is a terminal."""
+
+    def __init__(self, stream):
+        self.handler = TerminalProgress(stream) if stream.isatty() else None
+
+    def __enter__(self):
+        if self.handler:
+            PROGRESS_LOGGER.addHandler(self.handler)
+            PROGRESS_LOGGER.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handler:
+            self.handler.finish()
+            PROGRESS_LOGGER.removeHandler(self.handler)
+        return False

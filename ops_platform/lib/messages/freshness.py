@@ -1,0 +1,22 @@
+"""Slack messages for backups that stopped arriving, and for their return."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ops_platform.lib.formatting import human_duration
+from ops_platform.lib.freshness import FRESH_AGAIN, REMINDER, FreshnessNotice
+from ops_platform.lib.messages.common import slack_message
+from ops_platform.lib.slack import SlackMessage
+
+
+def freshness_message(notice: FreshnessNotice, max_age: timedelta) -> SlackMessage:
+    age = human_duration(notice.age_seconds) if notice.age_seconds is not None else None
+    if notice.kind == FRESH_AGAIN:
+        return slack_message([f":white_check_mark: *Backups of {notice.environment} are fresh again*: "
+                              f"newest verified backup `{notice.newest_id}`"])
+    prefix = ":rotating_light: *Reminder:*" if notice.kind == REMINDER else ":rotating_light:"
+    newest = (f"the newest verified backup is `{notice.newest_id}`, {age} old"
+              if notice.newest_id else "there is no verified backup at all")
+    return slack_message([f"{prefix} *No fresh backup of {notice.environment}*: {newest} "
+                          f"(limit {max_age.total_seconds() / 3600:g} hours). Backups may have stopped."])

@@ -1,0 +1,1 @@
+"""Backup retention: the pure policy (``policy``) and applying it to the stores (``stores``)."""

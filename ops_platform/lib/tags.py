@@ -1,0 +1,12 @@
+"""Run tag names the platform writes and reads, in one place so the CLI, the jobs and the
+sensors agree on them."""
+
+ENVIRONMENT = "ops_platform/environment"
+BACKUP_KIND = "ops_platform/backup_kind"
+ALERTED = "ops_platform/alerted"
+LAUNCHED_BY = "ops_platform/launched_by"
+KIND = "ops_platform/kind"
+
+PARTITION = "dagster/partition"
+MAX_RUNTIME = "dagster/max_runtime_seconds"
+MAX_RETRIES = "dagster/max_retries"

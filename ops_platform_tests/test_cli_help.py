@@ -1,0 +1,42 @@
+"""Every command of the installed ``ops-platform`` script imports and explains itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops_platform.cli import build_parser
+
+SCRIPT = Path(sys.executable).parent / "ops-platform"
+
+
+def _commands(parser, prefix=()):
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for name, child in action.choices.items():
+            yield prefix + (name,)
+            yield from _commands(child, prefix + (name,))
+
+
+COMMANDS = sorted(set(_commands(build_parser())))
+
+
+def test_every_contract_command_is_there():
+    assert {("backup",), ("backups", "list"), ("restore",), ("retention",), ("health",),
+            ("verify-deployment",)} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_for_every_subcommand(command):
+    result = subprocess.run([str(SCRIPT), *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: ops-platform {' '.join(command)}")
+    assert result.stderr == ""
+
+
+def test_unknown_command_is_one_line_with_exit_2():
+    result = subprocess.run([str(SCRIPT), "bakup", "production"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid choice: 'bakup'" in result.stderr
