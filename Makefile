@@ -21,13 +21,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(DEV_PORT)
 
 test: install
 	$(BIN)/python -m pytest
 
 validate: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dagster definitions validate
 
 bench: install
 	$(BIN)/python -m bench

@@ -57,9 +57,12 @@ def test_only_configured_environments_become_partitions():
 
 def test_dagster_definitions_validate_passes():
     dagster = Path(sys.executable).parent / "dagster"
-    result = subprocess.run([str(dagster), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+    result = subprocess.run([str(dagster), "definitions", "validate"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Validation successful for code location ops_platform" in output
+    assert "does not match the name" not in output, "the code location's name must not depend on the folder"
 
 
 def test_instance_configs_are_valid_dagster_yaml(tmp_path):

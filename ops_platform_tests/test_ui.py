@@ -35,8 +35,7 @@ def webserver(tmp_path_factory):
     assert backup.returncode == 0, backup.stderr
     run_id = backup.stdout.strip().splitlines()[-1].split()[-1]
     port = free_port()
-    process = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"),
-                                "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
+    process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
