@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ops_platform.lib import probes
-from ops_platform_tests.fakes.health_server import SilentListener
+from ops_platform_testkit.health_server import SilentListener
 
 TARGETS = 100
 HANGING = 10
@@ -31,7 +31,7 @@ def _sweep(urls: list[str], timeout: float) -> tuple[float, probes.SweepResult]:
 
 def _start_app() -> tuple[subprocess.Popen, str]:
     """The test app in its own process, as a real app would be (so it does not share our GIL)."""
-    process = subprocess.Popen([sys.executable, "-m", "ops_platform_tests.fakes.health_server"],
+    process = subprocess.Popen([sys.executable, "-m", "ops_platform_testkit.health_server"],
                                cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
     port = int(process.stdout.readline())

@@ -142,7 +142,7 @@ def s3_bucket(moto_server):
 
 @pytest.fixture(scope="session")
 def slack_server_session():
-    from ops_platform_tests.fakes.slack_server import SlackServer
+    from ops_platform_testkit.slack_server import SlackServer
 
     server = SlackServer()
     yield server
@@ -183,7 +183,7 @@ def instance():
 @pytest.fixture
 def health_server():
     """A stand-in for the app's API and frontend (see fakes/health_server.py)."""
-    from ops_platform_tests.fakes.health_server import HealthServer
+    from ops_platform_testkit.health_server import HealthServer
 
     server = HealthServer()
     yield server
@@ -193,7 +193,7 @@ def health_server():
 @pytest.fixture
 def silent_listener():
     """A port that accepts TCP connections and never answers."""
-    from ops_platform_tests.fakes.health_server import SilentListener
+    from ops_platform_testkit.health_server import SilentListener
 
     listener = SilentListener()
     yield listener
