@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEV_PORT ?= 3000
 
-.PHONY: install dev test bench validate clean
+.PHONY: install dev test test-fast graph-snapshot bench validate clean
 
 $(BIN)/dagster: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/python -m pytest
+
+test-fast: install   # seconds, no server: the definitions against ops_platform_tests/graph_snapshot.txt
+	$(BIN)/python -m pytest -q ops_platform_tests/test_graph.py ops_platform_tests/test_cli_help.py
+
+graph-snapshot: install   # after an intended change of the definitions
+	UPDATE_GRAPH_SNAPSHOT=1 $(BIN)/python -m pytest -q ops_platform_tests/test_graph.py
 
 validate: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster definitions validate

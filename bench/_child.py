@@ -89,17 +89,18 @@ def dagster(args: dict) -> dict:
     import dagster as dg
 
     from ops_platform.defs.backups.assets import database_backup
-    from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+    from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource, build_resources
 
-    storage = BackupStorageResource(backup_dir=args["backup_dir"], s3_bucket=args.get("s3_bucket"),
-                                    s3_prefix="backups")
+    resources = {**build_resources(), "slack": OpsSlackResource(),
+                 "backup_storage": BackupStorageResource(backup_dir=args["backup_dir"]),
+                 "backup_bucket": BackupBucketResource(bucket=args.get("s3_bucket"), prefix="backups")}
     imported_rss = vm_hwm_kib()
     with dg.instance_for_test() as instance:
         started = time.monotonic()
         result = dg.materialize(
             [database_backup],
             partition_key="development",
-            resources={"slack": OpsSlackResource(), "backup_storage": storage},
+            resources=resources,
             instance=instance,
             raise_on_error=False,
         )

@@ -92,27 +92,3 @@ def backup_root(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     explicit = _get(environ, "BACKUP_DIR")
     return Path(explicit) if explicit else dagster_home(environ) / "backups"
-
-
-def _env_number(environ, key: str, default, minimum, parse, noun: str):
-    environ = os.environ if environ is None else environ
-    raw = _get(environ, key)
-    if raw is None:
-        return default
-    try:
-        value = parse(raw)
-    except ValueError:
-        raise ConfigError(f"{key} must be {noun}, got '{printable(raw)}'") from None
-    if value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
-    return value
-
-
-def env_int(environ: Mapping[str, str] | None, key: str, default: int, *, minimum: int = 0) -> int:
-    """An integer setting with a clear one-line error for non-numeric or out-of-range values."""
-    return _env_number(environ, key, default, minimum, int, "an integer")
-
-
-def env_float(environ: Mapping[str, str] | None, key: str, default: float, *, minimum: float = 0.0) -> float:
-    """A numeric setting (seconds, milliseconds) with the same one-line errors as env_int."""
-    return _env_number(environ, key, default, minimum, float, "a number")

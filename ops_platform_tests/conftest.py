@@ -57,11 +57,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+PSQL_TIMEOUT_SECONDS = 60
+# A helper's statement never waits long on a lock held elsewhere on the shared server.
+_PSQL_ENV = {**os.environ, "PGCONNECT_TIMEOUT": "10", "PGOPTIONS": "-c lock_timeout=30s -c statement_timeout=50s"}
+
+
 def psql(sql: str, database: str = "postgres") -> str:
     result = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres",
          "-d", database, "-At", "-c", sql],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=PSQL_TIMEOUT_SECONDS, env=_PSQL_ENV,
     )
     return result.stdout.strip()
 
@@ -85,18 +90,31 @@ def reset_database(environment: str, customers: int = 500, orders: int = 2000) -
     psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
     sql = SAMPLE_SCHEMA.format(customers=customers, orders=orders)
     subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-U", DB_USER, "-d", name, "-c", sql],
-                   capture_output=True, text=True, check=True)
+                   capture_output=True, text=True, check=True, timeout=PSQL_TIMEOUT_SECONDS, env=_PSQL_ENV)
     return name
 
 
-@pytest.fixture(scope="session", autouse=True)
-def test_role():
-    exists = psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{DB_USER}'")
-    if not exists:
-        psql(f"CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'")
+_services_used = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_role(request):
+    """The test role on the local PostgreSQL, created once. A test module that sets
+    ``NEEDS_SERVICES = False`` runs without any server."""
+    if getattr(request.module, "NEEDS_SERVICES", True) and not _services_used:
+        exists = psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{DB_USER}'")
+        if not exists:
+            psql(f"CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'")
+        _services_used.append(True)
     yield
-    for name in TEST_DATABASES.values():
-        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cleanup_test_databases():
+    yield
+    if _services_used:
+        for name in TEST_DATABASES.values():
+            psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
@@ -163,6 +181,14 @@ def slack_resource(slack_server):
 
     return OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, channel="#ops",
                             webhook_url=slack_server.webhook_url, max_retries=2)
+
+
+def platform_resources(**overrides) -> dict:
+    """The code location's resources as the current environment binds them, with test overrides
+    (``slack=...``, ``backup_storage=...``)."""
+    from ops_platform.defs.resources import build_resources
+
+    return {**build_resources(os.environ), **overrides}
 
 
 @pytest.fixture

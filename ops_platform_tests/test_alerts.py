@@ -7,7 +7,7 @@ import dagster as dg
 from ops_platform.defs.alerts import sensors as alert_sensors
 from ops_platform.defs.backups import assets as backup_assets
 from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
-from ops_platform_tests.conftest import DB_PASSWORD
+from ops_platform_tests.conftest import DB_PASSWORD, platform_resources
 
 
 @dg.op
@@ -46,7 +46,7 @@ def test_runs_that_already_alerted_are_not_posted_twice(instance, slack_server, 
     monkeypatch.setenv("STAGING_DATABASE_URL", "postgresql://ops_test@127.0.0.1:1/nowhere")
     slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
     result = dg.materialize([backup_assets.database_backup], partition_key="staging", instance=instance,
-                            resources={"slack": slack, "backup_storage": BackupStorageResource(backup_dir=str(tmp_path))},
+                            resources=platform_resources(slack=slack, backup_storage=BackupStorageResource(backup_dir=str(tmp_path))),
                             raise_on_error=False)
     assert not result.success and len(slack_server.texts()) == 1
     run_sensor(instance, result, slack)

@@ -8,22 +8,22 @@ import json
 import dagster as dg
 
 from ops_platform.defs.backups import assets as backup_assets
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.lib.artifacts import Manifest
 from ops_platform.lib.tags import ALERTED, BACKUP_KIND
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
     big_database, empty_database, terminate_dump_when_streaming,
 )
-from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, S3_BUCKET, SLACK_TOKEN, database_url
+from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, S3_BUCKET, SLACK_TOKEN, database_url, platform_resources
 
 
 def materialize(instance, environment, slack, backup_dir, s3=True, tags=None):
-    storage = BackupStorageResource(backup_dir=str(backup_dir), s3_bucket=S3_BUCKET if s3 else None)
     return dg.materialize(
         [backup_assets.database_backup],
         partition_key=environment,
         instance=instance,
-        resources={"slack": slack, "backup_storage": storage},
+        resources=platform_resources(slack=slack, backup_storage=BackupStorageResource(backup_dir=str(backup_dir)),
+                                     backup_bucket=BackupBucketResource(bucket=S3_BUCKET if s3 else None)),
         raise_on_error=False,
         tags=tags or {},
     )

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from ops_platform.defs.alerts import freshness as freshness_sensors
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.lib import freshness
 from ops_platform.lib.artifacts import Manifest, make_backup_id, utc_iso
 from ops_platform.lib.messages.freshness import freshness_message
 from ops_platform.lib.stores import LocalStore
+from ops_platform_tests.conftest import platform_resources
 
 
 def committed_backup(store: LocalStore, environment: str, created: datetime, verified: bool = True) -> Manifest:
@@ -27,8 +28,9 @@ def committed_backup(store: LocalStore, environment: str, created: datetime, ver
 
 
 def tick(cursor, slack, backup_dir):
-    context = dg.build_sensor_context(cursor=cursor, resources={
-        "slack": slack, "backup_storage": BackupStorageResource(backup_dir=str(backup_dir))})
+    context = dg.build_sensor_context(cursor=cursor, resources=platform_resources(
+        slack=slack, backup_storage=BackupStorageResource(backup_dir=str(backup_dir)),
+        backup_bucket=BackupBucketResource()))
     freshness_sensors.backup_freshness_sensor(context)
     return context.cursor
 

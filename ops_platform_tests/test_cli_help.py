@@ -10,6 +10,7 @@ import pytest
 
 from ops_platform.cli import build_parser
 
+NEEDS_SERVICES = False
 SCRIPT = Path(sys.executable).parent / "ops-platform"
 
 

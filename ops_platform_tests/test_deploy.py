@@ -12,7 +12,7 @@ from ops_platform import cli
 from ops_platform.config import EnvironmentConfig
 from ops_platform.lib import deploy
 from ops_platform.lib.redact import Redactor
-from ops_platform_tests.conftest import SLACK_TOKEN, database_url, free_port
+from ops_platform_tests.conftest import SLACK_TOKEN, database_url, free_port, platform_resources
 
 SECRET = "R0llbackS3cretValue"
 
@@ -186,7 +186,7 @@ def test_health_alerts_are_held_while_a_real_verification_runs(deployed, slack_s
         cursor = json.dumps({"after": max([r.id for r in latest.values()], default=0)})
         for offset in range(4):
             record(instance, time.time() + offset, component="api")
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"slack": slack})
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform_resources(slack=slack))
             health_sensors.health_alert_sensor(context)
             cursor = context.cursor
         verification.join()

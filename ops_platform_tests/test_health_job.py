@@ -11,7 +11,7 @@ import pytest
 
 from ops_platform.defs.health import sensors as health_sensors
 from ops_platform.definitions import defs
-from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, SLACK_TOKEN, free_port
+from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, SLACK_TOKEN, free_port, platform_resources
 
 REDIS_SECRET = "R3disPassw0rdSecret"
 API_TOKEN = "ApiQueryT0kenSecret"
@@ -103,7 +103,7 @@ def test_outage_through_recorded_runs_alerts_once_and_recovers(instance, app, da
 
     def tick():
         nonlocal cursor
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"slack": slack})
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform_resources(slack=slack))
         health_sensors.health_alert_sensor(context)
         cursor = context.cursor
 
@@ -132,7 +132,7 @@ def test_secrets_in_urls_stay_out_of_logs_metadata_and_slack(instance, monkeypat
     runs = []
     for _ in range(3):
         runs.append(sweep(instance, ["production"]))
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"slack": slack})
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform_resources(slack=slack))
         health_sensors.health_alert_sensor(context)
         cursor = context.cursor
     text = slack_server.all_bodies() + cursor

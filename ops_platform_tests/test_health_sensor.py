@@ -14,7 +14,7 @@ from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.health import sensors as health_sensors
 from ops_platform.lib.deploy import max_runtime_seconds
 from ops_platform.lib.tags import ENVIRONMENT
-from ops_platform_tests.conftest import SLACK_TOKEN
+from ops_platform_tests.conftest import SLACK_TOKEN, platform_resources
 
 T0 = 1_790_000_000.0
 FIVE_MIN = 300.0
@@ -47,7 +47,7 @@ class Daemon:
 
     def tick(self):
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                          resources={"slack": self.slack_resource})
+                                          resources=platform_resources(slack=self.slack_resource))
         result = health_sensors.health_alert_sensor(context)
         self.cursor = context.cursor
         return result

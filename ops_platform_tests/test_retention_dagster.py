@@ -12,12 +12,12 @@ import pytest
 
 from ops_platform.cli import main
 from ops_platform.defs.backups import assets as backup_assets
-from ops_platform.defs.resources import BackupStorageResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
 from ops_platform.defs.retention import assets as retention_assets
 from ops_platform.defs.retention import schedules as retention_schedules
 from ops_platform.lib.stores import LocalStore, S3Store
 from ops_platform.config import ENVIRONMENT_PREFIXES
-from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT, S3_BUCKET, SAMPLE_SCHEMA, psql
+from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT, S3_BUCKET, SAMPLE_SCHEMA, platform_resources, psql
 from ops_platform_tests.test_retention_stores import put_backup
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -52,9 +52,10 @@ def seed_old_backups(backup_dir, s3_client, environment: str, count: int = 10) -
 
 
 def materialize(assets, environment, instance, slack, backup_dir, run_config=None):
-    storage = BackupStorageResource(backup_dir=str(backup_dir), s3_bucket=S3_BUCKET)
+    resources = platform_resources(slack=slack, backup_storage=BackupStorageResource(backup_dir=str(backup_dir)),
+                                   backup_bucket=BackupBucketResource(bucket=S3_BUCKET))
     return dg.materialize(assets, partition_key=environment, instance=instance, raise_on_error=False,
-                          resources={"slack": slack, "backup_storage": storage}, run_config=run_config)
+                          resources=resources, run_config=run_config)
 
 
 def ids_in(backup_dir, environment) -> list[str]:

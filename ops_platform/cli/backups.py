@@ -9,12 +9,14 @@ from ops_platform.cli.errors import EXIT_OK, CommandError
 from ops_platform.cli.runs import failure_message, in_progress_runs, materialization_metadata, progress_on_terminal, run_job
 from ops_platform.config import get_environment
 from ops_platform.lib.catalog import list_backups
+from ops_platform.lib import settings
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.tags import BACKUP_KIND
 
 
 def backup_command(args) -> int:
     get_environment(args.environment)
+    settings.check(settings.BACKUP + settings.RETENTION)
     busy = in_progress_runs(args.environment, ("backup_job", "restore_job"))
     if busy:
         raise CommandError(f"a backup or restore of {args.environment} is already running (run {busy[0].run_id})")

@@ -8,12 +8,14 @@ import sys
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
 from ops_platform.cli.runs import failure_message, run_job
 from ops_platform.config import ENVIRONMENT_PREFIXES, get_environment
+from ops_platform.lib import settings
 from ops_platform.lib.deploy import max_runtime_seconds
 from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
 
 
 def verify_deployment_command(args) -> int:
     environment = get_environment(args.environment)
+    settings.check(settings.DEPLOYMENT)
     if not environment.api_url:
         raise CommandError(f"{ENVIRONMENT_PREFIXES[environment.name]}API_URL is not set; cannot verify a "
                            f"deployment of {environment.name}", EXIT_BAD_INPUT)

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CommandError
 from ops_platform.cli.runs import failure_message, run_job
 from ops_platform.config import configured_environment_names, get_environment
-from ops_platform.lib.probes import UNHEALTHY, ProbeResult, environment_summary, probe_settings_from_environ
+from ops_platform.lib import settings
+from ops_platform.lib.probes import UNHEALTHY, ProbeResult, environment_summary
 from ops_platform.lib.tags import LAUNCHED_BY
 
 
@@ -29,7 +30,7 @@ def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datet
 
 
 def health_command(args) -> int:
-    probe_settings_from_environ()
+    settings.check(settings.HEALTH)
     if args.environment:
         get_environment(args.environment)
     elif not configured_environment_names():

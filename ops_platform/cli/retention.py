@@ -12,6 +12,7 @@ import sys
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
 from ops_platform.cli.runs import failure_message, in_progress_runs, materialization_metadata, run_job
 from ops_platform.config import ConfigError, get_environment
+from ops_platform.lib import settings
 from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.formatting import human_bytes
 from ops_platform.lib.retention.policy import RetentionPlan, parse_as_of, policy_from_environ, resolve_as_of
@@ -43,6 +44,7 @@ def format_plan(plan: RetentionPlan) -> str:
 def retention_command(args) -> int:
     environment = args.environment
     get_environment(environment)
+    settings.check(settings.RETENTION + settings.S3)
     policy = policy_from_environ(environment)
     if args.dry_run:
         as_of = parse_as_of(args.as_of)

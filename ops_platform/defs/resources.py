@@ -9,11 +9,14 @@ import logging
 import os
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from dagster_slack import SlackResource
 from pydantic import Field
 from slack_sdk import WebClient
 
 from ops_platform.config import ConfigError, backup_root
+from ops_platform.defs.settings import settings_resources
+from ops_platform.lib import settings as settings_lib
 from ops_platform.lib.dump import Compression
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.slack import SlackNotifier, make_web_client, make_webhook_client
@@ -44,24 +47,15 @@ class OpsSlackResource(SlackResource):
 
 
 class BackupStorageResource(dg.ConfigurableResource):
-    """Where backups go and how they are compressed. The local folder is always written;
-    S3 is added when a bucket is set. AWS credentials and AWS_ENDPOINT_URL_S3 come from the
-    standard AWS variables through boto3."""
+    """Where backups are written locally (always) and how they are compressed."""
 
-    backup_dir: str | None = None
-    s3_bucket: str | None = None
-    s3_prefix: str = "backups"
-    compression: str = "zstd"
-    compression_level: str | None = None
+    backup_dir: str | None = Field(default=None, description="Local root (BACKUP_DIR); default $DAGSTER_HOME/backups.")
+    compression: str = Field(default="zstd", description="zstd or gzip (BACKUP_COMPRESSION).")
+    compression_level: str | None = Field(default=None, description="BACKUP_COMPRESSION_LEVEL; zstd 3, gzip 6.")
     zstd_threads: int = 2
 
     def local_store(self) -> LocalStore:
         return LocalStore(self.backup_dir or backup_root())
-
-    def s3_store(self) -> S3Store | None:
-        if not self.s3_bucket:
-            return None
-        return S3Store(make_s3_client(), self.s3_bucket, self.s3_prefix)
 
     def compression_settings(self) -> Compression:
         default_level = 3 if self.compression == "zstd" else 6
@@ -73,6 +67,37 @@ class BackupStorageResource(dg.ConfigurableResource):
             return Compression(self.compression, level, self.zstd_threads)
         except ValueError as error:
             raise ConfigError(f"BACKUP_COMPRESSION: {error}") from None
+
+
+class BackupBucketResource(S3Resource):
+    """The backup bucket, when AWS_S3_BUCKET is set: dagster-aws's S3 resource (region, endpoint,
+    attempts; credentials come from the standard AWS variables, never from config) with the bucket,
+    the key prefix and timeouts on every call. A bad setting (AWS_MAX_ATTEMPTS=x) is listed in
+    ``invalid_settings``; backups then go on locally and report the S3 copy as missing."""
+
+    bucket: str | None = Field(default=None, description="AWS_S3_BUCKET; no bucket means local backups only.")
+    prefix: str = Field(default="backups", description="Key prefix inside the bucket (AWS_S3_PREFIX).")
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+    invalid_settings: list[str] = []
+
+    def get_client(self, *, max_attempts: int | None = None, read_timeout_seconds: float | None = None):
+        if self.invalid_settings:
+            raise ConfigError(self.invalid_settings[0])
+        return make_s3_client(
+            max_attempts=max_attempts or self.max_attempts,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=read_timeout_seconds or self.read_timeout_seconds,
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+        )
+
+    def store(self) -> S3Store | None:
+        """The bucket as a store, or None when no bucket is configured. Raises ConfigError when an
+        S3 setting is bad."""
+        if not self.bucket:
+            return None
+        return S3Store(self.get_client(), self.bucket, self.prefix)
 
 
 def _bind(environ, mapping: dict[str, str]) -> dict:
@@ -89,12 +114,17 @@ def build_resources(environ=None) -> dict:
     }))
     storage = BackupStorageResource(**_bind(environ, {
         "backup_dir": "BACKUP_DIR",
-        "s3_bucket": "AWS_S3_BUCKET",
-        "s3_prefix": "AWS_S3_PREFIX",
         "compression": "BACKUP_COMPRESSION",
         "compression_level": "BACKUP_COMPRESSION_LEVEL",
     }))
-    return {"slack": slack, "backup_storage": storage}
+    bucket_settings = settings_lib.problems(settings_lib.S3, environ)
+    bucket = BackupBucketResource(
+        **_bind(environ, {"bucket": "AWS_S3_BUCKET", "prefix": "AWS_S3_PREFIX", "region_name": "AWS_DEFAULT_REGION",
+                          "endpoint_url": "AWS_ENDPOINT_URL_S3"}),
+        **({"invalid_settings": bucket_settings} if bucket_settings else
+           {"max_attempts": dg.EnvVar.int("AWS_MAX_ATTEMPTS")} if environ.get("AWS_MAX_ATTEMPTS", "").strip() else {}),
+    )
+    return {"slack": slack, "backup_storage": storage, "backup_bucket": bucket, **settings_resources(environ)}
 
 
 @dg.definitions

@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentConfig, env_float
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentConfig
+from ops_platform.lib import settings
 from ops_platform.lib import probes
 from ops_platform.lib.redact import Redactor, tail
 
@@ -26,21 +27,13 @@ MAX_REQUEST_SECONDS = 10.0
 OUTPUT_LIMIT = 64 * 1024
 
 
-def env_seconds(environ: Mapping[str, str] | None, key: str, default: float) -> float:
-    value = env_float(environ, key, default)
-    if value <= 0:
-        raise ConfigError(f"{key} must be > 0, got {value:g}")
-    return value
-
-
 def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_seconds: float | None = None,
                         environ=None) -> float:
     """The longest a verification run can legitimately take: the verification timeout, the
     rollback timeout and a margin. Past it the run is dead (its process was killed)."""
     if not rollback_timeout_seconds:
         try:
-            rollback_timeout_seconds = env_seconds(environ, "DEPLOY_ROLLBACK_TIMEOUT_SECONDS",
-                                                   DEFAULT_ROLLBACK_TIMEOUT_SECONDS)
+            rollback_timeout_seconds = settings.value_of(settings.DEPLOY_ROLLBACK_TIMEOUT, environ)
         except ConfigError:
             rollback_timeout_seconds = DEFAULT_ROLLBACK_TIMEOUT_SECONDS
     return float(timeout_seconds or DEFAULT_VERIFY_TIMEOUT_SECONDS) + float(rollback_timeout_seconds) \

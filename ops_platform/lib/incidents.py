@@ -182,16 +182,3 @@ class IncidentTracker:
         for state in components.values():
             if state["successes"]:
                 state["first_failure_at"] = None
-
-
-def incident_settings_from_environ(environ=None) -> IncidentSettings:
-    """``HEALTH_FAILURE_THRESHOLD`` (3), ``HEALTH_RECOVERY_THRESHOLD`` (2),
-    ``HEALTH_REMINDER_MINUTES`` (60) and ``HEALTH_FLAP_CHANGES`` (4 per hour)."""
-    from ops_platform.config import env_int
-
-    return IncidentSettings(
-        failure_threshold=env_int(environ, "HEALTH_FAILURE_THRESHOLD", 3, minimum=1),
-        recovery_threshold=env_int(environ, "HEALTH_RECOVERY_THRESHOLD", 2, minimum=1),
-        reminder_seconds=env_int(environ, "HEALTH_REMINDER_MINUTES", 60, minimum=1) * 60.0,
-        flap_changes=env_int(environ, "HEALTH_FLAP_CHANGES", 4, minimum=1),
-    )

@@ -338,6 +338,11 @@ def run_sweep(probes: list[Probe], redactor: Redactor | None = None,
     return SweepResult(results, started_at, time.monotonic() - started)
 
 
+def failed_probe(environment: str, component: str, reason: str) -> Probe:
+    """A check that cannot even start (a bad setting): reported as unhealthy with the reason."""
+    return Probe(environment, component, lambda: [ProbeResult(environment, component, UNHEALTHY, reason, 0.0)], 1.0)
+
+
 def environment_probes(environment, settings: ProbeSettings, *, s3_client=None, bucket: str | None = None,
                        prefix: str = "backups") -> list[Probe]:
     """The probes for one configured environment (an ``EnvironmentConfig``)."""
@@ -372,14 +377,3 @@ def environment_summary(results: list[ProbeResult], checked_at: datetime) -> dic
         "checks": [{"component": r.component, "status": r.status, "reason": r.reason,
                     "latency_ms": round(r.latency_seconds * 1000, 1)} for r in results],
     }
-
-
-def probe_settings_from_environ(environ=None) -> ProbeSettings:
-    """``HEALTH_CHECK_TIMEOUT_SECONDS`` (default 10) and ``HEALTH_DEGRADED_LATENCY_MS`` (default 2000)."""
-    from ops_platform.config import env_int
-
-    return ProbeSettings(
-        timeout_seconds=float(env_int(environ, "HEALTH_CHECK_TIMEOUT_SECONDS", int(DEFAULT_TIMEOUT_SECONDS), minimum=1)),
-        degraded_seconds=env_int(environ, "HEALTH_DEGRADED_LATENCY_MS", int(DEFAULT_DEGRADED_SECONDS * 1000),
-                                 minimum=1) / 1000,
-    )

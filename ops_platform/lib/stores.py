@@ -176,14 +176,18 @@ class S3Store:
                               f"{first.get('Code')} {first.get('Message')}")
 
 
-def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, read_timeout: float = 60):
-    """A boto3 S3 client with botocore's standard retries (``AWS_MAX_ATTEMPTS``, default 5).
-    Credentials and the endpoint (``AWS_ENDPOINT_URL_S3``) come from the standard AWS variables."""
+def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, read_timeout: float = 60,
+                   region_name: str | None = None, endpoint_url: str | None = None):
+    """A boto3 S3 client with botocore's standard retries (``AWS_MAX_ATTEMPTS``, default 5) and
+    timeouts on every call. Credentials, and the endpoint unless given (``AWS_ENDPOINT_URL_S3``),
+    come from the standard AWS variables."""
     import boto3
     from botocore.config import Config
 
+    from ops_platform.lib import settings
+
     if max_attempts is None:
-        max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+        max_attempts = settings.value_of(settings.S3_MAX_ATTEMPTS)
     config = Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=connect_timeout,
@@ -192,7 +196,7 @@ def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client("s3", config=config)
+    return boto3.session.Session().client("s3", config=config, region_name=region_name, endpoint_url=endpoint_url)
 
 
 def stores_from_environ(environ=None, *, max_attempts: int = 2, read_timeout: float = 20) -> tuple[LocalStore, S3Store | None]:

@@ -6,10 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from ops_platform.config import env_int
+from ops_platform.config import ConfigError
+
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import freshness
 from ops_platform.lib.catalog import merge_listings
 from ops_platform.lib.messages.freshness import freshness_message
@@ -28,11 +30,14 @@ def watched_environments() -> list[str]:
                 "BACKUP_MAX_AGE_HOURS (26), reminds daily, and says when backups are fresh again.",
 )
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource,
-                            backup_storage: BackupStorageResource) -> dg.SkipReason:
-    max_age = timedelta(hours=env_int(None, "BACKUP_MAX_AGE_HOURS", 26, minimum=1))
+                            backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
+                            backup_settings: BackupSettings) -> dg.SkipReason:
+    if backup_settings.invalid_settings:
+        raise ConfigError(backup_settings.invalid_settings[0])
+    max_age = timedelta(hours=backup_settings.max_age_hours)
     state = freshness.load_state(context.cursor)
     now = datetime.now(timezone.utc)
-    local, s3 = backup_storage.local_store(), backup_storage.s3_store()
+    local, s3 = backup_storage.local_store(), backup_bucket.store()
     posted = []
     for environment in watched_environments():
         listing = merge_listings(environment, local, s3)

@@ -9,7 +9,8 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import environment_partitions
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.settings import RetentionSettings
 from ops_platform.lib.messages import backups as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.backup import BackupOutcome, CheckOutcome, perform_backup
@@ -91,7 +92,8 @@ def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environmen
     check_specs=BACKUP_CHECKS + S3_CHECKS,
 )
 def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
-                    backup_storage: BackupStorageResource) -> dg.MaterializeResult:
+                    backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
+                    retention_settings: RetentionSettings) -> dg.MaterializeResult:
     """A custom-format `pg_dump` of the environment's database, compressed with zstd (or gzip),
     written to the local backup folder and, when a bucket is set, to S3 in the same pass.
     The artifact is decoded in full before its manifest (the commit marker) is written."""
@@ -100,9 +102,16 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     try:
         environment = get_environment(environment_name)
         compression = backup_storage.compression_settings()
-        local, s3 = backup_storage.local_store(), backup_storage.s3_store()
+        if retention_settings.invalid_settings:
+            raise ConfigError(retention_settings.invalid_settings[0])
     except ConfigError as error:
         raise _fail(context, slack, environment_name, "configuration", str(error)) from None
+    local, s3, s3_unusable = backup_storage.local_store(), None, None
+    try:
+        s3 = backup_bucket.store()
+    except ConfigError as error:
+        s3_unusable = f"S3 is not used, its configuration is wrong: {error}; the backup is local only"
+        context.log.warning(s3_unusable)
     redactor = Redactor.from_environ()
     try:
         outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
@@ -113,7 +122,9 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
 
     if S3_CHECKS and not any(check.name == "s3_copy_matches" for check in outcome.checks):
         outcome.checks.append(CheckOutcome("s3_copy_matches", False, False,
-                                           "no S3 bucket configured for this run: no off-site copy"))
+                                           s3_unusable or "no S3 bucket configured for this run: no off-site copy"))
+    if s3_unusable:
+        outcome.warnings.append(s3_unusable)
     manifest = outcome.manifest
     failed_blocking = [check for check in outcome.checks if check.blocking and not check.passed]
     if failed_blocking:

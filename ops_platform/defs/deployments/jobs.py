@@ -7,6 +7,7 @@ from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environme
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.health.assets import component_asset_key
 from ops_platform.defs.resources import OpsSlackResource
+from ops_platform.defs.settings import DeploymentSettings
 from ops_platform.lib import deploy
 from ops_platform.lib.messages import deployments as messages
 from ops_platform.lib.messages.common import run_url
@@ -27,16 +28,16 @@ def _fail(context, message: str, **metadata) -> dg.Failure:
 
 
 @dg.op(description="Poll /health until the expected version is healthy; otherwise run the rollback hook.")
-def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentConfig, slack: OpsSlackResource):
+def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentConfig, slack: OpsSlackResource,
+                      deployment_settings: DeploymentSettings):
     name, version = config.environment, config.expected_version
     context.instance.add_run_tags(context.run_id, {ENVIRONMENT: name})
     redactor = Redactor.from_environ()
+    deployment_settings.require_valid(f"verification of {name}")
+    poll_interval = config.poll_interval_seconds or deployment_settings.poll_interval_seconds
+    rollback_timeout = config.rollback_timeout_seconds or deployment_settings.rollback_timeout_seconds
     try:
         environment = get_environment(name)
-        poll_interval = config.poll_interval_seconds or deploy.env_seconds(
-            None, "DEPLOY_POLL_INTERVAL_SECONDS", deploy.DEFAULT_POLL_INTERVAL_SECONDS)
-        rollback_timeout = config.rollback_timeout_seconds or deploy.env_seconds(
-            None, "DEPLOY_ROLLBACK_TIMEOUT_SECONDS", deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)
     except ConfigError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     if not environment.api_url:

@@ -15,10 +15,10 @@ import dagster as dg
 
 from ops_platform.config import ConfigError, load_environments
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
-from ops_platform.defs.resources import BackupStorageResource
+from ops_platform.defs.resources import BackupBucketResource
+from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib import probes
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.stores import make_s3_client
 
 HEALTH_GROUP = "health"
 API_CHECK = "health_endpoint"
@@ -126,8 +126,8 @@ def _check_result(environment: str, result: probes.ProbeResult, checked_at: date
     )
 
 
-def sweep_settings(config: HealthSweepConfig) -> probes.ProbeSettings:
-    settings = probes.probe_settings_from_environ()
+def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings) -> probes.ProbeSettings:
+    settings = health_settings.probe_settings()
     if config.timeout_seconds:
         settings.timeout_seconds = config.timeout_seconds
     if config.degraded_ms:
@@ -135,15 +135,19 @@ def sweep_settings(config: HealthSweepConfig) -> probes.ProbeSettings:
     return settings
 
 
-def build_probes(environments, settings: probes.ProbeSettings, backup_storage: BackupStorageResource):
-    s3_client = None
-    if backup_storage.s3_bucket:
-        s3_client = make_s3_client(max_attempts=1, connect_timeout=settings.timeout_seconds,
-                                   read_timeout=settings.timeout_seconds)
+def build_probes(environments, settings: probes.ProbeSettings, backup_bucket: BackupBucketResource):
+    s3_client, s3_problem = None, None
+    if backup_bucket.bucket:
+        try:
+            s3_client = backup_bucket.get_client(max_attempts=1, read_timeout_seconds=settings.timeout_seconds)
+        except ConfigError as error:
+            s3_problem = f"S3 configuration: {error}"
     sweep = []
     for environment in environments:
         sweep += probes.environment_probes(environment, settings, s3_client=s3_client,
-                                           bucket=backup_storage.s3_bucket, prefix=backup_storage.s3_prefix)
+                                           bucket=backup_bucket.bucket, prefix=backup_bucket.prefix)
+        if s3_problem:
+            sweep.append(probes.failed_probe(environment.name, "bucket", s3_problem))
     return sweep
 
 
@@ -151,7 +155,7 @@ if health_check_specs:
     @dg.multi_asset_check(specs=health_check_specs, can_subset=True, name="health_checks",
                           description="One health sweep of every configured environment, all checks at once.")
     def health_checks(context: dg.AssetCheckExecutionContext, config: HealthSweepConfig,
-                      backup_storage: BackupStorageResource):
+                      backup_bucket: BackupBucketResource, health_settings: HealthSettings):
         """Probe every component of the selected environments concurrently, with hard per-check
         timeouts, and record each result with its latency."""
         selected = set(config.environments) or set(ENVIRONMENT_NAMES)
@@ -160,11 +164,9 @@ if health_check_specs:
             raise dg.Failure(f"unknown environment(s): {', '.join(sorted(unknown))}; configured: "
                              f"{', '.join(ENVIRONMENT_NAMES)}")
         environments = [env for name, env in load_environments().items() if name in selected]
-        try:
-            settings = sweep_settings(config)
-        except ConfigError as error:
-            raise dg.Failure(description=str(error), allow_retries=False) from None
-        sweep = probes.run_sweep(build_probes(environments, settings, backup_storage), Redactor.from_environ())
+        health_settings.require_valid("health sweep")
+        settings = sweep_settings(config, health_settings)
+        sweep = probes.run_sweep(build_probes(environments, settings, backup_bucket), Redactor.from_environ())
         context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
                          f"{sweep.duration_seconds:.2f}s")
         selected_keys = context.selected_asset_check_keys

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
+from ops_platform.config import ConfigError
+
 from ops_platform.defs.dagster_private import (
     FINISHED_STATUSES,
     IN_PROGRESS_RUN_STATUSES,
@@ -22,10 +24,11 @@ from ops_platform.defs.dagster_private import (
 from ops_platform.defs.deployments.jobs import verify_deployment_job
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
+from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib.deploy import max_runtime_seconds
 from ops_platform.lib.messages.health import incident_message
 from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
-from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation, incident_settings_from_environ
+from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation
 
 RECORDS_PER_CHECK = 200
 # Slack posts inside one tick stay well under the tick's time limit: a tighter client, at most
@@ -186,9 +189,11 @@ def post_events(slack: OpsSlackResource, log, outbox: list[dict], failure_thresh
                 "per environment), reminds while it stays open, reports recovery with the downtime, and "
                 "sends one notice for a flapping component. State lives in the cursor.",
 )
-def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource):
+def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource, health_settings: HealthSettings):
     cursor = _read_cursor(context.cursor)
-    settings = incident_settings_from_environ()
+    if health_settings.invalid_settings:
+        raise ConfigError(health_settings.invalid_settings[0])
+    settings = health_settings.incident_settings()
     tracker = IncidentTracker.from_state(cursor.tracker, settings)
     check_keys = [spec.key for spec in health_assets.health_check_specs]
     observations, cursor.after, cursor.seen, cursor.pending_checks = new_observations(

@@ -5,12 +5,13 @@ import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.environments import environment_partitions
-from ops_platform.defs.resources import BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.settings import RetentionSettings
 from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.retention.policy import RetentionPlan, policy_from_environ, resolve_as_of
+from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
 from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
 
 class RetentionConfig(dg.Config):
@@ -43,7 +44,8 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
     kinds={"s3"},
 )
 def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig, slack: OpsSlackResource,
-                     backup_storage: BackupStorageResource) -> dg.MaterializeResult:
+                     backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
+                     retention_settings: RetentionSettings) -> dg.MaterializeResult:
     """Backups this environment keeps after the retention policy ran: everything younger than
     BACKUP_RETENTION_DAYS, always the newest BACKUP_KEEP_MIN verified ones whatever their age, and
     optional daily/weekly/monthly tiers. Unverified and incomplete backups older than a day are
@@ -52,11 +54,17 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     environment = context.partition_key
     try:
         get_environment(environment)
-        policy = policy_from_environ(environment)
+        if retention_settings.invalid_settings:
+            raise ConfigError(retention_settings.invalid_settings[0])
+        policy = retention_settings.policy(environment)
         as_of = resolve_as_of(config.as_of)
     except ConfigError as error:
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
-    local, s3 = backup_storage.local_store(), backup_storage.s3_store()
+    local = backup_storage.local_store()
+    try:
+        s3 = backup_bucket.store()
+    except ConfigError as error:
+        raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
     plan = build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")

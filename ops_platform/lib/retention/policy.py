@@ -24,13 +24,13 @@ and the store's modification time is used, so a file still being written is neve
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, env_int, printable
+from ops_platform.config import ConfigError, printable
+from ops_platform.lib import settings
 from ops_platform.lib.artifacts import COMPRESSION_EXTENSIONS, MANIFEST_SUFFIX, Manifest, parse_backup_id, parse_utc, utc_iso
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -65,23 +65,7 @@ class RetentionPolicy:
 def policy_from_environ(environment: str, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
     """The policy for an environment. ``<ENV>_BACKUP_RETENTION_DAYS`` (e.g.
     ``PRODUCTION_BACKUP_KEEP_MIN``) overrides ``BACKUP_RETENTION_DAYS`` and so on for each setting."""
-    environ = os.environ if environ is None else environ
-    prefix = ENVIRONMENT_PREFIXES.get(environment, "")
-    settings = {
-        "retention_days": ("BACKUP_RETENTION_DAYS", 30, 1),
-        "keep_min": ("BACKUP_KEEP_MIN", 7, 1),
-        "keep_daily": ("BACKUP_KEEP_DAILY", 0, 0),
-        "keep_weekly": ("BACKUP_KEEP_WEEKLY", 0, 0),
-        "keep_monthly": ("BACKUP_KEEP_MONTHLY", 0, 0),
-        "pre_restore_days": ("BACKUP_PRE_RESTORE_DAYS", 7, 1),
-    }
-    values = {}
-    for name, (key, default, minimum) in settings.items():
-        value = env_int(environ, key, default, minimum=minimum)
-        if prefix:
-            value = env_int(environ, prefix + key, value, minimum=minimum)
-        values[name] = value
-    return RetentionPolicy(**values)
+    return RetentionPolicy(**settings.values(settings.RETENTION, environ, environment))
 
 
 def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:

@@ -1,0 +1,121 @@
+"""The platform's tunable numbers as resources, so the UI's resource page shows each one with its
+default and the variable that sets it (``lib/settings.py`` is the table they come from).
+
+A set variable is bound with ``dg.EnvVar`` (integers) or by value (Dagster has no float EnvVar;
+these are not secrets). A bad value does not stop the code location from loading, which would
+also stop health checks and alerts: it stays at its default, is listed in ``invalid_settings``,
+and every run that uses the resource fails at its first step with that one line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError
+from ops_platform.lib import settings
+from ops_platform.lib.incidents import IncidentSettings
+from ops_platform.lib.probes import ProbeSettings
+from ops_platform.lib.retention.policy import RetentionPolicy
+
+
+class _Settings(dg.ConfigurableResource):
+    invalid_settings: list[str] = []
+
+    def require_valid(self, what: str) -> None:
+        """Fail the step, before any work, naming the first bad setting."""
+        if self.invalid_settings:
+            more = f" (and {len(self.invalid_settings) - 1} more)" if len(self.invalid_settings) > 1 else ""
+            raise dg.Failure(description=f"{what}: {self.invalid_settings[0]}{more}", allow_retries=False)
+
+
+class RetentionSettings(_Settings):
+    """How long backups are kept (BACKUP_RETENTION_DAYS, BACKUP_KEEP_MIN, ...); each may be overridden
+    per environment (PRODUCTION_BACKUP_KEEP_MIN=14), shown in ``environment_overrides``."""
+
+    retention_days: int = 30
+    keep_min: int = 7
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    pre_restore_days: int = 7
+    environment_overrides: dict[str, dict[str, int]] = {}
+
+    def policy(self, environment: str) -> RetentionPolicy:
+        values = {setting.field: getattr(self, setting.field) for setting in settings.RETENTION}
+        values.update(self.environment_overrides.get(environment, {}))
+        return RetentionPolicy(**values)
+
+
+class BackupSettings(_Settings):
+    """Backup alerting: BACKUP_MAX_AGE_HOURS is the freshness limit."""
+
+    max_age_hours: int = 26
+
+
+class HealthSettings(_Settings):
+    """Health sweeps (HEALTH_CHECK_TIMEOUT_SECONDS, HEALTH_DEGRADED_LATENCY_MS) and incidents
+    (HEALTH_FAILURE_THRESHOLD, HEALTH_RECOVERY_THRESHOLD, HEALTH_REMINDER_MINUTES, HEALTH_FLAP_CHANGES)."""
+
+    timeout_seconds: int = 10
+    degraded_ms: int = 2000
+    failure_threshold: int = 3
+    recovery_threshold: int = 2
+    reminder_minutes: int = 60
+    flap_changes: int = 4
+
+    def probe_settings(self) -> ProbeSettings:
+        return ProbeSettings(timeout_seconds=float(self.timeout_seconds), degraded_seconds=self.degraded_ms / 1000)
+
+    def incident_settings(self) -> IncidentSettings:
+        return IncidentSettings(failure_threshold=self.failure_threshold, recovery_threshold=self.recovery_threshold,
+                                reminder_seconds=self.reminder_minutes * 60.0, flap_changes=self.flap_changes)
+
+
+class DeploymentSettings(_Settings):
+    """Deployment verification: DEPLOY_POLL_INTERVAL_SECONDS and DEPLOY_ROLLBACK_TIMEOUT_SECONDS."""
+
+    poll_interval_seconds: float = 5.0
+    rollback_timeout_seconds: float = 300.0
+
+
+def _bind(group: tuple[settings.Setting, ...], environ: Mapping[str, str]) -> dict:
+    """Constructor arguments for a settings resource: each set, valid variable bound, every bad one
+    listed in ``invalid_settings``."""
+    arguments: dict = {}
+    invalid = settings.problems(group, environ)
+    for setting in group:
+        raw = environ.get(setting.variable, "").strip()
+        if not raw:
+            continue
+        try:
+            value = setting.parse(raw)
+        except ConfigError:
+            continue
+        arguments[setting.field] = dg.EnvVar.int(setting.variable) if setting.kind is int else value
+    overrides: dict[str, dict[str, int]] = {}
+    for environment, prefix in ENVIRONMENT_PREFIXES.items():
+        for setting in group:
+            raw = environ.get(prefix + setting.variable, "").strip() if prefix and setting.per_environment else ""
+            if raw:
+                try:
+                    overrides.setdefault(environment, {})[setting.field] = setting.parse(raw, prefix + setting.variable)
+                except ConfigError:
+                    pass
+    if overrides:
+        arguments["environment_overrides"] = overrides
+    if invalid:
+        arguments["invalid_settings"] = invalid
+    return arguments
+
+
+def settings_resources(environ: Mapping[str, str] | None = None) -> dict[str, _Settings]:
+    environ = os.environ if environ is None else environ
+    return {
+        "retention_settings": RetentionSettings(**_bind(settings.RETENTION, environ)),
+        "backup_settings": BackupSettings(**_bind(settings.BACKUP, environ)),
+        "health_settings": HealthSettings(**_bind(settings.HEALTH, environ)),
+        "deployment_settings": DeploymentSettings(**_bind(settings.DEPLOYMENT, environ)),
+    }

@@ -1,0 +1,144 @@
+"""Every tunable number of the platform: its variable, default, bounds and meaning, in one table.
+
+The Dagster resources in ``defs/settings.py`` show these in the UI (bound with ``dg.EnvVar``), and
+the CLI checks the ones a command needs before it starts any work. A bad value is one line that
+names the variable. Nothing here reads the environment at import time: callers pass ``environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, printable
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    variable: str
+    default: int | float
+    kind: type
+    minimum: float
+    description: str
+    per_environment: bool = False
+    exclusive_minimum: bool = False
+
+    def parse(self, raw: str, variable: str | None = None) -> int | float:
+        variable = variable or self.variable
+        try:
+            value = self.kind(raw.strip())
+        except ValueError:
+            noun = "an integer" if self.kind is int else "a number"
+            raise ConfigError(f"{variable} must be {noun}, got '{printable(raw)}'") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{variable} must be a finite number, got '{printable(raw)}'")
+        too_small = value <= self.minimum if self.exclusive_minimum else value < self.minimum
+        if too_small:
+            relation = ">" if self.exclusive_minimum else ">="
+            raise ConfigError(f"{variable} must be {relation} {self.minimum:g}, got {value:g}")
+        return value
+
+    def variables(self) -> list[str]:
+        """The variable, then its per-environment overrides (``PRODUCTION_<VAR>``, ``STAGING_<VAR>``)."""
+        overrides = [f"{prefix}{self.variable}" for prefix in ENVIRONMENT_PREFIXES.values() if prefix]
+        return [self.variable, *(overrides if self.per_environment else [])]
+
+
+def _int(field, variable, default, minimum, description, **options) -> Setting:
+    return Setting(field, variable, default, int, minimum, description, **options)
+
+
+def _seconds(field, variable, default, description) -> Setting:
+    return Setting(field, variable, default, float, 0, description, exclusive_minimum=True)
+
+
+RETENTION = (
+    _int("retention_days", "BACKUP_RETENTION_DAYS", 30, 1, "keep every backup younger than this many days",
+         per_environment=True),
+    _int("keep_min", "BACKUP_KEEP_MIN", 7, 1, "always keep at least this many newest verified backups",
+         per_environment=True),
+    _int("keep_daily", "BACKUP_KEEP_DAILY", 0, 0, "also keep the newest backup of each of the last N days",
+         per_environment=True),
+    _int("keep_weekly", "BACKUP_KEEP_WEEKLY", 0, 0, "... of each of the last N ISO weeks", per_environment=True),
+    _int("keep_monthly", "BACKUP_KEEP_MONTHLY", 0, 0, "... of each of the last N months", per_environment=True),
+    _int("pre_restore_days", "BACKUP_PRE_RESTORE_DAYS", 7, 1, "retention window for pre-restore safety backups",
+         per_environment=True),
+)
+
+BACKUP = (
+    _int("max_age_hours", "BACKUP_MAX_AGE_HOURS", 26, 1,
+         "alert when an environment's newest verified backup is older than this"),
+)
+
+HEALTH = (
+    _int("timeout_seconds", "HEALTH_CHECK_TIMEOUT_SECONDS", 10, 1, "per-check timeout"),
+    _int("degraded_ms", "HEALTH_DEGRADED_LATENCY_MS", 2000, 1, "slower answers are degraded"),
+    _int("failure_threshold", "HEALTH_FAILURE_THRESHOLD", 3, 1, "failed checks in a row before an incident opens"),
+    _int("recovery_threshold", "HEALTH_RECOVERY_THRESHOLD", 2, 1, "good checks in a row before the recovery"),
+    _int("reminder_minutes", "HEALTH_REMINDER_MINUTES", 60, 1, "reminder interval while an incident is open"),
+    _int("flap_changes", "HEALTH_FLAP_CHANGES", 4, 1, "more up/down changes within an hour is flapping"),
+)
+
+DEPLOY_ROLLBACK_TIMEOUT = _seconds("rollback_timeout_seconds", "DEPLOY_ROLLBACK_TIMEOUT_SECONDS", 300.0,
+                                   "the rollback command or webhook is stopped after this")
+DEPLOYMENT = (
+    _seconds("poll_interval_seconds", "DEPLOY_POLL_INTERVAL_SECONDS", 5.0, "how often verification polls /health"),
+    DEPLOY_ROLLBACK_TIMEOUT,
+)
+
+S3_MAX_ATTEMPTS = _int("max_attempts", "AWS_MAX_ATTEMPTS", 5, 1, "botocore standard-mode attempts per S3 call")
+S3 = (S3_MAX_ATTEMPTS,)
+
+ALL = RETENTION + BACKUP + HEALTH + DEPLOYMENT + S3
+
+
+def _raw(environ: Mapping[str, str], variable: str) -> str | None:
+    value = environ.get(variable, "").strip()
+    return value or None
+
+
+def value_of(setting: Setting, environ: Mapping[str, str] | None = None, environment: str | None = None):
+    """The setting's value: the environment's override, else the variable, else the default."""
+    environ = os.environ if environ is None else environ
+    value = setting.default
+    raw = _raw(environ, setting.variable)
+    if raw is not None:
+        value = setting.parse(raw)
+    prefix = ENVIRONMENT_PREFIXES.get(environment or "", "")
+    if setting.per_environment and prefix:
+        override = _raw(environ, prefix + setting.variable)
+        if override is not None:
+            value = setting.parse(override, prefix + setting.variable)
+    return value
+
+
+def values(settings: Iterable[Setting], environ: Mapping[str, str] | None = None,
+           environment: str | None = None) -> dict[str, int | float]:
+    """``{field: value}`` for a group of settings; the first bad value raises ConfigError."""
+    return {setting.field: value_of(setting, environ, environment) for setting in settings}
+
+
+def problems(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line for every bad value among the settings and their per-environment overrides."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for setting in settings:
+        for variable in setting.variables():
+            raw = _raw(environ, variable)
+            if raw is None:
+                continue
+            try:
+                setting.parse(raw, variable)
+            except ConfigError as error:
+                found.append(str(error))
+    return found
+
+
+def check(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> None:
+    """Raise one ConfigError naming the first bad value (and how many more there are)."""
+    found = problems(settings, environ)
+    if found:
+        more = f" (and {len(found) - 1} more bad setting(s))" if len(found) > 1 else ""
+        raise ConfigError(found[0] + more)
