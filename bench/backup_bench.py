@@ -137,7 +137,7 @@ def measure_floor(db: dataset.Dataset) -> dict:
 
 
 def measure_zstd_cli(db: dataset.Dataset, scratch: Path) -> dict:
-    """Reference from DESIGN.md: ``pg_dump -Fc -Z0 | zstd -T2 -3`` written to a file and fsynced."""
+    """Reference (docs/architecture.md, "Performance"): ``pg_dump -Fc -Z0 | zstd -T2 -3`` written to a file and fsynced."""
     target = scratch / "reference.dump.zst"
     started = time.monotonic()
     with open(target, "wb") as out:

@@ -1,4 +1,4 @@
-"""Environments and settings, read from the variables in DESIGN.md's configuration contract.
+"""Environments and settings, read from the variables in the configuration contract (docs/architecture.md).
 
 An environment exists when its database URL is set. Nothing here is read at import time:
 callers pass the mapping (``os.environ`` by default) so tests can supply their own.

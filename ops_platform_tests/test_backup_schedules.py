@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._utils.schedules import cron_string_iterator
 
 from ops_platform.definitions import defs
 from ops_platform.defs.backups import schedules as backup_schedules
+from ops_platform_tests.dagster_private import cron_string_iterator
 
 NEW_YORK = ZoneInfo("America/New_York")
 

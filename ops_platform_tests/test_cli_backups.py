@@ -134,7 +134,7 @@ def test_progress_shows_on_a_terminal(databases, cli_env):
 def test_backup_refuses_while_another_backup_of_the_environment_runs(cli_env):
     import uuid
 
-    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+    from ops_platform_tests.dagster_private import DagsterRun, DagsterRunStatus
 
     home = Path(cli_env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def test_dagster_definitions_validate_passes():
 
 
 def test_instance_configs_are_valid_dagster_yaml(tmp_path):
-    from dagster._core.instance.config import dagster_instance_config
+    from ops_platform_tests.dagster_private import dagster_instance_config
 
     for source in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
         home = tmp_path / source.stem

@@ -87,3 +87,12 @@ def test_graph_matches_the_snapshot():
                                         "graph_snapshot.txt", "the code location now"))
     assert not diff, ("the definitions changed; if intended, run `make graph-snapshot` and commit the file:\n"
                       + diff)
+
+
+def test_dagster_packages_share_one_version():
+    """The pins hold, including the ones dagster itself makes for its own packages."""
+    from importlib.metadata import version
+
+    assert {version(name) for name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes",
+                                       "dagster-shared")} == {"1.13.27"}
+    assert {version(name) for name in ("dagster-aws", "dagster-slack", "dagster-postgres")} == {"0.29.27"}

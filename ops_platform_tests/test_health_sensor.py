@@ -8,13 +8,13 @@ import uuid
 
 import dagster as dg
 import pytest
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.health import sensors as health_sensors
 from ops_platform.lib.deploy import max_runtime_seconds
 from ops_platform.lib.tags import ENVIRONMENT
 from ops_platform_tests.conftest import SLACK_TOKEN, platform_resources
+from ops_platform_tests.dagster_private import DagsterRun, DagsterRunStatus
 
 T0 = 1_790_000_000.0
 FIVE_MIN = 300.0
@@ -177,7 +177,7 @@ def check_run(instance, environment="production", status=DagsterRunStatus.NOT_ST
 
 def finish(instance, run, at: float, environment="production", component="api", status="unhealthy"):
     """The run executes: its planned api check gets a result, then the run ends."""
-    from dagster._core.events import DagsterEvent, DagsterEventType
+    from ops_platform_tests.dagster_private import DagsterEvent, DagsterEventType
 
     key = health_assets.check_key_for(environment, component)
     evaluation = dg.AssetCheckEvaluation(
@@ -227,7 +227,7 @@ def test_an_older_pending_result_behind_newer_ones_is_still_read(instance, daemo
 def verify_run(instance, started_seconds_ago: float, tags=None, run_config=None):
     import datetime as dt
 
-    from dagster._core.events import DagsterEvent, DagsterEventType
+    from ops_platform_tests.dagster_private import DagsterEvent, DagsterEventType
 
     run = DagsterRun(job_name="verify_deployment_job", run_id=str(uuid.uuid4()),
                      status=DagsterRunStatus.NOT_STARTED, run_config=run_config or {},

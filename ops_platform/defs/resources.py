@@ -1,4 +1,4 @@
-"""Resources shared by every domain, bound to the environment variables in DESIGN.md.
+"""Resources shared by every domain, bound to the environment variables (docs/architecture.md, "Configuration").
 
 Optional variables are bound with ``dg.EnvVar`` only when present, so a missing Slack or S3
 setting means "not used", and secrets stay out of run config (EnvVar stores the name only).

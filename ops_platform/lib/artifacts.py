@@ -1,4 +1,4 @@
-"""Backup ids, file names and the manifest: the artifact contract in DESIGN.md."""
+"""Backup ids, file names and the manifest: the artifact contract (docs/architecture.md, "Artifacts")."""
 
 from __future__ import annotations
 
