@@ -203,6 +203,7 @@ class BackupSet:
     ``prefix``, plus a staging backup of the same database."""
 
     local_root: Path
+    client: object
     bucket: str
     prefix: str
     old: Manifest
@@ -210,7 +211,7 @@ class BackupSet:
     staging: Manifest
 
     def s3_store(self, prefix: str | None = None) -> S3Store:
-        return S3Store(make_s3_client(max_attempts=2), self.bucket, prefix or self.prefix)
+        return S3Store(self.client, self.bucket, prefix or self.prefix)
 
     def local_copy(self, destination: Path) -> LocalStore:
         """A private copy of the local folder, so a test may damage it freely."""
@@ -248,7 +249,7 @@ def backup_set(moto_server, tmp_path_factory):
                                  now=lambda moment=moment: moment)
         assert outcome.manifest.verified, outcome.checks
         manifests[label] = outcome.manifest
-    yield BackupSet(local_root, bucket, "backups", manifests["old"], manifests["new"], manifests["staging"])
+    yield BackupSet(local_root, client, bucket, "backups", manifests["old"], manifests["new"], manifests["staging"])
     drop_databases(database_names())
     psql(f'DROP ROLE IF EXISTS "{READER_ROLE}"')
     paginator = client.get_paginator("list_objects_v2")

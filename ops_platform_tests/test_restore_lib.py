@@ -83,3 +83,292 @@ def test_round_trip_of_a_rich_database(backup_set, cleanup_databases, tmp_path):
     assert READER_ROLE in relation_acl(scratch, "customers")
     fetched.remove()
     assert not work.exists()
+
+
+# ---------------------------------------------------------------- resolve and fetch
+
+
+def test_fetch_from_s3_only_when_the_local_folder_is_empty(backup_set, tmp_path):
+    from ops_platform.lib.stores import LocalStore
+
+    resolution = resolve_backup("production", "latest", LocalStore(tmp_path / "empty"), backup_set.s3_store())
+    assert [(c.backup_id, c.source) for c in resolution.candidates] == [
+        (backup_set.new.id, "s3"), (backup_set.old.id, "s3")]
+    work = make_work_dir(tmp_path)
+    progress: list[tuple[int, int]] = []
+    fetched = fetch_candidate(resolution.first, work, progress=lambda d, t: progress.append((d, t)))
+    assert fetched.sha256 == backup_set.new.sha256 and fetched.raw_bytes == backup_set.new.raw_bytes
+    assert progress[-1] == (backup_set.new.stored_bytes,) * 2
+    assert stat.S_IMODE(fetched.path.stat().st_mode) == 0o600
+    from ops_platform.lib.restore.pg_restore import list_entries
+
+    assert any("TABLE DATA public customers" in rest for _, rest in list_entries(fetched.path))
+
+
+@pytest.fixture
+def unreachable_s3(monkeypatch):
+    from ops_platform.lib.stores import S3Store, make_s3_client
+    from ops_platform_tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    return S3Store(make_s3_client(max_attempts=1, connect_timeout=1, read_timeout=2), "nowhere", "backups")
+
+
+def test_s3_unreachable_when_the_backup_is_only_there(backup_set, unreachable_s3, tmp_path):
+    from ops_platform.lib.stores import LocalStore
+
+    empty = LocalStore(tmp_path / "empty")
+    with pytest.raises(RestoreStepError) as latest:
+        resolve_backup("production", "latest", empty, unreachable_s3)
+    assert latest.value.step == "resolve" and not isinstance(latest.value, RestoreInputError)
+    assert "no verified local backup of production, and S3 is unreachable" in str(latest.value)
+    with pytest.raises(RestoreStepError, match=f"backup {backup_set.new.id} is not in the local folder .* and S3 is "
+                                               "unreachable"):
+        resolve_backup("production", backup_set.new.id, empty, unreachable_s3)
+    # S3 down while local copies exist: they are enough, with a warning.
+    local = backup_set.local_copy(tmp_path / "backups")
+    resolution = resolve_backup("production", "latest", local, unreachable_s3)
+    assert [c.source for c in resolution.candidates] == ["local", "local"]
+    assert any("S3 is unreachable" in warning for warning in resolution.warnings)
+    # S3 going away between resolve and fetch: a clear fetch error, nothing left behind.
+    s3_copy = resolve_backup("production", "latest", empty, backup_set.s3_store()).first
+    broken = type(s3_copy)(s3_copy.manifest, "s3", s3_copy.location, unreachable_s3)
+    work = make_work_dir(tmp_path)
+    with pytest.raises(RestoreStepError) as fetch:
+        fetch_candidate(broken, work)
+    assert fetch.value.step == "fetch" and "Could not connect" in str(fetch.value)
+    assert list(work.iterdir()) == []
+
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[len(data) * 2 // 3:]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_damaged_artifact_is_refused_before_any_database_is_touched(backup_set, tmp_path, how):
+    local = backup_set.local_copy(tmp_path / "backups")
+    damage(local.path("production", backup_set.new.artifact), how)
+    candidate = resolve_backup("production", backup_set.new.id, local).first
+    databases_before = database_names("")
+    work = make_work_dir(tmp_path)
+    with pytest.raises(RestoreStepError) as failure:
+        fetch_candidate(candidate, work)
+    assert failure.value.step == "fetch"
+    message = str(failure.value)
+    assert message.startswith(f"{backup_set.new.id} (local copy) is unusable: ") and "\n" not in message
+    assert ("sha256" in message or "decompress" in message) if how == "flip" else "truncated" in message
+    assert list(work.iterdir()) == []
+    assert database_names("") == databases_before
+
+
+def test_latest_falls_back_to_the_s3_copy_then_the_next_verified_backup(backup_set, tmp_path):
+    local = backup_set.local_copy(tmp_path / "backups")
+    s3 = backup_set.s3_copy(f"fallback-{os.getpid()}")
+    damage(local.path("production", backup_set.new.artifact), "flip")
+    notes: list[str] = []
+    resolution = resolve_backup("production", "latest", local, s3)
+    fetched = fetch_first_intact(resolution.candidates, make_work_dir(tmp_path), on_fallback=notes.append)
+    assert (fetched.candidate.backup_id, fetched.candidate.source) == (backup_set.new.id, "s3")
+    assert len(fetched.warnings) == 1 and fetched.warnings == notes
+    assert f"falling back to {backup_set.new.id} (s3 copy)" in notes[0]
+    fetched.remove()
+
+    # Both copies of the newest backup damaged: the next verified backup, and each step is said.
+    s3.client.put_object(Bucket=s3.bucket, Key=s3.key("production", backup_set.new.artifact), Body=b"garbage")
+    resolution = resolve_backup("production", "latest", local, s3)
+    fetched = fetch_first_intact(resolution.candidates, make_work_dir(tmp_path))
+    assert (fetched.candidate.backup_id, fetched.candidate.source) == (backup_set.old.id, "local")
+    assert [w.split(" is unusable")[0] for w in fetched.warnings] == [
+        f"{backup_set.new.id} (local copy)", f"{backup_set.new.id} (s3 copy)"]
+    assert f"falling back to {backup_set.old.id} (local copy)" in fetched.warnings[-1]
+
+    # Nothing intact at all: one line naming the count.
+    for store in (local,):
+        damage(store.path("production", backup_set.old.artifact), "truncate")
+    s3.client.put_object(Bucket=s3.bucket, Key=s3.key("production", backup_set.old.artifact), Body=b"x")
+    with pytest.raises(RestoreStepError, match="all 4 copies are unusable"):
+        fetch_first_intact(resolve_backup("production", "latest", local, s3).candidates, make_work_dir(tmp_path))
+
+
+def test_latest_skips_unverified_backups(backup_set, tmp_path):
+    import json
+
+    local = backup_set.local_copy(tmp_path / "backups")
+    path = local.path("production", f"{backup_set.new.id}.manifest.json")
+    data = json.loads(path.read_text())
+    data["verified"] = False
+    path.write_text(json.dumps(data))
+    resolution = resolve_backup("production", "latest", local)
+    assert [c.backup_id for c in resolution.candidates] == [backup_set.old.id]
+    with pytest.raises(RestoreInputError, match="is not verified"):
+        resolve_backup("production", backup_set.new.id, local)
+    assert resolve_backup("production", backup_set.new.id, local, allow_unverified=True).warnings == [
+        f"backup {backup_set.new.id} is not verified"]
+
+
+def test_bad_input_is_refused_with_one_clear_line(backup_set, tmp_path):
+    from ops_platform.lib.stores import LocalStore
+
+    local = backup_set.local_copy(tmp_path / "backups")
+    cases = {
+        "../production-20260115T070000Z": "invalid backup id",
+        "production-20260115T070000Z/../../etc": "invalid backup id",
+        "production-20991231T000000Z": "unknown backup id production-20991231T000000Z",
+        backup_set.staging.id: f"belongs to staging, not production",
+    }
+    for selector, expected in cases.items():
+        with pytest.raises(RestoreInputError) as failure:
+            resolve_backup("production", selector, local, backup_set.s3_store())
+        assert failure.value.step == "resolve" and expected in str(failure.value) and "\n" not in str(failure.value)
+    other = resolve_backup("production", backup_set.staging.id, local, allow_other_environment=True)
+    assert other.first.manifest.environment == "staging"
+    assert other.warnings == [f"restoring staging's backup {backup_set.staging.id} into production"]
+    with pytest.raises(RestoreStepError, match="no verified backups of development in") as empty:
+        resolve_backup("development", "latest", LocalStore(tmp_path / "nothing"), backup_set.s3_store())
+    assert not isinstance(empty.value, RestoreInputError)
+
+
+# ---------------------------------------------------------------- databases, lock and swap
+
+from ops_platform_tests.restore_helpers import PREFIX, create_database as create_test_database  # noqa: E402
+from ops_platform_tests.conftest import psql  # noqa: E402
+
+
+def make_live_and_scratch(live: str, stamp: str) -> str:
+    create_test_database(live, "CREATE TABLE marker (v text); INSERT INTO marker VALUES ('old');")
+    scratch = scratch_name(live, stamp)
+    create_test_database(scratch, "CREATE TABLE marker (v text); INSERT INTO marker VALUES ('new');")
+    return scratch
+
+
+def test_names_respect_the_63_byte_limit_and_stay_recognisable():
+    from ops_platform.lib.restore.databases import pre_restore_name
+
+    stamp = "20260115T070000Z"
+    assert scratch_name("shop", stamp) == "shop__restore_20260115T070000Z"
+    assert pre_restore_name("shop", stamp) == "shop__pre_restore_20260115T070000Z"
+    for base in ("x" * 63, "é" * 40, "Ünïcødé-" * 10):
+        for name in (scratch_name(base, stamp), pre_restore_name(base, stamp)):
+            assert len(name.encode()) <= 63 and name.endswith(stamp)
+            name.encode().decode()  # never cut inside a character
+    assert scratch_name("x" * 63, stamp) == scratch_name("x" * 63, stamp) != scratch_name("x" * 62 + "y", stamp)
+    with pytest.raises(ValueError):
+        scratch_name("shop", "../etc")
+
+
+def test_swap_ends_open_sessions_and_keeps_the_old_database(backup_set, cleanup_databases):
+    from ops_platform.lib.restore.databases import swap
+
+    live, stamp = f"{PREFIX}swap_live", "20260115T070000Z"
+    scratch = make_live_and_scratch(live, stamp)
+    psql(f"""ALTER DATABASE "{live}" SET search_path = "$user", public, "Odd Schema";
+             ALTER DATABASE "{live}" SET statement_timeout = '5min';
+             REVOKE ALL ON DATABASE "{live}" FROM PUBLIC;
+             GRANT CONNECT ON DATABASE "{live}" TO "{READER_ROLE}";""")
+    url = url_for(live)
+    app = psycopg.connect(url)  # an application session, idle in a transaction
+    app.execute("SELECT * FROM marker")
+    with restore_lock(url, live) as lock:
+        result = swap(url, live, scratch, stamp, lock=lock)
+    assert result.kept == f"{live}__pre_restore_{stamp}" and result.terminated >= 1 and result.warnings == []
+    with pytest.raises(psycopg.OperationalError):
+        app.execute("SELECT 1")
+    assert psql("SELECT v FROM marker", database=live) == "new"
+    assert psql("SELECT v FROM marker", database=result.kept) == "old"
+    assert not database_exists(url, scratch)
+    rows = psql(f"SELECT datname, datallowconn FROM pg_database WHERE datname IN ('{live}', '{result.kept}') "
+                "ORDER BY 1").splitlines()
+    assert rows == [f"{live}|t", f"{result.kept}|t"]
+    settings = psql(f"SELECT array_to_string(setconfig, '|') FROM pg_db_role_setting WHERE setdatabase = "
+                    f"(SELECT oid FROM pg_database WHERE datname = '{live}')")
+    assert 'search_path="$user", public, "Odd Schema"' in settings and "statement_timeout=5min" in settings
+    acl = psql(f"SELECT datacl::text FROM pg_database WHERE datname = '{live}'")
+    assert f"{READER_ROLE}=c/" in acl and "=Tc/" not in acl
+
+
+def test_swap_failure_renames_the_old_database_back(cleanup_databases):
+    from ops_platform.lib.restore.databases import swap
+
+    live, stamp = f"{PREFIX}swap_fail", "20260115T070000Z"
+    scratch = make_live_and_scratch(live, stamp)
+    # A superuser session on the scratch database: ops_test can neither end it nor rename scratch.
+    blocker = psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{scratch}")
+    try:
+        with pytest.raises(RestoreStepError) as failure:
+            swap(url_for(live), live, scratch, stamp, attempts=2, retry_delay=0.1)
+    finally:
+        blocker.close()
+    message = str(failure.value)
+    assert failure.value.step == "swap" and "\n" not in message
+    assert f"renaming {scratch} to {live} failed" in message
+    assert f"the old database was renamed back to {live} and is unchanged" in message
+    assert psql("SELECT v FROM marker", database=live) == "old"
+    assert psql(f"SELECT datallowconn FROM pg_database WHERE datname = '{live}'") == "t"
+    assert not database_exists(url_for(live), f"{live}__pre_restore_{stamp}")
+
+
+def test_swap_gives_up_cleanly_when_sessions_cannot_be_ended(cleanup_databases):
+    from ops_platform.lib.restore.databases import swap
+
+    live, stamp = f"{PREFIX}swap_busy", "20260115T070000Z"
+    scratch = make_live_and_scratch(live, stamp)
+    blocker = psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{live}")
+    try:
+        with pytest.raises(RestoreStepError, match=r"could not rename .* after 2 attempt\(s\).*sessions of postgres "
+                                                   r"cannot be ended by this role; .* is unchanged and still in service"):
+            swap(url_for(live), live, scratch, stamp, attempts=2, retry_delay=0.1)
+    finally:
+        blocker.close()
+    assert psql("SELECT v FROM marker", database=live) == "old"
+    assert psql(f"SELECT datallowconn FROM pg_database WHERE datname = '{live}'") == "t"
+    assert database_exists(url_for(live), scratch)
+
+
+def test_leftover_scratch_is_dropped_and_a_concurrent_restore_is_refused(cleanup_databases):
+    live = f"{PREFIX}locked"
+    create_test_database(live)
+    leftover = scratch_name(live, "20260101T000000Z")
+    create_test_database(leftover)
+    unrelated = f"{live}__restore_notastamp"
+    create_test_database(unrelated)
+    url = url_for(live)
+    with restore_lock(url, live) as lock:
+        with pytest.raises(RestoreStepError) as refused:
+            with restore_lock(url, live):
+                pass
+        assert refused.value.step == "scratch"
+        assert f"another restore of database {live} is running (restore lock held by backend pid" in str(refused.value)
+        with restore_lock(url, f"{PREFIX}other_db"):
+            pass  # other databases are not blocked
+        current = scratch_name(live, "20260115T070000Z")
+        create_database(url, current, like=live)
+        assert drop_stale_scratch(url, live, lock, keep=[current]) == [leftover]
+        assert database_exists(url, current) and database_exists(url, unrelated)
+    with restore_lock(url, live) as again:  # released when the block ends
+        pass
+    with pytest.raises(RestoreStepError, match="restore lock on .* is not held"):
+        drop_stale_scratch(url, live, again)
+
+
+def test_kept_databases_are_listed_and_expire(cleanup_databases):
+    from datetime import datetime, timezone
+
+    from ops_platform.lib.restore.databases import (
+        drop_expired_pre_restore, list_pre_restore_databases, pre_restore_name,
+    )
+
+    live = f"{PREFIX}kept"
+    old, recent = pre_restore_name(live, "20260101T000000Z"), pre_restore_name(live, "20260114T000000Z")
+    for name in (live, old, recent):
+        create_test_database(name)
+    url = url_for(live)
+    assert [name for name, _ in list_pre_restore_databases(url, live)] == [recent, old]
+    now = datetime(2026, 1, 15, tzinfo=timezone.utc)
+    assert drop_expired_pre_restore(url, live, keep_days=7, now=now, keep_min=0) == [old]
+    assert drop_expired_pre_restore(url, live, keep_days=0, now=now, keep_min=1) == []
+    assert [name for name, _ in list_pre_restore_databases(url, live)] == [recent]

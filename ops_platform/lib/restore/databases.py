@@ -457,6 +457,10 @@ def _take_out_of_service(connection: psycopg.Connection, live: str, kept: str, a
     for attempt in range(1, max(1, attempts) + 1):
         count, refused = _terminate_sessions(connection, live)
         terminated += count
+        if refused:  # the rename would wait 5 s for them, then fail
+            last = f"database \"{live}\" is being accessed by other users"
+            time.sleep(retry_delay)
+            continue
         try:
             _rename(connection, live, kept)
             return terminated, attempt
@@ -477,9 +481,11 @@ def _put_in_service(connection: psycopg.Connection, live: str, scratch: str, kep
                     live_allowed: bool) -> None:
     """Rename scratch to live; on failure rename the kept database back to live."""
     try:
-        _terminate_sessions(connection, scratch)
-        _rename(connection, scratch, live)
-        return
+        _count, refused = _terminate_sessions(connection, scratch)
+        if not refused:
+            _rename(connection, scratch, live)
+            return
+        failure = f"sessions of {', '.join(sorted(refused))} on it cannot be ended by this role"
     except psycopg.Error as error:
         failure = describe(error)
     try:
