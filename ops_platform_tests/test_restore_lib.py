@@ -372,3 +372,200 @@ def test_kept_databases_are_listed_and_expire(cleanup_databases):
     assert drop_expired_pre_restore(url, live, keep_days=7, now=now, keep_min=0) == [old]
     assert drop_expired_pre_restore(url, live, keep_days=0, now=now, keep_min=1) == []
     assert [name for name, _ in list_pre_restore_databases(url, live)] == [recent]
+
+
+# ---------------------------------------------------------------- pg_restore
+
+
+@pytest.fixture(scope="module")
+def fetched_new(backup_set, tmp_path_factory):
+    """The newest backup as a raw archive, shared by the tests that only read it."""
+    from ops_platform.lib.stores import LocalStore
+
+    candidate = resolve_backup("production", backup_set.new.id, LocalStore(backup_set.local_root)).first
+    return fetch_candidate(candidate, make_work_dir(tmp_path_factory.mktemp("fetched")))
+
+
+@pytest.fixture
+def limited_role():
+    """A login role without CREATEDB, and a database it owns holding other data."""
+    role = f"ops_rt_nocreate_{os.getpid()}"
+    psql(f'DROP ROLE IF EXISTS "{role}"')
+    psql(f"""CREATE ROLE "{role}" LOGIN NOCREATEDB PASSWORD '{DB_PASSWORD}'""")
+    database = create_test_database(f"{PREFIX}limited", "CREATE TABLE customers (id int); INSERT INTO customers "
+                                                         "VALUES (42); CREATE TABLE leftover (x int);", owner=role)
+    yield role, database
+    from ops_platform_tests.restore_helpers import drop_databases
+
+    drop_databases([database])
+    psql(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_role_without_createdb_restores_in_place(backup_set, fetched_new, limited_role, cleanup_databases):
+    from ops_platform.lib.restore.pg_restore import restore_in_place
+
+    role, database = limited_role
+    url = url_for(database, user=role)
+    assert can_create_databases(url) is False
+    assert can_create_databases(url_for(SOURCE_DB)) is True
+    with restore_lock(url, database):
+        run = restore_in_place(url, database, fetched_new.path)
+    assert run.acl_restored and run.jobs == 1
+    report = verify_restored_database(url, database, backup_set.new)
+    assert report.ok, report.summary()
+    assert psql("SELECT count(*) FROM customers", database=database) == "300"
+    assert psql("SELECT count(*) FROM leftover", database=database) == "0"  # not in the archive: left alone
+    assert psql("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relname IN ('customers', 'orders')",
+                database=database) == role
+
+
+def test_failed_in_place_restore_leaves_the_database_as_it_was(backup_set, fetched_new, limited_role, tmp_path):
+    from ops_platform.lib.restore.pg_restore import restore_in_place
+
+    role, database = limited_role
+    psql(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')  # every write fails
+    with pytest.raises(RestoreStepError) as failure:
+        restore_in_place(url_for(database, user=role), database, fetched_new.path)
+    psql(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+    assert failure.value.step == "pg_restore" and "exited with code 1" in str(failure.value)
+    assert "read-only transaction" in str(failure.value) and "\n" not in str(failure.value)
+    assert psql("SELECT id FROM customers", database=database) == "42"
+
+
+def test_grants_naming_missing_roles_are_skipped_with_a_warning(cleanup_databases, tmp_path):
+    import subprocess
+
+    role = f"ops_rt_gone_{os.getpid()}"
+    psql(f'DROP ROLE IF EXISTS "{role}"')
+    psql(f'CREATE ROLE "{role}" NOLOGIN')
+    source = create_test_database(f"{PREFIX}grants", f'CREATE TABLE t (id int); INSERT INTO t VALUES (1); '
+                                                     f'GRANT SELECT ON t TO "{role}";')
+    dump = tmp_path / "grants.dump"
+    subprocess.run(["pg_dump", "-Fc", "-Z0", "-h", "127.0.0.1", "-U", "postgres", "-f", str(dump), source], check=True)
+    psql(f'DROP DATABASE "{source}"')
+    psql(f'DROP ROLE "{role}"')
+    url = url_for(f"{PREFIX}grants_restored")
+    create_database(url, f"{PREFIX}grants_restored")
+    plan = plan_grants(url, dump)
+    assert not plan.keep_acl and plan.missing_roles == [role]
+    run = restore_into(url, f"{PREFIX}grants_restored", dump, jobs=1, grants=plan)
+    assert not run.acl_restored
+    assert run.warnings == [f"grants not restored (--no-acl): role(s) missing on this server: {role}"]
+    assert psql("SELECT count(*) FROM t", database=f"{PREFIX}grants_restored") == "1"
+
+
+def test_pg_restore_timeout_kills_it(fetched_new, cleanup_databases):
+    scratch = scratch_name(SOURCE_DB, "20260101T000001Z")
+    create_database(SOURCE_URL, scratch)
+    started = time.monotonic()
+    with pytest.raises(RestoreStepError, match=r"pg_restore timed out after 0.05s and was killed; database .* is "
+                                               r"incomplete") as failure:
+        restore_into(SOURCE_URL, scratch, fetched_new.path, jobs=2, timeout=0.05)
+    assert failure.value.step == "pg_restore" and time.monotonic() - started < 10
+    assert not any(line.startswith("pg_restore") and scratch in line for line in _process_names())
+
+
+def _process_names() -> list[str]:
+    names = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                names.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                pass
+    return names
+
+
+# ---------------------------------------------------------------- migrate command
+
+
+def test_migrate_command_runs_against_the_scratch_database(cleanup_databases):
+    import sys
+
+    from ops_platform.lib.restore.migrate import run_migrations
+
+    scratch = scratch_name(f"{PREFIX}app", "20260115T070000Z")
+    create_test_database(scratch)
+    command = (f"{sys.executable} -c \"import os, psycopg; "
+               "print('connected to', psycopg.connect(os.environ['DATABASE_URL']).execute("
+               "'select current_database()').fetchone()[0]); print('url', os.environ['DATABASE_URL'])\"; "
+               "echo \"restoring $OPS_RESTORE_DATABASE\"; sleep 0.3")
+    stop = threading.Event()
+    leaks, programs, scanner = watch_all_cmdlines(DB_PASSWORD, stop)
+    result = run_migrations(command, url_for(f"{PREFIX}app"), scratch, timeout=30)
+    stop.set()
+    scanner.join()
+    assert result.ok and f"connected to {scratch}" in result.output and f"restoring {scratch}" in result.output
+    assert "url postgresql://ops_test:***@127.0.0.1:5432/" in result.output
+    assert DB_PASSWORD not in result.output and leaks == [] and "sleep" in programs
+
+
+def test_failing_migrate_command_raises_with_its_redacted_output():
+    from ops_platform.lib.restore.migrate import run_migrations
+
+    command = "echo 'Error: P1001: cannot reach database at' \"$DATABASE_URL\" >&2; echo done; exit 3"
+    with pytest.raises(RestoreStepError) as failure:
+        run_migrations(command, url_for(f"{PREFIX}app"), f"{PREFIX}app__restore_20260115T070000Z", timeout=30)
+    message = str(failure.value)
+    assert failure.value.step == "migrate" and "\n" not in message
+    assert message.startswith(f"migrate command exited with code 3 on {PREFIX}app__restore_20260115T070000Z: ")
+    assert "cannot reach database at postgresql://ops_test:***@" in message and "| done" in message
+    assert DB_PASSWORD not in message
+
+
+def test_hanging_migrate_command_is_killed_with_its_children():
+    from ops_platform.lib.restore.migrate import run_migrations
+
+    marker = f"31.{os.getpid()}"
+    started = time.monotonic()
+    with pytest.raises(RestoreStepError, match=r"migrate command timed out after 1s and was killed on .*: started"):
+        run_migrations(f"echo started; sleep {marker} & sleep {marker}", url_for(f"{PREFIX}app"), f"{PREFIX}app",
+                       timeout=1)
+    assert time.monotonic() - started < 6
+    time.sleep(0.2)
+    assert not any(f"sleep {marker}" in line for line in _process_names())
+
+
+def test_run_shell_command_output_is_a_bounded_tail():
+    from ops_platform.lib.commands import run_shell_command
+
+    result = run_shell_command("seq 1 200000; echo secret-value-123 >&2", {"PATH": os.environ["PATH"]}, 30,
+                               __import__("ops_platform.lib.redact", fromlist=["Redactor"]).Redactor(["secret-value-123"]))
+    assert result.ok and result.output.endswith("***") and "199999" in result.output and len(result.output) <= 4000
+
+
+# ---------------------------------------------------------------- verification
+
+
+def test_verification_reports_each_kind_of_failure_in_one_line(backup_set, fetched_new, cleanup_databases, tmp_path):
+    from ops_platform.lib.restore.verify import verify_restored_database
+
+    scratch = restore_to_scratch(fetched_new, "20260101T000002Z")
+    psql('DROP TABLE "Billing.Dept"."Invoice Lines.v2"; DELETE FROM public."we""ird (x)" WHERE id = 1; '
+         "SELECT setval('customers_id_seq', 10); DELETE FROM ONLY notes WHERE id = 1;", database=scratch)
+    checks = tmp_path / "checks.sql"
+    checks.write_text("SELECT true; SELECT count(*) = 0 FROM customers; SELECT 1/0 = 1;")
+    report = verify_restored_database(SOURCE_URL, scratch, backup_set.new, checks_file=checks)
+    summary = report.summary()
+    assert not report.ok and "\n" not in summary
+    assert report.missing_tables == ["Billing.Dept.Invoice Lines.v2"]
+    assert [(m.table, m.expected, m.actual) for m in report.row_mismatches] == [
+        ("public.notes", 20, 19), ('public."we""ird (x)"', 3, 2)]
+    assert [(s.sequence, s.next_value, s.column_limit) for s in report.sequences_behind] == [
+        ("public.customers_id_seq", 11, 300)]
+    assert [c.passed for c in report.checks] == [True, False, False]
+    assert "returned [(False,)], not one true" in report.checks[1].detail
+    assert "division by zero" in report.checks[2].detail
+    for fragment in ("1 missing table(s): Billing.Dept.Invoice Lines.v2",
+                     "2 row count mismatch(es): public.notes has 19 rows, the manifest says 20",
+                     "1 sequence(s) behind their column: public.customers_id_seq would return 11 but "
+                     "public.customers.id reaches 300",
+                     "2 failed SQL check(s): check #2 (SELECT count(*) = 0 FROM customers) returned"):
+        assert fragment in summary
+    with pytest.raises(RestoreStepError) as failure:
+        report.raise_for_failure()
+    assert failure.value.step == "verify" and str(failure.value) == summary
+
+    fixed = verify_restored_database(SOURCE_URL, scratch, backup_set.new, fix_sequences=True)
+    assert [s.sequence for s in fixed.sequences_fixed] == ["public.customers_id_seq"] and not fixed.sequences_behind
+    assert psql("SELECT nextval('customers_id_seq')", database=scratch) == "301"
