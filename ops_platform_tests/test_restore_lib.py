@@ -225,6 +225,8 @@ def test_bad_input_is_refused_with_one_clear_line(backup_set, tmp_path):
         with pytest.raises(RestoreInputError) as failure:
             resolve_backup("production", selector, local, backup_set.s3_store())
         assert failure.value.step == "resolve" and expected in str(failure.value) and "\n" not in str(failure.value)
+    with pytest.raises(RestoreInputError, match="unknown environment '../production'"):
+        resolve_backup("../production", "latest", local)
     other = resolve_backup("production", backup_set.staging.id, local, allow_other_environment=True)
     assert other.first.manifest.environment == "staging"
     assert other.warnings == [f"restoring staging's backup {backup_set.staging.id} into production"]
@@ -327,6 +329,20 @@ def test_swap_gives_up_cleanly_when_sessions_cannot_be_ended(cleanup_databases):
     assert psql("SELECT v FROM marker", database=live) == "old"
     assert psql(f"SELECT datallowconn FROM pg_database WHERE datname = '{live}'") == "t"
     assert database_exists(url_for(live), scratch)
+
+
+def test_scratch_is_promoted_to_a_new_target_database(cleanup_databases):
+    from ops_platform.lib.restore.databases import promote_scratch
+
+    target = f"{PREFIX}new_target"
+    scratch = scratch_name(target, "20260115T070000Z")
+    create_test_database(scratch, "CREATE TABLE marker (v text); INSERT INTO marker VALUES ('new');")
+    url = url_for(target)
+    with restore_lock(url, target) as lock:
+        promote_scratch(url, scratch, target, lock=lock)
+        with pytest.raises(RestoreStepError, match="already exists; replacing it needs a swap"):
+            promote_scratch(url, scratch, target, lock=lock)
+    assert psql("SELECT v FROM marker", database=target) == "new" and not database_exists(url, scratch)
 
 
 def test_leftover_scratch_is_dropped_and_a_concurrent_restore_is_refused(cleanup_databases):
@@ -569,3 +585,17 @@ def test_verification_reports_each_kind_of_failure_in_one_line(backup_set, fetch
     fixed = verify_restored_database(SOURCE_URL, scratch, backup_set.new, fix_sequences=True)
     assert [s.sequence for s in fixed.sequences_fixed] == ["public.customers_id_seq"] and not fixed.sequences_behind
     assert psql("SELECT nextval('customers_id_seq')", database=scratch) == "301"
+
+
+def test_scratch_urls_and_sql_check_files_are_parsed_exactly():
+    from ops_platform.lib.restore.databases import database_url_for
+    from ops_platform.lib.restore.verify import manifest_key, split_sql
+
+    assert database_url_for("postgresql://u:p%40ss@h:6432/app?sslmode=require", "app__restore_1") == \
+        "postgresql://u:p%40ss@h:6432/app__restore_1?sslmode=require"
+    assert database_url_for("host=h port=6432 user=u password='p w' dbname=app", "new db") == \
+        "postgresql://u:p%20w@h:6432/new%20db"
+    assert split_sql("SELECT ';'; -- a; comment\nSELECT $x$;$x$ = ';' /* ; */;\n;  ; SELECT \"a;b\" FROM t") == [
+        "SELECT ';'", "-- a; comment\nSELECT $x$;$x$ = ';' /* ; */", 'SELECT "a;b" FROM t']
+    assert manifest_key('public."we""ird (x)"') == "public.weird"
+    assert manifest_key('"Billing.Dept"."Invoice Lines.v2"') == "Billing.Dept.Invoice Lines.v2"

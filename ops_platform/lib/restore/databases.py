@@ -499,6 +499,23 @@ def _put_in_service(connection: psycopg.Connection, live: str, scratch: str, kep
                              f"to {live} and is unchanged; the restored copy is still {scratch}", redactor)
 
 
+def promote_scratch(url: str, scratch: str, target: str, *, lock: RestoreLock | None = None,
+                    redactor: Redactor | None = None) -> None:
+    """Rename ``scratch`` to ``target`` when no database of that name exists (a restore into a
+    new ``--target-database``); there is nothing to keep, so no swap. Raises RestoreStepError("swap")."""
+    redactor = redactor_for(url, redactor)
+    if lock is not None:
+        lock.require(target, "swap")
+    with _maintenance(url, "swap", redactor) as connection:
+        if _exists(connection, target):
+            raise step_error("swap", f"database {target} already exists; replacing it needs a swap", redactor)
+        _count, refused = _terminate_sessions(connection, scratch)
+        if refused:
+            raise step_error("swap", f"cannot rename {scratch}: sessions of {', '.join(sorted(refused))} on it "
+                                     "cannot be ended by this role", redactor)
+        _rename(connection, scratch, target)
+
+
 # ---------------------------------------------------------------- kept databases
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ops_platform.config import ConfigError
+from ops_platform.config import ENVIRONMENT_NAMES, ConfigError, printable
 from ops_platform.lib.artifacts import Manifest, manifest_name, parse_backup_id
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import RestoreInputError, describe, step_error
@@ -54,6 +54,9 @@ def resolve_backup(environment: str, selector: str, local: LocalStore, s3: S3Sto
     Raises RestoreInputError for a malformed, unknown or other environment's id, and
     RestoreStepError("resolve") when there is nothing to restore or S3 cannot be read."""
     redactor = redactor or Redactor.from_environ()
+    if environment not in ENVIRONMENT_NAMES:
+        raise step_error("resolve", f"unknown environment '{printable(environment)}'; expected one of "
+                                    f"{', '.join(ENVIRONMENT_NAMES)}", redactor, RestoreInputError)
     if selector == LATEST:
         return _resolve_latest(environment, local, s3, redactor)
     return _resolve_named(environment, selector, local, s3, allow_other_environment, allow_unverified, redactor)
