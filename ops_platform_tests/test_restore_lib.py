@@ -599,3 +599,55 @@ def test_scratch_urls_and_sql_check_files_are_parsed_exactly():
         "SELECT ';'", "-- a; comment\nSELECT $x$;$x$ = ';' /* ; */", 'SELECT "a;b" FROM t']
     assert manifest_key('public."we""ird (x)"') == "public.weird"
     assert manifest_key('"Billing.Dept"."Invoice Lines.v2"') == "Billing.Dept.Invoice Lines.v2"
+
+
+def _synthetic_backup(local, s3, compression: str, raw: bytes):
+    """A committed backup of arbitrary bytes (fetch never looks inside the archive)."""
+    import gzip
+    import hashlib
+
+    import zstandard
+
+    from ops_platform.lib.artifacts import Manifest, artifact_name
+
+    stored = zstandard.ZstdCompressor(level=3).compress(raw) if compression == "zstd" else \
+        gzip.compress(raw, compresslevel=6, mtime=0)
+    backup_id = "development-20260115T070000Z"
+    name = artifact_name(backup_id, compression)
+    manifest = Manifest(id=backup_id, environment="development", kind="manual", created_at="2026-01-15T07:00:00Z",
+                        database="app", server_version="15", pg_dump_version="15", compression=compression,
+                        compression_level=3, artifact=name, raw_bytes=len(raw), stored_bytes=len(stored),
+                        sha256=hashlib.sha256(stored).hexdigest(), duration_seconds=1.0, verified=True)
+    local.path("development", name).parent.mkdir(parents=True, exist_ok=True)
+    local.path("development", name).write_bytes(stored)
+    local.write_manifest(manifest)
+    s3.client.put_object(Bucket=s3.bucket, Key=s3.key("development", name), Body=stored)
+    s3.write_manifest(manifest)
+    return manifest
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_fetch_memory_stays_bounded_for_both_compressions_and_sources(backup_set, tmp_path, compression):
+    import tracemalloc
+
+    from ops_platform.lib.stores import LocalStore
+
+    raw = (b"PGDMP" + bytes(range(256)) * 64) * 4096  # 64 MiB that compresses about 1000:1
+    local = LocalStore(tmp_path / "backups")
+    s3 = backup_set.s3_copy(f"synthetic-{compression}-{os.getpid()}")
+    manifest = _synthetic_backup(local, s3, compression, raw)
+    del raw
+    for candidate in resolve_backup("development", "latest", local, s3).candidates:
+        tracemalloc.start()
+        try:
+            fetched = fetch_candidate(candidate, make_work_dir(tmp_path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert fetched.raw_bytes == manifest.raw_bytes == fetched.path.stat().st_size
+        assert peak < 24 << 20, f"{candidate.describe()} peaked at {peak >> 20} MiB"
+        fetched.remove()
+    path = local.path("development", manifest.artifact)
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(RestoreStepError, match="truncated"):
+        fetch_candidate(resolve_backup("development", "latest", local).first, make_work_dir(tmp_path))
