@@ -424,9 +424,12 @@ def test_role_without_createdb_restores_in_place(backup_set, fetched_new, limite
     url = url_for(database, user=role)
     assert can_create_databases(url) is False
     assert can_create_databases(url_for(SOURCE_DB)) is True
+    progress: list[tuple[int, int]] = []
     with restore_lock(url, database):
-        run = restore_in_place(url, database, fetched_new.path)
+        run = restore_in_place(url, database, fetched_new.path,
+                               progress=lambda done, total: progress.append((done, total)))
     assert run.acl_restored and run.jobs == 1
+    assert progress[0][0] < progress[-1][0] == progress[-1][1] == run.items
     report = verify_restored_database(url, database, backup_set.new)
     assert report.ok, report.summary()
     assert psql("SELECT count(*) FROM customers", database=database) == "300"

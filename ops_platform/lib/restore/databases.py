@@ -75,6 +75,7 @@ def _derived_pattern(database: str, infix: str) -> re.Pattern:
 
 
 def parse_stamp(stamp: str) -> datetime:
+    """The UTC time of a ``YYYYMMDDTHHMMSSZ`` stamp."""
     return datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=timezone.utc)
 
 

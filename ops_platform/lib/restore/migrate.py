@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from ops_platform.lib.commands import CommandResult, run_shell_command
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.databases import database_url_for, redactor_for
-from ops_platform.lib.restore.errors import step_error
+from ops_platform.lib.restore.errors import describe, step_error
 
 DEFAULT_MIGRATE_TIMEOUT_SECONDS = 900.0
 
@@ -35,7 +35,10 @@ def run_migrations(command: str, database_url: str, database: str, *,
     result; raises RestoreStepError("migrate") with the output's tail when it fails or times out."""
     redactor = redactor_for(database_url, redactor)
     env = migrate_environment(database_url, database, base_env)
-    result = run_shell_command(command, env, timeout, redactor, name="migrate command", cwd=cwd)
+    try:
+        result = run_shell_command(command, env, timeout, redactor, name="migrate command", cwd=cwd)
+    except OSError as error:
+        raise step_error("migrate", f"the migrate command could not start: {describe(error)}", redactor) from None
     if not result.ok:
         output = result.output.strip().splitlines()
         shown = " | ".join(output[-8:]) if output else "no output"

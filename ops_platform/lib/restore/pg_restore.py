@@ -36,6 +36,7 @@ _GRANTEE = re.compile(rf" (?:TO|FROM) {_ROLE}(?: WITH GRANT OPTION)?;\s*$")
 _FOR_ROLE = re.compile(rf"^ALTER DEFAULT PRIVILEGES FOR ROLE {_ROLE} ")
 _SESSION_AUTH = re.compile(r"^SET SESSION AUTHORIZATION (?P<role>\"(?:[^\"]|\"\")+\"|'(?:[^']|'')+'|[^\s;]+);")
 _ITEM_DONE = re.compile(rb"^pg_restore: (?:processing|finished) item (\d+) ")
+_SERIAL_ITEM = re.compile(rb"^pg_restore: (?:creating|executing|processing data for table) ")
 _PROGRESS_LINE = re.compile(rb"^pg_restore: (?:processing|finished|launching|creating|executing|entering|connecting|"
                             rb"restoring|restored|dropping|disabling|enabling|setting|implied|skipping)\b")
 
@@ -74,7 +75,10 @@ def _unquote_role(text: str) -> str:
 
 def list_entries(dump_path: Path, timeout: float = LIST_TIMEOUT_SECONDS) -> list[tuple[int, str]]:
     """(dump id, description line) of every entry ``pg_restore --list`` shows."""
-    result = subprocess.run(["pg_restore", "--list", str(dump_path)], capture_output=True, timeout=timeout)
+    try:
+        result = subprocess.run(["pg_restore", "--list", str(dump_path)], capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise step_error("pg_restore", f"pg_restore --list could not run: {describe(error)}") from None
     if result.returncode != 0:
         raise step_error("pg_restore", f"pg_restore --list failed: {one_line(result.stderr.decode(errors='replace'))}")
     entries = []
@@ -95,8 +99,11 @@ def acl_statements(dump_path: Path, entries: list[tuple[int, str]] | None = None
     with tempfile.NamedTemporaryFile("w", prefix="ops_platform_acl_", suffix=".list") as listing:
         listing.write("".join(f"{dump_id};\n" for dump_id in wanted))
         listing.flush()
-        result = subprocess.run(["pg_restore", "--use-list", listing.name, "--file=-", str(dump_path)],
-                                capture_output=True, timeout=timeout)
+        try:
+            result = subprocess.run(["pg_restore", "--use-list", listing.name, "--file=-", str(dump_path)],
+                                    capture_output=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise step_error("pg_restore", f"reading the archive's grants failed: {describe(error)}") from None
     if result.returncode != 0:
         raise step_error("pg_restore", f"reading the archive's grants failed: "
                                        f"{one_line(result.stderr.decode(errors='replace'))}")
@@ -155,15 +162,22 @@ def plan_grants(url: str, dump_path: Path, *, entries: list[tuple[int, str]] | N
 
 
 class _ProgressTracker:
-    """Counts archive items pg_restore reports done (``--verbose``) and keeps its other lines."""
+    """Counts archive items pg_restore reports done (``--verbose``) and keeps its other lines.
+    Parallel runs name item ids ("finished item N"); serial runs only name objects ("creating
+    TABLE ..."), so those lines are counted too and the larger count is reported."""
 
     def __init__(self, total_ids: set[int], progress: ProgressCallback | None, interval: float = 1.0):
         self.total_ids = total_ids
         self.done: set[int] = set()
+        self.serial_done = 0
         self.progress = progress
         self.interval = interval
         self.last = 0.0
         self.other_lines: deque[str] = deque(maxlen=30)
+
+    @property
+    def count(self) -> int:
+        return min(len(self.total_ids), max(len(self.done), self.serial_done))
 
     def __call__(self, line: bytes) -> None:
         match = _ITEM_DONE.match(line)
@@ -171,11 +185,14 @@ class _ProgressTracker:
             item = int(match[1])
             if item in self.total_ids:
                 self.done.add(item)
-            if self.progress and time.monotonic() - self.last >= self.interval:
-                self.last = time.monotonic()
-                self.progress(len(self.done), len(self.total_ids))
+        elif _SERIAL_ITEM.match(line):
+            self.serial_done += 1
         elif line.strip() and not _PROGRESS_LINE.match(line):
             self.other_lines.append(line.decode(errors="replace"))
+            return
+        if self.progress and time.monotonic() - self.last >= self.interval:
+            self.last = time.monotonic()
+            self.progress(self.count, len(self.total_ids))
 
 
 def _run(url: str, database: str, dump_path: Path, options: list[str], *, timeout: float,
@@ -191,8 +208,11 @@ def _run(url: str, database: str, dump_path: Path, options: list[str], *, timeou
         env = dict(client.env)
         if pgoptions:
             env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {pgoptions}".strip()
-        outcome = run_process([*args, f"--dbname={client.conninfo}", str(dump_path)], env=env, timeout=timeout,
-                              on_line=tracker)
+        try:
+            outcome = run_process([*args, f"--dbname={client.conninfo}", str(dump_path)], env=env, timeout=timeout,
+                                  on_line=tracker)
+        except OSError as error:
+            raise step_error("pg_restore", f"pg_restore could not start: {describe(error)}", redactor) from None
     seconds = time.monotonic() - started
     if outcome.timed_out:
         raise step_error("pg_restore", f"pg_restore timed out after {timeout:g}s and was killed; database "

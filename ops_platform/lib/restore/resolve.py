@@ -32,6 +32,7 @@ class BackupCandidate:
         return self.manifest.id
 
     def describe(self) -> str:
+        """How messages name this copy, e.g. ``production-20260115T070000Z (s3 copy)``."""
         return f"{self.manifest.id} ({self.source} copy)"
 
 
@@ -44,6 +45,7 @@ class Resolution:
 
     @property
     def first(self) -> BackupCandidate:
+        """The copy to try first."""
         return self.candidates[0]
 
 
