@@ -19,11 +19,13 @@ from ops_platform.lib.restore.fetch import fetch_candidate, fetch_first_intact, 
 from ops_platform.lib.restore.pg_restore import plan_grants, restore_into
 from ops_platform.lib.restore.resolve import resolve_backup
 from ops_platform.lib.restore.verify import verify_restored_database
-from ops_platform_tests.conftest import DB_PASSWORD
+from ops_platform.lib.redact import Redactor
+from ops_platform_tests.conftest import DB_PASSWORD, psql
 from ops_platform_tests.restore_helpers import (  # noqa: F401 - fixtures
-    CHECKS_SQL, READER_ROLE, SOURCE_DB, backup_set, cleanup_databases, database_names, relation_acl, schema_dump,
-    table_fingerprints, url_for, watch_all_cmdlines,
+    CHECKS_SQL, PREFIX, READER_ROLE, SOURCE_DB, backup_set, cleanup_databases, database_names, relation_acl,
+    schema_dump, table_fingerprints, url_for, watch_all_cmdlines,
 )
+from ops_platform_tests.restore_helpers import create_database as create_test_database
 
 SOURCE_URL = url_for(SOURCE_DB)
 
@@ -236,9 +238,6 @@ def test_bad_input_is_refused_with_one_clear_line(backup_set, tmp_path):
 
 
 # ---------------------------------------------------------------- databases, lock and swap
-
-from ops_platform_tests.restore_helpers import PREFIX, create_database as create_test_database  # noqa: E402
-from ops_platform_tests.conftest import psql  # noqa: E402
 
 
 def make_live_and_scratch(live: str, stamp: str) -> str:
@@ -549,7 +548,7 @@ def test_run_shell_command_output_is_a_bounded_tail():
     from ops_platform.lib.commands import run_shell_command
 
     result = run_shell_command("seq 1 200000; echo secret-value-123 >&2", {"PATH": os.environ["PATH"]}, 30,
-                               __import__("ops_platform.lib.redact", fromlist=["Redactor"]).Redactor(["secret-value-123"]))
+                               Redactor(["secret-value-123"]))
     assert result.ok and result.output.endswith("***") and "199999" in result.output and len(result.output) <= 4000
 
 
