@@ -1,0 +1,550 @@
+"""Server-side database operations of a restore, through psycopg on the maintenance database.
+
+Names: a restore builds ``<db>__restore_<stamp>`` (the scratch database) and, when it replaces
+``<db>``, keeps the old one as ``<db>__pre_restore_<stamp>``; a base too long for PostgreSQL's
+63-byte identifiers is shortened deterministically (a prefix plus 8 hex of its sha256).
+A session-level advisory lock per target database, held on a maintenance connection for the whole
+restore, keeps two restores of one database from ever running together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore.errors import describe, step_error, with_secrets
+
+MAINTENANCE_DATABASE = "postgres"
+IDENTIFIER_MAX_BYTES = 63
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+SCRATCH_INFIX = "__restore_"
+KEPT_INFIX = "__pre_restore_"
+_STAMP_PATTERN = r"\d{8}T\d{6}Z"
+LOCK_NAMESPACE = 0x6F707372  # "opsr": the first key of every restore lock
+APPLICATION_NAME = "ops_platform"
+
+
+# ---------------------------------------------------------------- names
+
+
+def make_stamp(now: datetime | None = None) -> str:
+    """``YYYYMMDDTHHMMSSZ`` (UTC) for scratch and kept-database names."""
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(STAMP_FORMAT)
+
+
+def _shortened(database: str, room: int) -> str:
+    """``database`` if it fits in ``room`` bytes, else a UTF-8-safe prefix plus ``_<sha256[:8]>``."""
+    encoded = database.encode()
+    if len(encoded) <= room:
+        return database
+    prefix = encoded[: room - 9].decode(errors="ignore")
+    return f"{prefix}_{hashlib.sha256(encoded).hexdigest()[:8]}"
+
+
+def _derived_name(database: str, infix: str, stamp: str) -> str:
+    if not re.fullmatch(_STAMP_PATTERN, stamp):
+        raise ValueError(f"stamp must look like 20260115T070000Z, got '{stamp}'")
+    suffix = f"{infix}{stamp}"
+    return _shortened(database, IDENTIFIER_MAX_BYTES - len(suffix)) + suffix
+
+
+def scratch_name(database: str, stamp: str) -> str:
+    """The scratch database a restore of ``database`` builds: ``<db>__restore_<stamp>``."""
+    return _derived_name(database, SCRATCH_INFIX, stamp)
+
+
+def pre_restore_name(database: str, stamp: str) -> str:
+    """Where a swap keeps the replaced database: ``<db>__pre_restore_<stamp>``."""
+    return _derived_name(database, KEPT_INFIX, stamp)
+
+
+def _derived_pattern(database: str, infix: str) -> re.Pattern:
+    base = _shortened(database, IDENTIFIER_MAX_BYTES - len(infix) - 16)
+    return re.compile(re.escape(base + infix) + f"(?P<stamp>{_STAMP_PATTERN})")
+
+
+def parse_stamp(stamp: str) -> datetime:
+    """The UTC time of a ``YYYYMMDDTHHMMSSZ`` stamp."""
+    return datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------- connections
+
+
+def _params(url: str) -> dict[str, str]:
+    try:
+        return conninfo_to_dict(url)
+    except Exception:
+        raise step_error("scratch", "the database URL is not a valid PostgreSQL connection string") from None
+
+
+def database_name(url: str) -> str:
+    """The database a URL points at."""
+    params = _params(url)
+    return params.get("dbname") or params.get("user") or ""
+
+
+def redactor_for(url: str, redactor: Redactor | None = None) -> Redactor:
+    """A redactor that also knows the URL's own password."""
+    return with_secrets(redactor, [_params(url).get("password")])
+
+
+def database_url_for(url: str, dbname: str) -> str:
+    """The same server, user and password as ``url``, for database ``dbname``, as a URL
+    (what ``DATABASE_URL`` holds for Prisma or Alembic)."""
+    if "://" in url:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), parts.query, parts.fragment))
+    params = {k: v for k, v in _params(url).items() if v is not None}
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    params.pop("dbname", None)
+    userinfo = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    netloc = host if host and not host.startswith("/") else ""
+    if host.startswith("/"):
+        params["host"] = host
+    query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in params.items())
+    return f"postgresql://{userinfo}{netloc}{':' + port if port and netloc else ''}/{quote(dbname, safe='')}" + \
+        (f"?{query}" if query else "")
+
+
+def connect(url: str, dbname: str | None = None, *, connect_timeout: int = 10, statement_timeout: float = 60,
+            lock_timeout: float = 10) -> psycopg.Connection:
+    """An autocommit connection to ``dbname`` (default: the maintenance database) on the URL's
+    server, with timeouts and ``application_name='ops_platform'``."""
+    options = f"-c statement_timeout={int(statement_timeout * 1000)} -c lock_timeout={int(lock_timeout * 1000)}"
+    return psycopg.connect(url, dbname=dbname or MAINTENANCE_DATABASE, autocommit=True,
+                           connect_timeout=connect_timeout, application_name=APPLICATION_NAME, options=options)
+
+
+@contextlib.contextmanager
+def _maintenance(url: str, step: str, redactor: Redactor | None, **timeouts) -> Iterator[psycopg.Connection]:
+    """A maintenance connection whose psycopg errors become RestoreStepError(step)."""
+    redactor = redactor_for(url, redactor)
+    try:
+        with connect(url, **timeouts) as connection:
+            yield connection
+    except psycopg.Error as error:
+        raise step_error(step, describe(error), redactor) from None
+
+
+def _exists(connection: psycopg.Connection, name: str) -> bool:
+    return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def can_create_databases(url: str, *, redactor: Redactor | None = None) -> bool:
+    """Whether the URL's role may create databases (CREATEDB or superuser): the scratch-and-swap
+    restore needs it; without it only the in-place fallback is possible."""
+    with _maintenance(url, "scratch", redactor) as connection:
+        row = connection.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    return bool(row and row[0])
+
+
+def database_exists(url: str, name: str, *, redactor: Redactor | None = None) -> bool:
+    """Whether a database of that exact name exists on the URL's server."""
+    with _maintenance(url, "scratch", redactor) as connection:
+        return _exists(connection, name)
+
+
+def create_database(url: str, name: str, *, like: str | None = None, redactor: Redactor | None = None) -> None:
+    """``CREATE DATABASE name TEMPLATE template0``, with the encoding and locale of ``like`` when
+    that database exists (so a swapped-in copy sorts and compares text like the one it replaces)."""
+    with _maintenance(url, "scratch", redactor, statement_timeout=600) as connection:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+        if like and _exists(connection, like):
+            statement += _locale_clause(connection, like)
+        connection.execute(statement)
+
+
+def _locale_clause(connection: psycopg.Connection, like: str) -> sql.Composable:
+    version = connection.info.server_version
+    columns = "pg_encoding_to_char(encoding), datcollate, datctype"
+    if version >= 170000:
+        columns += ", datlocprovider, datlocale"
+    elif version >= 150000:
+        columns += ", datlocprovider, daticulocale"
+    row = connection.execute(f"SELECT {columns} FROM pg_database WHERE datname = %s", (like,)).fetchone()
+    clause = sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(*(sql.Literal(v) for v in row[:3]))
+    if len(row) > 3 and row[3] == "i":
+        keyword = "LOCALE" if version >= 170000 else "ICU_LOCALE"
+        clause += sql.SQL(" LOCALE_PROVIDER icu {} {}").format(sql.SQL(keyword), sql.Literal(row[4]))
+    return clause
+
+
+def _terminate_sessions(connection: psycopg.Connection, name: str) -> tuple[int, set[str]]:
+    """Terminate every other session on ``name``; returns (terminated, roles that could not be)."""
+    wait = ", 5000" if connection.info.server_version >= 140000 else ""
+    rows = connection.execute("SELECT pid, usename FROM pg_stat_activity WHERE datname = %s "
+                              "AND pid <> pg_backend_pid()", (name,)).fetchall()
+    terminated, refused = 0, set()
+    for pid, role in rows:
+        try:
+            if connection.execute(f"SELECT pg_terminate_backend(%s{wait})", (pid,)).fetchone()[0]:
+                terminated += 1
+        except psycopg.errors.InsufficientPrivilege:
+            refused.add(role or "?")
+    return terminated, refused
+
+
+def drop_database(url: str, name: str, *, redactor: Redactor | None = None, step: str = "scratch") -> bool:
+    """Terminate the database's sessions, then ``DROP DATABASE IF EXISTS ... WITH (FORCE)``.
+    Returns whether it existed."""
+    with _maintenance(url, step, redactor, statement_timeout=600) as connection:
+        if not _exists(connection, name):
+            return False
+        _terminate_sessions(connection, name)
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        return True
+
+
+# ---------------------------------------------------------------- the per-database lock
+
+
+def lock_keys(database: str) -> tuple[int, int]:
+    """The two int4 keys of ``database``'s restore lock."""
+    second = int.from_bytes(hashlib.sha256(database.encode()).digest()[:4], "big", signed=True)
+    return LOCK_NAMESPACE, second
+
+
+@dataclass
+class RestoreLock:
+    """The advisory lock on one target database, held by ``connection``'s session."""
+
+    database: str
+    connection: psycopg.Connection = field(repr=False)
+
+    def is_held(self) -> bool:
+        """Whether this session still holds the lock (false once the connection is gone)."""
+        first, second = lock_keys(self.database)
+        try:
+            row = self.connection.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
+                "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 2",
+                (first, second & 0xFFFFFFFF)).fetchone()
+        except psycopg.Error:
+            return False
+        return row is not None
+
+    def require(self, database: str, step: str = "scratch") -> None:
+        """Raise unless this lock is for ``database`` and still held."""
+        if database != self.database or not self.is_held():
+            raise step_error(step, f"the restore lock on {database} is not held; refusing to continue")
+
+
+def _lock_holder(connection: psycopg.Connection, database: str) -> str:
+    first, second = lock_keys(database)
+    row = connection.execute(
+        "SELECT l.pid, a.application_name, a.backend_start FROM pg_locks l LEFT JOIN pg_stat_activity a "
+        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::bigint::oid "
+        "AND l.objid = %s::bigint::oid AND l.objsubid = 2 LIMIT 1", (first, second & 0xFFFFFFFF)).fetchone()
+    if not row:
+        return "held by another session"
+    since = f" since {row[2].astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}" if row[2] else ""
+    return f"held by backend pid {row[0]} ({row[1] or 'unknown application'}){since}"
+
+
+@contextlib.contextmanager
+def restore_lock(url: str, database: str, *, wait_seconds: float = 0, redactor: Redactor | None = None
+                 ) -> Iterator[RestoreLock]:
+    """Hold ``database``'s restore lock (session-level, on a maintenance connection) for the
+    ``with`` block. Refuses with RestoreStepError("scratch") when another restore holds it."""
+    redactor = redactor_for(url, redactor)
+    first, second = lock_keys(database)
+    try:
+        connection = psycopg.connect(url, dbname=MAINTENANCE_DATABASE, autocommit=True, connect_timeout=10,
+                                     application_name=APPLICATION_NAME, keepalives=1, keepalives_idle=30,
+                                     keepalives_interval=10, keepalives_count=3,
+                                     options="-c statement_timeout=30000 -c lock_timeout=10000")
+    except psycopg.Error as error:
+        raise step_error("scratch", f"cannot connect to take the restore lock: {describe(error)}", redactor) from None
+    with connection:
+        if connection.info.server_version >= 140000:
+            connection.execute("SET idle_session_timeout = 0")
+        deadline = time.monotonic() + wait_seconds
+        while not connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (first, second)).fetchone()[0]:
+            if time.monotonic() >= deadline:
+                holder = _lock_holder(connection, database)
+                raise step_error("scratch", f"another restore of database {database} is running "
+                                            f"(restore lock {holder})", redactor)
+            time.sleep(0.5)
+        lock = RestoreLock(database, connection)
+        try:
+            yield lock
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                connection.execute("SELECT pg_advisory_unlock(%s, %s)", (first, second))
+
+
+def list_scratch_databases(url: str, database: str, *, redactor: Redactor | None = None) -> list[str]:
+    """Every ``<database>__restore_<stamp>`` database on the server."""
+    pattern = _derived_pattern(database, SCRATCH_INFIX)
+    with _maintenance(url, "scratch", redactor) as connection:
+        names = [row[0] for row in connection.execute("SELECT datname FROM pg_database")]
+    return sorted(name for name in names if pattern.fullmatch(name))
+
+
+def drop_stale_scratch(url: str, database: str, lock: RestoreLock, *, keep: Iterable[str] = (),
+                       redactor: Redactor | None = None) -> list[str]:
+    """Drop scratch databases of ``database`` left by a killed restore. Only while holding its
+    restore lock: then no other restore of it can be using them. Returns the dropped names."""
+    lock.require(database)
+    keep = set(keep)
+    dropped = []
+    for name in list_scratch_databases(url, database, redactor=redactor):
+        if name not in keep and drop_database(url, name, redactor=redactor):
+            dropped.append(name)
+    return dropped
+
+
+# ---------------------------------------------------------------- swap
+
+
+@dataclass
+class SwapResult:
+    """``kept`` is the old live database's new name; ``terminated`` counts ended sessions."""
+
+    live: str
+    kept: str
+    terminated: int
+    attempts: int
+    warnings: list[str] = field(default_factory=list)
+
+
+_LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "shared_preload_libraries",
+                  "local_preload_libraries", "unix_socket_directories"}
+
+
+def _split_guc_list(value: str) -> list[str]:
+    """Elements of a list-valued setting as stored in pg_db_role_setting (``"$user", public``)."""
+    items, current, quoted, index = [], "", False, 0
+    while index < len(value):
+        char = value[index]
+        if quoted:
+            if char == '"' and value[index + 1:index + 2] == '"':
+                current += '"'
+                index += 1
+            elif char == '"':
+                quoted = False
+            else:
+                current += char
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+        index += 1
+    items.append(current.strip())
+    return [item for item in items if item]
+
+
+def _setting_statement(target: str, entry: str, role: str | None) -> sql.Composable:
+    name, _, value = entry.partition("=")
+    values = _split_guc_list(value) if name in _LIST_SETTINGS else [value]
+    head = (sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(target)) if role
+            else sql.SQL("ALTER DATABASE {}").format(sql.Identifier(target)))
+    return head + sql.SQL(" SET {} TO {}").format(sql.Identifier(name),
+                                                 sql.SQL(", ").join(sql.Literal(v) for v in values))
+
+
+def copy_database_properties(connection: psycopg.Connection, source: str, target: str) -> list[str]:
+    """Give ``target`` the database-level properties of ``source`` that a dump does not carry:
+    owner, connection limit, grants on the database and ``ALTER DATABASE/ROLE ... SET`` settings.
+    Each one that this role may not copy becomes a warning instead of an error."""
+    warnings: list[str] = []
+    row = connection.execute(
+        "SELECT d.oid, pg_get_userbyid(d.datdba), d.datconnlimit, d.datacl IS NULL, "
+        "(SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s) "
+        "FROM pg_database d WHERE d.datname = %s", (target, source)).fetchone()
+    oid, owner, connlimit, default_acl, target_owner = row
+    target_id = sql.Identifier(target)
+
+    def attempt(statement: sql.Composable, what: str) -> None:
+        try:
+            connection.execute(statement)
+        except psycopg.Error as error:
+            warnings.append(f"could not copy {what} to the restored database: {describe(error)}")
+
+    if owner != target_owner:
+        attempt(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(target_id, sql.Identifier(owner)), f"owner {owner}")
+    if connlimit != -1:
+        attempt(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(target_id, sql.Literal(connlimit)),
+                "the connection limit")
+    if not default_acl:
+        grants = connection.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+            "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s AND a.grantee <> d.datdba",
+            (oid,)).fetchall()
+        attempt(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target_id), "grants")
+        for grantee, privilege, grantable in grants:
+            statement = sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                sql.SQL(privilege), target_id, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"))
+            if grantable:
+                statement += sql.SQL(" WITH GRANT OPTION")
+            attempt(statement, f"grant {privilege} to {grantee or 'PUBLIC'}")
+    settings = connection.execute(
+        "SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END, setconfig "
+        "FROM pg_db_role_setting WHERE setdatabase = %s", (oid,)).fetchall()
+    for role, entries in settings:
+        for entry in entries or []:
+            attempt(_setting_statement(target, entry, role), f"setting {entry.partition('=')[0]}"
+                    + (f" of role {role}" if role else ""))
+    return warnings
+
+
+def _set_allow_connections(connection: psycopg.Connection, name: str, allowed: bool) -> str | None:
+    try:
+        connection.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.SQL("true" if allowed else "false")))
+    except psycopg.Error as error:
+        return describe(error)
+    return None
+
+
+def _rename(connection: psycopg.Connection, old: str, new: str) -> None:
+    connection.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def swap(url: str, live: str, scratch: str, stamp: str, *, lock: RestoreLock | None = None, attempts: int = 5,
+         retry_delay: float = 0.5, copy_properties: bool = True, redactor: Redactor | None = None) -> SwapResult:
+    """Put ``scratch`` in place of ``live``, keeping the old one as ``<live>__pre_restore_<stamp>``:
+    copy live's database-level properties to scratch, block new connections to live, terminate its
+    sessions and rename it (retried up to ``attempts`` times while clients reconnect), rename
+    scratch to live, then allow connections on both again. If the second rename fails, the old
+    database is renamed back. Raises RestoreStepError("swap"), which says where everything is."""
+    redactor = redactor_for(url, redactor)
+    kept = pre_restore_name(live, stamp)
+    if lock is not None:
+        lock.require(live, "swap")
+    with _maintenance(url, "swap", redactor) as connection:
+        for name, must_exist in ((live, True), (scratch, True), (kept, False)):
+            if _exists(connection, name) != must_exist:
+                state = "does not exist" if must_exist else "already exists"
+                raise step_error("swap", f"cannot swap: database {name} {state}; nothing was changed", redactor)
+        warnings = copy_database_properties(connection, live, scratch) if copy_properties else []
+        live_allowed = connection.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
+                                          (live,)).fetchone()[0]
+        blocked = _set_allow_connections(connection, live, False) is None
+        if not blocked:
+            warnings.append(f"could not block new connections to {live} (not its owner); relying on retries")
+        terminated, tries = _take_out_of_service(connection, live, kept, attempts, retry_delay, redactor,
+                                                 restore_allowed=live_allowed if blocked else None)
+        _put_in_service(connection, live, scratch, kept, redactor, live_allowed)
+        for name, allowed in ((live, True), (kept, live_allowed)):
+            problem = _set_allow_connections(connection, name, allowed)
+            if problem:
+                warnings.append(f"could not set ALLOW_CONNECTIONS {str(allowed).lower()} on {name}: {problem}")
+    return SwapResult(live, kept, terminated, tries, [redactor(w) for w in warnings])
+
+
+def _take_out_of_service(connection: psycopg.Connection, live: str, kept: str, attempts: int, retry_delay: float,
+                         redactor: Redactor, restore_allowed: bool | None) -> tuple[int, int]:
+    """Terminate live's sessions and rename it to ``kept``, retrying while sessions come back."""
+    terminated, refused, last = 0, set(), ""
+    for attempt in range(1, max(1, attempts) + 1):
+        count, refused = _terminate_sessions(connection, live)
+        terminated += count
+        if refused:  # the rename would wait 5 s for them, then fail
+            last = f"database \"{live}\" is being accessed by other users"
+            time.sleep(retry_delay)
+            continue
+        try:
+            _rename(connection, live, kept)
+            return terminated, attempt
+        except psycopg.errors.ObjectInUse as error:
+            last = describe(error)
+            time.sleep(retry_delay)
+        except psycopg.Error as error:
+            last = describe(error)
+            break
+    if restore_allowed is not None:
+        _set_allow_connections(connection, live, restore_allowed)
+    detail = f"; sessions of {', '.join(sorted(refused))} cannot be ended by this role" if refused else ""
+    raise step_error("swap", f"could not rename {live} to {kept} after {attempt} attempt(s): {last}{detail}; "
+                             f"{live} is unchanged and still in service", redactor)
+
+
+def _put_in_service(connection: psycopg.Connection, live: str, scratch: str, kept: str, redactor: Redactor,
+                    live_allowed: bool) -> None:
+    """Rename scratch to live; on failure rename the kept database back to live."""
+    try:
+        _count, refused = _terminate_sessions(connection, scratch)
+        if not refused:
+            _rename(connection, scratch, live)
+            return
+        failure = f"sessions of {', '.join(sorted(refused))} on it cannot be ended by this role"
+    except psycopg.Error as error:
+        failure = describe(error)
+    try:
+        _rename(connection, kept, live)
+    except psycopg.Error as error:
+        raise step_error("swap", f"renaming {scratch} to {live} failed ({failure}) and renaming the old database "
+                                 f"back failed too ({describe(error)}): the old database is now named {kept}; run "
+                                 f"ALTER DATABASE \"{kept}\" RENAME TO \"{live}\"", redactor) from None
+    _set_allow_connections(connection, live, live_allowed)
+    raise step_error("swap", f"renaming {scratch} to {live} failed ({failure}); the old database was renamed back "
+                             f"to {live} and is unchanged; the restored copy is still {scratch}", redactor)
+
+
+def promote_scratch(url: str, scratch: str, target: str, *, lock: RestoreLock | None = None,
+                    redactor: Redactor | None = None) -> None:
+    """Rename ``scratch`` to ``target`` when no database of that name exists (a restore into a
+    new ``--target-database``); there is nothing to keep, so no swap. Raises RestoreStepError("swap")."""
+    redactor = redactor_for(url, redactor)
+    if lock is not None:
+        lock.require(target, "swap")
+    with _maintenance(url, "swap", redactor) as connection:
+        if _exists(connection, target):
+            raise step_error("swap", f"database {target} already exists; replacing it needs a swap", redactor)
+        _count, refused = _terminate_sessions(connection, scratch)
+        if refused:
+            raise step_error("swap", f"cannot rename {scratch}: sessions of {', '.join(sorted(refused))} on it "
+                                     "cannot be ended by this role", redactor)
+        _rename(connection, scratch, target)
+
+
+# ---------------------------------------------------------------- kept databases
+
+
+def list_pre_restore_databases(url: str, live: str, *, redactor: Redactor | None = None
+                               ) -> list[tuple[str, datetime]]:
+    """The kept ``<live>__pre_restore_<stamp>`` databases with their times, newest first."""
+    pattern = _derived_pattern(live, KEPT_INFIX)
+    with _maintenance(url, "swap", redactor) as connection:
+        names = [row[0] for row in connection.execute("SELECT datname FROM pg_database")]
+    found = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match:
+            with contextlib.suppress(ValueError):
+                found.append((name, parse_stamp(match["stamp"])))
+    return sorted(found, key=lambda item: item[1], reverse=True)
+
+
+def drop_expired_pre_restore(url: str, live: str, keep_days: float, now: datetime | None = None, *,
+                             keep_min: int = 0, redactor: Redactor | None = None) -> list[str]:
+    """Drop kept databases of ``live`` older than ``keep_days`` (always keeping the newest
+    ``keep_min``). Returns the dropped names."""
+    if keep_days < 0:
+        raise ValueError("keep_days must be >= 0")
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=keep_days)
+    kept = list_pre_restore_databases(url, live, redactor=redactor)
+    dropped = []
+    for index, (name, moment) in enumerate(kept):
+        if index >= keep_min and moment < cutoff and drop_database(url, name, redactor=redactor, step="swap"):
+            dropped.append(name)
+    return dropped

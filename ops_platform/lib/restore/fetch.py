@@ -1,0 +1,270 @@
+"""Step 2: turn one stored copy into a seekable raw dump file that ``pg_restore -j`` can read.
+
+The stored bytes are streamed once (a local file, or S3 through boto3's transfer manager into a
+writable sink), hashed and decompressed on the way, and written to a private file (0600 in a 0700
+folder). Only when the sha256 and sizes match the manifest is the file handed on; anything else
+deletes it and raises RestoreStepError("fetch") before any database is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore.errors import RestoreStepError, describe, step_error
+from ops_platform.lib.restore.resolve import BackupCandidate
+
+READ_CHUNK = 1 << 20
+S3_PART_SIZE = 8 << 20
+SPACE_MARGIN_BYTES = 64 << 20
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class FetchedDump:
+    """A verified raw (uncompressed) custom-format archive, private to this restore."""
+
+    path: Path
+    candidate: BackupCandidate
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def remove(self) -> None:
+        """Delete the raw file (and its work folder when that is now empty)."""
+        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()
+
+
+def make_work_dir(parent: Path | str | None = None) -> Path:
+    """A fresh folder readable only by this user (0700 whatever the umask)."""
+    base = Path(parent) if parent else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="ops_platform_restore_", dir=base))
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def open_private(path: Path):
+    """Create ``path`` exclusively with mode 0600 (whatever the umask), for writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Decoder:
+    """Decompresses a stream into a file in bounded pieces, counting the raw bytes written."""
+
+    def __init__(self, compression: str, handle):
+        self.handle = handle
+        self.raw_bytes = 0
+        self.compression = compression
+        if compression == "zstd":
+            self._zstd = zstandard.ZstdDecompressor().stream_writer(_Counter(self), closefd=False)
+        elif compression == "gzip":
+            self._gzip = zlib.decompressobj(wbits=31)
+        else:
+            raise ValueError(f"unknown compression '{compression}'")
+
+    def _emit(self, data) -> None:
+        self.handle.write(data)
+        self.raw_bytes += len(data)
+
+    def write(self, chunk: bytes) -> None:
+        if self.compression == "zstd":
+            self._zstd.write(chunk)
+            return
+        data = chunk
+        while data:
+            if self._gzip.eof:  # a further gzip member follows
+                data = self._gzip.unused_data + data
+                self._gzip = zlib.decompressobj(wbits=31)
+            out = self._gzip.decompress(data, READ_CHUNK)
+            self._emit(out)
+            data = self._gzip.unconsumed_tail
+            if self._gzip.eof and self._gzip.unused_data:
+                data = self._gzip.unused_data + data
+                self._gzip = zlib.decompressobj(wbits=31)
+
+    def finish(self) -> None:
+        if self.compression == "zstd":
+            self._zstd.flush()
+            return
+        while True:
+            out = self._gzip.flush(READ_CHUNK) if not self._gzip.eof else b""
+            if not out:
+                break
+            self._emit(out)
+        if not self._gzip.eof:
+            raise ValueError("the gzip stream ends before its last block (truncated)")
+
+
+class _Counter(io.RawIOBase):
+    def __init__(self, decoder: _Decoder):
+        self.decoder = decoder
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.decoder._emit(data)
+        return len(data)
+
+
+class _Sink(io.RawIOBase):
+    """The stored bytes arrive here, in order: hashed, decompressed, written, reported."""
+
+    def __init__(self, decoder: _Decoder, total: int, progress: ProgressCallback | None, interval: float):
+        self.decoder = decoder
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+        self.total = total
+        self.progress = progress
+        self.interval = interval
+        self._last = 0.0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.digest.update(data)
+        self.bytes += len(data)
+        self.decoder.write(data)
+        if self.progress:
+            now = time.monotonic()
+            if now - self._last >= self.interval:
+                self._last = now
+                self.progress(self.bytes, self.total)
+        return len(data)
+
+
+def fetch_candidate(candidate: BackupCandidate, work_dir: Path, *, progress: ProgressCallback | None = None,
+                    progress_interval: float = 1.0, redactor: Redactor | None = None,
+                    s3_concurrency: int = 4) -> FetchedDump:
+    """Stream one copy into ``work_dir`` as a raw archive, checked against its manifest.
+    Raises RestoreStepError("fetch") and leaves no file behind on any mismatch or error."""
+    redactor = redactor or Redactor.from_environ()
+    manifest = candidate.manifest
+    work_dir = Path(work_dir)
+    _check_space(work_dir, manifest.raw_bytes, redactor)
+    destination = work_dir / f"{manifest.id}.dump"
+    started = time.monotonic()
+    try:
+        with open_private(destination) as handle:
+            decoder = _Decoder(manifest.compression, handle)
+            sink = _Sink(decoder, manifest.stored_bytes, progress, progress_interval)
+            if candidate.source == "local":
+                _stream_local(Path(candidate.location), sink)
+            else:
+                _stream_s3(candidate, sink, s3_concurrency)
+            decoder.finish()
+        problems = _compare(manifest, sink, decoder)
+        if problems:
+            raise RestoreStepError("fetch", "; ".join(problems))
+    except BaseException as error:
+        destination.unlink(missing_ok=True)
+        if isinstance(error, RestoreStepError):
+            raise step_error("fetch", f"{candidate.describe()} is unusable: {error}", redactor) from None
+        if isinstance(error, Exception):
+            raise step_error("fetch", f"{candidate.describe()} is unusable: {_error_text(error)}", redactor) from None
+        raise
+    if progress:
+        progress(sink.bytes, manifest.stored_bytes)
+    return FetchedDump(destination, candidate, decoder.raw_bytes, sink.bytes, sink.digest.hexdigest(),
+                       time.monotonic() - started)
+
+
+def fetch_first_intact(candidates: Sequence[BackupCandidate], work_dir: Path, *,
+                       progress: ProgressCallback | None = None, redactor: Redactor | None = None,
+                       on_fallback: Callable[[str], None] | None = None) -> FetchedDump:
+    """Try the copies in order and return the first intact one; each rejected copy is named in
+    the result's warnings (and passed to ``on_fallback``). Raises when none is intact."""
+    redactor = redactor or Redactor.from_environ()
+    rejected: list[str] = []
+    for index, candidate in enumerate(candidates):
+        try:
+            fetched = fetch_candidate(candidate, work_dir, progress=progress, redactor=redactor)
+        except RestoreStepError as error:
+            rejected.append(str(error))
+            if index + 1 < len(candidates):
+                note = f"{error}; falling back to {candidates[index + 1].describe()}"
+                if on_fallback:
+                    on_fallback(note)
+                rejected[-1] = note
+            continue
+        fetched.warnings = rejected
+        return fetched
+    if not candidates:
+        raise RestoreStepError("fetch", "no backup copy to fetch")
+    summary = rejected[-1] if len(rejected) == 1 else f"all {len(rejected)} copies are unusable; last: {rejected[-1]}"
+    raise step_error("fetch", summary, redactor)
+
+
+def _check_space(work_dir: Path, raw_bytes: int, redactor: Redactor) -> None:
+    free = shutil.disk_usage(work_dir).free
+    if free < raw_bytes + SPACE_MARGIN_BYTES:
+        raise step_error("fetch", f"not enough space in {work_dir} for the raw dump: {raw_bytes} bytes needed, "
+                                  f"{free} free", redactor)
+
+
+def _stream_local(path: Path, sink: _Sink) -> None:
+    with open(path, "rb") as source:
+        while chunk := source.read(READ_CHUNK):
+            sink.write(chunk)
+
+
+def _stream_s3(candidate: BackupCandidate, sink: _Sink, concurrency: int) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    store = candidate.store
+    key = store.key(candidate.manifest.environment, candidate.manifest.artifact)
+    head = store.client.head_object(Bucket=store.bucket, Key=key)
+    if head["ContentLength"] != candidate.manifest.stored_bytes:
+        raise RestoreStepError("fetch", f"S3 object is {head['ContentLength']} bytes, the manifest says "
+                                        f"{candidate.manifest.stored_bytes}")
+    config = TransferConfig(multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE,
+                            max_concurrency=concurrency, use_threads=True, io_chunksize=READ_CHUNK, max_io_queue=16,
+                            preferred_transfer_client="classic")
+    store.client.download_fileobj(store.bucket, key, sink, Config=config)
+
+
+def _compare(manifest, sink: _Sink, decoder: _Decoder) -> list[str]:
+    problems = []
+    if sink.bytes != manifest.stored_bytes:
+        problems.append(f"{sink.bytes} bytes read, the manifest says {manifest.stored_bytes} (truncated or extended)")
+    digest = sink.digest.hexdigest()
+    if digest != manifest.sha256:
+        problems.append(f"sha256 {digest[:12]}... differs from the manifest's {manifest.sha256[:12]}...")
+    if not problems and decoder.raw_bytes != manifest.raw_bytes:
+        problems.append(f"decompressed to {decoder.raw_bytes} bytes, the manifest says {manifest.raw_bytes}")
+    return problems
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, zstandard.ZstdError | zlib.error):
+        return f"it does not decompress: {describe(error)}"
+    return f"{type(error).__name__}: {describe(error)}"
