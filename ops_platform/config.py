@@ -30,6 +30,7 @@ class EnvironmentConfig:
     migrate_command: str | None = None
     rollback_command: str | None = None
     rollback_webhook_url: str | None = None
+    restore_checks_file: str | None = None
 
 
 def _get(environ: Mapping[str, str], key: str) -> str | None:
@@ -54,6 +55,7 @@ def load_environments(environ: Mapping[str, str] | None = None) -> dict[str, Env
             migrate_command=_get(environ, f"{prefix}MIGRATE_COMMAND"),
             rollback_command=_get(environ, f"{prefix}ROLLBACK_COMMAND"),
             rollback_webhook_url=_get(environ, f"{prefix}ROLLBACK_WEBHOOK_URL"),
+            restore_checks_file=_get(environ, f"{prefix}RESTORE_CHECKS_FILE"),
         )
     return environments
 

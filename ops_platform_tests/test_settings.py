@@ -50,6 +50,7 @@ def test_per_environment_overrides_and_their_errors():
 def test_every_setting_is_a_field_of_its_resource_with_the_same_default():
     groups = {settings_defs.RetentionSettings: settings.RETENTION, settings_defs.BackupSettings: settings.BACKUP,
               settings_defs.HealthSettings: settings.HEALTH, settings_defs.DeploymentSettings: settings.DEPLOYMENT,
+              settings_defs.RestoreSettings: settings.RESTORE,
               BackupBucketResource: settings.S3}
     for resource, group in groups.items():
         fields = resource.model_fields

@@ -37,11 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(handler=backups.backups_list_command)
 
-    restoring = commands.add_parser("restore", help="restore a backup")
+    restoring = commands.add_parser("restore", help="restore a backup (a safety backup first, then swap)")
     restoring.add_argument("backup", metavar="latest|BACKUP_ID")
     restoring.add_argument("environment")
-    restoring.add_argument("--target-database")
-    restoring.add_argument("--yes", action="store_true")
+    restoring.add_argument("--target-database", metavar="NAME",
+                           help="restore into this new database on the same server; the environment's is untouched")
+    restoring.add_argument("--replace-target", action="store_true", help="replace --target-database if it exists")
+    restoring.add_argument("--yes", action="store_true", help="do not ask before replacing the environment's database")
+    restoring.add_argument("--allow-other-environment", action="store_true",
+                           help="allow another environment's backup (e.g. production's into staging)")
+    restoring.add_argument("--skip-migrations", action="store_true", help="do not run <ENV>_MIGRATE_COMMAND")
     restoring.set_defaults(handler=restore.restore_command)
 
     cleanup = commands.add_parser("retention", help="apply (or plan) the retention policy")

@@ -1,10 +1,105 @@
-"""``ops-platform restore (latest|BACKUP_ID) ENV [--target-database NAME [--replace-target]] [--yes]``."""
+"""``ops-platform restore (latest|BACKUP_ID) ENV [--target-database NAME [--replace-target]] [--yes]``.
+
+Everything the request says is checked before any work starts (exit 2): the backup exists and
+belongs to the environment (or ``--allow-other-environment``), a target database does not exist
+(or ``--replace-target``), and replacing the environment's own database was confirmed by typing its
+name on a terminal (or ``--yes``). Then ``restore_job`` runs as a Dagster run on the instance.
+"""
 
 from __future__ import annotations
 
-from ops_platform.cli.errors import EXIT_BAD_INPUT, CommandError
+import sys
+from dataclasses import replace
+
+from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
+from ops_platform.cli.runs import failure_message, in_progress_runs, progress_on_terminal, run_job, step_lines
+from ops_platform.config import get_environment
+from ops_platform.lib import settings
+from ops_platform.lib.formatting import human_duration
+from ops_platform.lib.restore import databases
+from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
+from ops_platform.lib.restore.plan import RestoreRequest, needs_confirmation, plan_restore
+from ops_platform.lib.stores import stores_from_environ
+
+BUSY_JOBS = ("backup_job", "restore_job", "retention_job", "restore_drill_job")
+
+
+def confirmation(environment: str, live: str, yes: bool) -> str:
+    """The environment's name, typed by the person at the terminal (or implied by --yes)."""
+    if yes:
+        return environment
+    if not sys.stdin.isatty():
+        raise CommandError(f"restoring over {environment}'s database {live} needs confirmation: run it on a terminal "
+                           "to type the environment's name, or add --yes", EXIT_BAD_INPUT)
+    print(f"This replaces {environment}'s database {live} with the backup (the current one is backed up and kept).",
+          file=sys.stderr)
+    print(f"Type {environment} to continue: ", end="", file=sys.stderr, flush=True)
+    try:
+        typed = input()
+    except EOFError:
+        typed = ""
+    if typed.strip() != environment:
+        raise CommandError(f"not confirmed (typed '{typed.strip()[:40]}'); nothing was touched", EXIT_BAD_INPUT)
+    return environment
 
 
 def restore_command(args) -> int:
-    raise CommandError("'restore' is not available in this version yet; restore by hand as the README's "
-                       "\"Restoring by hand\" says", EXIT_BAD_INPUT)
+    environment = get_environment(args.environment)
+    settings.check(settings.RESTORE + settings.RETENTION)
+    if args.replace_target and not args.target_database:
+        raise CommandError("--replace-target needs --target-database", EXIT_BAD_INPUT)
+    request = RestoreRequest(environment.name, args.backup, args.target_database, args.replace_target,
+                             args.skip_migrations, args.allow_other_environment)
+    live = databases.database_name(environment.database_url)
+    local, s3 = stores_from_environ()
+    try:
+        plan_restore(replace(request, confirm=environment.name), environment, local, s3)
+    except RestoreInputError as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from None
+    except RestoreStepError as error:
+        raise CommandError(str(error)) from None
+    if needs_confirmation(request, live):
+        request = replace(request, confirm=confirmation(environment.name, live, args.yes))
+    busy = in_progress_runs(environment.name, BUSY_JOBS)
+    if busy:
+        raise CommandError(f"a {busy[0].job_name} run of {environment.name} is in progress (run {busy[0].run_id}); "
+                           "nothing was touched")
+    config = {"backup": request.backup, "target_database": request.target_database or "",
+              "replace_target": request.replace_target, "skip_migrations": request.skip_migrations,
+              "allow_other_environment": request.allow_other_environment, "confirm": request.confirm}
+    with progress_on_terminal(sys.stderr), step_lines(sys.stderr):
+        result = run_job("restore_job", partition_key=environment.name,
+                         run_config={"ops": {"resolve_restore": {"config": config}}})
+    if not result.success:
+        code = EXIT_BAD_INPUT if _input_error(result) else 1
+        raise CommandError(f"{failure_message(result)} (run {result.run_id})", code)
+    metadata = _restore_metadata(result)
+    print(f"restored {metadata['backup_id']} into {metadata['target_database']}: {metadata['tables_verified']} tables, "
+          f"{metadata['rows_verified']} rows verified, in {human_duration(metadata['duration_seconds'])}")
+    if metadata["backup_environment"] != environment.name:
+        print(f"  the data comes from {metadata['backup_environment']}'s backup")
+    if metadata["safety_backup"]:
+        print(f"  safety backup of the previous data: {metadata['safety_backup']}")
+    if metadata["kept_database"]:
+        print(f"  the previous database is kept as {metadata['kept_database']} (README: \"Going back\")")
+    print(f"run {result.run_id}")
+    return EXIT_OK
+
+
+def _input_error(result) -> bool:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data.user_failure_data
+            if data and data.metadata.get("input_error") and data.metadata["input_error"].value:
+                return True
+    return False
+
+
+def _restore_metadata(result) -> dict:
+    for event in reversed(result.all_events):
+        if event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION"):
+            data = event.event_specific_data
+            record = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+            if record is not None and "rows_verified" in record.metadata:
+                return {key: value.value for key, value in record.metadata.items()}
+    raise CommandError(f"the restore run {result.run_id} recorded no result")

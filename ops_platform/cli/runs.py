@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ops_platform.lib.tags import LAUNCHED_BY, PARTITION
-from ops_platform.lib.progress import PROGRESS_LOGGER
+from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
 
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
@@ -114,4 +114,32 @@ class progress_on_terminal:
         if self.handler:
             self.handler.finish()
             PROGRESS_LOGGER.removeHandler(self.handler)
+        return False
+
+
+class _StepLines(logging.Handler):
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+        self.terminal = stream.isatty()
+
+    def emit(self, record):
+        prefix = "\r\033[K" if self.terminal else ""
+        self.stream.write(f"{prefix}{record.getMessage()}\n")
+        self.stream.flush()
+
+
+class step_lines:
+    """``with step_lines(sys.stderr): ...`` prints one line per finished step of a long command."""
+
+    def __init__(self, stream):
+        self.handler = _StepLines(stream)
+
+    def __enter__(self):
+        STEP_LOGGER.addHandler(self.handler)
+        STEP_LOGGER.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        STEP_LOGGER.removeHandler(self.handler)
         return False

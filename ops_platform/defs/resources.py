@@ -5,13 +5,14 @@ setting means "not used", and secrets stay out of run config (EnvVar stores the 
 """
 
 
+import contextlib
 import logging
 import os
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_slack import SlackResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from slack_sdk import WebClient
 
 from ops_platform.config import ConfigError, backup_root
@@ -19,6 +20,7 @@ from ops_platform.defs.settings import settings_resources
 from ops_platform.lib import settings as settings_lib
 from ops_platform.lib.dump import Compression
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore import databases
 from ops_platform.lib.slack import SlackNotifier, make_web_client, make_webhook_client
 from ops_platform.lib.stores import LocalStore, S3Store, make_s3_client
 
@@ -100,6 +102,31 @@ class BackupBucketResource(S3Resource):
         return S3Store(self.get_client(), self.bucket, self.prefix)
 
 
+class RestoreLockResource(dg.ConfigurableResource):
+    """The advisory lock on the database being restored, held from the first step to the end of
+    the run (released when the run ends, or when its process dies and the connection drops)."""
+
+    _stack: contextlib.ExitStack | None = PrivateAttr(default=None)
+    _lock: databases.RestoreLock | None = PrivateAttr(default=None)
+
+    def acquire(self, url: str, database: str) -> databases.RestoreLock:
+        if self._lock is None:
+            stack = contextlib.ExitStack()
+            self._lock = stack.enter_context(databases.restore_lock(url, database))
+            self._stack = stack
+        self._lock.require(database)
+        return self._lock
+
+    @property
+    def held(self) -> databases.RestoreLock | None:
+        return self._lock
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self._lock = None
+
+
 def _bind(environ, mapping: dict[str, str]) -> dict:
     return {field: dg.EnvVar(variable) for field, variable in mapping.items() if environ.get(variable, "").strip()}
 
@@ -124,7 +151,8 @@ def build_resources(environ=None) -> dict:
         **({"invalid_settings": bucket_settings} if bucket_settings else
            {"max_attempts": dg.EnvVar.int("AWS_MAX_ATTEMPTS")} if environ.get("AWS_MAX_ATTEMPTS", "").strip() else {}),
     )
-    return {"slack": slack, "backup_storage": storage, "backup_bucket": bucket, **settings_resources(environ)}
+    return {"slack": slack, "backup_storage": storage, "backup_bucket": bucket, "restore_lock": RestoreLockResource(),
+            **settings_resources(environ)}
 
 
 @dg.definitions

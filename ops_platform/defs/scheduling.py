@@ -1,4 +1,5 @@
-"""Daily per-environment schedules, all in the operations team's time zone."""
+"""Per-environment schedules (daily backups and retention, weekly drills), all in the operations
+team's time zone."""
 
 import dagster as dg
 
@@ -7,7 +8,7 @@ from ops_platform.defs.environments import ENVIRONMENT_NAMES
 OPERATIONS_TIMEZONE = "America/New_York"
 
 
-def daily_environment_schedules(purpose: str, crons: dict[str, str], job, tags: dict | None = None) -> list:
+def environment_schedules(purpose: str, crons: dict[str, str], job, tags: dict | None = None) -> list:
     """One RUNNING schedule per configured environment, ``<env>_<purpose>_schedule``, in New York
     time. The scheduled time is part of the run key, so two schedules firing at the same instant
     (as 02:00 and 03:00 do on the spring-forward day) stay distinct runs."""
@@ -19,7 +20,7 @@ def daily_environment_schedules(purpose: str, crons: dict[str, str], job, tags: 
             execution_timezone=OPERATIONS_TIMEZONE,
             job=job,
             default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"Run the {environment} {purpose} daily at {cron} ({OPERATIONS_TIMEZONE}).",
+            description=f"Run the {environment} {purpose} on the cron '{cron}' ({OPERATIONS_TIMEZONE}).",
         )
         def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
             return dg.RunRequest(

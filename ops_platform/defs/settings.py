@@ -81,6 +81,20 @@ class DeploymentSettings(_Settings):
     rollback_timeout_seconds: float = 300.0
 
 
+class RestoreSettings(_Settings):
+    """Restores and drills: RESTORE_JOBS (0 = one per CPU), RESTORE_TIMEOUT_MINUTES for pg_restore,
+    RESTORE_MIGRATE_TIMEOUT_SECONDS for the migrate command, and RESTORE_WORK_DIR, where the
+    decompressed archive is written (default: .restore under the backup folder, so on its disk)."""
+
+    jobs: int = 0
+    timeout_minutes: int = 360
+    migrate_timeout_seconds: float = 900.0
+    work_dir: str | None = None
+
+    def parallel_jobs(self) -> int:
+        return self.jobs or os.cpu_count() or 2
+
+
 def _bind(group: tuple[settings.Setting, ...], environ: Mapping[str, str]) -> dict:
     """Constructor arguments for a settings resource: each set, valid variable bound, every bad one
     listed in ``invalid_settings``."""
@@ -118,4 +132,7 @@ def settings_resources(environ: Mapping[str, str] | None = None) -> dict[str, _S
         "backup_settings": BackupSettings(**_bind(settings.BACKUP, environ)),
         "health_settings": HealthSettings(**_bind(settings.HEALTH, environ)),
         "deployment_settings": DeploymentSettings(**_bind(settings.DEPLOYMENT, environ)),
+        "restore_settings": RestoreSettings(**_bind(settings.RESTORE, environ),
+                                            **({"work_dir": dg.EnvVar("RESTORE_WORK_DIR")}
+                                               if environ.get("RESTORE_WORK_DIR", "").strip() else {})),
     }

@@ -1,7 +1,9 @@
 """Progress of long work (dumps, fetches, restores), for a terminal and for the run log.
 
 Every update goes to ``PROGRESS_LOGGER``, which the CLI shows on a terminal; the run log gets a
-line at most every ``log_every`` seconds, and always the last one."""
+line at most every ``log_every`` seconds, and always the last one. A finished step of a long
+command (a restore) is one line on ``STEP_LOGGER``, which the CLI prints whether or not its output
+is a terminal."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable
 
 PROGRESS_LOGGER = logging.getLogger("ops_platform.progress")
+STEP_LOGGER = logging.getLogger("ops_platform.steps")
 
 
 class ProgressLine:

@@ -88,10 +88,17 @@ DEPLOYMENT = (
     DEPLOY_ROLLBACK_TIMEOUT,
 )
 
+RESTORE = (
+    _int("jobs", "RESTORE_JOBS", 0, 0, "pg_restore parallel jobs; 0 = one per CPU"),
+    _int("timeout_minutes", "RESTORE_TIMEOUT_MINUTES", 360, 1, "pg_restore is stopped after this"),
+    _seconds("migrate_timeout_seconds", "RESTORE_MIGRATE_TIMEOUT_SECONDS", 900.0,
+             "the migrate command is stopped after this"),
+)
+
 S3_MAX_ATTEMPTS = _int("max_attempts", "AWS_MAX_ATTEMPTS", 5, 1, "botocore standard-mode attempts per S3 call")
 S3 = (S3_MAX_ATTEMPTS,)
 
-ALL = RETENTION + BACKUP + HEALTH + DEPLOYMENT + S3
+ALL = RETENTION + BACKUP + HEALTH + DEPLOYMENT + RESTORE + S3
 
 
 def _raw(environ: Mapping[str, str], variable: str) -> str | None:

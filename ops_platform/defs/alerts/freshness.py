@@ -7,10 +7,13 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from ops_platform.config import ConfigError
-
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import freshness
 from ops_platform.lib.catalog import merge_listings

@@ -9,13 +9,17 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import environment_partitions
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.defs.settings import RetentionSettings
-from ops_platform.lib.messages import backups as messages
-from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.backup import BackupOutcome, CheckOutcome, perform_backup
 from ops_platform.lib.dump import BackupStepError, Progress
 from ops_platform.lib.formatting import human_bytes
+from ops_platform.lib.messages import backups as messages
+from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.progress import ProgressLine
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import BACKUP_KIND

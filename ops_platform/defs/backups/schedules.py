@@ -6,9 +6,9 @@ still happen and stay distinct.
 """
 
 from ops_platform.defs.backups.assets import backup_job
-from ops_platform.defs.scheduling import daily_environment_schedules
+from ops_platform.defs.scheduling import environment_schedules
 from ops_platform.lib.tags import BACKUP_KIND
 
 BACKUP_CRONS = {"production": "0 2 * * *", "staging": "0 3 * * *"}
 
-backup_schedules = daily_environment_schedules("backup", BACKUP_CRONS, backup_job, tags={BACKUP_KIND: "scheduled"})
+backup_schedules = environment_schedules("backup", BACKUP_CRONS, backup_job, tags={BACKUP_KIND: "scheduled"})

@@ -14,6 +14,7 @@ from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import ENVIRONMENT, KIND, MAX_RETRIES, MAX_RUNTIME
 
+
 class VerifyDeploymentConfig(dg.Config):
     environment: str
     expected_version: str

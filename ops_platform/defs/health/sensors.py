@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 import dagster as dg
 
 from ops_platform.config import ConfigError
-
 from ops_platform.defs.dagster_private import (
     FINISHED_STATUSES,
     IN_PROGRESS_RUN_STATUSES,
@@ -26,9 +25,9 @@ from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib.deploy import max_runtime_seconds
+from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation
 from ops_platform.lib.messages.health import incident_message
 from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
-from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation
 
 RECORDS_PER_CHECK = 200
 # Slack posts inside one tick stay well under the tick's time limit: a tighter client, at most

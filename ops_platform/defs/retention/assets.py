@@ -5,7 +5,11 @@ import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.environments import environment_partitions
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.defs.settings import RetentionSettings
 from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.messages.common import run_url
@@ -13,6 +17,7 @@ from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
 from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
+
 
 class RetentionConfig(dg.Config):
     as_of: str | None = None

@@ -3,8 +3,8 @@ cleanup still happens when backups are paused or failing. Staggered by a quarter
 environment; the scheduled time is part of the run key."""
 
 from ops_platform.defs.retention.assets import retention_job
-from ops_platform.defs.scheduling import daily_environment_schedules
+from ops_platform.defs.scheduling import environment_schedules
 
 RETENTION_CRONS = {"production": "30 4 * * *", "staging": "45 4 * * *", "development": "0 5 * * *"}
 
-retention_schedules = daily_environment_schedules("retention", RETENTION_CRONS, retention_job)
+retention_schedules = environment_schedules("retention", RETENTION_CRONS, retention_job)

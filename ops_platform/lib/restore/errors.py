@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ops_platform.lib.redact import Redactor
 
-RESTORE_STEPS = ("resolve", "fetch", "scratch", "pg_restore", "migrate", "verify", "swap")
+RESTORE_STEPS = ("resolve", "fetch", "safety_backup", "scratch", "pg_restore", "migrate", "verify", "swap")
 MESSAGE_LIMIT = 600
 
 

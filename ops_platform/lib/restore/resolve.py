@@ -119,7 +119,8 @@ def _resolve_latest(environment: str, local: LocalStore, s3: S3Store | None, red
                                         f"({_s3_where(s3, environment)}): {s3_error}", redactor)
         unverified = len(manifests) - len(verified)
         detail = f" ({unverified} found, none verified)" if unverified else ""
-        raise step_error("resolve", f"no verified backups of {environment} in {where}{detail}", redactor)
+        raise step_error("resolve", f"no verified backups of {environment} in {where}{detail}", redactor,
+                         RestoreInputError)
     if s3_error:
         warnings.append(redactor(f"S3 is unreachable, only local copies are considered: {s3_error}"))
     return Resolution(candidates, [redactor(w) for w in warnings])

@@ -1,0 +1,66 @@
+"""Slack messages for restores and restore drills."""
+
+from __future__ import annotations
+
+from ops_platform.lib.formatting import human_duration
+from ops_platform.lib.messages.common import slack_message
+from ops_platform.lib.restore.plan import RestoreState
+from ops_platform.lib.slack import SlackMessage
+
+STEP_NAMES = {"resolve": "resolve", "fetch": "fetch and check the backup", "safety_backup": "safety backup",
+              "scratch": "prepare the scratch database", "pg_restore": "pg_restore", "migrate": "migrations",
+              "verify": "verification", "swap": "swap"}
+
+
+def _origin(state: RestoreState) -> str:
+    if state.source_environment != state.environment:
+        return f" (from *{state.source_environment}*'s backup)"
+    return ""
+
+
+def restore_started(state: RestoreState, run_url: str | None = None) -> SlackMessage:
+    how = "in place (the role cannot create databases)" if state.in_place else "into a scratch copy, then swap"
+    lines = [f":hourglass_flowing_sand: *Restore started* ({state.environment}): `{state.backup_id}`{_origin(state)} "
+             f"into {state.describe_target()}, {how}"]
+    lines += [f":warning: {warning}" for warning in state.warnings]
+    return slack_message(lines, run_url)
+
+
+def restore_succeeded(state: RestoreState, run_url: str | None = None) -> SlackMessage:
+    steps = ", ".join(f"{STEP_NAMES.get(step, step)} {human_duration(seconds)}" for step, seconds in state.seconds.items())
+    lines = [f":white_check_mark: *Restore succeeded* ({state.environment}): {state.describe_target()} now holds "
+             f"`{state.backup_id}`{_origin(state)}",
+             f"• verified: {state.tables_verified} tables, {state.rows_verified} rows match the manifest",
+             f"• steps: {steps}"]
+    if state.safety_backup_id:
+        lines.append(f"• safety backup: `{state.safety_backup_id}`")
+    if state.kept_database:
+        lines.append(f"• the previous database is kept as `{state.kept_database}`")
+    lines += [f":warning: {warning}" for warning in state.warnings]
+    return slack_message(lines, run_url)
+
+
+def restore_failed(environment: str, step: str, error: str, left_as_it_was: str,
+                   backup_id: str | None = None, run_url: str | None = None) -> SlackMessage:
+    lines = [f":x: *Restore failed* ({environment}) at {STEP_NAMES.get(step, step)}",
+             f"• {error.strip()[:1500]}", f"• {left_as_it_was}"]
+    if backup_id:
+        lines.insert(1, f"• backup: `{backup_id}`")
+    return slack_message(lines, run_url)
+
+
+def drill_failed(environment: str, error: str, backup_id: str | None, run_url: str | None = None) -> SlackMessage:
+    what = f"`{backup_id}`" if backup_id else "the latest verified backup"
+    return slack_message([f":rotating_light: *Restore drill failed* ({environment}): {what} did not restore cleanly",
+                          f"• {error.strip()[:1500]}"], run_url)
+
+
+def drill_overdue(environment: str, last_passed: str | None, days: int) -> SlackMessage:
+    when = f"the last passing drill was {last_passed}" if last_passed else "no drill has ever passed"
+    return slack_message([f":rotating_light: *No passing restore drill for {environment} in {days} days*: {when}. "
+                          "Nobody knows whether its backups restore."])
+
+
+def drill_passing_again(environment: str, backup_id: str) -> SlackMessage:
+    return slack_message([f":white_check_mark: *Restore drills of {environment} pass again*: `{backup_id}` restored "
+                          "and verified"])

@@ -1,0 +1,152 @@
+"""What a restore will do, decided before anything is touched: which backup, into which database,
+whether a database is replaced (and so needs a safety backup and a swap), and whether the role can
+build a scratch database or must fall back to restoring in place.
+
+Every refusal here is a RestoreInputError (exit 2 on the CLI): a bad database name, an existing
+target without ``replace_target``, another environment's backup without ``allow_other_environment``,
+a missing confirmation. ``RestoreState`` is what the Dagster steps hand each other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ops_platform.config import EnvironmentConfig, printable
+from ops_platform.lib.artifacts import Manifest, parse_backup_id
+from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore import databases
+from ops_platform.lib.restore.errors import RestoreInputError, step_error
+from ops_platform.lib.restore.resolve import LATEST, BackupCandidate, resolve_backup
+from ops_platform.lib.stores import LocalStore, S3Store
+
+RESERVED_DATABASES = {"postgres", "template0", "template1"}
+_DERIVED = re.compile(r"__(pre_)?restore_|__drill_")
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What the operator asked for (the CLI's arguments, or the launchpad's config)."""
+
+    environment: str
+    backup: str = LATEST
+    target_database: str | None = None
+    replace_target: bool = False
+    skip_migrations: bool = False
+    allow_other_environment: bool = False
+    confirm: str = ""
+
+
+@dataclass
+class RestoreState:
+    """A restore in progress, as the steps pass it on. Times are seconds per step."""
+
+    environment: str
+    live_database: str
+    target: str
+    replacing: bool
+    in_place: bool
+    stamp: str
+    scratch: str
+    backup_id: str
+    source_environment: str
+    candidates: list[BackupCandidate] = field(default_factory=list, repr=False)
+    skip_migrations: bool = False
+    work_dir: str | None = None
+    dump_path: str | None = None
+    manifest: Manifest | None = None
+    fetched_from: str | None = None
+    safety_backup_id: str | None = None
+    scratch_created: bool = False
+    kept_database: str | None = None
+    rows_verified: int = 0
+    tables_verified: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def own_database(self) -> bool:
+        return self.target == self.live_database
+
+    @property
+    def building(self) -> str:
+        """The database the data goes into first: the scratch copy, or the target itself in place."""
+        return self.target if self.in_place else self.scratch
+
+    def describe_target(self) -> str:
+        return f"{self.environment}'s database {self.target}" if self.own_database else f"database {self.target}"
+
+
+def needs_confirmation(request: RestoreRequest, live_database: str) -> bool:
+    """Only a restore over the environment's own database does."""
+    return not request.target_database or request.target_database == live_database
+
+
+def check_confirmation(request: RestoreRequest, live_database: str) -> None:
+    if needs_confirmation(request, live_database) and request.confirm.strip() != request.environment:
+        typed = f"got '{printable(request.confirm)}'" if request.confirm.strip() else "nothing was typed"
+        raise RestoreInputError("resolve", f"replacing {request.environment}'s database {live_database} needs "
+                                           f"confirm: {request.environment} ({typed}); nothing was touched")
+
+
+def check_database_name(name: str) -> None:
+    """A name a restore may create: a valid identifier of at most 63 bytes, not a system database,
+    and not one of the platform's own working names."""
+    if not name or not name.strip() or name != name.strip():
+        raise RestoreInputError("resolve", f"invalid target database name '{printable(name)}'")
+    if len(name.encode()) > databases.IDENTIFIER_MAX_BYTES or "\x00" in name or not name.isprintable():
+        raise RestoreInputError("resolve", f"invalid target database name '{printable(name)}': at most 63 bytes of "
+                                           "printable characters")
+    if name in RESERVED_DATABASES or _DERIVED.search(name):
+        raise RestoreInputError("resolve", f"refusing to restore into '{printable(name)}': a system or platform "
+                                           "working database")
+
+
+def backup_environment(selector: str, environment: str) -> str:
+    """The environment a backup comes from: the id's own for a named backup."""
+    if selector == LATEST:
+        return environment
+    try:
+        owner, _ = parse_backup_id(selector)
+    except Exception as error:  # ConfigError: one line already
+        raise RestoreInputError("resolve", str(error)) from None
+    return owner
+
+
+def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local: LocalStore, s3: S3Store | None,
+                 *, stamp: str | None = None, redactor: Redactor | None = None) -> RestoreState:
+    """Check the request against the stores and the server, and decide what will happen. Touches
+    nothing. Raises RestoreInputError for a request that cannot be done, RestoreStepError("resolve")
+    when the backup cannot be found for another reason (S3 down)."""
+    redactor = redactor or Redactor.from_environ()
+    url = environment.database_url
+    live = databases.database_name(url)
+    target = request.target_database or live
+    if request.target_database and request.target_database != live:
+        check_database_name(request.target_database)
+    else:
+        check_confirmation(request, live)
+    if request.replace_target and not request.target_database:
+        raise RestoreInputError("resolve", "replace_target only applies with a target database")
+    source_environment = backup_environment(request.backup, environment.name)
+    if source_environment != environment.name and not request.allow_other_environment:
+        raise RestoreInputError("resolve", f"backup {request.backup} belongs to {source_environment}, not "
+                                           f"{environment.name}; say so explicitly to restore it here "
+                                           "(--allow-other-environment, or allow_other_environment: true)")
+    resolution = resolve_backup(environment.name, request.backup, local, s3,
+                                allow_other_environment=request.allow_other_environment, redactor=redactor)
+    exists = databases.database_exists(url, target, redactor=redactor)
+    if exists and request.target_database and request.target_database != live and not request.replace_target:
+        raise RestoreInputError("resolve", f"database {target} already exists; add --replace-target (replace_target: "
+                                           "true) to replace it, or choose another name")
+    in_place = not databases.can_create_databases(url, redactor=redactor)
+    if in_place and not exists:
+        raise step_error("resolve", f"the role in the {environment.name} URL cannot create databases and {target} "
+                                    "does not exist: create it first, or use a role with CREATEDB", redactor)
+    stamp = stamp or databases.make_stamp()
+    first = resolution.first
+    return RestoreState(
+        environment=environment.name, live_database=live, target=target, replacing=exists, in_place=in_place,
+        stamp=stamp, scratch=databases.scratch_name(target, stamp), backup_id=first.backup_id,
+        source_environment=first.manifest.environment, candidates=resolution.candidates,
+        skip_migrations=request.skip_migrations, warnings=list(resolution.warnings))
