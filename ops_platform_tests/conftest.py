@@ -188,7 +188,9 @@ def platform_resources(**overrides) -> dict:
     (``slack=...``, ``backup_storage=...``)."""
     from ops_platform.defs.resources import build_resources
 
-    return {**build_resources(os.environ), **overrides}
+    resources = build_resources(os.environ)
+    resources.pop("restore_lock")  # run-scoped (it holds a lock), only restore_job uses it
+    return {**resources, **overrides}
 
 
 @pytest.fixture

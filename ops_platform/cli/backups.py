@@ -47,9 +47,16 @@ def backups_list_command(args) -> int:
     if not entries:
         print(f"no backups for {args.environment}")
         return EXIT_OK
-    print(f"{'ID':<30} {'CREATED (UTC)':<21} {'SIZE':>10} {'VERIFIED':<9} LOCATIONS")
+    print(f"{'ID':<30} {'CREATED (UTC)':<21} {'KIND':<12} {'SIZE':>10} {'VERIFIED':<9} {'DRILL':<17} LOCATIONS")
     for entry in entries:
         where = ", ".join("s3" if loc.startswith("s3://") else "local" for loc in entry["locations"])
-        print(f"{entry['id']:<30} {entry['created_at']:<21} {human_bytes(entry['size_bytes']):>10} "
-              f"{'yes' if entry['verified'] else 'NO':<9} {where}")
+        print(f"{entry['id']:<30} {entry['created_at']:<21} {entry['kind']:<12} {human_bytes(entry['size_bytes']):>10} "
+              f"{'yes' if entry['verified'] else 'NO':<9} {_drill(entry['drill']):<17} {where}")
     return EXIT_OK
+
+
+def _drill(drill: dict | None) -> str:
+    """Whether a restore drill proved this backup restorable, and when."""
+    if not drill:
+        return "-"
+    return f"{'restored' if drill.get('passed') else 'FAILED'} {str(drill.get('at', ''))[:10]}"

@@ -16,11 +16,13 @@ from ops_platform.lib import settings
 from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.formatting import human_bytes
 from ops_platform.lib.retention.policy import RetentionPlan, parse_as_of, policy_from_environ, resolve_as_of
+from ops_platform.lib.restore import databases
+from ops_platform.lib.restore.errors import RestoreStepError
 from ops_platform.lib.retention.stores import build_plan
 from ops_platform.lib.stores import stores_from_environ
 
 APPLIED_JSON_KEYS = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "newest_kept", "deleted_backups",
-                     "aborted_uploads", "warnings")
+                     "aborted_uploads", "dropped_databases", "warnings")
 
 
 def format_plan(plan: RetentionPlan) -> str:
@@ -41,6 +43,15 @@ def format_plan(plan: RetentionPlan) -> str:
     return "\n".join(lines)
 
 
+def _expired_kept_databases(environment: str, keep_days: int, as_of, warnings: list[str]) -> list[str]:
+    url = get_environment(environment).database_url
+    try:
+        return databases.expired_pre_restore(url, databases.database_name(url), keep_days, as_of)
+    except RestoreStepError as error:
+        warnings.append(f"databases kept by earlier restores were not checked: {error}")
+        return []
+
+
 def retention_command(args) -> int:
     environment = args.environment
     get_environment(environment)
@@ -50,7 +61,13 @@ def retention_command(args) -> int:
         as_of = parse_as_of(args.as_of)
         local, s3 = stores_from_environ()
         plan = build_plan(environment, local, s3, policy, as_of)
-        print(plan.to_json() if args.json else format_plan(plan))
+        expired = _expired_kept_databases(environment, policy.pre_restore_days, as_of, plan.warnings)
+        if args.json:
+            print(json.dumps(plan.as_record() | {"expired_databases": expired}, indent=2))
+        else:
+            print(format_plan(plan))
+            for name in expired:
+                print(f"DROP    database {name}: kept by a restore more than {policy.pre_restore_days} days ago")
         return EXIT_OK
 
     try:

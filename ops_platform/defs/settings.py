@@ -50,9 +50,11 @@ class RetentionSettings(_Settings):
 
 
 class BackupSettings(_Settings):
-    """Backup alerting: BACKUP_MAX_AGE_HOURS is the freshness limit."""
+    """Backup alerting: BACKUP_MAX_AGE_HOURS is the freshness limit, DRILL_MAX_AGE_DAYS the longest
+    an environment may go without a passing restore drill."""
 
     max_age_hours: int = 26
+    drill_max_age_days: int = 8
 
 
 class HealthSettings(_Settings):

@@ -77,6 +77,7 @@ class Manifest:
     verified: bool = False
     locations: list[str] = field(default_factory=list)
     dagster_run_id: str | None = None
+    drill: dict | None = None
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -117,4 +118,5 @@ class Manifest:
             "compression": self.compression,
             "verified": self.verified,
             "locations": list(self.locations),
+            "drill": dict(self.drill) if self.drill else None,
         }

@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ops_platform.lib.artifacts import Manifest, utc_iso
+from ops_platform.lib.artifacts import Manifest, parse_utc, utc_iso
 
 STALE, REMINDER, FRESH_AGAIN = "stale", "reminder", "fresh_again"
+BACKUPS, DRILLS = "backups", "drills"
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class FreshnessNotice:
     environment: str
     newest_id: str | None
     age_seconds: float | None
+    subject: str = BACKUPS
 
 
 def newest_verified(manifests: list[Manifest]) -> Manifest | None:
@@ -29,24 +31,52 @@ def newest_verified(manifests: list[Manifest]) -> Manifest | None:
     return max(verified, key=lambda m: m.created) if verified else None
 
 
+def newest_passed_drill(manifests: list[Manifest]) -> tuple[Manifest, datetime] | None:
+    """The backup most recently proven restorable by a drill, and when."""
+    drilled = [(manifest, parse_utc(manifest.drill["at"])) for manifest in manifests
+               if isinstance(manifest.drill, dict) and manifest.drill.get("passed") and manifest.drill.get("at")]
+    return max(drilled, key=lambda pair: pair[1]) if drilled else None
+
+
+def _watch(subject: str, environment: str, newest_id: str | None, age: float | None, stale: bool, now: datetime,
+           state: dict, reminder: timedelta) -> FreshnessNotice | None:
+    """One alert when something goes stale, a reminder every ``reminder``, one notice when fresh."""
+    alerted_at = state.get("alerted_at")
+    if not stale:
+        state.clear()
+        return FreshnessNotice(FRESH_AGAIN, environment, newest_id, age, subject) if alerted_at else None
+    if alerted_at is None:
+        state["alerted_at"] = utc_iso(now)
+        return FreshnessNotice(STALE, environment, newest_id, age, subject)
+    if now - parse_utc(alerted_at) >= reminder:
+        state["alerted_at"] = utc_iso(now)
+        return FreshnessNotice(REMINDER, environment, newest_id, age, subject)
+    return None
+
+
 def evaluate(environment: str, manifests: list[Manifest], now: datetime, max_age: timedelta,
              state: dict, reminder: timedelta = timedelta(hours=24)) -> FreshnessNotice | None:
-    """Update ``state`` (this environment's entry of the cursor) and say what to post, if anything."""
+    """Backups: update ``state`` (this environment's entry of the cursor) and say what to post, if anything.
+    No verified backup at all is stale at once."""
     newest = newest_verified(manifests)
     age = (now - newest.created).total_seconds() if newest else None
     stale = newest is None or age > max_age.total_seconds()
-    alerted_at = state.get("alerted_at")
-    newest_id = newest.id if newest else None
-    if not stale:
-        state.clear()
-        return FreshnessNotice(FRESH_AGAIN, environment, newest_id, age) if alerted_at else None
-    if alerted_at is None:
-        state["alerted_at"] = utc_iso(now)
-        return FreshnessNotice(STALE, environment, newest_id, age)
-    if now - datetime.fromisoformat(alerted_at.replace("Z", "+00:00")) >= reminder:
-        state["alerted_at"] = utc_iso(now)
-        return FreshnessNotice(REMINDER, environment, newest_id, age)
-    return None
+    return _watch(BACKUPS, environment, newest.id if newest else None, age, stale, now, state, reminder)
+
+
+def evaluate_drills(environment: str, manifests: list[Manifest], now: datetime, max_age: timedelta,
+                    state: dict, reminder: timedelta = timedelta(hours=24)) -> FreshnessNotice | None:
+    """Restore drills: stale when no drill has passed within ``max_age``. An environment whose
+    drills never passed is stale once its oldest verified backup is older than ``max_age`` (before
+    that, the first weekly drill has not had its chance yet)."""
+    found = newest_passed_drill(manifests)
+    if found:
+        manifest, at = found
+        age = (now - at).total_seconds()
+        return _watch(DRILLS, environment, manifest.id, age, age > max_age.total_seconds(), now, state, reminder)
+    verified = [manifest for manifest in manifests if manifest.verified]
+    stale = bool(verified) and now - min(m.created for m in verified) > max_age
+    return _watch(DRILLS, environment, None, None, stale, now, state, reminder)
 
 
 def load_state(cursor: str | None) -> dict:

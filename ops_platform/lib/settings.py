@@ -70,6 +70,7 @@ RETENTION = (
 BACKUP = (
     _int("max_age_hours", "BACKUP_MAX_AGE_HOURS", 26, 1,
          "alert when an environment's newest verified backup is older than this"),
+    _int("drill_max_age_days", "DRILL_MAX_AGE_DAYS", 8, 1, "alert when no restore drill has passed for this long"),
 )
 
 HEALTH = (

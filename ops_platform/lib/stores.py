@@ -131,6 +131,17 @@ class S3Store:
                     found[name] = item
         return found
 
+    def has(self, environment: str, name: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(environment, name))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def read_bytes(self, environment: str, name: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"].read()
 

@@ -1,5 +1,6 @@
 """Alerts when an environment's backups stop arriving, whatever the reason (schedule turned off,
-daemon down for a day, every run failing before it could alert)."""
+daemon down for a day, every run failing before it could alert), and when its weekly restore
+drills stop passing."""
 
 import json
 from datetime import datetime, timedelta, timezone
@@ -30,7 +31,8 @@ def watched_environments() -> list[str]:
     minimum_interval_seconds=15 * 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts to Slack when an environment's newest verified backup is older than "
-                "BACKUP_MAX_AGE_HOURS (26), reminds daily, and says when backups are fresh again.",
+                "BACKUP_MAX_AGE_HOURS (26), or no restore drill has passed for DRILL_MAX_AGE_DAYS (8); "
+                "reminds daily, and says when it is fresh again.",
 )
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource,
                             backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
@@ -38,15 +40,21 @@ def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlack
     if backup_settings.invalid_settings:
         raise ConfigError(backup_settings.invalid_settings[0])
     max_age = timedelta(hours=backup_settings.max_age_hours)
+    drill_max_age = timedelta(days=backup_settings.drill_max_age_days)
     state = freshness.load_state(context.cursor)
     now = datetime.now(timezone.utc)
     local, s3 = backup_storage.local_store(), backup_bucket.store()
     posted = []
     for environment in watched_environments():
         listing = merge_listings(environment, local, s3)
-        notice = freshness.evaluate(environment, listing.manifests, now, max_age, state.setdefault(environment, {}))
-        if notice:
-            slack.notifier(context.log).post(freshness_message(notice, max_age))
-            posted.append(f"{environment}: {notice.kind}")
+        notices = [(freshness.evaluate(environment, listing.manifests, now, max_age,
+                                       state.setdefault(environment, {})), max_age),
+                   (freshness.evaluate_drills(environment, listing.manifests, now, drill_max_age,
+                                              state.setdefault("drills", {}).setdefault(environment, {})),
+                    drill_max_age)]
+        for notice, limit in notices:
+            if notice:
+                slack.notifier(context.log).post(freshness_message(notice, limit))
+                posted.append(f"{environment} {notice.subject}: {notice.kind}")
     context.update_cursor(json.dumps(state))
     return dg.SkipReason("; ".join(posted) or "backups are fresh or already reported")

@@ -15,6 +15,8 @@ from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore import databases
+from ops_platform.lib.restore.errors import RestoreStepError
 from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
 from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
 
@@ -38,6 +40,7 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
         "deleted_backups": dg.MetadataValue.json(
             [{"id": item.id, "status": item.status, "reason": item.reason} for item in plan.deleted]),
         "aborted_uploads": dg.MetadataValue.int(len(applied.aborted_uploads)),
+        "dropped_databases": dg.MetadataValue.json(applied.dropped_databases),
         "warnings": dg.MetadataValue.json(warnings),
     }
 
@@ -58,7 +61,7 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     It runs right after a backup whose blocking checks passed, and daily on its own schedule."""
     environment = context.partition_key
     try:
-        get_environment(environment)
+        database_url = get_environment(environment).database_url
         if retention_settings.invalid_settings:
             raise ConfigError(retention_settings.invalid_settings[0])
         policy = retention_settings.policy(environment)
@@ -78,10 +81,18 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     for warning in warnings:
         context.log.warning(warning)
     applied = apply_plan(plan, local, s3)
+    try:
+        applied.dropped_databases = databases.drop_expired_pre_restore(
+            database_url, databases.database_name(database_url), policy.pre_restore_days, as_of)
+    except RestoreStepError as error:
+        warnings.append(f"databases kept by earlier restores were not checked: {error}")
+        context.log.warning(warnings[-1])
+    for name in applied.dropped_databases:
+        context.log.info(f"dropped {name}, kept by a restore more than {policy.pre_restore_days} days ago")
     summary = plan.summary()
     context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
                      f"aborted {len(applied.aborted_uploads)} stale upload(s)")
-    if plan.deleted or applied.aborted_uploads:
+    if plan.deleted or applied.aborted_uploads or applied.dropped_databases:
         slack.notifier(context.log).post(retention_summary(plan, applied, run_url(context.run.run_id)))
     return dg.MaterializeResult(metadata=_metadata(plan, applied, warnings))
 

@@ -53,14 +53,3 @@ def drill_failed(environment: str, error: str, backup_id: str | None, run_url: s
     what = f"`{backup_id}`" if backup_id else "the latest verified backup"
     return slack_message([f":rotating_light: *Restore drill failed* ({environment}): {what} did not restore cleanly",
                           f"• {error.strip()[:1500]}"], run_url)
-
-
-def drill_overdue(environment: str, last_passed: str | None, days: int) -> SlackMessage:
-    when = f"the last passing drill was {last_passed}" if last_passed else "no drill has ever passed"
-    return slack_message([f":rotating_light: *No passing restore drill for {environment} in {days} days*: {when}. "
-                          "Nobody knows whether its backups restore."])
-
-
-def drill_passing_again(environment: str, backup_id: str) -> SlackMessage:
-    return slack_message([f":white_check_mark: *Restore drills of {environment} pass again*: `{backup_id}` restored "
-                          "and verified"])

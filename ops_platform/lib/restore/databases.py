@@ -535,16 +535,19 @@ def list_pre_restore_databases(url: str, live: str, *, redactor: Redactor | None
     return sorted(found, key=lambda item: item[1], reverse=True)
 
 
-def drop_expired_pre_restore(url: str, live: str, keep_days: float, now: datetime | None = None, *,
-                             keep_min: int = 0, redactor: Redactor | None = None) -> list[str]:
-    """Drop kept databases of ``live`` older than ``keep_days`` (always keeping the newest
-    ``keep_min``). Returns the dropped names."""
+def expired_pre_restore(url: str, live: str, keep_days: float, now: datetime | None = None, *,
+                        keep_min: int = 0, redactor: Redactor | None = None) -> list[str]:
+    """Kept databases of ``live`` older than ``keep_days`` (always sparing the newest ``keep_min``)."""
     if keep_days < 0:
         raise ValueError("keep_days must be >= 0")
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=keep_days)
     kept = list_pre_restore_databases(url, live, redactor=redactor)
-    dropped = []
-    for index, (name, moment) in enumerate(kept):
-        if index >= keep_min and moment < cutoff and drop_database(url, name, redactor=redactor, step="swap"):
-            dropped.append(name)
-    return dropped
+    return [name for index, (name, moment) in enumerate(kept) if index >= keep_min and moment < cutoff]
+
+
+def drop_expired_pre_restore(url: str, live: str, keep_days: float, now: datetime | None = None, *,
+                             keep_min: int = 0, redactor: Redactor | None = None) -> list[str]:
+    """Drop kept databases of ``live`` older than ``keep_days`` (always keeping the newest
+    ``keep_min``). Returns the dropped names."""
+    return [name for name in expired_pre_restore(url, live, keep_days, now, keep_min=keep_min, redactor=redactor)
+            if drop_database(url, name, redactor=redactor, step="swap")]

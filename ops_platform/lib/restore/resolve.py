@@ -1,7 +1,7 @@
 """Step 1: choose the backup to restore, as an ordered list of copies to try.
 
-``latest`` is the newest backup with ``verified: true``; a named id must belong to the
-environment. Each backup yields its local copy first (no download), then its S3 copy, so the
+``latest`` is the newest backup with ``verified: true`` that is not a pre-restore safety backup;
+a named id must belong to the environment. Each backup yields its local copy first (no download), then its S3 copy, so the
 caller can fall back to the next copy, and then to the next backup, when one turns out corrupt.
 """
 
@@ -16,6 +16,9 @@ from ops_platform.lib.restore.errors import RestoreInputError, describe, step_er
 from ops_platform.lib.stores import LocalStore, S3Store
 
 LATEST = "latest"
+# A pre-restore safety backup holds what a restore replaced (often the very data being recovered
+# from): it is restored only by its id, never as "latest".
+NOT_LATEST_KINDS = ("pre-restore",)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def _resolve_latest(environment: str, local: LocalStore, s3: S3Store | None, red
         except Exception as error:  # noqa: BLE001 - local copies may still be enough
             s3_error = f"{type(error).__name__}: {describe(error)}"
     manifests = {c.backup_id: c.manifest for c in [*remote_found.values(), *local_found.values()]}
-    verified = sorted((m for m in manifests.values() if m.verified), key=lambda m: m.created, reverse=True)
+    verified = sorted((m for m in manifests.values() if m.verified and m.kind not in NOT_LATEST_KINDS),
+                      key=lambda m: m.created, reverse=True)
     candidates = [copy for manifest in verified
                   for copy in (local_found.get(manifest.id), remote_found.get(manifest.id)) if copy]
     if not candidates:

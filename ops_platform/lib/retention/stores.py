@@ -104,6 +104,7 @@ class ApplyResult:
     deleted_files: list[str] = field(default_factory=list)
     aborted_uploads: list[str] = field(default_factory=list)
     bytes_freed: int = 0
+    dropped_databases: list[str] = field(default_factory=list)
 
 
 def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> ApplyResult:

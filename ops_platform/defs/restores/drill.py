@@ -1,0 +1,99 @@
+"""``restore_drill``: every Sunday, each scheduled environment's newest verified backup is restored
+into a throwaway database, verified against its manifest and dropped, so a backup nobody can
+bring back is found on a quiet morning rather than on the night it is needed."""
+
+import dagster as dg
+
+from ops_platform.config import ConfigError, get_environment
+from ops_platform.defs.alerts.marking import mark_alerted
+from ops_platform.defs.backups.schedules import BACKUP_CRONS
+from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.restores.jobs import work_root
+from ops_platform.defs.scheduling import environment_schedules
+from ops_platform.defs.settings import RestoreSettings
+from ops_platform.lib.messages import restores as messages
+from ops_platform.lib.messages.common import run_url
+from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore.drill import record_drill, run_drill
+from ops_platform.lib.tags import MAX_RETRIES
+
+DRILL_CHECKS = [
+    dg.AssetCheckSpec("latest_backup_restores", asset="restore_drill",
+                      description="The newest verified backup is fetched (sha256 checked) and restores into a "
+                                  "throwaway database with pg_restore --exit-on-error."),
+    dg.AssetCheckSpec("row_counts_match", asset="restore_drill",
+                      description="Every table of the restored copy exists with the manifest's row count, and no "
+                                  "sequence is behind its column."),
+]
+DRILL_CRONS = {environment: "0 4 * * 0" for environment in BACKUP_CRONS}
+
+
+@dg.asset(
+    partitions_def=environment_partitions,
+    deps=["database_backup"],
+    group_name="restores",
+    kinds={"postgres"},
+    check_specs=DRILL_CHECKS,
+)
+def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, backup_storage: BackupStorageResource,
+                  backup_bucket: BackupBucketResource, restore_settings: RestoreSettings):
+    """The newest verified backup of the environment, restored into a throwaway database, verified
+    against its manifest (tables, row counts, sequences, the operator's SQL checks) and dropped.
+    A failed drill fails the run and alerts; its result is also written into the backup's manifest."""
+    environment_name = context.partition_key
+    try:
+        restore_settings.require_valid(f"restore drill of {environment_name}")
+        environment = get_environment(environment_name)
+        local, s3 = backup_storage.local_store(), backup_bucket.store()
+    except (ConfigError, dg.Failure) as error:
+        message = error.description if isinstance(error, dg.Failure) else str(error)
+        slack.notifier(context.log).post(messages.drill_failed(environment_name, message, None,
+                                                               run_url(context.run_id)))
+        mark_alerted(context.instance, context.run_id)
+        raise dg.Failure(description=f"restore drill of {environment_name}: {message}", allow_retries=False) from None
+    outcome = run_drill(environment, local, s3, work_root(restore_settings, backup_storage),
+                        jobs=restore_settings.parallel_jobs(), timeout=restore_settings.timeout_minutes * 60.0,
+                        redactor=Redactor.from_environ())
+    for warning in outcome.warnings:
+        context.log.warning(warning)
+    if outcome.manifest is not None:
+        for warning in record_drill(outcome.manifest, outcome.record(context.run_id), local, s3):
+            context.log.warning(warning)
+    report = outcome.report
+    yield dg.AssetCheckResult(
+        check_name="latest_backup_restores", passed=outcome.restored,
+        description=(f"{outcome.backup_id} restored in {outcome.seconds.get('pg_restore', 0):.1f}s" if outcome.restored
+                     else f"failed at {outcome.failed_step}: {outcome.error}"),
+        metadata={"backup_id": outcome.backup_id or "", "seconds": dg.MetadataValue.float(outcome.total_seconds)})
+    yield dg.AssetCheckResult(
+        check_name="row_counts_match", passed=outcome.passed,
+        description=report.summary() if report else "not reached: the backup did not restore",
+        metadata={"tables": dg.MetadataValue.int(report.tables_checked if report else 0),
+                  "rows": dg.MetadataValue.int(report.rows_verified if report else 0)})
+    if not outcome.passed:
+        slack.notifier(context.log).post(messages.drill_failed(environment_name, outcome.error or "failed",
+                                                               outcome.backup_id, run_url(context.run_id)))
+        mark_alerted(context.instance, context.run_id)
+        raise dg.Failure(description=f"restore drill of {environment_name} failed at {outcome.failed_step}: "
+                                     f"{outcome.error}", allow_retries=False)
+    context.log.info(f"drill of {outcome.backup_id} passed: {report.summary()} in {outcome.total_seconds:.1f}s")
+    yield dg.MaterializeResult(metadata={
+        "backup_id": outcome.backup_id,
+        "duration_seconds": dg.MetadataValue.float(outcome.total_seconds),
+        "step_seconds": dg.MetadataValue.json(outcome.seconds),
+        "tables_verified": dg.MetadataValue.int(report.tables_checked),
+        "rows_verified": dg.MetadataValue.int(report.rows_verified),
+        "sequences_checked": dg.MetadataValue.int(report.sequences_checked),
+        "backup_created_at": outcome.manifest.created_at,
+    })
+
+
+restore_drill_job = dg.define_asset_job(
+    "restore_drill_job",
+    selection=dg.AssetSelection.assets(restore_drill),
+    description="Restore the environment's newest verified backup into a throwaway database, verify it and drop it.",
+    tags={MAX_RETRIES: "0"},
+)
+
+drill_schedules = environment_schedules("restore_drill", DRILL_CRONS, restore_drill_job)
