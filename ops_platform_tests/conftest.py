@@ -45,6 +45,7 @@ os.environ.update({
     "AWS_DEFAULT_REGION": "us-east-1",
     "DAGSTER_HOME": str(_SCRATCH / "dagster_home"),
     "BACKUP_DIR": str(_SCRATCH / "backups"),
+    "BACKUP_RETRY_DELAY_SECONDS": "0",  # retries of transient failures happen at once in tests
 })
 for variable in ("SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "SLACK_CHANNEL", "SLACK_API_URL", "PGPASSWORD"):
     os.environ.pop(variable, None)

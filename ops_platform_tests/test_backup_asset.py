@@ -89,10 +89,29 @@ def test_unreachable_database_fails_with_one_alert(instance, slack_server, backu
     assert "backup failed" in texts[0] and "connect" in texts[0]
     assert DB_PASSWORD not in slack_server.all_bodies()
     assert instance.get_run_by_id(result.run_id).tags.get(ALERTED) == "true"
-    assert not list(backup_dir.rglob("*"))
+    assert "(after 3 attempts)" in texts[0]  # a refused connection is retried (BACKUP_RETRIES=2), alerted once
+    assert not [path for path in backup_dir.rglob("*") if path.is_file()]
 
 
-def test_dump_killed_midway_fails_the_run_with_one_alert(big_database, instance, slack_server, backup_dir, s3_bucket):
+def test_dump_killed_midway_is_retried_and_alerted_once(big_database, instance, slack_server, backup_dir, s3_bucket):
+    """A terminated backend (a database restart at 02:00) is transient: the backup is tried again."""
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
+    killer = terminate_dump_when_streaming(big_database, backup_dir)
+    result = materialize(instance, "production", slack, backup_dir)
+    killer.join()
+    assert killer.result.get("terminated")
+    assert result.success
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "backup succeeded" in texts[0] and "attempt 2" in texts[0]
+    backups = [p.name for p in backup_dir.rglob("*.manifest.json")]
+    assert len(backups) == 1 and not list(backup_dir.rglob(".*.partial"))
+    uploads = s3_bucket.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", [])
+    assert uploads == []
+
+
+def test_dump_killed_midway_fails_the_run_with_one_alert(big_database, instance, slack_server, backup_dir, s3_bucket,
+                                                         monkeypatch):
+    monkeypatch.setenv("BACKUP_RETRIES", "0")
     slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
     killer = terminate_dump_when_streaming(big_database, backup_dir)
     result = materialize(instance, "production", slack, backup_dir)

@@ -45,7 +45,8 @@ def test_stale_backups_alert_once_survive_a_restart_and_recover(tmp_path, slack_
 
     cursor = tick(None, slack, tmp_path)
     assert len(slack_server.texts()) == 1
-    assert "No fresh backup of staging" in slack_server.texts()[0] and "1d 6h old (limit 26 hours)" in slack_server.texts()[0]
+    text = slack_server.texts()[0]
+    assert "No fresh backup of staging" in text and "1d 6h old" in text and "with 3 h of grace" in text
 
     cursor = tick(cursor, slack, tmp_path)  # a new context with the stored cursor, as after a restart
     assert len(slack_server.texts()) == 1
@@ -57,23 +58,67 @@ def test_stale_backups_alert_once_survive_a_restart_and_recover(tmp_path, slack_
 
 def test_no_backup_at_all_is_stale_and_reminders_are_daily():
     now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    expected, grace = now - timedelta(hours=5), timedelta(hours=3)
     state: dict = {}
-    first = freshness.evaluate("production", [], now, timedelta(hours=26), state)
-    assert first.kind == freshness.STALE and "no verified backup at all" in freshness_message(first, timedelta(hours=26)).text
-    assert freshness.evaluate("production", [], now + timedelta(hours=23), timedelta(hours=26), state) is None
-    reminder = freshness.evaluate("production", [], now + timedelta(hours=24), timedelta(hours=26), state)
+    first = freshness.evaluate("production", [], now, expected, grace, state)
+    assert first.kind == freshness.STALE and "no verified backup at all" in freshness_message(first).text
+    assert freshness.evaluate("production", [], now + timedelta(hours=23), expected, grace, state) is None
+    reminder = freshness.evaluate("production", [], now + timedelta(hours=24), expected, grace, state)
     assert reminder.kind == freshness.REMINDER
+
+
+NEW_YORK = "America/New_York"
+
+
+def test_the_limit_follows_the_schedule_across_both_clock_changes():
+    grace = timedelta(hours=3)
+    # Spring forward (2026-03-08): 02:00 does not exist, the run fires at 03:00 EDT = 07:00 UTC.
+    assert freshness.last_expected_run("0 2 * * *", NEW_YORK, datetime(2026, 3, 8, 12, tzinfo=timezone.utc),
+                                       grace) == datetime(2026, 3, 8, 7, tzinfo=timezone.utc)
+    # Fall back (2026-11-01): 02:00 EST = 07:00 UTC, 25 hours after the previous day's 02:00 EDT.
+    assert freshness.last_expected_run("0 2 * * *", NEW_YORK, datetime(2026, 11, 1, 12, tzinfo=timezone.utc),
+                                       grace) == datetime(2026, 11, 1, 7, tzinfo=timezone.utc)
+    assert freshness.last_expected_run("0 2 * * *", NEW_YORK, datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc),
+                                       grace) == datetime(2026, 10, 31, 6, tzinfo=timezone.utc)
+
+
+def test_a_long_backup_on_the_night_clocks_go_back_is_no_false_alarm(tmp_path):
+    store = LocalStore(tmp_path)
+    previous = committed_backup(store, "production", datetime(2026, 10, 31, 6, 0, 20, tzinfo=timezone.utc))
+    now = datetime(2026, 11, 1, 9, 45, tzinfo=timezone.utc)  # 27.7 h later; tonight's backup still runs
+    expected = freshness.last_expected_run("0 2 * * *", NEW_YORK, now, timedelta(hours=3))
+    assert freshness.evaluate("production", [previous], now, expected, timedelta(hours=3), {}) is None
+    late = datetime(2026, 11, 1, 10, 5, tzinfo=timezone.utc)  # 02:00 EST + 3 h of grace has passed
+    expected = freshness.last_expected_run("0 2 * * *", NEW_YORK, late, timedelta(hours=3))
+    assert freshness.evaluate("production", [previous], late, expected, timedelta(hours=3), {}).kind == freshness.STALE
+
+
+def test_a_slow_slack_never_doubles_a_post(tmp_path, slack_server, monkeypatch):
+    from ops_platform.defs.alerts import outbox
+
+    monkeypatch.setattr(outbox, "POST_BUDGET_SECONDS", 1.0)
+    slack_server.delay_seconds = 0.6
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, token="xoxb-1", channel="#ops",
+                             base_url=slack_server.api_url)
+    cursor = tick(None, slack, tmp_path)  # production and staging: no backup at all, both stale
+    first = len(slack_server.texts())
+    assert 0 < first < 4  # the budget ran out before every destination got both alerts
+    slack_server.delay_seconds = 0
+    cursor = tick(cursor, slack, tmp_path)
+    tick(cursor, slack, tmp_path)
+    texts = slack_server.texts()
+    assert len(texts) == 4 and len(set(texts)) == 2  # each alert exactly once per destination
 
 
 def test_corrupt_cursor_starts_over():
     assert freshness.load_state("{not json") == {} and freshness.load_state("[1]") == {}
 
 
-def test_bad_max_age_setting_fails_the_tick_with_a_clear_error(tmp_path, slack_server, monkeypatch):
+def test_bad_setting_fails_the_tick_with_a_clear_error(tmp_path, slack_server, monkeypatch):
     import pytest
 
     from ops_platform.config import ConfigError
 
-    monkeypatch.setenv("BACKUP_MAX_AGE_HOURS", "soon")
-    with pytest.raises(ConfigError, match="BACKUP_MAX_AGE_HOURS must be an integer"):
+    monkeypatch.setenv("BACKUP_FRESHNESS_GRACE_HOURS", "soon")
+    with pytest.raises(ConfigError, match="BACKUP_FRESHNESS_GRACE_HOURS must be an integer"):
         tick(None, OpsSlackResource(webhook_url=slack_server.webhook_url), tmp_path)

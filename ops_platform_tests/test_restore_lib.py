@@ -356,7 +356,7 @@ def test_leftover_scratch_is_dropped_and_a_concurrent_restore_is_refused(cleanup
             with restore_lock(url, live):
                 pass
         assert refused.value.step == "scratch"
-        assert f"another restore of database {live} is running (restore lock held by backend pid" in str(refused.value)
+        assert f"another restore of database {live} is running (held by backend pid" in str(refused.value)
         with restore_lock(url, f"{PREFIX}other_db"):
             pass  # other databases are not blocked
         current = scratch_name(live, "20260115T070000Z")

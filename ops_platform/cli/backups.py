@@ -6,10 +6,16 @@ import json
 import sys
 
 from ops_platform.cli.errors import EXIT_OK, CommandError
-from ops_platform.cli.runs import failure_message, in_progress_runs, materialization_metadata, progress_on_terminal, run_job
+from ops_platform.cli.runs import (
+    failure_message,
+    in_progress_runs,
+    materialization_metadata,
+    progress_on_terminal,
+    run_job,
+)
 from ops_platform.config import get_environment
-from ops_platform.lib.catalog import list_backups
 from ops_platform.lib import settings
+from ops_platform.lib.catalog import list_backups
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.tags import BACKUP_KIND
 

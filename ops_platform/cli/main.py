@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from ops_platform.cli import backups, deployments, health, restore, retention
-from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CommandError
+from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, CommandError
+from ops_platform.cli.runs import catch_signals, interrupted
 from ops_platform.config import ConfigError
 from ops_platform.lib.redact import Redactor
 
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if threading.current_thread() is threading.main_thread():
+            catch_signals()
         return args.handler(args)
     except CommandError as error:
         print(f"ops-platform: error: {error}", file=sys.stderr)
@@ -80,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ops-platform: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("ops-platform: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        error = interrupted()
+        print(f"ops-platform: error: {error}", file=sys.stderr)
+        return error.code
     except Exception as error:  # noqa: BLE001 - the operator gets one line; OPS_PLATFORM_DEBUG=1 shows more
         if os.environ.get("OPS_PLATFORM_DEBUG"):
             raise

@@ -12,13 +12,23 @@ import sys
 from dataclasses import replace
 
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
-from ops_platform.cli.runs import failure_message, in_progress_runs, progress_on_terminal, run_job, step_lines
+from ops_platform.cli.runs import (
+    failure_message,
+    in_progress_runs,
+    progress_on_terminal,
+    run_job,
+    step_lines,
+)
 from ops_platform.config import get_environment
 from ops_platform.lib import settings
 from ops_platform.lib.formatting import human_duration
 from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
-from ops_platform.lib.restore.plan import RestoreRequest, needs_confirmation, plan_restore
+from ops_platform.lib.restore.plan import (
+    RestoreRequest,
+    needs_confirmation,
+    plan_restore,
+)
 from ops_platform.lib.stores import stores_from_environ
 
 BUSY_JOBS = ("backup_job", "restore_job", "retention_job", "restore_drill_job")

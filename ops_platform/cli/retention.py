@@ -10,14 +10,24 @@ import json
 import sys
 
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
-from ops_platform.cli.runs import failure_message, in_progress_runs, materialization_metadata, run_job
+from ops_platform.cli.runs import (
+    failure_message,
+    in_progress_runs,
+    materialization_metadata,
+    run_job,
+)
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.lib import settings
 from ops_platform.lib.artifacts import utc_iso
 from ops_platform.lib.formatting import human_bytes
-from ops_platform.lib.retention.policy import RetentionPlan, parse_as_of, policy_from_environ, resolve_as_of
 from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreStepError
+from ops_platform.lib.retention.policy import (
+    RetentionPlan,
+    parse_as_of,
+    policy_from_environ,
+    resolve_as_of,
+)
 from ops_platform.lib.retention.stores import build_plan
 from ops_platform.lib.stores import stores_from_environ
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
-from ops_platform.lib.tags import LAUNCHED_BY, PARTITION
+from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
+from ops_platform.lib.tags import LAUNCHED_BY, LOCK_WAIT
 
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
@@ -45,32 +47,65 @@ def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | Non
     with dg.DagsterInstance.get() as instance:
         return job.execute_in_process(
             instance=instance, partition_key=partition_key, raise_on_error=False,
-            tags={LAUNCHED_BY: "cli", **(tags or {})}, run_config=config,
+            tags={LAUNCHED_BY: "cli", LOCK_WAIT: "0", **(tags or {})}, run_config=config,
         )
 
 
 def failure_message(result) -> str:
-    """The first step failure of a run, as one line."""
+    """The first step failure of a run, as one line. An interrupted run (Ctrl-C, SIGTERM) raises
+    CommandError with exit code 130 or 143 instead."""
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             data = event.step_failure_data
             if data.user_failure_data and data.user_failure_data.description:
                 return data.user_failure_data.description.splitlines()[0]
+            if data.error and "DagsterExecutionInterruptedError" in (data.error.cls_name or ""):
+                raise interrupted(result.run_id, event.step_key)
             if data.error:
                 return (data.error.message or "").strip().splitlines()[-1] if data.error.message else "step failed"
+    if any("DagsterExecutionInterruptedError" in (getattr(event, "message", "") or "") for event in result.all_events):
+        raise interrupted(result.run_id)
     return "the run failed"
 
 
+_signals_received: list[int] = []
+
+
+def _on_signal(signum, frame) -> None:
+    _signals_received.append(signum)
+    raise KeyboardInterrupt
+
+
+def catch_signals() -> None:
+    """SIGTERM (and SIGINT) stop the work like Ctrl-C: the run is stopped and marked failed, and
+    the command exits 143 (130) with one line."""
+    from ops_platform.defs.dagster_private import record_sigterm_during_runs
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    record_sigterm_during_runs(lambda: _signals_received.append(signal.SIGTERM))
+
+
+def interrupted(run_id: str | None = None, step: str | None = None) -> CommandError:
+    terminated = signal.SIGTERM in _signals_received
+    name = "SIGTERM" if terminated else "SIGINT"
+    where = f" during {step}" if step else ""
+    run = f"; run {run_id} was stopped and marked failed" if run_id else ""
+    return CommandError(f"interrupted by {name}{where}{run}", EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
 def in_progress_runs(partition_key: str, job_names: tuple[str, ...]) -> list:
+    """Runs of ``job_names`` in progress for the environment; a run whose process died (no
+    heartbeat for RUN_DEAD_AFTER_SECONDS) is marked failed first, so it never holds the environment."""
     import dagster as dg
 
-    from ops_platform.defs.dagster_private import IN_PROGRESS_RUN_STATUSES
+    from ops_platform.defs.alerts.dead_runs import in_progress
+    from ops_platform.lib import settings
 
     ensure_dagster_home()
+    dead_after = settings.value_of(next(s for s in settings.BACKUP if s.variable == "RUN_DEAD_AFTER_SECONDS"))
     with dg.DagsterInstance.get() as instance:
-        runs = instance.get_runs(filters=dg.RunsFilter(
-            statuses=list(IN_PROGRESS_RUN_STATUSES), tags={PARTITION: partition_key}))
-    return [run for run in runs if run.job_name in job_names]
+        return in_progress(instance, partition_key, job_names, dead_after)
 
 
 def materialization_metadata(result, node: str) -> dict:

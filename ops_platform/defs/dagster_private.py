@@ -15,3 +15,31 @@ from dagster._core.storage.dagster_run import (
 )
 
 __all__ = ["AssetCheckExecutionRecordStatus", "FINISHED_STATUSES", "IN_PROGRESS_RUN_STATUSES"]
+
+
+def record_sigterm_during_runs(on_sigterm) -> None:
+    """While it runs steps, Dagster points SIGTERM at its own SIGINT handler (interrupts.py,
+    ``setup_interrupt_handlers``), so a run stopped by SIGTERM looks like Ctrl-C. The CLI exits 143
+    for SIGTERM and 130 for SIGINT: keep a SIGTERM handler that calls ``on_sigterm`` first and then
+    hands the signal to whatever handles SIGINT at that moment."""
+    import signal
+
+    from dagster._utils import interrupts
+
+    original = interrupts.setup_interrupt_handlers
+    if getattr(original, "records_sigterm", False):
+        return
+
+    def setup() -> None:
+        original()
+        current = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            on_sigterm()
+            if callable(current):
+                current(signal.SIGINT, frame)
+
+        signal.signal(signal.SIGTERM, handler)
+
+    setup.records_sigterm = True
+    interrupts.setup_interrupt_handlers = setup

@@ -17,6 +17,7 @@ from slack_sdk import WebClient
 
 from ops_platform.config import ConfigError, backup_root
 from ops_platform.defs.settings import settings_resources
+from ops_platform.lib import locks
 from ops_platform.lib import settings as settings_lib
 from ops_platform.lib.dump import Compression
 from ops_platform.lib.redact import Redactor
@@ -103,16 +104,30 @@ class BackupBucketResource(S3Resource):
 
 
 class RestoreLockResource(dg.ConfigurableResource):
-    """The advisory lock on the database being restored, held from the first step to the end of
-    the run (released when the run ends, or when its process dies and the connection drops)."""
+    """What a restore holds for its whole run: the environment's lock (no backup, retention or
+    drill of the environment meanwhile), the restored database's lock (one restore of it at a
+    time) and a heartbeat on the run. All end when the run ends, or when its process dies."""
 
     _stack: contextlib.ExitStack | None = PrivateAttr(default=None)
     _lock: databases.RestoreLock | None = PrivateAttr(default=None)
 
-    def acquire(self, url: str, database: str) -> databases.RestoreLock:
+    def acquire(self, context, url: str, environment: str, database: str, wait_seconds: float = 0
+                ) -> databases.RestoreLock:
+        """Take both locks (once per run). Raises LockBusy/LockUnavailable or RestoreStepError."""
+        from ops_platform.defs.run_guards import heartbeat, holder
+        from ops_platform.lib.tags import LOCK_WAIT
+
+        wait_seconds = float(context.run.tags.get(LOCK_WAIT, wait_seconds))
         if self._lock is None:
             stack = contextlib.ExitStack()
-            self._lock = stack.enter_context(databases.restore_lock(url, database))
+            try:
+                stack.enter_context(heartbeat(context))
+                stack.enter_context(locks.environment_lock(url, environment, holder=holder(context),
+                                                           wait_seconds=wait_seconds))
+                self._lock = stack.enter_context(databases.restore_lock(url, database, holder=holder(context)))
+            except BaseException:
+                stack.close()
+                raise
             self._stack = stack
         self._lock.require(database)
         return self._lock

@@ -16,6 +16,7 @@ import dagster as dg
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError
 from ops_platform.lib import settings
+from ops_platform.lib.backup import BackupLimits
 from ops_platform.lib.incidents import IncidentSettings
 from ops_platform.lib.probes import ProbeSettings
 from ops_platform.lib.retention.policy import RetentionPolicy
@@ -50,11 +51,25 @@ class RetentionSettings(_Settings):
 
 
 class BackupSettings(_Settings):
-    """Backup alerting: BACKUP_MAX_AGE_HOURS is the freshness limit, DRILL_MAX_AGE_DAYS the longest
-    an environment may go without a passing restore drill."""
+    """Backups: BACKUP_TIMEOUT_MINUTES, BACKUP_LOCK_WAIT_TIMEOUT_SECONDS (pg_dump's table locks),
+    BACKUP_S3_STALL_SECONDS, BACKUP_RETRIES and BACKUP_RETRY_DELAY_SECONDS (transient failures),
+    ENVIRONMENT_LOCK_WAIT_SECONDS (waiting for another run of the environment), RUN_DEAD_AFTER_SECONDS
+    (a run without a heartbeat that long is dead), and the alerts:
+    BACKUP_FRESHNESS_GRACE_HOURS after the last scheduled backup, DRILL_MAX_AGE_DAYS."""
 
-    max_age_hours: int = 26
+    timeout_minutes: int = 180
+    lock_wait_timeout_seconds: int = 300
+    s3_stall_seconds: int = 30
+    retries: int = 2
+    retry_delay_seconds: int = 60
+    lock_wait_seconds: int = 600
+    dead_run_seconds: int = 300
+    freshness_grace_hours: int = 3
     drill_max_age_days: int = 8
+
+    def limits(self) -> BackupLimits:
+        return BackupLimits(lock_wait_seconds=float(self.lock_wait_timeout_seconds),
+                            timeout_seconds=self.timeout_minutes * 60.0, s3_stall_seconds=float(self.s3_stall_seconds))
 
 
 class HealthSettings(_Settings):

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ops_platform.config import EnvironmentConfig
-from ops_platform.lib.artifacts import BACKUP_KINDS, Manifest, artifact_name, make_backup_id, utc_iso
-from ops_platform.lib.dump import BackupStepError, Compression, DumpResult, Progress, S3Leg, run_dump
+from ops_platform.lib.artifacts import (
+    BACKUP_KINDS,
+    Manifest,
+    artifact_name,
+    make_backup_id,
+    utc_iso,
+)
+from ops_platform.lib.dump import (
+    BackupStepError,
+    Compression,
+    DumpResult,
+    Progress,
+    S3Leg,
+    S3LegResult,
+    abort_multipart,
+    run_dump,
+    transfer_config,
+)
 from ops_platform.lib.postgres import client_version, server_version
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.stores import LocalStore, S3Store
 from ops_platform.lib.verify import decode_artifact
 
 SIZE_DROP_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class BackupLimits:
+    """How long each wait of a backup may last (the settings BACKUP_LOCK_WAIT_TIMEOUT_SECONDS,
+    BACKUP_TIMEOUT_MINUTES and BACKUP_S3_STALL_SECONDS)."""
+
+    lock_wait_seconds: float = 300.0
+    timeout_seconds: float = 3 * 3600.0
+    s3_stall_seconds: float = 30.0
 
 
 @dataclass
@@ -43,6 +70,24 @@ class BackupOutcome:
         return next(check for check in self.checks if check.name == name)
 
 
+_TRANSIENT = re.compile(
+    r"server closed the connection unexpectedly|terminating connection|PQgetCopyData|could not receive data|"
+    r"connection refused|could not connect|connection to server .* failed|Connection timed out|timeout expired|"
+    r"the database system is (starting up|shutting down|in recovery mode)|SSL SYSCALL error|"
+    r"no connection to the server|could not translate host name|Temporary failure in name resolution|"
+    r"could not lock table|could not obtain lock", re.IGNORECASE)
+_NOT_TRANSIENT = re.compile(r"password authentication failed|does not exist|permission denied|no pg_hba.conf entry",
+                            re.IGNORECASE)
+
+
+def is_transient(step: str, message: str) -> bool:
+    """A failure worth retrying: the connection or the server went away (a restart, a failover), or
+    a table lock was busy. A failed verification, a bad password or a full disk is not."""
+    if step not in ("connect", "pg_dump", "lock-wait"):
+        return False
+    return step == "lock-wait" or (bool(_TRANSIENT.search(message)) and not _NOT_TRANSIENT.search(message))
+
+
 def previous_verified(local: LocalStore, environment: str, before_id: str) -> Manifest | None:
     for manifest in local.list_manifests(environment).manifests:
         if manifest.verified and manifest.id != before_id:
@@ -50,8 +95,9 @@ def previous_verified(local: LocalStore, environment: str, before_id: str) -> Ma
     return None
 
 
-def check_decodes(dump: DumpResult, compression: Compression) -> tuple[CheckOutcome, dict[str, int]]:
-    decoded = decode_artifact(dump.local_path, compression.name)
+def check_decodes(dump: DumpResult, compression: Compression,
+                  timeout: float | None = None) -> tuple[CheckOutcome, dict[str, int]]:
+    decoded = decode_artifact(dump.local_path, compression.name, timeout)
     description = (f"pg_restore read the whole archive: {len(decoded.table_row_counts)} tables"
                    if decoded.ok else f"the stored archive does not decode: {decoded.error}")
     return CheckOutcome("decodes_completely", decoded.ok, True, description,
@@ -82,7 +128,9 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
         return CheckOutcome("s3_copy_matches", False, False,
                             redactor(f"could not read back the S3 copy: {type(error).__name__}: {error}"))
     passed = remote_sha == dump.sha256 and remote_size == dump.stored_bytes
-    description = ("S3 holds the same bytes (sha256 matches)" if passed else
+    retried = (f" (uploaded from the finished file after the streamed upload was given up: {dump.s3.first_error})"
+               if dump.s3.retried_from_file else "")
+    description = (f"S3 holds the same bytes (sha256 matches){retried}" if passed else
                    f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs {dump.stored_bytes} bytes")
     return CheckOutcome("s3_copy_matches", passed, False, description, {"s3_sha256": remote_sha})
 
@@ -111,6 +159,7 @@ def perform_backup(
     redactor: Redactor | None = None,
     progress: Callable[[Progress], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    limits: BackupLimits = BackupLimits(),
 ) -> BackupOutcome:
     """Dump, verify and commit one backup. Raises BackupStepError naming the failed step."""
     if kind not in BACKUP_KINDS:
@@ -122,14 +171,18 @@ def perform_backup(
     except Exception as error:  # noqa: BLE001 - the message is what the operator needs
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BackupStepError("connect", redactor(f"cannot connect to the {environment.name} database: {first_line}")) from None
-    created = now()
+    created = unused_time(local, environment.name, now())
     backup_id = make_backup_id(environment.name, created)
     name = artifact_name(backup_id, compression.name)
     s3_leg = S3Leg(s3.client, s3.bucket, s3.key(environment.name, name)) if s3 else None
     dump = run_dump(environment.database_url, local.path(environment.name, name), compression=compression,
-                    s3=s3_leg, redactor=redactor, progress=progress)
+                    s3=s3_leg, redactor=redactor, progress=progress, lock_wait_timeout=limits.lock_wait_seconds,
+                    timeout=limits.timeout_seconds, s3_stall_seconds=limits.s3_stall_seconds)
 
-    decodes, row_counts = check_decodes(dump, compression)
+    decodes, row_counts = check_decodes(dump, compression,
+                                        max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
+    if s3_leg and dump.s3 and not dump.s3.ok and decodes.passed:
+        dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor)
     checks = [decodes, check_not_empty(dump, row_counts)]
     s3_check = check_s3_copy(dump, s3, environment.name, name, redactor)
     if s3_check:
@@ -166,8 +219,49 @@ def perform_backup(
         except Exception as error:  # noqa: BLE001 - the local copy stands; the S3 leg is reported
             manifest.locations.pop()
             warnings.append(redactor(f"S3 manifest upload failed: {type(error).__name__}: {error}"))
-    local.write_manifest(manifest)
+    try:
+        local.write_manifest(manifest)
+    except OSError as error:
+        raise BackupStepError("manifest", redactor(
+            f"the backup {backup_id} was dumped and checked but its manifest could not be written "
+            f"({type(error).__name__}: {error}); it is not committed and retention will remove it")) from None
     return BackupOutcome(manifest, dump, checks, warnings)
+
+
+def unused_time(local: LocalStore, environment: str, moment: datetime) -> datetime:
+    """``moment``, or the next free second when a backup of that second already exists locally
+    (two backups started within one second get distinct ids)."""
+    moment = moment.replace(microsecond=0)
+    while any(local.env_dir(environment).glob(f"*{make_backup_id(environment, moment)}*")):
+        moment += timedelta(seconds=1)
+    return moment
+
+
+def upload_finished_file(leg: S3Leg, path, failed: S3LegResult, redactor: Redactor,
+                         timeout: float = 900.0) -> S3LegResult:
+    """The streamed upload was given up (an error, or S3 stalled): upload the finished, verified
+    file instead, within ``timeout``. Returns the first failure when this fails too."""
+    import threading
+
+    result: list[str] = []
+
+    def upload() -> None:
+        try:
+            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(),
+                                   ExtraArgs={"ContentType": "application/octet-stream"})
+            result.append("ok")
+        except Exception as error:  # noqa: BLE001 - reported as the S3 check's reason
+            result.append(redactor(f"{type(error).__name__}: {error}"))
+
+    thread = threading.Thread(target=upload, name="s3-upload-file", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if result == ["ok"]:
+        return S3LegResult(failed.location, ok=True, error=None, retried_from_file=True, first_error=failed.error)
+    abort_multipart(leg)
+    again = result[0] if result else f"did not finish within {timeout:g}s"
+    return S3LegResult(failed.location, ok=False,
+                       error=f"{failed.error}; uploading the finished file failed too: {again}")
 
 
 def _database_name(database_url: str) -> str:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentConfig
-from ops_platform.lib import settings
-from ops_platform.lib import probes
+from ops_platform.lib import probes, settings
 from ops_platform.lib.redact import Redactor, tail
 
 DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import queue
+import re
 import subprocess
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import zstandard
 
+from ops_platform.lib.files import open_private, private_dir
 from ops_platform.lib.postgres import client_connection
 from ops_platform.lib.redact import Redactor, tail
 from ops_platform.lib.stores import fsync_dir
@@ -81,6 +83,8 @@ class S3LegResult:
     location: str
     ok: bool
     error: str | None = None
+    retried_from_file: bool = False
+    first_error: str | None = None
 
 
 @dataclass
@@ -102,29 +106,38 @@ class Progress:
     done: bool = False
 
 
+class S3Stalled(RuntimeError):
+    """S3 accepted no data for longer than the stall limit."""
+
+
 class _UploadPipe(io.RawIOBase):
     """A readable stream fed by the dump loop, read by boto3's transfer manager in its thread.
 
     ``finish`` delivers EOF (only once the dump is known good); ``abort`` makes the next read
-    raise, so the transfer manager aborts the multipart upload instead of completing it."""
+    raise, so the transfer manager aborts the multipart upload instead of completing it. ``feed``
+    never waits longer than ``stall_seconds`` for room: a hung endpoint must not hold back the dump
+    (and the locks pg_dump holds on the database)."""
 
-    def __init__(self, max_chunks: int = 16):
+    def __init__(self, max_chunks: int = 16, stall_seconds: float = 30.0):
         self._queue: queue.Queue = queue.Queue(maxsize=max_chunks)
         self._buffer = b""
         self._eof = False
         self._aborted = threading.Event()
         self.reader_gone = threading.Event()
+        self.stall_seconds = stall_seconds
 
     def readable(self):
         return True
 
     def feed(self, chunk: bytes) -> None:
+        deadline = time.monotonic() + self.stall_seconds
         while not self.reader_gone.is_set():
             try:
                 self._queue.put(bytes(chunk), timeout=0.2)
                 return
             except queue.Full:
-                continue
+                if time.monotonic() >= deadline:
+                    raise S3Stalled(f"S3 accepted no data for {self.stall_seconds:g}s") from None
 
     def finish(self) -> None:
         self.feed(b"")
@@ -137,13 +150,13 @@ class _UploadPipe(io.RawIOBase):
     def _next_item(self) -> bytes:
         while True:
             if self._aborted.is_set():
-                raise BackupStepError("s3-upload", "upload aborted because the dump failed")
+                raise BackupStepError("s3-upload", "upload aborted")
             try:
                 item = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             if item is None:
-                raise BackupStepError("s3-upload", "upload aborted because the dump failed")
+                raise BackupStepError("s3-upload", "upload aborted")
             return item
 
     def read(self, size: int = -1) -> bytes:
@@ -169,67 +182,86 @@ class _UploadPipe(io.RawIOBase):
         return len(data)
 
 
-class _S3Upload:
-    def __init__(self, leg: S3Leg, redactor: Redactor):
-        from boto3.s3.transfer import TransferConfig
+def transfer_config():
+    from boto3.s3.transfer import TransferConfig
 
+    config = TransferConfig(multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE, max_concurrency=2,
+                            use_threads=True, preferred_transfer_client="classic")
+    config.max_in_memory_upload_chunks = 2
+    return config
+
+
+def abort_multipart(leg: S3Leg, wait_seconds: float = 10.0) -> None:
+    """Abort what a failed upload left under its key, waiting at most ``wait_seconds``: when S3 is
+    the thing that hangs, the backup does not wait for it (retention aborts stale uploads after a
+    day anyway)."""
+    from ops_platform.lib.stores import S3Store
+
+    def work():
+        with contextlib.suppress(Exception):
+            S3Store(leg.client, leg.bucket, "").abort_incomplete_uploads(leg.key)
+
+    thread = threading.Thread(target=work, name="s3-abort", daemon=True)
+    thread.start()
+    thread.join(wait_seconds)
+
+
+class _S3Upload:
+    """The S3 leg of the dump: a multipart upload fed from the same stream. Any trouble (an error,
+    a stall) abandons it without slowing the dump; the caller then uploads the finished file."""
+
+    def __init__(self, leg: S3Leg, redactor: Redactor, stall_seconds: float = 30.0):
         self.leg = leg
         self.redactor = redactor
-        self.pipe = _UploadPipe()
+        self.pipe = _UploadPipe(stall_seconds=stall_seconds)
         self.error: str | None = None
-        config = TransferConfig(
-            multipart_threshold=S3_PART_SIZE,
-            multipart_chunksize=S3_PART_SIZE,
-            max_concurrency=2,
-            use_threads=True,
-            preferred_transfer_client="classic",
-        )
-        config.max_in_memory_upload_chunks = 2
-        self._config = config
         self._thread = threading.Thread(target=self._run, name="s3-upload", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self.leg.client.upload_fileobj(
-                self.pipe,
-                self.leg.bucket,
-                self.leg.key,
-                ExtraArgs={"ContentType": "application/octet-stream"},
-                Config=self._config,
-            )
+            self.leg.client.upload_fileobj(self.pipe, self.leg.bucket, self.leg.key,
+                                           ExtraArgs={"ContentType": "application/octet-stream"},
+                                           Config=transfer_config())
         except BaseException as error:  # noqa: BLE001 - reported, never raised into the dump
-            self.error = self.redactor(f"{type(error).__name__}: {error}")
+            self.error = self.error or self.redactor(f"{type(error).__name__}: {error}")
         finally:
             self.pipe.reader_gone.set()
 
-    def feed(self, chunk: bytes) -> None:
-        if not self.pipe.reader_gone.is_set():
-            self.pipe.feed(chunk)
+    @property
+    def abandoned(self) -> bool:
+        return self.error is not None
 
-    def complete(self, timeout: float | None = None) -> S3LegResult:
-        self.pipe.finish()
-        self._thread.join(timeout)
+    def feed(self, chunk: bytes) -> None:
+        if self.abandoned or self.pipe.reader_gone.is_set():
+            return
+        try:
+            self.pipe.feed(chunk)
+        except S3Stalled as stalled:
+            self._abandon(str(stalled))
+
+    def _abandon(self, reason: str) -> None:
+        self.error = self.error or reason
+        self.pipe.abort()
+
+    def complete(self, timeout: float) -> S3LegResult:
+        """Deliver EOF and wait at most ``timeout`` seconds for the upload to finish."""
         location = f"s3://{self.leg.bucket}/{self.leg.key}"
-        if self._thread.is_alive():
-            self.pipe.abort()
-            self.error = self.error or "upload did not finish in time"
-        if self.error:
-            self._clean_up_partial_upload()
+        if not self.abandoned:
+            self.feed(b"")
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._abandon(f"the upload did not finish within {timeout:g}s")
+        if self.abandoned:
+            abort_multipart(self.leg)
             return S3LegResult(location, ok=False, error=self.error)
         return S3LegResult(location, ok=True)
 
     def abort(self) -> None:
-        self.pipe.abort()
-        self._thread.join(60)
-        self._clean_up_partial_upload()
-
-    def _clean_up_partial_upload(self) -> None:
-        """The transfer manager aborts its own multipart upload; this catches one it could not."""
-        from ops_platform.lib.stores import S3Store
-
-        with contextlib.suppress(Exception):
-            S3Store(self.leg.client, self.leg.bucket, "").abort_incomplete_uploads(self.leg.key)
+        """The dump failed or was interrupted: stop the upload, waiting only seconds on S3."""
+        self._abandon(self.error or "the dump failed")
+        self._thread.join(2)
+        abort_multipart(self.leg, wait_seconds=5)
 
 
 class _FanOut(io.RawIOBase):
@@ -254,6 +286,18 @@ class _FanOut(io.RawIOBase):
         return size
 
 
+_LOCK_TIMEOUT = re.compile(r"could not obtain lock on relation \"?([^\"\n]+)\"?")
+
+
+def _pg_dump_failure(returncode: int, errors: str, lock_wait_timeout: float | None, redactor: Redactor) -> BackupStepError:
+    locked = _LOCK_TIMEOUT.search(errors)
+    if locked and lock_wait_timeout:
+        return BackupStepError("lock-wait", redactor(
+            f"pg_dump could not lock table {locked.group(1)} within {lock_wait_timeout:g}s "
+            "(BACKUP_LOCK_WAIT_TIMEOUT_SECONDS): another session holds it, e.g. a migration"))
+    return BackupStepError("pg_dump", redactor(f"pg_dump exited with code {returncode}: {tail(errors) or 'no output'}"))
+
+
 def run_dump(
     database_url: str,
     destination: Path,
@@ -264,26 +308,49 @@ def run_dump(
     progress: Callable[[Progress], None] | None = None,
     progress_interval: float = 2.0,
     extra_args: tuple[str, ...] = (),
+    lock_wait_timeout: float | None = None,
+    timeout: float | None = None,
+    s3_stall_seconds: float = 30.0,
+    s3_finish_seconds: float = 120.0,
 ) -> DumpResult:
-    """Dump ``database_url`` to ``destination`` (and S3) in one pass. Raises BackupStepError."""
+    """Dump ``database_url`` to ``destination`` (and S3) in one pass. Raises BackupStepError.
+
+    Every wait is bounded: pg_dump's table locks (``lock_wait_timeout``), the whole dump
+    (``timeout``: pg_dump is killed), S3 accepting data (``s3_stall_seconds``: the S3 leg is given
+    up and the dump goes on locally) and the end of the upload (``s3_finish_seconds``)."""
     redactor = redactor or Redactor()
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(destination.parent)
     if destination.exists():
         raise BackupStepError("prepare", f"{destination.name} already exists")
     temporary = destination.with_name(f".{destination.name}.partial")
     started = time.monotonic()
-    upload = _S3Upload(s3, redactor) if s3 else None
+    upload = _S3Upload(s3, redactor, s3_stall_seconds) if s3 else None
     process = None
+    timed_out = threading.Event()
+    watchdog = None
     with client_connection(database_url) as connection, tempfile.TemporaryFile() as stderr:
         try:
-            command = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
-                       *extra_args, f"--dbname={connection.conninfo}"]
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
-                                       env=connection.env, bufsize=READ_CHUNK)
+            command = ["pg_dump", "--format=custom", "--compress=0", "--no-password", *extra_args]
+            if lock_wait_timeout:
+                command.append(f"--lock-wait-timeout={int(lock_wait_timeout * 1000)}")
+            command.append(f"--dbname={connection.conninfo}")
+            try:
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
+                                           env=connection.env, bufsize=READ_CHUNK)
+            except FileNotFoundError:
+                raise BackupStepError("pg_dump", "pg_dump was not found on PATH (install postgresql-client)") from None
+            if timeout:
+                def expire(process=process):
+                    timed_out.set()
+                    with contextlib.suppress(OSError):
+                        process.kill()
+                watchdog = threading.Timer(timeout, expire)
+                watchdog.daemon = True
+                watchdog.start()
             with contextlib.suppress(OSError):
                 fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            with open(temporary, "wb") as handle:
+            with open_private(temporary) as handle:
                 sink = _FanOut(handle, upload)
                 raw_bytes = 0
                 last_report = started
@@ -298,10 +365,11 @@ def run_dump(
                 returncode = process.wait()
                 stderr.seek(0)
                 errors = stderr.read().decode(errors="replace")
+                if timed_out.is_set():
+                    raise BackupStepError("timeout", f"the dump did not finish within {timeout:g}s "
+                                                     "(BACKUP_TIMEOUT_MINUTES) and was stopped")
                 if returncode != 0:
-                    raise BackupStepError(
-                        "pg_dump", redactor(f"pg_dump exited with code {returncode}: {tail(errors) or 'no output'}")
-                    )
+                    raise _pg_dump_failure(returncode, errors, lock_wait_timeout, redactor)
                 if raw_bytes == 0:
                     raise BackupStepError("pg_dump", "pg_dump produced no output")
                 handle.flush()
@@ -320,7 +388,10 @@ def run_dump(
             if isinstance(error, OSError):
                 raise BackupStepError("write-local", redactor(f"{type(error).__name__}: {error}")) from None
             raise
-    s3_result = upload.complete() if upload else None
+        finally:
+            if watchdog:
+                watchdog.cancel()
+    s3_result = upload.complete(s3_finish_seconds) if upload else None
     duration = time.monotonic() - started
     if progress:
         progress(Progress(raw_bytes, sink.bytes, duration, done=True))

@@ -68,8 +68,20 @@ RETENTION = (
 )
 
 BACKUP = (
-    _int("max_age_hours", "BACKUP_MAX_AGE_HOURS", 26, 1,
-         "alert when an environment's newest verified backup is older than this"),
+    _int("timeout_minutes", "BACKUP_TIMEOUT_MINUTES", 180, 1,
+         "a backup (dump and verification) is stopped after this; the run's max runtime adds a margin"),
+    _int("lock_wait_timeout_seconds", "BACKUP_LOCK_WAIT_TIMEOUT_SECONDS", 300, 1,
+         "pg_dump waits at most this long for a table lock held by another session (a migration)"),
+    _int("s3_stall_seconds", "BACKUP_S3_STALL_SECONDS", 30, 1,
+         "S3 accepting no data this long gives up the streamed upload; the finished file is uploaded instead"),
+    _int("retries", "BACKUP_RETRIES", 2, 0, "retries of a backup that failed for a transient reason"),
+    _int("retry_delay_seconds", "BACKUP_RETRY_DELAY_SECONDS", 60, 0, "first wait before a retry, doubled each time"),
+    _int("lock_wait_seconds", "ENVIRONMENT_LOCK_WAIT_SECONDS", 600, 0,
+         "how long a backup, retention or drill waits for another run of its environment to finish"),
+    _int("dead_run_seconds", "RUN_DEAD_AFTER_SECONDS", 300, 60,
+         "a backup, retention, restore or drill run silent this long (no heartbeat) is marked failed"),
+    _int("freshness_grace_hours", "BACKUP_FRESHNESS_GRACE_HOURS", 3, 1,
+         "alert when no verified backup was made since the last scheduled backup time plus this"),
     _int("drill_max_age_days", "DRILL_MAX_AGE_DAYS", 8, 1, "alert when no restore drill has passed for this long"),
 )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops_platform.lib.artifacts import MANIFEST_SUFFIX, Manifest
+from ops_platform.lib.files import open_private, private_dir
 
 READ_CHUNK = 1 << 20
 
@@ -26,14 +27,20 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a private file (0600) under a temporary name in the same folder, fsync, rename, fsync
+    the folder. A failure (a full disk) leaves the old file, if any, and no partial file."""
+    private_dir(path.parent)
     temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    temporary.unlink(missing_ok=True)
+    try:
+        with open_private(temporary) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 

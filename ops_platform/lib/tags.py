@@ -6,6 +6,8 @@ BACKUP_KIND = "ops_platform/backup_kind"
 ALERTED = "ops_platform/alerted"
 LAUNCHED_BY = "ops_platform/launched_by"
 KIND = "ops_platform/kind"
+HEARTBEAT = "ops_platform/heartbeat"
+LOCK_WAIT = "ops_platform/lock_wait_seconds"
 
 PARTITION = "dagster/partition"
 MAX_RUNTIME = "dagster/max_runtime_seconds"

@@ -65,10 +65,12 @@ def count_copy_rows(lines) -> dict[str, int]:
     return counts
 
 
-def decode_artifact(path: Path, compression: str) -> DecodeResult:
+def decode_artifact(path: Path, compression: str, timeout: float | None = None) -> DecodeResult:
     """Decompress the stored file and run it through ``pg_restore -f -`` in full (not just
-    ``--list``), counting each table's rows in the script it produces."""
+    ``--list``), counting each table's rows in the script it produces. pg_restore is stopped after
+    ``timeout`` seconds."""
     feeder_error: list[str] = []
+    expired = threading.Event()
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
             ["pg_restore", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
@@ -89,11 +91,26 @@ def decode_artifact(path: Path, compression: str) -> DecodeResult:
 
         feeder = threading.Thread(target=feed, name="decode-feed", daemon=True)
         feeder.start()
-        counts = count_copy_rows(iter(process.stdout.readline, b""))
-        returncode = process.wait()
+        watchdog = None
+        if timeout:
+            def expire():
+                expired.set()
+                with contextlib.suppress(OSError):
+                    process.kill()
+            watchdog = threading.Timer(timeout, expire)
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            counts = count_copy_rows(iter(process.stdout.readline, b""))
+            returncode = process.wait()
+        finally:
+            if watchdog:
+                watchdog.cancel()
         feeder.join()
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace")
+    if expired.is_set():
+        return DecodeResult(False, counts, f"verification did not finish within {timeout:g}s (BACKUP_TIMEOUT_MINUTES)")
     if feeder_error:
         return DecodeResult(False, counts, f"decompression failed: {feeder_error[0]}")
     if returncode != 0:

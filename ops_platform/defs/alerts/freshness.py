@@ -3,11 +3,13 @@ daemon down for a day, every run failing before it could alert), and when its we
 drills stop passing."""
 
 import json
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from ops_platform.config import ConfigError
+from ops_platform.defs.alerts.outbox import post_outbox
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
 from ops_platform.defs.resources import (
@@ -15,9 +17,11 @@ from ops_platform.defs.resources import (
     BackupStorageResource,
     OpsSlackResource,
 )
+from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import freshness
 from ops_platform.lib.catalog import merge_listings
+from ops_platform.lib.freshness import FreshnessNotice
 from ops_platform.lib.messages.freshness import freshness_message
 
 
@@ -26,35 +30,43 @@ def watched_environments() -> list[str]:
     return [env for env in BACKUP_CRONS if env in ENVIRONMENT_NAMES]
 
 
+def _render(item: dict):
+    return freshness_message(FreshnessNotice(**item))
+
+
 @dg.sensor(
     name="backup_freshness_sensor",
     minimum_interval_seconds=15 * 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts to Slack when an environment's newest verified backup is older than "
-                "BACKUP_MAX_AGE_HOURS (26), or no restore drill has passed for DRILL_MAX_AGE_DAYS (8); "
-                "reminds daily, and says when it is fresh again.",
+    description="Posts to Slack when no verified backup of a scheduled environment was made since its last "
+                "scheduled time plus BACKUP_FRESHNESS_GRACE_HOURS (3), or no restore drill has passed for "
+                "DRILL_MAX_AGE_DAYS (8); reminds daily, and says when it is fresh again.",
 )
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource,
                             backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
                             backup_settings: BackupSettings) -> dg.SkipReason:
     if backup_settings.invalid_settings:
         raise ConfigError(backup_settings.invalid_settings[0])
-    max_age = timedelta(hours=backup_settings.max_age_hours)
+    grace = timedelta(hours=backup_settings.freshness_grace_hours)
     drill_max_age = timedelta(days=backup_settings.drill_max_age_days)
     state = freshness.load_state(context.cursor)
+    backups_state, drills_state = state.setdefault("backups", {}), state.setdefault("drills", {})
     now = datetime.now(timezone.utc)
     local, s3 = backup_storage.local_store(), backup_bucket.store()
-    posted = []
+    notices = []
     for environment in watched_environments():
         listing = merge_listings(environment, local, s3)
-        notices = [(freshness.evaluate(environment, listing.manifests, now, max_age,
-                                       state.setdefault(environment, {})), max_age),
-                   (freshness.evaluate_drills(environment, listing.manifests, now, drill_max_age,
-                                              state.setdefault("drills", {}).setdefault(environment, {})),
-                    drill_max_age)]
-        for notice, limit in notices:
-            if notice:
-                slack.notifier(context.log).post(freshness_message(notice, limit))
-                posted.append(f"{environment} {notice.subject}: {notice.kind}")
+        expected = freshness.last_expected_run(BACKUP_CRONS[environment], OPERATIONS_TIMEZONE, now, grace)
+        notices.append(freshness.evaluate(environment, listing.manifests, now, expected, grace,
+                                          backups_state.setdefault(environment, {})))
+        notices.append(freshness.evaluate_drills(environment, listing.manifests, now, drill_max_age,
+                                                 drills_state.setdefault(environment, {})))
+    queued = [asdict(notice) for notice in notices if notice]
+    outbox = state.get("outbox", []) + queued
+    state["outbox"] = post_outbox(slack, context.log, outbox, _render)
     context.update_cursor(json.dumps(state))
-    return dg.SkipReason("; ".join(posted) or "backups are fresh or already reported")
+    sent = [f"{item['environment']} {item['subject']}: {item['kind']}" for item in outbox[:len(outbox) - len(state["outbox"])]]
+    summary = "; ".join(sent) or "backups and drills are fresh or already reported"
+    if state["outbox"]:
+        summary += f"; {len(state['outbox'])} left for the next tick"
+    return dg.SkipReason(summary)

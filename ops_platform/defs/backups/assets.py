@@ -14,10 +14,18 @@ from ops_platform.defs.resources import (
     BackupStorageResource,
     OpsSlackResource,
 )
-from ops_platform.defs.settings import RetentionSettings
-from ops_platform.lib.backup import BackupOutcome, CheckOutcome, perform_backup
+from ops_platform.defs.run_guards import environment_guard
+from ops_platform.defs.settings import BackupSettings, RetentionSettings
+from ops_platform.lib.backup import (
+    BackupOutcome,
+    CheckOutcome,
+    is_transient,
+    perform_backup,
+)
 from ops_platform.lib.dump import BackupStepError, Progress
+from ops_platform.lib.files import private_dir
 from ops_platform.lib.formatting import human_bytes
+from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import backups as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.progress import ProgressLine
@@ -88,26 +96,36 @@ def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environmen
                       allow_retries=False)
 
 
+def _check_result(check: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=check.name, passed=check.passed, description=check.description,
+        severity=dg.AssetCheckSeverity.WARN if check.severity == "warn" else dg.AssetCheckSeverity.ERROR,
+        metadata={key: value for key, value in check.metadata.items() if value is not None},
+    )
+
+
 @dg.asset(
     partitions_def=environment_partitions,
     deps=[database_dep],
     group_name="backups",
-    kinds={"postgres", "s3"},
+    kinds={"postgres", "s3"} if S3_CHECKS else {"postgres"},
     check_specs=BACKUP_CHECKS + S3_CHECKS,
 )
 def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
                     backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
-                    retention_settings: RetentionSettings) -> dg.MaterializeResult:
+                    backup_settings: BackupSettings, retention_settings: RetentionSettings):
     """A custom-format `pg_dump` of the environment's database, compressed with zstd (or gzip),
     written to the local backup folder and, when a bucket is set, to S3 in the same pass.
-    The artifact is decoded in full before its manifest (the commit marker) is written."""
+    The artifact is decoded in full before its manifest (the commit marker) is written. Only a
+    verified backup is a materialization: one that fails a blocking check fails the step."""
     environment_name = context.partition_key
     kind = context.run.tags.get(BACKUP_KIND, "manual")
     try:
         environment = get_environment(environment_name)
         compression = backup_storage.compression_settings()
-        if retention_settings.invalid_settings:
-            raise ConfigError(retention_settings.invalid_settings[0])
+        for settings_resource in (backup_settings, retention_settings):
+            if settings_resource.invalid_settings:
+                raise ConfigError(settings_resource.invalid_settings[0])
     except ConfigError as error:
         raise _fail(context, slack, environment_name, "configuration", str(error)) from None
     local, s3, s3_unusable = backup_storage.local_store(), None, None
@@ -116,43 +134,53 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     except ConfigError as error:
         s3_unusable = f"S3 is not used, its configuration is wrong: {error}; the backup is local only"
         context.log.warning(s3_unusable)
+    for change in private_dir(local.env_dir(environment_name), local.root):
+        context.log.warning(f"tightened the permissions of a backup folder, which others could read: {change}")
     redactor = Redactor.from_environ()
+    attempt = context.retry_number + 1
     try:
-        outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
-                                 run_id=context.run.run_id, redactor=redactor,
-                                 progress=_progress_reporter(context, environment_name))
-    except BackupStepError as error:
-        raise _fail(context, slack, environment_name, error.step, str(error)) from None
+        with environment_guard(context, environment.database_url, environment_name,
+                               backup_settings.lock_wait_seconds):
+            outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
+                                     run_id=context.run.run_id, redactor=redactor,
+                                     progress=_progress_reporter(context, environment_name),
+                                     limits=backup_settings.limits())
+    except LockBusy as error:
+        raise _fail(context, slack, environment_name, "environment lock",
+                    f"{error}; waited {backup_settings.lock_wait_seconds}s (ENVIRONMENT_LOCK_WAIT_SECONDS)") from None
+    except (BackupStepError, LockUnavailable) as error:
+        step = error.step if isinstance(error, BackupStepError) else "connect"
+        if is_transient(step, str(error)) and context.retry_number < backup_settings.retries:
+            delay = backup_settings.retry_delay_seconds * 2 ** context.retry_number
+            context.log.warning(f"attempt {attempt} failed at {step}, a transient failure ({error}); "
+                                f"retrying in {delay}s")
+            raise dg.RetryRequested(max_retries=backup_settings.retries, seconds_to_wait=delay) from None
+        after = f" (after {attempt} attempts)" if attempt > 1 else ""
+        raise _fail(context, slack, environment_name, step, f"{error}{after}") from None
 
     if S3_CHECKS and not any(check.name == "s3_copy_matches" for check in outcome.checks):
         outcome.checks.append(CheckOutcome("s3_copy_matches", False, False,
                                            s3_unusable or "no S3 bucket configured for this run: no off-site copy"))
     if s3_unusable:
         outcome.warnings.append(s3_unusable)
+    if attempt > 1:
+        outcome.warnings.append(f"succeeded on attempt {attempt} after a transient failure")
+    for warning in outcome.warnings:
+        context.log.warning(warning)
     manifest = outcome.manifest
     failed_blocking = [check for check in outcome.checks if check.blocking and not check.passed]
     if failed_blocking:
+        for check in outcome.checks:
+            yield _check_result(check)
         reasons = "; ".join(f"{check.name}: {check.description}" for check in failed_blocking)
         _alert_failure(context, slack, environment_name, "verification", reasons, manifest.id)
-    else:
-        slack.notifier(context.log).post(messages.backup_succeeded(
-            environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
-            manifest.duration_seconds, manifest.locations, run_url(context.run.run_id), outcome.warnings))
-    for warning in outcome.warnings:
-        context.log.warning(warning)
-    return dg.MaterializeResult(
-        metadata=_metadata(outcome),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=check.name,
-                passed=check.passed,
-                severity=dg.AssetCheckSeverity.WARN if check.severity == "warn" else dg.AssetCheckSeverity.ERROR,
-                description=check.description,
-                metadata={key: value for key, value in check.metadata.items() if value is not None},
-            )
-            for check in outcome.checks
-        ],
-    )
+        raise dg.Failure(description=f"backup {manifest.id} of {environment_name} is not restorable: {reasons}",
+                         metadata=_metadata(outcome), allow_retries=False)
+    slack.notifier(context.log).post(messages.backup_succeeded(
+        environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
+        manifest.duration_seconds, manifest.locations, run_url(context.run.run_id), outcome.warnings))
+    yield dg.MaterializeResult(metadata=_metadata(outcome),
+                               check_results=[_check_result(check) for check in outcome.checks])
 
 
 backup_job = dg.define_asset_job(

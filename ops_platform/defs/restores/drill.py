@@ -8,10 +8,16 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import environment_partitions
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.defs.restores.jobs import work_root
+from ops_platform.defs.run_guards import environment_guard
 from ops_platform.defs.scheduling import environment_schedules
-from ops_platform.defs.settings import RestoreSettings
+from ops_platform.defs.settings import BackupSettings, RestoreSettings
+from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import restores as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.redact import Redactor
@@ -37,7 +43,8 @@ DRILL_CRONS = {environment: "0 4 * * 0" for environment in BACKUP_CRONS}
     check_specs=DRILL_CHECKS,
 )
 def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, backup_storage: BackupStorageResource,
-                  backup_bucket: BackupBucketResource, restore_settings: RestoreSettings):
+                  backup_bucket: BackupBucketResource, restore_settings: RestoreSettings,
+                  backup_settings: BackupSettings):
     """The newest verified backup of the environment, restored into a throwaway database, verified
     against its manifest (tables, row counts, sequences, the operator's SQL checks) and dropped.
     A failed drill fails the run and alerts; its result is also written into the backup's manifest."""
@@ -52,9 +59,16 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
                                                                run_url(context.run_id)))
         mark_alerted(context.instance, context.run_id)
         raise dg.Failure(description=f"restore drill of {environment_name}: {message}", allow_retries=False) from None
-    outcome = run_drill(environment, local, s3, work_root(restore_settings, backup_storage),
-                        jobs=restore_settings.parallel_jobs(), timeout=restore_settings.timeout_minutes * 60.0,
-                        redactor=Redactor.from_environ())
+    try:
+        with environment_guard(context, environment.database_url, environment_name, backup_settings.lock_wait_seconds):
+            outcome = run_drill(environment, local, s3, work_root(restore_settings, backup_storage),
+                                jobs=restore_settings.parallel_jobs(), timeout=restore_settings.timeout_minutes * 60.0,
+                                redactor=Redactor.from_environ())
+    except (LockBusy, LockUnavailable) as error:
+        slack.notifier(context.log).post(messages.drill_failed(environment_name, str(error), None,
+                                                               run_url(context.run_id)))
+        mark_alerted(context.instance, context.run_id)
+        raise dg.Failure(description=f"restore drill of {environment_name}: {error}", allow_retries=False) from None
     for warning in outcome.warnings:
         context.log.warning(warning)
     if outcome.manifest is not None:

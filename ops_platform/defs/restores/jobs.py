@@ -34,7 +34,11 @@ from ops_platform.defs.resources import (
     OpsSlackResource,
     RestoreLockResource,
 )
-from ops_platform.defs.settings import RestoreSettings, RetentionSettings
+from ops_platform.defs.settings import (
+    BackupSettings,
+    RestoreSettings,
+    RetentionSettings,
+)
 from ops_platform.lib.backup import perform_backup
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.messages import restores as messages
@@ -136,7 +140,7 @@ def restore_step(context: dg.OpExecutionContext, step: str, slack: OpsSlackResou
 def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack: OpsSlackResource,
                     backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
                     restore_settings: RestoreSettings, retention_settings: RetentionSettings,
-                    restore_lock: RestoreLockResource) -> RestoreState:
+                    backup_settings: BackupSettings, restore_lock: RestoreLockResource) -> RestoreState:
     state = None
     with restore_step(context, "resolve", slack):
         restore_settings.require_valid(f"restore of {context.partition_key}")
@@ -147,7 +151,8 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
                                  config.skip_migrations, config.allow_other_environment, config.confirm)
         started = time.monotonic()
         live = databases.database_name(environment.database_url)
-        lock = restore_lock.acquire(environment.database_url, request.target_database or live)
+        lock = restore_lock.acquire(context, environment.database_url, environment.name,
+                                    request.target_database or live, backup_settings.lock_wait_seconds)
         state = plan_restore(request, environment, backup_storage.local_store(), backup_bucket.store())
         for name in databases.drop_stale_scratch(environment.database_url, state.target, lock):
             context.log.warning(f"dropped {name}, left by a restore that was stopped")

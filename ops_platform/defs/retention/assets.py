@@ -10,8 +10,10 @@ from ops_platform.defs.resources import (
     BackupStorageResource,
     OpsSlackResource,
 )
-from ops_platform.defs.settings import RetentionSettings
+from ops_platform.defs.run_guards import environment_guard
+from ops_platform.defs.settings import BackupSettings, RetentionSettings
 from ops_platform.lib.artifacts import utc_iso
+from ops_platform.lib.locks import LockBusy
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
@@ -53,7 +55,7 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
 )
 def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig, slack: OpsSlackResource,
                      backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
-                     retention_settings: RetentionSettings) -> dg.MaterializeResult:
+                     retention_settings: RetentionSettings, backup_settings: BackupSettings) -> dg.MaterializeResult:
     """Backups this environment keeps after the retention policy ran: everything younger than
     BACKUP_RETENTION_DAYS, always the newest BACKUP_KEEP_MIN verified ones whatever their age, and
     optional daily/weekly/monthly tiers. Unverified and incomplete backups older than a day are
@@ -73,6 +75,14 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
         s3 = backup_bucket.store()
     except ConfigError as error:
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
+    try:
+        with environment_guard(context, database_url, environment, backup_settings.lock_wait_seconds, required=False):
+            return _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of)
+    except LockBusy as error:
+        raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
+
+
+def _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of) -> dg.MaterializeResult:
     plan = build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")

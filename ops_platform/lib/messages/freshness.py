@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from ops_platform.lib.formatting import human_duration
 from ops_platform.lib.freshness import DRILLS, FRESH_AGAIN, REMINDER, FreshnessNotice
 from ops_platform.lib.messages.common import slack_message
 from ops_platform.lib.slack import SlackMessage
 
 
-def freshness_message(notice: FreshnessNotice, max_age: timedelta) -> SlackMessage:
+def freshness_message(notice: FreshnessNotice) -> SlackMessage:
     if notice.subject == DRILLS:
-        return _drill_message(notice, max_age)
+        return _drill_message(notice)
     age = human_duration(notice.age_seconds) if notice.age_seconds is not None else None
     if notice.kind == FRESH_AGAIN:
         return slack_message([f":white_check_mark: *Backups of {notice.environment} are fresh again*: "
@@ -20,11 +18,11 @@ def freshness_message(notice: FreshnessNotice, max_age: timedelta) -> SlackMessa
     prefix = ":rotating_light: *Reminder:*" if notice.kind == REMINDER else ":rotating_light:"
     newest = (f"the newest verified backup is `{notice.newest_id}`, {age} old"
               if notice.newest_id else "there is no verified backup at all")
-    return slack_message([f"{prefix} *No fresh backup of {notice.environment}*: {newest} "
-                          f"(limit {max_age.total_seconds() / 3600:g} hours). Backups may have stopped."])
+    return slack_message([f"{prefix} *No fresh backup of {notice.environment}*: {newest}; {notice.limit}. "
+                          "Backups may have stopped."])
 
 
-def _drill_message(notice: FreshnessNotice, max_age: timedelta) -> SlackMessage:
+def _drill_message(notice: FreshnessNotice) -> SlackMessage:
     if notice.kind == FRESH_AGAIN:
         return slack_message([f":white_check_mark: *Restore drills of {notice.environment} pass again*: "
                               f"`{notice.newest_id}` was restored and verified"])
@@ -32,4 +30,4 @@ def _drill_message(notice: FreshnessNotice, max_age: timedelta) -> SlackMessage:
     last = (f"the last passing drill restored `{notice.newest_id}` {human_duration(notice.age_seconds)} ago"
             if notice.newest_id else "no drill has ever passed")
     return slack_message([f"{prefix} *No passing restore drill of {notice.environment} in "
-                          f"{max_age.days} days*: {last}. Nobody knows whether its backups restore."])
+                          f"{notice.limit}*: {last}. Nobody knows whether its backups restore."])

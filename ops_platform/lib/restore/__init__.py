@@ -6,6 +6,10 @@ database) -> pg_restore -> migrate -> verify (against the manifest) -> databases
 Every step raises RestoreStepError(step, message) with a one-line, redacted message.
 """
 
-from ops_platform.lib.restore.errors import RESTORE_STEPS, RestoreInputError, RestoreStepError
+from ops_platform.lib.restore.errors import (
+    RESTORE_STEPS,
+    RestoreInputError,
+    RestoreStepError,
+)
 
 __all__ = ["RESTORE_STEPS", "RestoreInputError", "RestoreStepError"]

@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from ops_platform.lib import locks
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import describe, step_error, with_secrets
 
@@ -31,7 +32,6 @@ STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 SCRATCH_INFIX = "__restore_"
 KEPT_INFIX = "__pre_restore_"
 _STAMP_PATTERN = r"\d{8}T\d{6}Z"
-LOCK_NAMESPACE = 0x6F707372  # "opsr": the first key of every restore lock
 APPLICATION_NAME = "ops_platform"
 
 
@@ -213,30 +213,16 @@ def drop_database(url: str, name: str, *, redactor: Redactor | None = None, step
 # ---------------------------------------------------------------- the per-database lock
 
 
-def lock_keys(database: str) -> tuple[int, int]:
-    """The two int4 keys of ``database``'s restore lock."""
-    second = int.from_bytes(hashlib.sha256(database.encode()).digest()[:4], "big", signed=True)
-    return LOCK_NAMESPACE, second
-
-
 @dataclass
 class RestoreLock:
-    """The advisory lock on one target database, held by ``connection``'s session."""
+    """The lock on one target database (``locks.database_lock``), held by ``connection``'s session."""
 
     database: str
     connection: psycopg.Connection = field(repr=False)
 
     def is_held(self) -> bool:
         """Whether this session still holds the lock (false once the connection is gone)."""
-        first, second = lock_keys(self.database)
-        try:
-            row = self.connection.execute(
-                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
-                "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 2",
-                (first, second & 0xFFFFFFFF)).fetchone()
-        except psycopg.Error:
-            return False
-        return row is not None
+        return locks.HeldLock(locks.DATABASE_NAMESPACE, self.database, self.connection).is_held()
 
     def require(self, database: str, step: str = "scratch") -> None:
         """Raise unless this lock is for ``database`` and still held."""
@@ -244,48 +230,19 @@ class RestoreLock:
             raise step_error(step, f"the restore lock on {database} is not held; refusing to continue")
 
 
-def _lock_holder(connection: psycopg.Connection, database: str) -> str:
-    first, second = lock_keys(database)
-    row = connection.execute(
-        "SELECT l.pid, a.application_name, a.backend_start FROM pg_locks l LEFT JOIN pg_stat_activity a "
-        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::bigint::oid "
-        "AND l.objid = %s::bigint::oid AND l.objsubid = 2 LIMIT 1", (first, second & 0xFFFFFFFF)).fetchone()
-    if not row:
-        return "held by another session"
-    since = f" since {row[2].astimezone(timezone.utc):%Y-%m-%d %H:%M:%SZ}" if row[2] else ""
-    return f"held by backend pid {row[0]} ({row[1] or 'unknown application'}){since}"
-
-
 @contextlib.contextmanager
-def restore_lock(url: str, database: str, *, wait_seconds: float = 0, redactor: Redactor | None = None
-                 ) -> Iterator[RestoreLock]:
-    """Hold ``database``'s restore lock (session-level, on a maintenance connection) for the
-    ``with`` block. Refuses with RestoreStepError("scratch") when another restore holds it."""
+def restore_lock(url: str, database: str, *, wait_seconds: float = 0, holder: str = "",
+                 redactor: Redactor | None = None) -> Iterator[RestoreLock]:
+    """Hold ``database``'s restore lock for the ``with`` block. Refuses with
+    RestoreStepError("scratch") when another restore holds it or the server cannot be reached."""
     redactor = redactor_for(url, redactor)
-    first, second = lock_keys(database)
     try:
-        connection = psycopg.connect(url, dbname=MAINTENANCE_DATABASE, autocommit=True, connect_timeout=10,
-                                     application_name=APPLICATION_NAME, keepalives=1, keepalives_idle=30,
-                                     keepalives_interval=10, keepalives_count=3,
-                                     options="-c statement_timeout=30000 -c lock_timeout=10000")
-    except psycopg.Error as error:
-        raise step_error("scratch", f"cannot connect to take the restore lock: {describe(error)}", redactor) from None
-    with connection:
-        if connection.info.server_version >= 140000:
-            connection.execute("SET idle_session_timeout = 0")
-        deadline = time.monotonic() + wait_seconds
-        while not connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (first, second)).fetchone()[0]:
-            if time.monotonic() >= deadline:
-                holder = _lock_holder(connection, database)
-                raise step_error("scratch", f"another restore of database {database} is running "
-                                            f"(restore lock {holder})", redactor)
-            time.sleep(0.5)
-        lock = RestoreLock(database, connection)
-        try:
-            yield lock
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                connection.execute("SELECT pg_advisory_unlock(%s, %s)", (first, second))
+        with locks.database_lock(url, database, holder=holder, wait_seconds=wait_seconds) as held:
+            yield RestoreLock(database, held.connection)
+    except locks.LockBusy as error:
+        raise step_error("scratch", str(error), redactor) from None
+    except locks.LockUnavailable as error:
+        raise step_error("scratch", f"cannot connect to take the restore lock: {error}", redactor) from None
 
 
 def list_scratch_databases(url: str, database: str, *, redactor: Redactor | None = None) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import zstandard
 
+from ops_platform.lib.files import PRIVATE_DIR, open_private, private_dir
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import RestoreStepError, describe, step_error
 from ops_platform.lib.restore.resolve import BackupCandidate
@@ -53,23 +54,13 @@ class FetchedDump:
 
 
 def make_work_dir(parent: Path | str | None = None) -> Path:
-    """A fresh folder readable only by this user (0700 whatever the umask)."""
+    """A fresh folder readable only by this user (0700 whatever the umask), in a private parent."""
     base = Path(parent) if parent else Path(tempfile.gettempdir())
-    base.mkdir(parents=True, exist_ok=True)
+    if parent:
+        private_dir(base)
     folder = Path(tempfile.mkdtemp(prefix="ops_platform_restore_", dir=base))
-    os.chmod(folder, 0o700)
+    os.chmod(folder, PRIVATE_DIR)
     return folder
-
-
-def open_private(path: Path):
-    """Create ``path`` exclusively with mode 0600 (whatever the umask), for writing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "wb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 class _Decoder:
@@ -174,7 +165,7 @@ def fetch_candidate(candidate: BackupCandidate, work_dir: Path, *, progress: Pro
     destination = work_dir / f"{manifest.id}.dump"
     started = time.monotonic()
     try:
-        with open_private(destination) as handle:
+        with open_private(destination, buffering=0) as handle:
             decoder = _Decoder(manifest.compression, handle)
             sink = _Sink(decoder, manifest.stored_bytes, progress, progress_interval)
             if candidate.source == "local":

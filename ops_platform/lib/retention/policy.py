@@ -31,7 +31,14 @@ from datetime import datetime, timedelta, timezone
 
 from ops_platform.config import ConfigError, printable
 from ops_platform.lib import settings
-from ops_platform.lib.artifacts import COMPRESSION_EXTENSIONS, MANIFEST_SUFFIX, Manifest, parse_backup_id, parse_utc, utc_iso
+from ops_platform.lib.artifacts import (
+    COMPRESSION_EXTENSIONS,
+    MANIFEST_SUFFIX,
+    Manifest,
+    parse_backup_id,
+    parse_utc,
+    utc_iso,
+)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 

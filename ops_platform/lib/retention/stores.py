@@ -21,6 +21,7 @@ from ops_platform.lib.retention.policy import (
     plan_retention,
 )
 
+
 def _read_manifests(inventory: StoreInventory, environment: str, read) -> None:
     """Parse each manifest by its own file name; one that fails to parse, or names another id or
     environment, is unreadable."""

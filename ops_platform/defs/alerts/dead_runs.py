@@ -1,0 +1,113 @@
+"""Runs whose process died (``kill -9``, the OOM killer, a reboot) stay ``STARTED`` for ever: the
+environment then looks busy to the CLI, and the run queue holds every later backup of it behind
+the dead run. The steps that work on an environment beat a heartbeat on their run
+(``run_guards.heartbeat``); a run that stopped beating is marked failed, announced once, and what
+it left behind (a ``.partial`` file, an incomplete multipart upload) is cleaned up. The failure is
+announced once, by ``run_failure_slack_sensor``, with the reason and what was cleaned up."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from ops_platform.config import ConfigError, load_environments
+from ops_platform.defs.dagster_private import IN_PROGRESS_RUN_STATUSES
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
+from ops_platform.defs.settings import BackupSettings
+from ops_platform.lib import locks
+from ops_platform.lib.artifacts import parse_utc, utc_iso
+from ops_platform.lib.tags import HEARTBEAT, LAUNCHED_BY, PARTITION
+
+WATCHED_JOBS = ("backup_job", "retention_job", "restore_job", "restore_drill_job")
+
+
+def last_sign_of_life(record: dg.RunRecord) -> datetime:
+    """The run's last heartbeat, or when it started (or was created) if it never beat."""
+    beat = record.dagster_run.tags.get(HEARTBEAT)
+    if beat:
+        try:
+            return parse_utc(beat)
+        except ValueError:
+            pass
+    started = record.start_time or record.create_timestamp.timestamp()
+    return datetime.fromtimestamp(started, timezone.utc)
+
+
+def dead_runs(instance: dg.DagsterInstance, dead_after_seconds: float, now: datetime | None = None,
+              partition: str | None = None) -> list[dg.RunRecord]:
+    """Started runs of the watched jobs (of one environment, if given) silent for longer than
+    ``dead_after_seconds``."""
+    now = now or datetime.now(timezone.utc)
+    filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], job_name=None,
+                            tags={PARTITION: partition} if partition else {})
+    return [record for record in instance.get_run_records(filters=filters)
+            if record.dagster_run.job_name in WATCHED_JOBS
+            and (now - last_sign_of_life(record)).total_seconds() > dead_after_seconds]
+
+
+def mark_dead(instance: dg.DagsterInstance, record: dg.RunRecord, cleaned: list[str] | None = None) -> str:
+    """Mark a dead run failed, saying why in one line (the run-failure sensor posts it)."""
+    run = record.dagster_run
+    silent_since = utc_iso(last_sign_of_life(record))
+    reason = (f"{run.job_name} of {run.tags.get(PARTITION, '?')} (started from {run.tags.get(LAUNCHED_BY, 'the daemon')}) "
+              f"stopped: its process is gone, no sign of life since {silent_since}")
+    if cleaned:
+        reason += "; cleaned up: " + ", ".join(cleaned)
+    instance.report_run_failed(run, message=reason)
+    return reason
+
+
+def in_progress(instance: dg.DagsterInstance, partition: str, job_names, dead_after_seconds: float) -> list:
+    """Runs of ``job_names`` in progress for the environment, after marking the dead ones failed
+    (so a crashed run never holds an environment)."""
+    for record in dead_runs(instance, dead_after_seconds, partition=partition):
+        mark_dead(instance, record)
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES),
+                                                   tags={PARTITION: partition}))
+    return [run for run in runs if run.job_name in job_names]
+
+
+def clean_up_after(environment: str, job_name: str, backup_storage: BackupStorageResource,
+                   backup_bucket: BackupBucketResource) -> list[str]:
+    """Remove what a dead backup left: hidden ``.partial`` files and incomplete multipart uploads of
+    the environment, only while holding its lock (so nothing alive is using them)."""
+    if job_name not in ("backup_job", "restore_job"):
+        return []
+    environments = load_environments()
+    if environment not in environments:
+        return []
+    done = []
+    try:
+        with locks.environment_lock(environments[environment].database_url, environment, holder="dead_run_sensor"):
+            local = backup_storage.local_store()
+            folder = local.env_dir(environment)
+            for partial in sorted(folder.glob(".*.partial")) if folder.is_dir() else []:
+                partial.unlink(missing_ok=True)
+                done.append(f"removed {partial.name}")
+            try:
+                s3 = backup_bucket.store()
+            except ConfigError:
+                s3 = None
+            if s3 is not None:
+                done += [f"aborted the upload of {key}" for key in s3.abort_incomplete_uploads(s3.key(environment, ""))]
+    except (locks.LockBusy, locks.LockUnavailable) as error:
+        done.append(f"left for later ({error})")
+    except Exception as error:  # noqa: BLE001 - S3 down: the next tick or retention tries again
+        done.append(f"clean-up incomplete: {type(error).__name__}: {error}")
+    return done
+
+
+@dg.sensor(
+    name="dead_run_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks failed the backup, retention, restore and drill runs whose process died (no heartbeat for "
+                "RUN_DEAD_AFTER_SECONDS) and cleans up what they left; run_failure_slack_sensor posts each once.",
+)
+def dead_run_sensor(context: dg.SensorEvaluationContext, backup_storage: BackupStorageResource,
+                    backup_bucket: BackupBucketResource, backup_settings: BackupSettings) -> dg.SkipReason:
+    found = dead_runs(context.instance, backup_settings.dead_run_seconds)
+    for record in found:
+        run = record.dagster_run
+        cleaned = clean_up_after(run.tags.get(PARTITION, ""), run.job_name, backup_storage, backup_bucket)
+        context.log.warning(mark_dead(context.instance, record, cleaned))
+    return dg.SkipReason(f"marked {len(found)} dead run(s) failed" if found else "no dead runs")
