@@ -41,8 +41,9 @@ for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
     partitions = ",".join(node.partitions_def.get_partition_keys()) if node.partitions_def else "-"
     kinds = ",".join(sorted(node.kinds)) or "-"
     automation = type(node.automation_condition).__name__ if node.automation_condition else "-"
+    pools = ",".join(sorted(node.pools or [])) or "-"
     lines.append(f"asset {key.to_user_string()}: group={node.group_name} kinds={kinds} partitions={partitions} "
-                 f"{'external' if node.is_external else 'materializable'} automation={automation}")
+                 f"{'external' if node.is_external else 'materializable'} automation={automation} pool={pools}")
     for parent in sorted(node.parent_keys, key=lambda k: k.to_user_string()):
         mapping = node.partition_mappings.get(parent)
         lines.append(f"  dep {parent.to_user_string()}" + (f" mapping={type(mapping).__name__}" if mapping else ""))

@@ -199,9 +199,11 @@ def test_settings_and_per_environment_overrides():
 def test_as_of_parsing():
     assert parse_as_of("2027-01-15T00:00:00Z") == datetime(2027, 1, 15, tzinfo=timezone.utc)
     assert parse_as_of("2027-01-15T02:00:00+02:00") == datetime(2027, 1, 15, tzinfo=timezone.utc)
-    for bad in ("yesterday", "15/01/2027", "2027-13-01"):
+    for bad in ("yesterday", "15/01/2027", "2027-13-01", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
         with pytest.raises(ConfigError, match="--as-of must be an ISO-8601 time"):
             parse_as_of(bad)
+    with pytest.raises(ConfigError, match="--as-of must be between 1970-01-01 and 9000-01-01"):
+        parse_as_of("0500-06-01T00:00:00Z")
 
 
 # The property test.

@@ -162,3 +162,27 @@ def check(settings: Iterable[Setting], environ: Mapping[str, str] | None = None)
     if found:
         more = f" (and {len(found) - 1} more bad setting(s))" if len(found) > 1 else ""
         raise ConfigError(found[0] + more)
+
+
+def values_or_defaults(group: Iterable[Setting], environ: Mapping[str, str] | None = None) -> dict[str, int | float]:
+    """``values`` where every bad value is replaced by its default (a bad value is reported where it
+    is used; this is for what the definitions declare when they load, such as run time limits)."""
+    found = {}
+    for setting in group:
+        try:
+            found[setting.field] = value_of(setting, environ)
+        except ConfigError:
+            found[setting.field] = setting.default
+    return found
+
+
+def backup_max_runtime_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """The longest a backup run can legitimately take: every attempt with its lock wait, the
+    waits between attempts, and retention after it. Past it the run is dead or stuck."""
+    backup = values_or_defaults(BACKUP, environ)
+    attempt = backup["timeout_minutes"] * 60 + backup["lock_wait_seconds"] + 600
+    waits = sum(backup["retry_delay_seconds"] * 2 ** n for n in range(backup["retries"]))
+    return int(attempt * (backup["retries"] + 1) + waits + RETENTION_RUNTIME_SECONDS)
+
+
+RETENTION_RUNTIME_SECONDS = 3600

@@ -53,6 +53,8 @@ def mark_dead(instance: dg.DagsterInstance, record: dg.RunRecord, cleaned: list[
     if cleaned:
         reason += "; cleaned up: " + ", ".join(cleaned)
     instance.report_run_failed(run, message=reason)
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)  # its pool slot, at once
     return reason
 
 

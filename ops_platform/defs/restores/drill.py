@@ -6,6 +6,7 @@ import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
+from ops_platform.defs.backups.assets import DUMP_POOL
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import environment_partitions
 from ops_platform.defs.resources import (
@@ -41,6 +42,7 @@ DRILL_CRONS = {environment: "0 4 * * 0" for environment in BACKUP_CRONS}
     group_name="restores",
     kinds={"postgres"},
     check_specs=DRILL_CHECKS,
+    pool=DUMP_POOL,
 )
 def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, backup_storage: BackupStorageResource,
                   backup_bucket: BackupBucketResource, restore_settings: RestoreSettings,

@@ -21,6 +21,12 @@ from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreStepError
 from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
 from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
+from ops_platform.lib.settings import (
+    BACKUP,
+    RETENTION_RUNTIME_SECONDS,
+    values_or_defaults,
+)
+from ops_platform.lib.tags import MAX_RUNTIME
 
 
 class RetentionConfig(dg.Config):
@@ -111,4 +117,5 @@ retention_job = dg.define_asset_job(
     "retention_job",
     selection=dg.AssetSelection.assets(backup_retention),
     description="Apply the backup retention policy to one environment (the partition), locally and in S3.",
+    tags={MAX_RUNTIME: str(RETENTION_RUNTIME_SECONDS + values_or_defaults(BACKUP)["lock_wait_seconds"])},
 )

@@ -41,6 +41,8 @@ from ops_platform.lib.artifacts import (
 )
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+EARLIEST_AS_OF = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_AS_OF = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 KEEP, DELETE = "keep", "delete"
 VERIFIED, UNVERIFIED, INCOMPLETE, DANGLING, UNREADABLE = (
@@ -80,10 +82,14 @@ def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:
     if text is None or not str(text).strip():
         return now or datetime.now(timezone.utc)
     try:
-        return parse_utc(str(text).strip())
-    except ValueError:
+        moment = parse_utc(str(text).strip())
+    except (ValueError, OverflowError):
         raise ConfigError("--as-of must be an ISO-8601 time such as 2027-01-15T00:00:00Z, "
                           f"got '{printable(str(text))}'") from None
+    if not EARLIEST_AS_OF <= moment <= LATEST_AS_OF:
+        raise ConfigError(f"--as-of must be between {EARLIEST_AS_OF:%Y-%m-%d} and {LATEST_AS_OF:%Y-%m-%d}, "
+                          f"got '{printable(str(text))}'")
+    return moment
 
 
 def resolve_as_of(text: str | None, now: datetime | None = None) -> datetime:
