@@ -92,6 +92,20 @@ def test_unreachable_database_fails_with_one_alert(instance, slack_server, backu
     assert not list(backup_dir.rglob("*"))
 
 
+def test_missing_pg_dump_fails_at_the_pg_dump_step_with_one_alert(databases, instance, slack_server, backup_dir,
+                                                                   s3_bucket, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
+    result = materialize(instance, "production", slack, backup_dir)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_failure_data.user_failure_data.description == (
+        "backup of production failed at pg_dump: pg_dump not found on PATH")
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "failed step: pg_dump" in texts[0] and "not found on PATH" in texts[0]
+    assert [p for p in backup_dir.rglob("*") if p.is_file()] == []
+
+
 def test_dump_killed_midway_fails_the_run_with_one_alert(big_database, instance, slack_server, backup_dir, s3_bucket):
     slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
     killer = terminate_dump_when_streaming(big_database, backup_dir)

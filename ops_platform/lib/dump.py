@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import queue
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -266,6 +267,8 @@ def run_dump(
     extra_args: tuple[str, ...] = (),
 ) -> DumpResult:
     """Dump ``database_url`` to ``destination`` (and S3) in one pass. Raises BackupStepError."""
+    if shutil.which("pg_dump") is None:
+        raise BackupStepError("pg_dump", "pg_dump not found on PATH")
     redactor = redactor or Redactor()
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
