@@ -14,7 +14,7 @@ from ops_platform.lib.tags import ALERTED, BACKUP_KIND
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
     big_database, empty_database, terminate_dump_when_streaming,
 )
-from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, S3_BUCKET, SLACK_TOKEN, database_url, platform_resources
+from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, DB_USER, S3_BUCKET, SLACK_TOKEN, database_url, platform_resources
 
 
 def materialize(instance, environment, slack, backup_dir, s3=True, tags=None):
@@ -148,6 +148,45 @@ def test_size_drop_is_a_warning(databases, big_database, instance, slack_server,
     check = check_results(result)["size_not_dropped"]
     assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
     assert "size dropped" in slack_server.texts()[-1]
+
+
+def test_size_not_dropped_compares_the_uncompressed_dump(databases, instance, slack_server, backup_dir):
+    """A 100 KB random block repeated 20 times: zstd's window finds the repeats, gzip's 32 KB one
+    cannot, so the stored size moves about tenfold with the compression setting while the data
+    does not. Switching gzip -> zstd must not look like a drop; deleting most of the data must be
+    one even when the switch back to gzip makes the file larger."""
+    from ops_platform_tests.conftest import psql
+
+    psql(f"SET ROLE {DB_USER}; CREATE TABLE blobs (id int PRIMARY KEY, body text); "
+         "INSERT INTO blobs SELECT g, b FROM generate_series(1, 20) g, "
+         "(SELECT string_agg(md5(random()::text), '') AS b FROM generate_series(1, 3200)) s",
+         database=databases["production"])
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+
+    def backup(compression: str, level: str) -> tuple[dict, dict]:
+        import time
+
+        time.sleep(1.1)  # backup ids have one-second resolution
+        storage = BackupStorageResource(backup_dir=str(backup_dir), compression=compression, compression_level=level)
+        result = dg.materialize([backup_assets.database_backup], partition_key="production", instance=instance,
+                                resources=platform_resources(slack=slack, backup_storage=storage,
+                                                             backup_bucket=BackupBucketResource(bucket=None)))
+        assert result.success
+        return result.asset_materializations_for_node("database_backup")[0].metadata, check_results(result)
+
+    gzip_metadata, _ = backup("gzip", "1")
+    zstd_metadata, checks = backup("zstd", "19")
+    assert zstd_metadata["stored_bytes"].value < 0.5 * gzip_metadata["stored_bytes"].value  # the would-be fake drop
+    assert checks["size_not_dropped"].passed, checks["size_not_dropped"].description
+
+    psql("DELETE FROM blobs WHERE id > 2", database=databases["production"])
+    smaller_metadata, checks = backup("gzip", "1")
+    assert smaller_metadata["stored_bytes"].value >= 0.5 * zstd_metadata["stored_bytes"].value  # would be hidden
+    assert smaller_metadata["raw_bytes"].value < 0.5 * zstd_metadata["raw_bytes"].value
+    check = checks["size_not_dropped"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert "uncompressed dump size dropped to" in check.description
+    assert check.metadata["previous_raw_bytes"].value == zstd_metadata["raw_bytes"].value
 
 
 def test_missing_s3_bucket_at_run_time_is_reported(databases, instance, slack_server, backup_dir):

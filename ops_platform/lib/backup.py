@@ -88,16 +88,19 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
 
 
 def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:
+    """Compares the uncompressed dump (raw_bytes), so a change of compression or level neither
+    fakes nor hides a drop."""
     if previous is None:
         return CheckOutcome("size_not_dropped", True, False, "no earlier verified backup to compare with",
                             severity="warn")
-    ratio = dump.stored_bytes / previous.stored_bytes if previous.stored_bytes else 1.0
+    ratio = dump.raw_bytes / previous.raw_bytes if previous.raw_bytes else 1.0
     passed = ratio >= SIZE_DROP_RATIO
-    description = (f"{ratio:.0%} of the previous verified backup {previous.id}" if passed else
-                   f"size dropped to {ratio:.0%} of the previous verified backup {previous.id} "
-                   f"({dump.stored_bytes} vs {previous.stored_bytes} bytes)")
+    description = (f"uncompressed dump size is {ratio:.0%} of the previous verified backup {previous.id}" if passed else
+                   f"uncompressed dump size dropped to {ratio:.0%} of the previous verified backup {previous.id} "
+                   f"({dump.raw_bytes} vs {previous.raw_bytes} bytes before compression)")
     return CheckOutcome("size_not_dropped", passed, False, description,
-                        {"previous_id": previous.id, "ratio": round(ratio, 4)}, severity="warn")
+                        {"previous_id": previous.id, "ratio": round(ratio, 4), "raw_bytes": dump.raw_bytes,
+                         "previous_raw_bytes": previous.raw_bytes}, severity="warn")
 
 
 def perform_backup(
