@@ -62,6 +62,11 @@ def test_backup_to_local_and_s3_is_verified_and_reported(databases, instance, sl
     s3_manifest = json.loads(s3_bucket.get_object(
         Bucket=S3_BUCKET, Key=f"backups/production/{backup_id}.manifest.json")["Body"].read())
     assert s3_manifest["sha256"] == manifest.sha256
+    # The checksum S3 keeps for the artifact, recorded at upload so later checks need no download.
+    head = s3_bucket.head_object(Bucket=S3_BUCKET, Key=f"backups/production/{manifest.artifact}",
+                                 ChecksumMode="ENABLED")
+    assert manifest.s3_checksum == s3_manifest["s3_checksum"] == f"SHA256:{head['ChecksumSHA256']}"
+    assert checks["s3_copy_matches"].metadata["s3_checksum"].value == manifest.s3_checksum
 
     texts = slack_server.texts()
     assert len(texts) == 2  # one bot-token message, one webhook message

@@ -81,6 +81,7 @@ def test_local_and_s3_in_one_pass_with_multipart(big_database, tmp_path, s3_buck
     head = s3_bucket.head_object(Bucket=S3_BUCKET, Key=key)
     assert head["ContentLength"] == result.stored_bytes
     assert "-" in head["ETag"], "expected a multipart upload for a dump larger than one part"
+    assert s3_bucket.head_object(Bucket=S3_BUCKET, Key=key, ChecksumMode="ENABLED").get("ChecksumSHA256")
     body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=key)["Body"].read()
     import hashlib
 

@@ -78,13 +78,17 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
         return CheckOutcome("s3_copy_matches", False, False, f"S3 upload failed: {dump.s3.error}")
     try:
         remote_sha, remote_size = s3.object_sha256(environment, name)
+        _, s3_checksum = s3.object_checksum(environment, name)
     except Exception as error:  # noqa: BLE001 - reported as the check's reason
         return CheckOutcome("s3_copy_matches", False, False,
                             redactor(f"could not read back the S3 copy: {type(error).__name__}: {error}"))
     passed = remote_sha == dump.sha256 and remote_size == dump.stored_bytes
     description = ("S3 holds the same bytes (sha256 matches)" if passed else
                    f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs {dump.stored_bytes} bytes")
-    return CheckOutcome("s3_copy_matches", passed, False, description, {"s3_sha256": remote_sha})
+    if passed and s3_checksum is None:
+        description += "; the store keeps no checksum for it, so later checks compare its size only"
+    return CheckOutcome("s3_copy_matches", passed, False, description,
+                        {"s3_sha256": remote_sha, "s3_checksum": s3_checksum if passed else None})
 
 
 def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:
@@ -160,6 +164,7 @@ def perform_backup(
         verified=verified,
         locations=[local.location(environment.name, name)],
         dagster_run_id=run_id,
+        s3_checksum=s3_check.metadata.get("s3_checksum") if s3_check else None,
     )
     warnings = [check.description for check in checks if not check.passed and not check.blocking]
     if s3 and s3_check and s3_check.passed:

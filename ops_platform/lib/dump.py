@@ -196,7 +196,7 @@ class _S3Upload:
                 self.pipe,
                 self.leg.bucket,
                 self.leg.key,
-                ExtraArgs={"ContentType": "application/octet-stream"},
+                ExtraArgs={"ContentType": "application/octet-stream", "ChecksumAlgorithm": "SHA256"},
                 Config=self._config,
             )
         except BaseException as error:  # noqa: BLE001 - reported, never raised into the dump

@@ -68,6 +68,19 @@ def collect_manifests(environment: str, names, read: Callable[[str], bytes]) -> 
     return listing
 
 
+S3_CHECKSUM_ALGORITHMS = ("SHA256", "SHA1", "CRC64NVME", "CRC32C", "CRC32")
+
+
+def s3_checksum_of(head: dict, algorithm: str | None = None) -> str | None:
+    """``ALGORITHM:value`` from a head_object answer (ChecksumMode ENABLED): the given algorithm's,
+    or the first the store keeps; None when it keeps none."""
+    for name in (algorithm,) if algorithm else S3_CHECKSUM_ALGORITHMS:
+        value = head.get(f"Checksum{name}")
+        if value:
+            return f"{name}:{value}"
+    return None
+
+
 class LocalStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -148,6 +161,12 @@ class S3Store:
     def list_manifests(self, environment: str) -> ManifestListing:
         return collect_manifests(environment, self.list_names(environment),
                                  lambda name: self.read_bytes(environment, name))
+
+    def object_checksum(self, environment: str, name: str) -> tuple[int, str | None]:
+        """The object's size and the checksum S3 keeps for it (``ALGORITHM:value``, e.g. the
+        composite SHA256 of a multipart upload), from one HEAD request: no download."""
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(environment, name), ChecksumMode="ENABLED")
+        return int(head["ContentLength"]), s3_checksum_of(head)
 
     def object_sha256(self, environment: str, name: str) -> tuple[str, int]:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]
