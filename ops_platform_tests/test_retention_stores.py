@@ -297,6 +297,35 @@ def test_a_copy_that_cannot_be_rechecked_postpones_deleting_verified_backups(s3_
     assert [c["status"] for c in plan.rechecks if c["location"] == "s3"] == ["error"]
 
 
+def test_a_corrupt_copy_is_alerted_once_until_it_is_found_intact_or_gone(backup_dir):
+    from ops_platform.lib.retention import alerts
+    from ops_platform.lib.retention.policy import PlanItem, RetentionPlan
+
+    path = alerts.state_path(LocalStore(backup_dir), ENV)
+
+    def run(checks: list[tuple[str, str, str]], present=("a", "b")) -> list[str]:
+        plan = RetentionPlan(ENV, NOW, RetentionPolicy())
+        plan.items = [PlanItem(i, KEEP, "", "verified", "scheduled", "", 0, []) for i in present]
+        plan.rechecks = [{"id": i, "location": loc, "status": status, "method": "sha256", "detail": "differs"}
+                         for i, loc, status in checks]
+        new, state = alerts.new_corruption(plan, alerts.load(path))
+        alerts.save(path, state)
+        return [f"{c['id']} {c['location']}" for c in new]
+
+    assert run([("a", "local", "corrupt"), ("a", "s3", "ok"), ("b", "local", "ok")]) == ["a local"]
+    assert run([("a", "local", "corrupt")]) == []
+    assert run([]) == []  # not re-checked this time: still remembered
+    assert run([("a", "local", "error")]) == []
+    assert run([("a", "local", "corrupt")]) == []
+    assert run([("a", "local", "ok")]) == []  # repaired
+    assert run([("a", "local", "corrupt")]) == ["a local"]  # broken again
+    assert run([], present=("b",)) == []  # deleted by a person
+    assert run([("a", "local", "corrupt")]) == ["a local"]
+    path.write_text("{ not json")
+    assert run([("a", "local", "corrupt")]) == ["a local"]  # at worst one repeated alert
+    assert ".retention-alerted.json" in LocalStore(backup_dir).list_names(ENV)
+
+
 def _empty_bucket(client) -> None:
     keys = list(all_keys(client))
     for start in range(0, len(keys), 1000):
