@@ -85,8 +85,7 @@ def _safe(read):
     return wrapped
 
 
-def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime, *,
-               recheck: bool = True) -> RetentionPlan:
+def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
     """Read both stores and plan. ``s3`` may be None. When S3 cannot be listed, it is left as is
     and reported; the local folder is still planned on its own (its floor counts local backups only).
 
@@ -111,9 +110,10 @@ def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: dateti
         candidates, warnings = collect_candidates(environment, inventories)
         plan = plan_retention(environment, candidates, policy, now, skipped + warnings)
         errors = [(backup_id, check) for backup_id, checks in rechecked.items() for check in checks if check.ok is None]
-        if not recheck or errors or not any(item.status == VERIFIED for item in plan.deleted):
+        if errors or not any(item.status == VERIFIED for item in plan.deleted):
             break
-        needed = [c for c in candidates if c.id in guarantors(candidates, policy) and c.id not in rechecked]
+        standing_in = guarantors(candidates, policy)
+        needed = [c for c in candidates if c.id in standing_in and c.id not in rechecked]
         if not needed:
             break
         for candidate in needed:
