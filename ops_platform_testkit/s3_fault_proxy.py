@@ -2,7 +2,8 @@
 
 ``fail_parts_after = N`` lets N UploadPart requests through, then answers every later
 UploadPart with HTTP 500 (S3's InternalError), as an endpoint failing mid-upload would.
-``down = True`` refuses everything."""
+``fail_heads = True`` answers every HEAD (head_object) with HTTP 500.
+``down = True`` refuses everything. ``requests`` records (method, path) of every request."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class S3FaultProxy:
         self.upstream = urlsplit(upstream)
         self.fail_parts_after: int | None = None
         self.down = False
+        self.fail_heads = False
         self.parts_passed = 0
         self.parts_failed = 0
         self.requests: list[tuple[str, str]] = []
@@ -41,7 +43,8 @@ class S3FaultProxy:
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(ERROR_BODY)))
                     self.end_headers()
-                    self.wfile.write(ERROR_BODY)
+                    if self.command != "HEAD":
+                        self.wfile.write(ERROR_BODY)
                     return
                 connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
@@ -52,7 +55,9 @@ class S3FaultProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer has no body but tells the object's length: pass that on.
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -66,6 +71,8 @@ class S3FaultProxy:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
     def _should_fail(self, method: str, path: str) -> bool:
+        if method == "HEAD" and self.fail_heads:
+            return True
         if method != "PUT" or "partNumber=" not in path or self.fail_parts_after is None:
             return False
         with self._lock:

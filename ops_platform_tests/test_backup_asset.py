@@ -14,7 +14,7 @@ from ops_platform.lib.tags import ALERTED, BACKUP_KIND
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
     big_database, empty_database, terminate_dump_when_streaming,
 )
-from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, S3_BUCKET, SLACK_TOKEN, database_url, platform_resources
+from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, DB_USER, S3_BUCKET, SLACK_TOKEN, database_url, platform_resources
 
 
 def materialize(instance, environment, slack, backup_dir, s3=True, tags=None):
@@ -62,6 +62,11 @@ def test_backup_to_local_and_s3_is_verified_and_reported(databases, instance, sl
     s3_manifest = json.loads(s3_bucket.get_object(
         Bucket=S3_BUCKET, Key=f"backups/production/{backup_id}.manifest.json")["Body"].read())
     assert s3_manifest["sha256"] == manifest.sha256
+    # The checksum S3 keeps for the artifact, recorded at upload so later checks need no download.
+    head = s3_bucket.head_object(Bucket=S3_BUCKET, Key=f"backups/production/{manifest.artifact}",
+                                 ChecksumMode="ENABLED")
+    assert manifest.s3_checksum == s3_manifest["s3_checksum"] == f"SHA256:{head['ChecksumSHA256']}"
+    assert checks["s3_copy_matches"].metadata["s3_checksum"].value == manifest.s3_checksum
 
     texts = slack_server.texts()
     assert len(texts) == 2  # one bot-token message, one webhook message
@@ -91,6 +96,20 @@ def test_unreachable_database_fails_with_one_alert(instance, slack_server, backu
     assert instance.get_run_by_id(result.run_id).tags.get(ALERTED) == "true"
     assert "(after 3 attempts)" in texts[0]  # a refused connection is retried (BACKUP_RETRIES=2), alerted once
     assert not [path for path in backup_dir.rglob("*") if path.is_file()]
+
+
+def test_missing_pg_dump_fails_at_the_pg_dump_step_with_one_alert(databases, instance, slack_server, backup_dir,
+                                                                   s3_bucket, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
+    result = materialize(instance, "production", slack, backup_dir)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_failure_data.user_failure_data.description == (
+        "backup of production failed at pg_dump: pg_dump not found on PATH (install the PostgreSQL client)")
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "failed step: pg_dump" in texts[0] and "not found on PATH" in texts[0]
+    assert [p for p in backup_dir.rglob("*") if p.is_file()] == []
 
 
 def test_dump_killed_midway_is_retried_and_alerted_once(big_database, instance, slack_server, backup_dir, s3_bucket):
@@ -153,6 +172,45 @@ def test_size_drop_is_a_warning(databases, big_database, instance, slack_server,
     check = check_results(result)["size_not_dropped"]
     assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
     assert "size dropped" in slack_server.texts()[-1]
+
+
+def test_size_not_dropped_compares_the_uncompressed_dump(databases, instance, slack_server, backup_dir):
+    """A 100 KB random block repeated 20 times: zstd's window finds the repeats, gzip's 32 KB one
+    cannot, so the stored size moves about tenfold with the compression setting while the data
+    does not. Switching gzip -> zstd must not look like a drop; deleting most of the data must be
+    one even when the switch back to gzip makes the file larger."""
+    from ops_platform_tests.conftest import psql
+
+    psql(f"SET ROLE {DB_USER}; CREATE TABLE blobs (id int PRIMARY KEY, body text); "
+         "INSERT INTO blobs SELECT g, b FROM generate_series(1, 20) g, "
+         "(SELECT string_agg(md5(random()::text), '') AS b FROM generate_series(1, 3200)) s",
+         database=databases["production"])
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+
+    def backup(compression: str, level: str) -> tuple[dict, dict]:
+        import time
+
+        time.sleep(1.1)  # backup ids have one-second resolution
+        storage = BackupStorageResource(backup_dir=str(backup_dir), compression=compression, compression_level=level)
+        result = dg.materialize([backup_assets.database_backup], partition_key="production", instance=instance,
+                                resources=platform_resources(slack=slack, backup_storage=storage,
+                                                             backup_bucket=BackupBucketResource(bucket=None)))
+        assert result.success
+        return result.asset_materializations_for_node("database_backup")[0].metadata, check_results(result)
+
+    gzip_metadata, _ = backup("gzip", "1")
+    zstd_metadata, checks = backup("zstd", "19")
+    assert zstd_metadata["stored_bytes"].value < 0.5 * gzip_metadata["stored_bytes"].value  # the would-be fake drop
+    assert checks["size_not_dropped"].passed, checks["size_not_dropped"].description
+
+    psql("DELETE FROM blobs WHERE id > 2", database=databases["production"])
+    smaller_metadata, checks = backup("gzip", "1")
+    assert smaller_metadata["stored_bytes"].value >= 0.5 * zstd_metadata["stored_bytes"].value  # would be hidden
+    assert smaller_metadata["raw_bytes"].value < 0.5 * zstd_metadata["raw_bytes"].value
+    check = checks["size_not_dropped"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert "uncompressed dump size dropped to" in check.description
+    assert check.metadata["previous_raw_bytes"].value == zstd_metadata["raw_bytes"].value
 
 
 def test_missing_s3_bucket_at_run_time_is_reported(databases, instance, slack_server, backup_dir):

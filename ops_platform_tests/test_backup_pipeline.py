@@ -81,6 +81,7 @@ def test_local_and_s3_in_one_pass_with_multipart(big_database, tmp_path, s3_buck
     head = s3_bucket.head_object(Bucket=S3_BUCKET, Key=key)
     assert head["ContentLength"] == result.stored_bytes
     assert "-" in head["ETag"], "expected a multipart upload for a dump larger than one part"
+    assert s3_bucket.head_object(Bucket=S3_BUCKET, Key=key, ChecksumMode="ENABLED").get("ChecksumSHA256")
     body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=key)["Body"].read()
     import hashlib
 
@@ -127,6 +128,19 @@ def test_unreachable_database_is_a_clear_pg_dump_failure(tmp_path):
     assert "connection" in str(failure.value).lower()
     assert DB_PASSWORD not in str(failure.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_pg_dump_is_the_pg_dump_step(tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    key = "backups/development/development-20260101T000000Z.dump.zst"
+    with pytest.raises(BackupStepError) as failure:
+        run_dump(database_url("development"), tmp_path / "development" / "x.dump.zst",
+                 s3=S3Leg(s3_bucket, S3_BUCKET, key))
+    assert failure.value.step == "pg_dump"
+    assert "pg_dump not found on PATH" in str(failure.value)
+    assert not (tmp_path / "development").exists() or list((tmp_path / "development").iterdir()) == []
+    assert s3_bucket.list_objects_v2(Bucket=S3_BUCKET).get("KeyCount") == 0
+    assert s3_bucket.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []) == []
 
 
 def test_corrupt_artifact_fails_decoding(databases, tmp_path):

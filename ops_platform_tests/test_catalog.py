@@ -89,3 +89,79 @@ def test_manifest_with_an_unreadable_time_is_reported_not_fatal(tmp_path):
                                 datetime(2027, 1, 1, tzinfo=timezone.utc))
     assert bad.id not in {item.id for item in plan.deleted}
     assert any(bad.id in warning for warning in plan.warnings)
+
+
+def put_copies(local: LocalStore, s3: S3Store, backup_id: str, created_at: str, body: bytes,
+               record_s3_checksum: bool = True) -> Manifest:
+    """A backup whose manifests describe ``body`` exactly, in both stores, uploaded as the pipeline
+    uploads (with an S3 SHA256 checksum, recorded in the manifest unless ``record_s3_checksum`` is
+    off, as in manifests written before checksums were recorded)."""
+    import hashlib
+
+    m = manifest(backup_id, created_at)
+    m.stored_bytes, m.sha256 = len(body), hashlib.sha256(body).hexdigest()
+    local.env_dir("production").mkdir(parents=True, exist_ok=True)
+    local.path("production", m.artifact).write_bytes(body)
+    s3.client.put_object(Bucket=s3.bucket, Key=s3.key("production", m.artifact), Body=body, ChecksumAlgorithm="SHA256")
+    if record_s3_checksum:
+        m.s3_checksum = s3.object_checksum("production", m.artifact)[1]
+    local.write_manifest(m)
+    s3.write_manifest(m)
+    return m
+
+
+def corrupted_stores(tmp_path, s3_bucket):
+    """Four backups: the newest byte-flipped locally (same size), the second truncated to half
+    locally, the third replaced in S3 by other bytes of the same size, the fourth intact but from
+    before S3 checksums were recorded."""
+    import os
+
+    local, s3 = LocalStore(tmp_path), S3Store(s3_bucket, S3_BUCKET, "backups")
+    made = [put_copies(local, s3, f"production-2026011{n}T070000Z", f"2026-01-1{n}T07:00:00Z", os.urandom(3000),
+                       record_s3_checksum=n != 1)
+            for n in (4, 3, 2, 1)]
+    flipped = local.path("production", made[0].artifact)
+    data = bytearray(flipped.read_bytes())
+    data[1500] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    truncated = local.path("production", made[1].artifact)
+    truncated.write_bytes(truncated.read_bytes()[:1500])
+    s3_bucket.put_object(Bucket=S3_BUCKET, Key=s3.key("production", made[2].artifact), Body=os.urandom(3000))
+    return local, s3, [m.id for m in made]
+
+
+def test_listing_shows_each_copys_real_size_and_flags_a_mismatch(tmp_path, s3_bucket):
+    local, s3, (flipped, truncated, replaced, legacy) = corrupted_stores(tmp_path, s3_bucket)
+    listing = merge_listings("production", local, s3)
+    by_id = {entry["id"]: entry for entry in listing.entries}
+    assert list(by_id) == [flipped, truncated, replaced, legacy]
+    entry = by_id[truncated]
+    assert entry["size_bytes"] == 3000 and entry["verified"] is True  # the manifest's own word, unchanged
+    assert [(c["store"], c["size_bytes"], c["size_matches"]) for c in entry["copies"]] == [
+        ("local", 1500, False), ("s3", 3000, True)]
+    assert entry["intact"] is False
+    assert any(truncated in w and "size 1500 bytes differs from the manifest's 3000" in w for w in listing.warnings)
+    # Without --verify, a same-size change cannot be seen, and nothing claims it was checked.
+    for backup_id in (flipped, replaced, legacy):
+        assert by_id[backup_id]["intact"] is None
+        assert all(c["size_matches"] and c["check"] is None for c in by_id[backup_id]["copies"])
+    for field in ("id", "environment", "created_at", "size_bytes", "sha256", "verified", "locations"):
+        assert field in entry
+
+
+def test_verify_rehashes_local_copies_and_checks_s3_checksums(tmp_path, s3_bucket):
+    local, s3, (flipped, truncated, replaced, legacy) = corrupted_stores(tmp_path, s3_bucket)
+    listing = merge_listings("production", local, s3, verify=True)
+    checks = {(entry["id"], c["store"]): (c["check"], c["check_method"]) for entry in listing.entries
+              for c in entry["copies"]}
+    assert checks == {
+        (flipped, "local"): ("corrupt", "sha256"), (flipped, "s3"): ("ok", "s3-checksum"),
+        (truncated, "local"): ("corrupt", "size"), (truncated, "s3"): ("ok", "s3-checksum"),
+        (replaced, "local"): ("ok", "sha256"), (replaced, "s3"): ("corrupt", "s3-checksum"),
+        (legacy, "local"): ("ok", "sha256"), (legacy, "s3"): ("ok", "size"),
+    }
+    intact = {entry["id"]: entry["intact"] for entry in listing.entries}
+    assert intact == {flipped: False, truncated: False, replaced: False, legacy: True}
+    assert {(c.manifest.id, c.store) for c in listing.bad_copies()} == {
+        (flipped, "local"), (truncated, "local"), (replaced, "s3")}
+    assert any(replaced in w and "was recorded at upload" in w for w in listing.warnings)

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ops_platform.lib.formatting import human_bytes
 from ops_platform_tests.conftest import DB_PASSWORD
 
 CLI = str(Path(sys.executable).parent / "ops-platform")
@@ -63,7 +64,8 @@ def test_backup_then_list_records_the_run_on_the_instance(databases, cli_env):
     assert runs[0].is_success
 
     table = run_cli(cli_env, "backups", "list", "development")
-    assert table.returncode == 0 and entry["id"] in table.stdout and "local, s3" in table.stdout
+    size = human_bytes(entry["size_bytes"])
+    assert table.returncode == 0 and entry["id"] in table.stdout and f"local {size}, s3 {size}" in table.stdout
 
 
 def test_list_is_newest_first(databases, cli_env):
@@ -74,6 +76,54 @@ def test_list_is_newest_first(databases, cli_env):
     assert run_cli(cli_env, "backup", "development").returncode == 0
     entries = json.loads(run_cli(cli_env, "backups", "list", "development", "--json").stdout)
     assert len(entries) == 2 and entries[0]["created_at"] > entries[1]["created_at"]
+
+
+def test_list_shows_real_sizes_and_verify_finds_the_corrupt_copies(databases, cli_env):
+    """The issue's case: the newest artifact byte-flipped, the second truncated to half."""
+    import time
+
+    assert run_cli(cli_env, "backup", "development").returncode == 0
+    time.sleep(1.1)
+    assert run_cli(cli_env, "backup", "development").returncode == 0
+    newest, second = json.loads(run_cli(cli_env, "backups", "list", "development", "--json").stdout)
+    folder = Path(cli_env["BACKUP_DIR"]) / "development"
+    flipped = folder / f"{newest['id']}.dump.zst"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    truncated = folder / f"{second['id']}.dump.zst"
+    half = second["size_bytes"] // 2
+    truncated.write_bytes(truncated.read_bytes()[:half])
+
+    table = run_cli(cli_env, "backups", "list", "development")
+    assert table.returncode == 0, table.stderr
+    header, newest_line, second_line = table.stdout.splitlines()
+    assert "SIZE OF THE ARTIFACT IN EACH LOCATION (manifest not included)" in header
+    size = human_bytes(second["size_bytes"])
+    assert f"local {human_bytes(half)} SIZE MISMATCH (manifest: {size}), s3 {size}" in second_line
+    assert " BAD COPY " in second_line and " yes " in newest_line  # a flipped byte needs --verify
+    assert f"size {half} bytes differs from the manifest's {second['size_bytes']}" in table.stderr
+
+    verify = run_cli(cli_env, "backups", "list", "development", "--verify")
+    assert verify.returncode == 1
+    _, newest_line, second_line = verify.stdout.splitlines()
+    size = human_bytes(newest["size_bytes"])
+    assert f"local {size} CORRUPT, s3 {size} ok" in newest_line and " BAD COPY " in newest_line
+    assert "SIZE MISMATCH" in second_line and second_line.endswith(" ok")
+    assert verify.stderr.strip().splitlines()[-1] == (
+        f"ops-platform: error: 2 copies did not pass the check against their manifest: "
+        f"{newest['id']} (local), {second['id']} (local)")
+    assert "Traceback" not in verify.stderr
+
+    as_json = run_cli(cli_env, "backups", "list", "development", "--verify", "--json")
+    assert as_json.returncode == 1
+    entries = json.loads(as_json.stdout)
+    assert [[(c["store"], c["check"], c["size_bytes"]) for c in e["copies"]] for e in entries] == [
+        [("local", "corrupt", newest["size_bytes"]), ("s3", "ok", newest["size_bytes"])],
+        [("local", "corrupt", half), ("s3", "ok", second["size_bytes"])]]
+    assert [e["intact"] for e in entries] == [False, False]
+    for field in ("id", "environment", "created_at", "size_bytes", "sha256", "verified", "locations"):
+        assert all(field in e for e in entries)
 
 
 def test_unknown_environment_names_the_configured_ones(cli_env):

@@ -82,6 +82,61 @@ def test_retention_runs_after_a_good_backup(private_database, instance, slack_re
     assert "deleted 4" in retention_texts[0] and old[-1] in retention_texts[0]
 
 
+def real_backups(environment: str, backup_dir, s3_client, days_old: list[int]) -> list[str]:
+    """Backups made by the real pipeline from the environment's database, dated in the past."""
+    from ops_platform.config import get_environment
+    from ops_platform.lib.backup import perform_backup
+
+    local, s3 = LocalStore(backup_dir), S3Store(s3_client, S3_BUCKET, "backups")
+    return [perform_backup(get_environment(environment), local, s3, kind="scheduled",
+                           now=lambda days=days: NOW - timedelta(days=days)).manifest.id for days in days_old]
+
+
+def test_keep_min_1_keeps_the_intact_backup_and_alerts_once_about_the_corrupt_ones(
+        private_database, monkeypatch, instance, slack_resource, slack_server, backup_dir, s3_bucket):
+    """The issue's case: the newest artifact byte-flipped, the second truncated to half, and
+    BACKUP_KEEP_MIN=1. Today the corrupt newest is kept as the floor and the intact ones deleted."""
+    private_database("production")
+    monkeypatch.setenv("BACKUP_KEEP_MIN", "1")
+    ids = real_backups("production", backup_dir, s3_bucket, [40, 41, 42, 43])
+    flipped = backup_dir / "production" / f"{ids[0]}.dump.zst"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    truncated = backup_dir / "production" / f"{ids[1]}.dump.zst"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+
+    result = materialize([retention_assets.backup_retention], "production", instance, slack_resource, backup_dir)
+    assert result.success
+    metadata = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert [entry["id"] for entry in metadata["deleted_backups"].value] == [ids[3]]
+    assert metadata["newest_kept"].value == metadata["oldest_kept"].value == ids[2]
+    assert [(c["id"], c["location"]) for c in metadata["corrupt_backups"].value] == [(ids[0], "local"), (ids[1], "local")]
+    assert {(c["id"], c["location"], c["status"]) for c in metadata["rechecked"].value} >= {
+        (ids[2], "local", "ok"), (ids[2], "s3", "ok")}
+    assert sum("left for a person" in warning for warning in metadata["warnings"].value) == 2
+    assert ids_in(backup_dir, "production") == ids[:3]
+    texts = [text for text in slack_server.texts() if "Backup retention" in text]
+    assert len(texts) == 2  # bot message and webhook
+    assert "2 corrupt backup copies found" in texts[0] and "deleted 1" in texts[0]
+    assert ids[0] in texts[0] and ids[1] in texts[0] and "a person should look" in texts[0]
+
+    # The next day there is again something to delete: the same copies are re-checked and reported
+    # in the run, but not alerted again.
+    slack_server.reset()
+    older = put_backup(NOW - timedelta(days=50), local=LocalStore(backup_dir),
+                       s3=S3Store(s3_bucket, S3_BUCKET, "backups"))
+    result = materialize([retention_assets.backup_retention], "production", instance, slack_resource, backup_dir)
+    assert result.success
+    metadata = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert [entry["id"] for entry in metadata["deleted_backups"].value] == [older]
+    assert len(metadata["corrupt_backups"].value) == 2
+    assert sum("left for a person" in warning for warning in metadata["warnings"].value) == 2
+    texts = [text for text in slack_server.texts() if "Backup retention" in text]
+    assert len(texts) == 2 and "deleted 1" in texts[0] and "corrupt" not in texts[0]
+    assert ids_in(backup_dir, "production") == ids[:3]
+
+
 def test_retention_is_skipped_after_a_backup_that_failed_its_blocking_check(
         private_database, instance, slack_resource, backup_dir, s3_bucket):
     private_database("staging", empty=True)
@@ -153,6 +208,8 @@ def test_cli_dry_run_prints_the_plan_and_deletes_nothing(cli_store, backup_dir, 
     out = capsys.readouterr().out
     assert out.count("DELETE ") == 3 and out.count("KEEP ") == 7
     assert "3 to delete" in out
+    assert "SIZE is every file of the backup in every location (artifacts and manifests)" in out
+    assert f"re-checked against their manifests before deleting: {cli_store[0]} (local ok, s3 ok)" in out
     assert ids_in(backup_dir, "production") == cli_store
 
     as_of = (NOW - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")

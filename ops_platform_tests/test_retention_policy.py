@@ -17,6 +17,7 @@ from ops_platform.lib.retention.policy import (
     StoreInventory,
     classify_name,
     collect_candidates,
+    guarantors,
     parse_as_of,
     plan_retention,
     policy_from_environ,
@@ -167,6 +168,40 @@ def test_a_backup_complete_in_s3_only_still_counts():
     assert [(item.id, item.action, item.status) for item in plan.items] == [(backup_id, KEEP, "verified")]
 
 
+def test_a_corrupt_backup_is_kept_for_a_person_and_never_counts_toward_the_floor():
+    """The issue's case with BACKUP_KEEP_MIN=1: the newest two backups were re-checked and do not
+    match their manifests, so the floor moves to the newest intact one."""
+    created = [NOW - timedelta(days=40 + n) for n in range(5)]
+    local = inventory_with("local", [(c, True, "scheduled") for c in created])
+    s3 = inventory_with("s3", [(c, True, "scheduled") for c in created])
+    ids = [make_backup_id(ENV, c) for c in created]
+    local.corrupt[ids[0] + ".dump.zst"] = "sha256 1234 differs from the manifest's 0000"
+    s3.corrupt[ids[1] + ".dump.zst"] = "size 50 bytes differs from the manifest's 100"
+    policy = RetentionPolicy(keep_min=1)
+    candidates, _ = collect_candidates(ENV, [local, s3])
+    plan = plan_retention(ENV, candidates, policy, NOW)
+    by_id = {item.id: item for item in plan.items}
+    assert [(by_id[i].action, by_id[i].status) for i in ids] == [
+        (KEEP, "corrupt"), (KEEP, "corrupt"), (KEEP, "verified"), (DELETE, "verified"), (DELETE, "verified")]
+    assert "local copy: sha256 1234 differs" in by_id[ids[0]].reason and "left for a person" in by_id[ids[0]].reason
+    assert "s3 copy: size 50 bytes differs" in by_id[ids[1]].reason
+    assert "floor" in by_id[ids[2]].reason
+    assert plan.summary()["verified_kept"] == 1 and plan.summary()["corrupt"] == 2
+    assert guarantors(candidates, policy) == {ids[2]}
+
+
+def test_guarantors_are_the_floor_and_the_tiers_not_the_rest_of_the_window():
+    created = [NOW - timedelta(days=n, hours=1) for n in range(0, 60, 3)]
+    candidates, _ = collect_candidates(ENV, [inventory_with("local", [(c, True, "scheduled") for c in created])])
+    ids = [make_backup_id(ENV, c) for c in created]
+    assert guarantors(candidates, RetentionPolicy(keep_min=2)) == set(ids[:2])
+    monthly = guarantors(candidates, RetentionPolicy(keep_min=2, keep_monthly=3))
+    newest_per_month = {}
+    for backup_id, moment in zip(ids, created):
+        newest_per_month.setdefault((moment.year, moment.month), backup_id)
+    assert monthly == set(ids[:2]) | set(list(newest_per_month.values())[:3])
+
+
 def test_classify_name_recognises_only_this_environments_backup_files():
     assert classify_name("production-20270101T000000Z.dump.zst", ENV) == ("production-20270101T000000Z", "artifact")
     assert classify_name("production-20270101T000000Z.dump.gz", ENV)[1] == "artifact"
@@ -223,6 +258,8 @@ backup_strategy = st.fixed_dictionaries({
                                  (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (1, 0, 1, 1),
                                  (0, 1, 1, 1)]),
     "temporary": st.integers(0, 12).map(lambda n: n == 0),
+    # a copy re-checked and found not to match its manifest (only a complete copy is re-checked)
+    "corrupt": st.sampled_from([None] * 8 + ["local", "s3"]),
 })
 
 policy_strategy = st.builds(
@@ -245,7 +282,7 @@ def build_history(specs, stopped_days=0):
         manifest = make_manifest(backup_id, created, verified=spec["verified"], kind=spec["kind"])
         modified = created + timedelta(hours=spec["mtime_skew_hours"])
         local_art, local_man, s3_art, s3_man = spec["presence"]
-        complete = False
+        complete = corrupt = False
         for store, has_art, has_man in (("local", local_art, local_man), ("s3", s3_art, s3_man)):
             inventory = stores[store]
             if has_art:
@@ -257,11 +294,15 @@ def build_history(specs, stopped_days=0):
                 else:
                     inventory.manifests[backup_id + MANIFEST_SUFFIX] = manifest
             complete = complete or (has_art and has_man)
+            if spec["corrupt"] == store and has_art and has_man and not spec["unreadable"]:
+                inventory.corrupt[manifest.artifact] = "sha256 differs from the manifest's"
+                corrupt = True
         if spec["temporary"]:
             stores["local"].files[f".{manifest.artifact}.partial"] = (7, modified)
         truth[backup_id] = {
             "created": created, "kind": spec["kind"],
-            "good": complete and spec["verified"] and not spec["unreadable"],
+            "good": complete and spec["verified"] and not spec["unreadable"] and not corrupt,
+            "corrupt": corrupt and spec["verified"],
             "unreadable": spec["unreadable"] and (local_man or s3_man),
         }
     for name in FOREIGN_NAMES:
@@ -277,6 +318,7 @@ def test_retention_properties(specs, policy, stopped_days):
     inventories, truth = build_history(specs, stopped_days)
     plan = plan_for(inventories, policy)
     action = actions(plan)
+    statuses = {item.id: item.status for item in plan.items}
     # Newest first by the manifest's created_at; equal times are ordered by id.
     good = sorted((b for b in truth if truth[b]["good"]), key=lambda b: (truth[b]["created"], b), reverse=True)
 
@@ -297,6 +339,11 @@ def test_retention_properties(specs, policy, stopped_days):
             assert action[backup_id] == KEEP
         if facts["unreadable"]:
             assert action[backup_id] == KEEP
+        # A corrupt backup is left for a person (and, since ``good`` excludes it, the floor
+        # assertions above show it never counts toward the floor).
+        if facts["corrupt"]:
+            assert action[backup_id] == KEEP
+            assert statuses[backup_id] == "corrupt"
 
     # Only this environment's backup files are ever planned for deletion.
     recognised = {(inv.location, name) for inv in inventories for name in inv.files if classify_name(name, ENV)}
@@ -311,6 +358,7 @@ def test_retention_properties(specs, policy, stopped_days):
                 inventory.files.pop(name)
                 inventory.manifests.pop(name, None)
                 inventory.unreadable.pop(name, None)
+                inventory.corrupt.pop(name, None)
     again = plan_for(inventories, policy)
     assert again.deleted == []
     assert {item.id for item in again.kept} == {item.id for item in plan.kept}

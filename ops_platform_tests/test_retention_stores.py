@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from ops_platform.lib.catalog import merge_listings
 from ops_platform.lib.retention.policy import DELETE, KEEP, RetentionPolicy
 from ops_platform.lib.retention.stores import apply_plan, build_plan
 from ops_platform.lib.stores import LocalStore, S3Store
+from ops_platform_tests.backup_helpers import s3_fault_proxy  # noqa: F401 - fixture
 from ops_platform_tests.conftest import S3_BUCKET
 from ops_platform_tests.test_retention_policy import make_manifest
 
@@ -32,25 +34,32 @@ FOREIGN_KEYS = [
 ]
 
 
+BODY = b"x" * 64
+
+
 def put_backup(created: datetime, *, local: LocalStore | None = None, s3: S3Store | None = None,
                verified: bool = True, kind: str = "scheduled", artifact: bool = True, manifest: bool = True,
-               environment: str = ENV) -> str:
+               environment: str = ENV, body: bytes = BODY) -> str:
+    """A backup as the pipeline leaves it: the manifests describe the artifact (size, sha256), and
+    the S3 copy is uploaded with a SHA256 checksum that the manifests record."""
     backup_id = make_backup_id(environment, created)
     record = make_manifest(backup_id, created, verified=verified, kind=kind, environment=environment,
-                           stored_bytes=64)
+                           stored_bytes=len(body))
+    record.sha256 = hashlib.sha256(body).hexdigest()
+    if s3 is not None and artifact:
+        s3.client.put_object(Bucket=s3.bucket, Key=s3.key(environment, record.artifact), Body=body,
+                             ChecksumAlgorithm="SHA256")
+        record.s3_checksum = s3.object_checksum(environment, record.artifact)[1]
     if local is not None:
         if artifact:
             path = local.path(environment, record.artifact)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x" * 64)
+            path.write_bytes(body)
             os.utime(path, (created.timestamp(), created.timestamp()))
         if manifest:
             os.utime(local.write_manifest(record), (created.timestamp(), created.timestamp()))
-    if s3 is not None:
-        if artifact:
-            s3.client.put_object(Bucket=s3.bucket, Key=s3.key(environment, record.artifact), Body=b"x" * 64)
-        if manifest:
-            s3.write_manifest(record)
+    if s3 is not None and manifest:
+        s3.write_manifest(record)
     return backup_id
 
 
@@ -186,6 +195,135 @@ def test_s3_unreachable_leaves_s3_alone_and_still_cleans_the_local_folder(backup
     applied = apply_plan(plan, local, s3)
     assert applied.aborted_uploads == []
     assert [m.id for m in local.list_manifests(ENV).manifests] == ids[:7]
+
+
+# Re-checking before deleting (issue 9).
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate_to_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_with_keep_min_1_a_corrupt_newest_backup_never_replaces_the_intact_one(stores):
+    """The issue's case: the newest artifact byte-flipped, the second truncated to half. Today the
+    corrupt newest is the floor and the intact ones are deleted."""
+    local, s3 = stores
+    ids = [put_backup(NOW - timedelta(days=40 + n), local=local, s3=s3, body=os.urandom(4096)) for n in range(5)]
+    _flip_a_byte(local.path(ENV, f"{ids[0]}.dump.zst"))
+    _truncate_to_half(local.path(ENV, f"{ids[1]}.dump.zst"))
+
+    plan = build_plan(ENV, local, s3, RetentionPolicy(keep_min=1), NOW)
+    by_id = {item.id: item for item in plan.items}
+    assert [(by_id[i].action, by_id[i].status) for i in ids] == [
+        (KEEP, "corrupt"), (KEEP, "corrupt"), (KEEP, "verified"), (DELETE, "verified"), (DELETE, "verified")]
+    assert "floor" in by_id[ids[2]].reason
+    assert "local copy: sha256" in by_id[ids[0]].reason
+    assert "local copy: size 2048 bytes differs from the manifest's 4096" in by_id[ids[1]].reason
+    # Re-checked: each backup that had to stand in for the deleted ones, and nothing else.
+    assert {(c["id"], c["location"], c["status"]) for c in plan.rechecks} == {
+        (ids[0], "local", "corrupt"), (ids[0], "s3", "ok"), (ids[1], "local", "corrupt"), (ids[1], "s3", "ok"),
+        (ids[2], "local", "ok"), (ids[2], "s3", "ok")}
+    assert len(plan.corrupt_warnings()) == 2 and all("left for a person" in w for w in plan.corrupt_warnings())
+
+    apply_plan(plan, local, s3)
+    for backup_id in ids[:3]:
+        assert {f"{backup_id}.dump.zst", backup_id + MANIFEST_SUFFIX} <= set(local.list_names(ENV))
+        assert {f"{backup_id}.dump.zst", backup_id + MANIFEST_SUFFIX} <= set(s3.list_names(ENV))
+    assert {m.id for m in merge_listings(ENV, local, s3).manifests} == set(ids[:3])
+
+
+def test_s3_copies_are_rechecked_by_their_recorded_checksum_without_a_download(s3_fault_proxy, backup_dir):
+    from ops_platform.lib.stores import make_s3_client
+
+    local, s3 = LocalStore(backup_dir), S3Store(make_s3_client(), S3_BUCKET, "backups")
+    ids = [put_backup(NOW - timedelta(days=40 + n), s3=s3, body=os.urandom(4096)) for n in range(4)]
+    legacy = put_backup(NOW - timedelta(days=39), s3=s3, body=os.urandom(4096))
+    record = make_manifest(legacy, NOW - timedelta(days=39), stored_bytes=4096)
+    record.sha256 = "not checked: S3 copies are never downloaded by retention"
+    s3.write_manifest(record)  # written before checksums were recorded: no s3_checksum
+    # The newest checksummed copy replaced by other bytes of the same size.
+    s3.client.put_object(Bucket=S3_BUCKET, Key=s3.key(ENV, f"{ids[0]}.dump.zst"), Body=os.urandom(4096))
+    s3_fault_proxy.requests.clear()
+
+    plan = build_plan(ENV, local, s3, RetentionPolicy(keep_min=2), NOW)
+    by_id = {item.id: item for item in plan.items}
+    assert by_id[ids[0]].status == "corrupt" and "was recorded at upload" in by_id[ids[0]].reason
+    assert [by_id[i].action for i in [legacy] + ids] == [KEEP, KEEP, KEEP, DELETE, DELETE]
+    checks = {(c["id"], c["method"], c["status"]) for c in plan.rechecks}
+    assert checks == {(legacy, "size", "ok"), (ids[0], "s3-checksum", "corrupt"), (ids[1], "s3-checksum", "ok")}
+    artifact_requests = [(method, path) for method, path in s3_fault_proxy.requests if ".dump.zst" in path]
+    assert {method for method, _ in artifact_requests} == {"HEAD"} and len(artifact_requests) == 3
+
+
+def test_nothing_is_rechecked_unless_a_verified_backup_is_to_be_deleted(stores):
+    local, s3 = stores
+    for n in range(5):
+        put_backup(NOW - timedelta(days=2 + n), local=local, s3=s3)
+    unverified = put_backup(NOW - timedelta(days=3, hours=5), local=local, s3=s3, verified=False)
+    _flip_a_byte(local.path(ENV, f"{put_backup(NOW - timedelta(days=1), local=local)}.dump.zst"))
+    plan = build_plan(ENV, local, s3, RetentionPolicy(keep_min=2), NOW)
+    assert [item.id for item in plan.deleted] == [unverified]
+    assert plan.rechecks == []
+
+
+def test_window_keepers_beyond_the_floor_are_not_rechecked(stores):
+    local, s3 = stores
+    window = [put_backup(NOW - timedelta(days=1 + n), local=local) for n in range(6)]
+    old = [put_backup(NOW - timedelta(days=40 + n), local=local) for n in range(3)]
+    plan = build_plan(ENV, local, s3, RetentionPolicy(keep_min=2), NOW)
+    assert {item.id for item in plan.deleted} == set(old)
+    assert {c["id"] for c in plan.rechecks} == set(window[:2])
+
+
+def test_a_copy_that_cannot_be_rechecked_postpones_deleting_verified_backups(s3_fault_proxy, backup_dir):
+    from ops_platform.lib.stores import make_s3_client
+
+    local, s3 = LocalStore(backup_dir), S3Store(make_s3_client(), S3_BUCKET, "backups")
+    ids = [put_backup(NOW - timedelta(days=40 + n), local=local, s3=s3) for n in range(4)]
+    unverified = put_backup(NOW - timedelta(days=5), local=local, s3=s3, verified=False)
+    s3_fault_proxy.fail_heads = True
+    plan = build_plan(ENV, local, s3, RetentionPolicy(keep_min=1), NOW)
+    by_id = {item.id: item for item in plan.items}
+    assert [by_id[i].action for i in ids] == [KEEP] * 4
+    assert all("deletion postponed" in by_id[i].reason for i in ids[1:])
+    assert by_id[unverified].action == DELETE  # not a verified backup: no stand-in needed
+    assert any("verified backups were not deleted this time: could not re-check" in w and ids[0] in w
+               for w in plan.warnings)
+    assert [c["status"] for c in plan.rechecks if c["location"] == "s3"] == ["error"]
+
+
+def test_a_corrupt_copy_is_alerted_once_until_it_is_found_intact_or_gone(backup_dir):
+    from ops_platform.lib.retention import alerts
+    from ops_platform.lib.retention.policy import PlanItem, RetentionPlan
+
+    path = alerts.state_path(LocalStore(backup_dir), ENV)
+
+    def run(checks: list[tuple[str, str, str]], present=("a", "b")) -> list[str]:
+        plan = RetentionPlan(ENV, NOW, RetentionPolicy())
+        plan.items = [PlanItem(i, KEEP, "", "verified", "scheduled", "", 0, []) for i in present]
+        plan.rechecks = [{"id": i, "location": loc, "status": status, "method": "sha256", "detail": "differs"}
+                         for i, loc, status in checks]
+        new, state = alerts.new_corruption(plan, alerts.load(path))
+        alerts.save(path, state)
+        return [f"{c['id']} {c['location']}" for c in new]
+
+    assert run([("a", "local", "corrupt"), ("a", "s3", "ok"), ("b", "local", "ok")]) == ["a local"]
+    assert run([("a", "local", "corrupt")]) == []
+    assert run([]) == []  # not re-checked this time: still remembered
+    assert run([("a", "local", "error")]) == []
+    assert run([("a", "local", "corrupt")]) == []
+    assert run([("a", "local", "ok")]) == []  # repaired
+    assert run([("a", "local", "corrupt")]) == ["a local"]  # broken again
+    assert run([], present=("b",)) == []  # deleted by a person
+    assert run([("a", "local", "corrupt")]) == ["a local"]
+    path.write_text("{ not json")
+    assert run([("a", "local", "corrupt")]) == ["a local"]  # at worst one repeated alert
+    assert ".retention-alerted.json" in LocalStore(backup_dir).list_names(ENV)
 
 
 def _empty_bucket(client) -> None:

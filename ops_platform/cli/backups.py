@@ -43,22 +43,47 @@ def backup_command(args) -> int:
 
 def backups_list_command(args) -> int:
     get_environment(args.environment)
-    listing = list_backups(args.environment)
+    listing = list_backups(args.environment, verify=args.verify)
     for warning in listing.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     entries = listing.entries
     if args.json:
         print(json.dumps(entries, indent=2))
-        return EXIT_OK
-    if not entries:
+    elif not entries:
         print(f"no backups for {args.environment}")
-        return EXIT_OK
-    print(f"{'ID':<30} {'CREATED (UTC)':<21} {'KIND':<12} {'SIZE':>10} {'VERIFIED':<9} {'DRILL':<17} LOCATIONS")
-    for entry in entries:
-        where = ", ".join("s3" if loc.startswith("s3://") else "local" for loc in entry["locations"])
-        print(f"{entry['id']:<30} {entry['created_at']:<21} {entry['kind']:<12} {human_bytes(entry['size_bytes']):>10} "
-              f"{'yes' if entry['verified'] else 'NO':<9} {_drill(entry['drill']):<17} {where}")
+    else:
+        print(f"{'ID':<30} {'CREATED (UTC)':<21} {'KIND':<12} {'VERIFIED':<9} {'DRILL':<17} "
+              f"SIZE OF THE ARTIFACT IN EACH LOCATION (manifest not included)")
+        for entry in entries:
+            print(f"{entry['id']:<30} {entry['created_at']:<21} {entry['kind']:<12} {_verified(entry):<9} "
+                  f"{_drill(entry['drill']):<17} {', '.join(_copy(copy) for copy in entry['copies'])}")
+    bad = listing.bad_copies()
+    if args.verify and bad:
+        raise CommandError(f"{len(bad)} cop{'y' if len(bad) == 1 else 'ies'} did not pass the check against "
+                           f"{'its' if len(bad) == 1 else 'their'} manifest: "
+                           + ", ".join(f"{copy.manifest.id} ({copy.store})" for copy in bad))
     return EXIT_OK
+
+
+def _verified(entry: dict) -> str:
+    """The manifest's word, unless a copy is known not to match it."""
+    if entry["intact"] is False:
+        return "BAD COPY"
+    return "yes" if entry["verified"] else "NO"
+
+
+def _copy(copy: dict) -> str:
+    """``local 1.2 MB``, with ``ok``/``CORRUPT`` after --verify and the manifest's size on a mismatch."""
+    text = f"{copy['store']} {human_bytes(copy['size_bytes'])}"
+    if not copy["size_matches"]:
+        text += f" SIZE MISMATCH (manifest: {human_bytes(copy['manifest_size_bytes'])})"
+    if copy["check"] == "ok":
+        text += " ok" if copy["check_method"] != "size" else " ok (size only: no checksum recorded)"
+    elif copy["check"] == "corrupt" and copy["size_matches"]:
+        text += " CORRUPT"
+    elif copy["check"] == "error":
+        text += " NOT CHECKED"
+    return text
 
 
 def _drill(drill: dict | None) -> str:

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = backups_commands.add_parser("list", help="list committed backups, newest first")
     listing.add_argument("environment")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.add_argument("--verify", action="store_true",
+                         help="re-hash every local copy and check each S3 copy's size and recorded checksum "
+                              "against its manifest; exit 1 if any copy does not match")
     listing.set_defaults(handler=backups.backups_list_command)
 
     restoring = commands.add_parser("restore", help="restore a backup (a safety backup first, then swap)")

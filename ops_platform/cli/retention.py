@@ -32,7 +32,7 @@ from ops_platform.lib.retention.stores import build_plan
 from ops_platform.lib.stores import stores_from_environ
 
 APPLIED_JSON_KEYS = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "newest_kept", "deleted_backups",
-                     "aborted_uploads", "dropped_databases", "warnings")
+                     "corrupt_backups", "rechecked", "aborted_uploads", "dropped_databases", "warnings")
 
 
 def format_plan(plan: RetentionPlan) -> str:
@@ -41,6 +41,8 @@ def format_plan(plan: RetentionPlan) -> str:
     if not plan.items:
         lines.append("no backups found")
     else:
+        lines.append("SIZE is every file of the backup in every location (artifacts and manifests), what deleting "
+                     "it frees; `backups list` shows each artifact alone")
         lines.append(f"{'ACTION':<7} {'ID':<30} {'CREATED (UTC)':<21} {'STATUS':<11} {'SIZE':>10} WHERE  REASON")
         for item in plan.items:
             where = ",".join(sorted({f.location for f in item.files}))
@@ -49,7 +51,13 @@ def format_plan(plan: RetentionPlan) -> str:
     summary = plan.summary()
     lines.append(f"{summary['kept']} kept ({summary['verified_kept']} verified), {summary['deleted']} to delete, "
                  f"{human_bytes(summary['bytes_freed'])} to free")
-    lines += [f"warning: {warning}" for warning in plan.warnings]
+    by_id: dict[str, list[str]] = {}
+    for check in plan.rechecks:
+        by_id.setdefault(check["id"], []).append(f"{check['location']} {check['status']}")
+    if by_id:
+        lines.append("re-checked against their manifests before deleting: "
+                     + "; ".join(f"{backup_id} ({', '.join(found)})" for backup_id, found in by_id.items()))
+    lines += [f"warning: {warning}" for warning in plan.warnings + plan.corrupt_warnings()]
     return "\n".join(lines)
 
 
@@ -97,7 +105,10 @@ def retention_command(args) -> int:
         print(json.dumps({key: metadata[key] for key in APPLIED_JSON_KEYS} | {"run_id": result.run_id}, indent=2))
         return EXIT_OK
     print(f"retention for {environment}: kept {metadata['kept']}, deleted {metadata['deleted']}, "
-          f"freed {human_bytes(metadata['bytes_freed'])}")
+          f"freed {human_bytes(metadata['bytes_freed'])}"
+          + (f", {len(metadata['corrupt_backups'])} corrupt backup cop"
+             f"{'y' if len(metadata['corrupt_backups']) == 1 else 'ies'} kept for a person"
+             if metadata["corrupt_backups"] else ""))
     for entry in metadata["deleted_backups"]:
         print(f"  deleted {entry['id']}: {entry['reason']}")
     if metadata["newest_kept"]:

@@ -78,6 +78,7 @@ class Manifest:
     locations: list[str] = field(default_factory=list)
     dagster_run_id: str | None = None
     drill: dict | None = None
+    s3_checksum: str | None = None
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -99,6 +100,8 @@ class Manifest:
             raise ValueError(f"unknown compression '{manifest.compression}'")
         if not isinstance(manifest.verified, bool) or not isinstance(manifest.stored_bytes, int):
             raise ValueError("verified must be a boolean and stored_bytes an integer")
+        if manifest.s3_checksum is not None and not isinstance(manifest.s3_checksum, str):
+            raise ValueError("s3_checksum must be a string")
         return manifest
 
     @property

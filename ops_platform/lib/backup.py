@@ -22,6 +22,7 @@ from ops_platform.lib.dump import (
     DumpResult,
     Progress,
     S3Leg,
+    UPLOAD_ARGS,
     S3LegResult,
     abort_multipart,
     run_dump,
@@ -124,6 +125,7 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
         return CheckOutcome("s3_copy_matches", False, False, f"S3 upload failed: {dump.s3.error}")
     try:
         remote_sha, remote_size = s3.object_sha256(environment, name)
+        _, s3_checksum = s3.object_checksum(environment, name)
     except Exception as error:  # noqa: BLE001 - reported as the check's reason
         return CheckOutcome("s3_copy_matches", False, False,
                             redactor(f"could not read back the S3 copy: {type(error).__name__}: {error}"))
@@ -132,20 +134,26 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
                if dump.s3.retried_from_file else "")
     description = (f"S3 holds the same bytes (sha256 matches){retried}" if passed else
                    f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs {dump.stored_bytes} bytes")
-    return CheckOutcome("s3_copy_matches", passed, False, description, {"s3_sha256": remote_sha})
+    if passed and s3_checksum is None:
+        description += "; the store keeps no checksum for it, so later checks compare its size only"
+    return CheckOutcome("s3_copy_matches", passed, False, description,
+                        {"s3_sha256": remote_sha, "s3_checksum": s3_checksum if passed else None})
 
 
 def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:
+    """Compares the uncompressed dump (raw_bytes), so a change of compression or level neither
+    fakes nor hides a drop."""
     if previous is None:
         return CheckOutcome("size_not_dropped", True, False, "no earlier verified backup to compare with",
                             severity="warn")
-    ratio = dump.stored_bytes / previous.stored_bytes if previous.stored_bytes else 1.0
+    ratio = dump.raw_bytes / previous.raw_bytes if previous.raw_bytes else 1.0
     passed = ratio >= SIZE_DROP_RATIO
-    description = (f"{ratio:.0%} of the previous verified backup {previous.id}" if passed else
-                   f"size dropped to {ratio:.0%} of the previous verified backup {previous.id} "
-                   f"({dump.stored_bytes} vs {previous.stored_bytes} bytes)")
+    description = (f"uncompressed dump size is {ratio:.0%} of the previous verified backup {previous.id}" if passed else
+                   f"uncompressed dump size dropped to {ratio:.0%} of the previous verified backup {previous.id} "
+                   f"({dump.raw_bytes} vs {previous.raw_bytes} bytes before compression)")
     return CheckOutcome("size_not_dropped", passed, False, description,
-                        {"previous_id": previous.id, "ratio": round(ratio, 4)}, severity="warn")
+                        {"previous_id": previous.id, "ratio": round(ratio, 4), "raw_bytes": dump.raw_bytes,
+                         "previous_raw_bytes": previous.raw_bytes}, severity="warn")
 
 
 def perform_backup(
@@ -210,6 +218,7 @@ def perform_backup(
         verified=verified,
         locations=[local.location(environment.name, name)],
         dagster_run_id=run_id,
+        s3_checksum=s3_check.metadata.get("s3_checksum") if s3_check else None,
     )
     warnings = [check.description for check in checks if not check.passed and not check.blocking]
     if s3 and s3_check and s3_check.passed:
@@ -247,8 +256,7 @@ def upload_finished_file(leg: S3Leg, path, failed: S3LegResult, redactor: Redact
 
     def upload() -> None:
         try:
-            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(),
-                                   ExtraArgs={"ContentType": "application/octet-stream"})
+            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(), ExtraArgs=UPLOAD_ARGS)
             result.append("ok")
         except Exception as error:  # noqa: BLE001 - reported as the S3 check's reason
             result.append(redactor(f"{type(error).__name__}: {error}"))

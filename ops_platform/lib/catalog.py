@@ -1,50 +1,119 @@
-"""The list of committed backups for an environment, merged across the local folder and S3."""
+"""The list of committed backups for an environment, merged across the local folder and S3, with
+each stored copy's real size (and, when asked, its content checked against its manifest)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ops_platform.lib.artifacts import Manifest
-from ops_platform.lib.stores import LocalStore, S3Store
+from ops_platform.lib.stores import CopyCheck, LocalStore, S3Store
+
+
+@dataclass
+class StoredCopy:
+    """One backup's artifact in one store, with the manifest held in that same store."""
+
+    store: str
+    location: str
+    manifest: Manifest
+    size: int
+    check: CopyCheck | None = None
+
+    @property
+    def size_matches(self) -> bool:
+        return self.size == self.manifest.stored_bytes
+
+    @property
+    def ok(self) -> bool | None:
+        """False when the copy is known not to match its manifest, True when --verify found it
+        intact, None when only its size was compared and matched."""
+        if not self.size_matches:
+            return False
+        return self.check.ok if self.check else None
+
+    def as_record(self) -> dict:
+        return {
+            "store": self.store,
+            "location": self.location,
+            "size_bytes": self.size,
+            "manifest_size_bytes": self.manifest.stored_bytes,
+            "size_matches": self.size_matches,
+            "check": self.check.status if self.check else None,
+            "check_method": self.check.method if self.check else None,
+            "detail": self.check.detail if self.check else (
+                None if self.size_matches else f"size {self.size} bytes differs from the manifest's "
+                                               f"{self.manifest.stored_bytes}"),
+        }
 
 
 @dataclass
 class BackupListing:
     manifests: list[Manifest] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    copies: dict[str, list[StoredCopy]] = field(default_factory=dict)
+    verified_content: bool = False
+
+    def intact(self, backup_id: str) -> bool | None:
+        """False when any copy is known bad; True when every copy was checked and found intact."""
+        states = [copy.ok for copy in self.copies.get(backup_id, [])]
+        if any(state is False for state in states):
+            return False
+        if states and all(state is True for state in states):
+            return True
+        return None
+
+    def bad_copies(self) -> list[StoredCopy]:
+        return [copy for copies in self.copies.values() for copy in copies if copy.ok is not True
+                and (copy.ok is False or self.verified_content)]
 
     @property
     def entries(self) -> list[dict]:
-        return [manifest.summary() for manifest in self.manifests]
+        """The `backups list --json` entries: the manifest's summary (``size_bytes`` is the
+        artifact's size as the manifest records it), plus each copy's real size and check."""
+        return [manifest.summary() | {"copies": [copy.as_record() for copy in self.copies.get(manifest.id, [])],
+                                      "intact": self.intact(manifest.id)}
+                for manifest in self.manifests]
 
 
-def merge_listings(environment: str, local: LocalStore, s3: S3Store | None) -> BackupListing:
-    """Newest first. A backup present in both places is one entry listing both locations."""
-    result = BackupListing()
+def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, verify: bool = False) -> BackupListing:
+    """Newest first. A backup present in both places is one entry listing both locations. Each
+    copy's size is the stored file's (a stat, or the S3 listing); with ``verify`` each local copy is
+    re-hashed and each S3 copy's size and recorded checksum are checked (one HEAD request)."""
+    result = BackupListing(verified_content=verify)
     by_id: dict[str, Manifest] = {}
+    copies: dict[str, list[StoredCopy]] = {}
     local_listing = local.list_manifests(environment)
     for name, reason in local_listing.unreadable.items():
         result.warnings.append(f"skipped unreadable manifest {name}: {reason}")
     for manifest in local_listing.manifests:
+        artifact = local.path(environment, manifest.artifact)
         manifest.locations = [loc for loc in manifest.locations if not loc.startswith("s3://")]
-        manifest.locations.insert(0, local.location(environment, manifest.artifact))
+        manifest.locations.insert(0, str(artifact))
         manifest.locations = list(dict.fromkeys(manifest.locations))
+        try:
+            size = artifact.stat().st_size
+        except FileNotFoundError:
+            manifest.locations = [loc for loc in manifest.locations if loc != str(artifact)]
+        else:
+            copies.setdefault(manifest.id, []).append(StoredCopy("local", str(artifact), manifest, size))
         by_id[manifest.id] = manifest
     if s3 is not None:
         try:
             s3_listing = s3.list_manifests(environment)
+            s3_objects = s3.list_names(environment) if s3_listing.manifests else {}
         except Exception as error:  # noqa: BLE001 - S3 being down must not hide local backups
             result.warnings.append(f"could not list S3 (s3://{s3.bucket}/{s3.prefix}): {type(error).__name__}: {error}")
         else:
             for name, reason in s3_listing.unreadable.items():
                 result.warnings.append(f"skipped unreadable S3 manifest {name}: {reason}")
-            s3_names = set(s3.list_names(environment)) if s3_listing.manifests else set()
             for manifest in s3_listing.manifests:
-                if manifest.artifact not in s3_names:
+                if manifest.artifact not in s3_objects:
                     if manifest.id not in by_id:
                         result.warnings.append(f"{manifest.id}: S3 manifest found but its artifact is missing")
                     continue
                 location = s3.location(environment, manifest.artifact)
+                copies.setdefault(manifest.id, []).append(
+                    StoredCopy("s3", location, manifest, int(s3_objects[manifest.artifact].get("Size", 0))))
                 if manifest.id in by_id:
                     if location not in by_id[manifest.id].locations:
                         by_id[manifest.id].locations.append(location)
@@ -52,18 +121,22 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None) -> B
                     manifest.locations = [location]
                     by_id[manifest.id] = manifest
     for manifest_id, manifest in list(by_id.items()):
-        local_artifact = local.path(environment, manifest.artifact)
-        if not local_artifact.exists():
-            manifest.locations = [loc for loc in manifest.locations if loc != str(local_artifact)]
         if not manifest.locations:
             result.warnings.append(f"{manifest_id}: manifest found but its artifact is missing")
             del by_id[manifest_id]
     result.manifests = sorted(by_id.values(), key=lambda m: m.created, reverse=True)
+    result.copies = {manifest.id: copies.get(manifest.id, []) for manifest in result.manifests}
+    for manifest in result.manifests:
+        for copy in result.copies[manifest.id]:
+            if verify:
+                copy.check = (local if copy.store == "local" else s3).check_copy(copy.manifest)
+            if copy.ok is False or (verify and copy.ok is None):
+                result.warnings.append(f"{manifest.id}: {copy.store} copy {copy.as_record()['detail']}")
     return result
 
 
-def list_backups(environment: str) -> BackupListing:
+def list_backups(environment: str, verify: bool = False) -> BackupListing:
     """Uses the same settings as the code location (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX)."""
     from ops_platform.lib.stores import stores_from_environ
 
-    return merge_listings(environment, *stores_from_environ())
+    return merge_listings(environment, *stores_from_environ(), verify=verify)

@@ -182,6 +182,11 @@ class _UploadPipe(io.RawIOBase):
         return len(data)
 
 
+# S3 keeps a SHA-256 checksum of each object (composite for multipart uploads); it is recorded in
+# the manifest so retention can check a copy with one HEAD instead of a download.
+UPLOAD_ARGS = {"ContentType": "application/octet-stream", "ChecksumAlgorithm": "SHA256"}
+
+
 def transfer_config():
     from boto3.s3.transfer import TransferConfig
 
@@ -220,8 +225,7 @@ class _S3Upload:
 
     def _run(self) -> None:
         try:
-            self.leg.client.upload_fileobj(self.pipe, self.leg.bucket, self.leg.key,
-                                           ExtraArgs={"ContentType": "application/octet-stream"},
+            self.leg.client.upload_fileobj(self.pipe, self.leg.bucket, self.leg.key, ExtraArgs=UPLOAD_ARGS,
                                            Config=transfer_config())
         except BaseException as error:  # noqa: BLE001 - reported, never raised into the dump
             self.error = self.error or self.redactor(f"{type(error).__name__}: {error}")
@@ -339,7 +343,7 @@ def run_dump(
                 process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
                                            env=connection.env, bufsize=READ_CHUNK)
             except FileNotFoundError:
-                raise BackupStepError("pg_dump", "pg_dump was not found on PATH (install postgresql-client)") from None
+                raise BackupStepError("pg_dump", "pg_dump not found on PATH (install the PostgreSQL client)") from None
             if timeout:
                 def expire(process=process):
                     timed_out.set()

@@ -53,6 +53,31 @@ def sha256_of_file(path: Path) -> str:
 
 
 @dataclass
+class CopyCheck:
+    """One stored copy of a backup checked against the manifest in the same store.
+    ``ok`` is True when it matches, False when it does not (corrupt), None when it could not be
+    checked (a read error, S3 unreachable, the file gone meanwhile)."""
+
+    location: str
+    name: str
+    ok: bool | None
+    detail: str
+    size: int | None = None
+    method: str = "size"
+
+    @property
+    def status(self) -> str:
+        return {True: "ok", False: "corrupt", None: "error"}[self.ok]
+
+
+def _size_differs(location: str, name: str, size: int, manifest: Manifest) -> CopyCheck | None:
+    if size == manifest.stored_bytes:
+        return None
+    return CopyCheck(location, name, False, f"size {size} bytes differs from the manifest's {manifest.stored_bytes}",
+                     size)
+
+
+@dataclass
 class ManifestListing:
     manifests: list[Manifest] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -73,6 +98,19 @@ def collect_manifests(environment: str, names, read: Callable[[str], bytes]) -> 
             listing.manifests.append(manifest)
     listing.manifests.sort(key=lambda m: m.created, reverse=True)
     return listing
+
+
+S3_CHECKSUM_ALGORITHMS = ("SHA256", "SHA1", "CRC64NVME", "CRC32C", "CRC32")
+
+
+def s3_checksum_of(head: dict, algorithm: str | None = None) -> str | None:
+    """``ALGORITHM:value`` from a head_object answer (ChecksumMode ENABLED): the given algorithm's,
+    or the first the store keeps; None when it keeps none."""
+    for name in (algorithm,) if algorithm else S3_CHECKSUM_ALGORITHMS:
+        value = head.get(f"Checksum{name}")
+        if value:
+            return f"{name}:{value}"
+    return None
 
 
 class LocalStore:
@@ -105,6 +143,22 @@ class LocalStore:
 
     def delete(self, environment: str, name: str) -> None:
         self.path(environment, name).unlink(missing_ok=True)
+
+    def check_copy(self, manifest: Manifest) -> CopyCheck:
+        """The artifact's size, then its sha256 (read in full), against this folder's manifest."""
+        name = manifest.artifact
+        try:
+            path = self.path(manifest.environment, name)
+            size = path.stat().st_size
+            if mismatch := _size_differs("local", name, size, manifest):
+                return mismatch
+            digest = sha256_of_file(path)
+        except OSError as error:
+            return CopyCheck("local", name, None, f"could not be read: {type(error).__name__}: {error}")
+        if digest != manifest.sha256:
+            return CopyCheck("local", name, False, f"sha256 {digest[:12]}... differs from the manifest's "
+                                                   f"{manifest.sha256[:12]}...", size, "sha256")
+        return CopyCheck("local", name, True, "size and sha256 match the manifest", size, "sha256")
 
 
 class S3Store:
@@ -155,6 +209,36 @@ class S3Store:
     def list_manifests(self, environment: str) -> ManifestListing:
         return collect_manifests(environment, self.list_names(environment),
                                  lambda name: self.read_bytes(environment, name))
+
+    def object_checksum(self, environment: str, name: str) -> tuple[int, str | None]:
+        """The object's size and the checksum S3 keeps for it (``ALGORITHM:value``, e.g. the
+        composite SHA256 of a multipart upload), from one HEAD request: no download."""
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(environment, name), ChecksumMode="ENABLED")
+        return int(head["ContentLength"]), s3_checksum_of(head)
+
+    def check_copy(self, manifest: Manifest) -> CopyCheck:
+        """The object's size and the checksum S3 keeps for it against this bucket's manifest
+        (``s3_checksum``, recorded at upload), from one HEAD request. A manifest from before
+        checksums were recorded can only have its size compared, and says so."""
+        name = manifest.artifact
+        recorded = manifest.s3_checksum
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(manifest.environment, name),
+                                           ChecksumMode="ENABLED")
+        except Exception as error:  # noqa: BLE001 - reported with the copy
+            return CopyCheck("s3", name, None, f"could not be checked: {type(error).__name__}: {error}")
+        size = int(head["ContentLength"])
+        if mismatch := _size_differs("s3", name, size, manifest):
+            return mismatch
+        if not recorded:
+            return CopyCheck("s3", name, True, "size matches; no checksum was recorded at upload, "
+                                               "so only the size was compared", size, "size")
+        current = s3_checksum_of(head, recorded.split(":", 1)[0])
+        if current != recorded:
+            found = current or "no checksum"
+            return CopyCheck("s3", name, False, f"S3 keeps {found} for it, but {recorded} was recorded at upload "
+                                                "(the object was replaced)", size, "s3-checksum")
+        return CopyCheck("s3", name, True, "size and S3 checksum match the manifest", size, "s3-checksum")
 
     def object_sha256(self, environment: str, name: str) -> tuple[str, int]:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]

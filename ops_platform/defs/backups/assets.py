@@ -44,7 +44,8 @@ BACKUP_CHECKS = [
     dg.AssetCheckSpec("not_empty", asset="database_backup", blocking=True,
                       description="The backup holds at least one table."),
     dg.AssetCheckSpec("size_not_dropped", asset="database_backup",
-                      description="Warns when a backup is under half the size of the previous verified one."),
+                      description="Warns when the uncompressed dump is under half the size of the previous verified one's "
+                                  "(raw bytes, so a change of compression neither fakes nor hides a drop)."),
 ]
 
 S3_CHECKS = [

@@ -19,6 +19,7 @@ from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreStepError
+from ops_platform.lib.retention import alerts
 from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
 from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
 from ops_platform.lib.settings import (
@@ -47,6 +48,10 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
         "policy": plan.policy.describe(),
         "deleted_backups": dg.MetadataValue.json(
             [{"id": item.id, "status": item.status, "reason": item.reason} for item in plan.deleted]),
+        "corrupt": dg.MetadataValue.int(summary["corrupt"]),
+        "corrupt_backups": dg.MetadataValue.json(
+            [{"id": c["id"], "location": c["location"], "detail": c["detail"]} for c in plan.corrupt_copies()]),
+        "rechecked": dg.MetadataValue.json(plan.rechecks),
         "aborted_uploads": dg.MetadataValue.int(len(applied.aborted_uploads)),
         "dropped_databases": dg.MetadataValue.json(applied.dropped_databases),
         "warnings": dg.MetadataValue.json(warnings),
@@ -64,7 +69,9 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
                      retention_settings: RetentionSettings, backup_settings: BackupSettings) -> dg.MaterializeResult:
     """Backups this environment keeps after the retention policy ran: everything younger than
     BACKUP_RETENTION_DAYS, always the newest BACKUP_KEEP_MIN verified ones whatever their age, and
-    optional daily/weekly/monthly tiers. Unverified and incomplete backups older than a day are
+    optional daily/weekly/monthly tiers. Before a verified backup is deleted, the backups kept in
+    its place are re-checked against their manifests; a corrupt one is kept for a person, never
+    counted, and alerted once. Unverified and incomplete backups older than a day are
     deleted, from the local folder and S3 alike, and stale S3 multipart uploads are aborted.
     It runs right after a backup whose blocking checks passed, and daily on its own schedule."""
     environment = context.partition_key
@@ -93,7 +100,7 @@ def _apply_retention(context, slack, environment, database_url, local, s3, polic
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
     redactor = Redactor.from_environ()
-    warnings = [redactor(warning) for warning in plan.warnings]
+    warnings = [redactor(warning) for warning in plan.warnings + plan.corrupt_warnings()]
     for warning in warnings:
         context.log.warning(warning)
     applied = apply_plan(plan, local, s3)
@@ -108,8 +115,16 @@ def _apply_retention(context, slack, environment, database_url, local, s3, polic
     summary = plan.summary()
     context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
                      f"aborted {len(applied.aborted_uploads)} stale upload(s)")
-    if plan.deleted or applied.aborted_uploads or applied.dropped_databases:
-        slack.notifier(context.log).post(retention_summary(plan, applied, run_url(context.run.run_id)))
+    state_file = alerts.state_path(local, environment)
+    alerted = alerts.load(state_file)
+    corrupt, state = alerts.new_corruption(plan, alerted)
+    if plan.deleted or applied.aborted_uploads or applied.dropped_databases or corrupt:
+        report = slack.notifier(context.log).post(retention_summary(plan, applied, run_url(context.run.run_id),
+                                                                    corrupt))
+        if corrupt and report.errors and not report.delivered:
+            state = {key: detail for key, detail in state.items() if key in alerted}  # post them next time
+    if state != alerted:
+        alerts.save(state_file, state)
     return dg.MaterializeResult(metadata=_metadata(plan, applied, warnings))
 
 

@@ -15,6 +15,9 @@ Rules, per backup id (a backup's files in every store are decided together):
   manifest) and dangling (manifest whose artifact is missing everywhere): deleted once older than
   a day, kept (too recent to judge) before.
 - unreadable manifest: everything for that id is kept and reported; a person should look.
+- corrupt (a verified backup one of whose copies was re-checked and does not match the manifest
+  in its store): kept, never counted toward the floor or a tier, left for a person. The re-check is
+  store I/O (``retention/stores.py``); it reaches the policy as ``StoreInventory.corrupt``.
 - anything whose name is not a backup file of this environment is never touched.
 
 Ages and order come from the manifest's ``created_at`` (equal times are ordered by id). Without a manifest, the newest of the id's timestamp
@@ -45,8 +48,8 @@ EARLIEST_AS_OF = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST_AS_OF = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 KEEP, DELETE = "keep", "delete"
-VERIFIED, UNVERIFIED, INCOMPLETE, DANGLING, UNREADABLE = (
-    "verified", "unverified", "incomplete", "dangling", "unreadable")
+VERIFIED, UNVERIFIED, INCOMPLETE, DANGLING, UNREADABLE, CORRUPT = (
+    "verified", "unverified", "incomplete", "dangling", "unreadable", "corrupt")
 ARTIFACT, MANIFEST, TEMPORARY = "artifact", "manifest", "temporary"
 GRACE = timedelta(days=1)
 
@@ -115,12 +118,14 @@ class StoredFile:
 @dataclass
 class StoreInventory:
     """What one store holds for one environment: every file name with its size and modification
-    time, the manifests that parsed, and the manifest names that did not."""
+    time, the manifests that parsed, the manifest names that did not, and the artifacts that were
+    re-checked and found not to match their manifest (name -> what differs)."""
 
     location: str
     files: dict[str, tuple[int, datetime | None]] = field(default_factory=dict)
     manifests: dict[str, Manifest] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
+    corrupt: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,6 +168,9 @@ class RetentionPlan:
     items: list[PlanItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     locations: list[str] = field(default_factory=lambda: ["local", "s3"])
+    rechecks: list[dict] = field(default_factory=list)
+    """Copies re-checked against their manifests before deleting: id, location, status
+    (ok/corrupt/error), method and detail."""
 
     @property
     def kept(self) -> list[PlanItem]:
@@ -179,12 +187,20 @@ class RetentionPlan:
     def kept_backups(self) -> list[PlanItem]:
         return [item for item in self.kept if item.status == VERIFIED]
 
+    def corrupt_copies(self) -> list[dict]:
+        return [check for check in self.rechecks if check["status"] == "corrupt"]
+
+    def corrupt_warnings(self) -> list[str]:
+        return [f"{check['id']}: its {check['location']} copy does not match its manifest ({check['detail']}); "
+                "kept, not counted toward the floor, left for a person" for check in self.corrupt_copies()]
+
     def summary(self) -> dict:
         kept = self.kept_backups()
         return {
             "kept": len(self.kept),
             "deleted": len(self.deleted),
             "verified_kept": len(kept),
+            "corrupt": sum(1 for item in self.items if item.status == CORRUPT),
             "bytes_freed": self.bytes_freed,
             "oldest_kept": kept[-1].id if kept else None,
             "newest_kept": kept[0].id if kept else None,
@@ -198,7 +214,8 @@ class RetentionPlan:
             "locations": list(self.locations),
             "summary": self.summary(),
             "items": [item.as_record() for item in self.items],
-            "warnings": list(self.warnings),
+            "rechecks": list(self.rechecks),
+            "warnings": list(self.warnings) + self.corrupt_warnings(),
         }
 
     def to_json(self) -> str:
@@ -260,6 +277,11 @@ def collect_candidates(environment: str, inventories: list[StoreInventory]) -> t
             verified = any(m.verified for m in complete)
             chosen = next((m for m in complete if m.verified), complete[0])
             status = VERIFIED if verified else UNVERIFIED
+            bad = [f"{f.location} copy: {by_location[f.location].corrupt[f.name]}" for f in files
+                   if f.role == ARTIFACT and f.name in by_location[f.location].corrupt]
+            if verified and bad:
+                candidates.append(Candidate(backup_id, CORRUPT, chosen.created, chosen.kind, files, "; ".join(bad)))
+                continue
             candidates.append(Candidate(backup_id, status, chosen.created, chosen.kind, files))
         elif manifests:
             candidates.append(Candidate(backup_id, DANGLING, manifests[0].created, manifests[0].kind, files,
@@ -285,10 +307,7 @@ def _tier_keepers(verified: list[Candidate], count: int, bucket) -> set[str]:
     return keepers
 
 
-def plan_retention(environment: str, candidates: list[Candidate], policy: RetentionPolicy,
-                   now: datetime, warnings: list[str] | None = None) -> RetentionPlan:
-    """Keep or delete each candidate, with the reason. ``candidates`` may be in any order."""
-    ordered = sorted(candidates, key=lambda c: (c.created, c.id), reverse=True)
+def _floor_and_tiers(ordered: list[Candidate], policy: RetentionPolicy) -> tuple[dict[str, int], dict[str, set[str]]]:
     verified = [c for c in ordered if c.status == VERIFIED]
     floor = {c.id: rank for rank, c in enumerate(verified[:max(policy.keep_min, 1)], start=1)}
     tiers = {
@@ -296,6 +315,30 @@ def plan_retention(environment: str, candidates: list[Candidate], policy: Retent
         "weekly": _tier_keepers(verified, policy.keep_weekly, lambda t: t.isocalendar()[:2]),
         "monthly": _tier_keepers(verified, policy.keep_monthly, lambda t: (t.year, t.month)),
     }
+    return floor, tiers
+
+
+def guarantors(candidates: list[Candidate], policy: RetentionPolicy) -> set[str]:
+    """The verified backups whose being intact makes deleting older ones safe: the floor (the
+    newest ``keep_min``, whether the window or the floor keeps them) and the tier keepers. The
+    other backups inside the window are kept whatever happens, so they justify no deletion."""
+    floor, tiers = _floor_and_tiers(sorted(candidates, key=lambda c: (c.created, c.id), reverse=True), policy)
+    return set(floor).union(*tiers.values())
+
+
+def hold_verified_deletions(plan: RetentionPlan, why: str) -> None:
+    """Keep, this time, every verified backup the plan would delete (the backups meant to replace
+    them could not all be re-checked)."""
+    for item in plan.items:
+        if item.action == DELETE and item.status == VERIFIED:
+            item.action, item.reason = KEEP, f"deletion postponed: {why}"
+
+
+def plan_retention(environment: str, candidates: list[Candidate], policy: RetentionPolicy,
+                   now: datetime, warnings: list[str] | None = None) -> RetentionPlan:
+    """Keep or delete each candidate, with the reason. ``candidates`` may be in any order."""
+    ordered = sorted(candidates, key=lambda c: (c.created, c.id), reverse=True)
+    floor, tiers = _floor_and_tiers(ordered, policy)
     plan = RetentionPlan(environment, now, policy, warnings=list(warnings or []))
     for candidate in ordered:
         age = now - candidate.created
@@ -316,6 +359,8 @@ def _decide(candidate: Candidate, age: timedelta, policy: RetentionPolicy, floor
             tiers: dict[str, set[str]]) -> tuple[str, str]:
     if candidate.status == UNREADABLE:
         return KEEP, "unreadable manifest: left for a person to inspect"
+    if candidate.status == CORRUPT:
+        return KEEP, f"corrupt ({candidate.note}): not counted toward the floor, left for a person"
     if candidate.status != VERIFIED:
         label = candidate.note or "failed verification"
         if age <= GRACE:

@@ -1,5 +1,6 @@
 """Retention against the stores: reading what the local folder and S3 hold for an environment,
-and applying a plan to them (artifacts first, manifests last)."""
+re-checking the backups that make a deletion safe, and applying a plan to them (artifacts first,
+manifests last)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from ops_platform.lib.retention.policy import (
     GRACE,
     MANIFEST,
     TEMPORARY,
+    VERIFIED,
+    Candidate,
     RetentionPlan,
     RetentionPolicy,
     StoreInventory,
     classify_name,
     collect_candidates,
+    guarantors,
+    hold_verified_deletions,
     plan_retention,
 )
+from ops_platform.lib.stores import CopyCheck
 
 
 def _read_manifests(inventory: StoreInventory, environment: str, read) -> None:
@@ -82,7 +88,14 @@ def _safe(read):
 
 def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
     """Read both stores and plan. ``s3`` may be None. When S3 cannot be listed, it is left as is
-    and reported; the local folder is still planned on its own (its floor counts local backups only)."""
+    and reported; the local folder is still planned on its own (its floor counts local backups only).
+
+    Before the plan deletes any verified backup, the backups that make that safe (the floor and
+    the tier keepers, see ``policy.guarantors``) are re-checked against the manifest in each store
+    that holds them: local copies by size and sha256, S3 copies by size and the checksum recorded at
+    upload. A copy that does not match marks its backup corrupt, and the policy runs again without
+    it, which re-checks whichever backup takes its place; nothing is cached between runs. When a
+    copy cannot be checked at all, verified backups are not deleted this time."""
     inventories = [local_inventory(local, environment)]
     skipped = []
     if s3 is not None:
@@ -91,10 +104,44 @@ def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: dateti
         except Exception as error:  # noqa: BLE001 - an S3 outage must not stop local cleanup
             skipped.append(f"S3 (s3://{s3.bucket}/{s3.prefix}) could not be listed and was left as is: "
                            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    candidates, warnings = collect_candidates(environment, inventories)
-    plan = plan_retention(environment, candidates, policy, now, skipped + warnings)
+    stores = {"local": local, "s3": s3}
+    by_location = {inventory.location: inventory for inventory in inventories}
+    rechecked: dict[str, list[CopyCheck]] = {}
+    while True:
+        candidates, warnings = collect_candidates(environment, inventories)
+        plan = plan_retention(environment, candidates, policy, now, skipped + warnings)
+        errors = [(backup_id, check) for backup_id, checks in rechecked.items() for check in checks if check.ok is None]
+        if errors or not any(item.status == VERIFIED for item in plan.deleted):
+            break
+        standing_in = guarantors(candidates, policy)
+        needed = [c for c in candidates if c.id in standing_in and c.id not in rechecked]
+        if not needed:
+            break
+        for candidate in needed:
+            rechecked[candidate.id] = _recheck(candidate, by_location, stores)
+            for check in rechecked[candidate.id]:
+                if check.ok is False:
+                    by_location[check.location].corrupt[check.name] = check.detail
+    if errors:
+        why = "; ".join(f"{backup_id} ({check.location} copy {check.detail})" for backup_id, check in errors)
+        plan.warnings.append(f"verified backups were not deleted this time: could not re-check {why}")
+        hold_verified_deletions(plan, "the backups kept in its place could not all be re-checked")
+    plan.rechecks = [{"id": backup_id, "location": check.location, "status": check.status, "method": check.method,
+                      "detail": check.detail} for backup_id, checks in rechecked.items() for check in checks]
     plan.locations = [inventory.location for inventory in inventories]
     return plan
+
+
+def _recheck(candidate: Candidate, by_location: dict[str, StoreInventory], stores: dict) -> list[CopyCheck]:
+    """Each copy of the backup that its store holds whole (artifact and readable manifest),
+    checked against that store's manifest."""
+    manifest_name = candidate.id + MANIFEST_SUFFIX
+    checks = []
+    for location, inventory in by_location.items():
+        manifest = inventory.manifests.get(manifest_name)
+        if manifest is not None and manifest.artifact in inventory.files:
+            checks.append(stores[location].check_copy(manifest))
+    return checks
 
 
 _DELETE_ORDER = {ARTIFACT: 0, TEMPORARY: 1, MANIFEST: 2}
