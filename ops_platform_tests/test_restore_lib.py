@@ -221,7 +221,7 @@ def test_bad_input_is_refused_with_one_clear_line(backup_set, tmp_path):
         "../production-20260115T070000Z": "invalid backup id",
         "production-20260115T070000Z/../../etc": "invalid backup id",
         "production-20991231T000000Z": "unknown backup id production-20991231T000000Z",
-        backup_set.staging.id: f"belongs to staging, not production",
+        backup_set.staging.id: "belongs to staging, not production",
     }
     for selector, expected in cases.items():
         with pytest.raises(RestoreInputError) as failure:

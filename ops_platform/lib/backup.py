@@ -17,16 +17,17 @@ from ops_platform.lib.artifacts import (
     utc_iso,
 )
 from ops_platform.lib.dump import (
+    UPLOAD_ARGS,
     BackupStepError,
     Compression,
     DumpResult,
     Progress,
     S3Leg,
-    UPLOAD_ARGS,
     S3LegResult,
     abort_multipart,
     run_dump,
     transfer_config,
+    wait_while_progressing,
 )
 from ops_platform.lib.postgres import client_version, server_version
 from ops_platform.lib.redact import Redactor
@@ -190,7 +191,8 @@ def perform_backup(
     decodes, row_counts = check_decodes(dump, compression,
                                         max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
     if s3_leg and dump.s3 and not dump.s3.ok and decodes.passed:
-        dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor)
+        dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor, limits.s3_stall_seconds,
+                                       max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
     checks = [decodes, check_not_empty(dump, row_counts)]
     s3_check = check_s3_copy(dump, s3, environment.name, name, redactor)
     if s3_check:
@@ -246,28 +248,31 @@ def unused_time(local: LocalStore, environment: str, moment: datetime) -> dateti
     return moment
 
 
-def upload_finished_file(leg: S3Leg, path, failed: S3LegResult, redactor: Redactor,
-                         timeout: float = 900.0) -> S3LegResult:
+def upload_finished_file(leg: S3Leg, path, failed: S3LegResult, redactor: Redactor, stall_seconds: float = 30.0,
+                         timeout: float = 3 * 3600.0) -> S3LegResult:
     """The streamed upload was given up (an error, or S3 stalled): upload the finished, verified
-    file instead, within ``timeout``. Returns the first failure when this fails too."""
+    file instead, for as long as S3 keeps taking data (``stall_seconds`` without progress gives
+    up) and at most ``timeout``. Returns the first failure when this fails too."""
     import threading
 
     result: list[str] = []
+    progress = [time.monotonic()]
 
     def upload() -> None:
         try:
-            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(), ExtraArgs=UPLOAD_ARGS)
+            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(), ExtraArgs=UPLOAD_ARGS,
+                                   Callback=lambda _: progress.__setitem__(0, time.monotonic()))
             result.append("ok")
         except Exception as error:  # noqa: BLE001 - reported as the S3 check's reason
             result.append(redactor(f"{type(error).__name__}: {error}"))
 
     thread = threading.Thread(target=upload, name="s3-upload-file", daemon=True)
     thread.start()
-    thread.join(timeout)
+    wait_while_progressing(thread, lambda: progress[0], stall_seconds, timeout)
     if result == ["ok"]:
         return S3LegResult(failed.location, ok=True, error=None, retried_from_file=True, first_error=failed.error)
     abort_multipart(leg)
-    again = result[0] if result else f"did not finish within {timeout:g}s"
+    again = result[0] if result else f"S3 took no data for {stall_seconds:g}s"
     return S3LegResult(failed.location, ok=False,
                        error=f"{failed.error}; uploading the finished file failed too: {again}")
 

@@ -125,6 +125,7 @@ class _UploadPipe(io.RawIOBase):
         self._aborted = threading.Event()
         self.reader_gone = threading.Event()
         self.stall_seconds = stall_seconds
+        self.last_activity = time.monotonic()
 
     def readable(self):
         return True
@@ -157,6 +158,7 @@ class _UploadPipe(io.RawIOBase):
                 continue
             if item is None:
                 raise BackupStepError("s3-upload", "upload aborted")
+            self.last_activity = time.monotonic()
             return item
 
     def read(self, size: int = -1) -> bytes:
@@ -196,7 +198,20 @@ def transfer_config():
     return config
 
 
-def abort_multipart(leg: S3Leg, wait_seconds: float = 10.0) -> None:
+def wait_while_progressing(thread: threading.Thread, last_activity: Callable[[], float], stall_seconds: float,
+                           timeout: float) -> bool:
+    """Wait for ``thread`` to end while it makes progress: give up after ``stall_seconds`` without
+    activity, or ``timeout`` in all. Returns whether it ended."""
+    started = time.monotonic()
+    while thread.is_alive():
+        now = time.monotonic()
+        if now - max(last_activity(), started) > stall_seconds or now - started > timeout:
+            return False
+        thread.join(0.5)
+    return True
+
+
+def abort_multipart(leg: S3Leg, wait_seconds: float = 5.0) -> None:
     """Abort what a failed upload left under its key, waiting at most ``wait_seconds``: when S3 is
     the thing that hangs, the backup does not wait for it (retention aborts stale uploads after a
     day anyway)."""
@@ -249,13 +264,15 @@ class _S3Upload:
         self.pipe.abort()
 
     def complete(self, timeout: float) -> S3LegResult:
-        """Deliver EOF and wait at most ``timeout`` seconds for the upload to finish."""
+        """Deliver EOF and wait for the upload to finish while S3 keeps taking data (a stall of
+        ``stall_seconds`` gives up), and at most ``timeout`` seconds in all."""
         location = f"s3://{self.leg.bucket}/{self.leg.key}"
         if not self.abandoned:
             self.feed(b"")
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                self._abandon(f"the upload did not finish within {timeout:g}s")
+            if not wait_while_progressing(self._thread, lambda: self.pipe.last_activity, self.pipe.stall_seconds,
+                                          timeout):
+                self._abandon(f"the upload did not finish: S3 took no data for {self.pipe.stall_seconds:g}s "
+                              f"or the upload ran past {timeout:g}s")
         if self.abandoned:
             abort_multipart(self.leg)
             return S3LegResult(location, ok=False, error=self.error)
@@ -315,7 +332,7 @@ def run_dump(
     lock_wait_timeout: float | None = None,
     timeout: float | None = None,
     s3_stall_seconds: float = 30.0,
-    s3_finish_seconds: float = 120.0,
+    s3_finish_seconds: float = 3600.0,
 ) -> DumpResult:
     """Dump ``database_url`` to ``destination`` (and S3) in one pass. Raises BackupStepError.
 

@@ -1,0 +1,232 @@
+"""Backups on a bad night: a hung S3 endpoint, a bad S3 setting, a table locked by a migration,
+two backups started together, a backup process killed with SIGKILL, Ctrl-C and SIGTERM. Each
+was observed on the platform before it was fixed; the CLI is the real script in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+
+from ops_platform_testkit.health_server import SilentListener
+from ops_platform_tests.backup_helpers import fill_big_table
+from ops_platform_tests.conftest import TEST_DATABASES, database_url, platform_resources, psql
+
+CLI = str(Path(sys.executable).parent / "ops-platform")
+
+
+def cli_env(tmp_path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update({"DAGSTER_HOME": str(tmp_path / "home"), "BACKUP_DIR": str(tmp_path / "backups")})
+    env.pop("AWS_S3_BUCKET", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(env, *args, timeout=240):
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def committed(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.rglob("*.manifest.json"))
+
+
+def test_a_hung_s3_endpoint_never_holds_back_the_local_backup(databases, tmp_path):
+    """S3 accepts connections and never answers: the stream is given up after the stall limit,
+    the local backup is verified and committed, and the S3 copy is reported missing."""
+    with _silent() as hung:
+        env = cli_env(tmp_path, AWS_S3_BUCKET="ops-backups-hung", AWS_ENDPOINT_URL_S3=hung.url,
+                      BACKUP_S3_STALL_SECONDS="2", AWS_MAX_ATTEMPTS="1")
+        started = time.monotonic()
+        result = run_cli(env, "backup", "development")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert len(committed(tmp_path / "backups")) == 1
+    assert "S3 took no data for 2s" in result.stderr or "S3 accepted no data for 2s" in result.stderr
+    assert elapsed < 60, elapsed
+
+
+def test_ctrl_c_stops_a_backup_stuck_on_s3_within_seconds(databases, tmp_path):
+    fill_big_table(TEST_DATABASES["development"], rows=200_000)
+    with _silent() as hung:
+        env = cli_env(tmp_path, AWS_S3_BUCKET="ops-backups-hung", AWS_ENDPOINT_URL_S3=hung.url,
+                      BACKUP_S3_STALL_SECONDS="600", AWS_MAX_ATTEMPTS="1")
+        process = subprocess.Popen([CLI, "backup", "development"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(6)  # the dump is blocked behind the upload that S3 never answers
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        stopped_in = time.monotonic() - sent
+    assert process.returncode == 130, stderr
+    assert stderr.strip().count("\n") == 0 and "interrupted by SIGINT" in stderr
+    assert stopped_in < 15, stopped_in
+    assert committed(tmp_path / "backups") == []
+    assert not list((tmp_path / "backups").rglob(".*.partial"))
+    assert not _pg_dump_running(TEST_DATABASES["development"])
+
+
+def test_sigterm_exits_143_with_one_line(databases, tmp_path):
+    fill_big_table(TEST_DATABASES["development"], rows=300_000)
+    env = cli_env(tmp_path)
+    process = subprocess.Popen([CLI, "backup", "development"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _pg_dump_running(TEST_DATABASES["development"]), 60)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().count("\n") == 0 and "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    assert committed(tmp_path / "backups") == []
+
+
+def test_a_bad_s3_setting_degrades_to_a_local_backup_with_a_warning(databases, tmp_path, slack_server, moto_server,
+                                                                    s3_bucket):
+    for bad in ("x", "-3"):
+        env = cli_env(tmp_path / bad, AWS_S3_BUCKET="ops-backups-test", AWS_ENDPOINT_URL_S3=moto_server,
+                      AWS_MAX_ATTEMPTS=bad, SLACK_WEBHOOK_URL=slack_server.webhook_url)
+        result = run_cli(env, "backup", "development")
+        assert result.returncode == 0, result.stderr
+        assert len(committed(tmp_path / bad / "backups")) == 1
+        assert "AWS_MAX_ATTEMPTS must be" in result.stderr and "local only" in result.stderr
+    texts = slack_server.texts()
+    assert len(texts) == 2 and all("backup succeeded" in text and "AWS_MAX_ATTEMPTS" in text for text in texts)
+
+
+def test_a_table_locked_by_a_migration_fails_the_backup_in_bounded_time(databases, tmp_path, slack_server):
+    name = TEST_DATABASES["development"]
+    locker = psycopg.connect(database_url("development"), autocommit=False)
+    locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # a migration's ALTER TABLE
+    try:
+        env = cli_env(tmp_path, BACKUP_LOCK_WAIT_TIMEOUT_SECONDS="2", BACKUP_RETRIES="1",
+                      SLACK_WEBHOOK_URL=slack_server.webhook_url)
+        started = time.monotonic()
+        result = run_cli(env, "backup", "development")
+        elapsed = time.monotonic() - started
+    finally:
+        locker.rollback()
+        locker.close()
+    assert result.returncode == 1
+    assert "could not lock table" in result.stderr and "BACKUP_LOCK_WAIT_TIMEOUT_SECONDS" in result.stderr
+    assert "(after 2 attempts)" in result.stderr
+    assert elapsed < 90, elapsed
+    assert len(slack_server.texts()) == 1 and "lock-wait" in slack_server.texts()[0]
+    assert committed(tmp_path / "backups") == [] and not _pg_dump_running(name)
+
+
+def test_two_backups_started_together_never_both_run(databases, tmp_path):
+    fill_big_table(TEST_DATABASES["development"], rows=200_000)
+    env = cli_env(tmp_path)
+    results = []
+
+    def backup():
+        results.append(run_cli(env, "backup", "development"))
+
+    threads = [threading.Thread(target=backup) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(result.returncode for result in results)
+    assert codes == [0, 1], [r.stderr for r in results]
+    refused = next(result for result in results if result.returncode == 1)
+    assert "is running" in refused.stderr or "already running" in refused.stderr
+    assert len(committed(tmp_path / "backups")) == 1
+
+
+def test_a_killed_backup_never_holds_the_environment(databases, tmp_path, moto_server, s3_bucket, slack_server):
+    """kill -9 mid-dump: the run is found dead (no heartbeat), marked failed, announced once, and
+    its .partial file and multipart upload are cleaned up; the next backup works."""
+    fill_big_table(TEST_DATABASES["development"], rows=400_000)
+    env = cli_env(tmp_path, AWS_S3_BUCKET="ops-backups-test", AWS_ENDPOINT_URL_S3=moto_server,
+                  RUN_DEAD_AFTER_SECONDS="60")
+    process = subprocess.Popen([CLI, "backup", "development"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    _wait_for(lambda: list((tmp_path / "backups").rglob(".*.partial")), 60)
+    process.kill()
+    process.wait()
+    assert list((tmp_path / "backups").rglob(".*.partial"))
+
+    refused = run_cli(env, "backup", "development")  # the dead run still looks alive: seconds ago
+    assert refused.returncode == 1 and "already running" in refused.stderr
+
+    home = tmp_path / "home"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        _age_heartbeat(instance, record.dagster_run.run_id, seconds=120)
+        from ops_platform.defs.alerts import dead_runs
+        from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
+
+        resources = platform_resources(backup_storage=BackupStorageResource(backup_dir=str(tmp_path / "backups")),
+                                       backup_bucket=BackupBucketResource(bucket="ops-backups-test"))
+        os.environ["RUN_DEAD_AFTER_SECONDS"] = "60"
+        try:
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                result = dead_runs.dead_run_sensor(context)
+        finally:
+            os.environ.pop("RUN_DEAD_AFTER_SECONDS")
+        assert "marked 1 dead run(s) failed" in result.skip_message
+        run = instance.get_run_by_id(record.dagster_run.run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+    assert not list((tmp_path / "backups").rglob(".*.partial"))
+    assert s3_bucket.list_multipart_uploads(Bucket="ops-backups-test").get("Uploads", []) == []
+
+    again = run_cli(env, "backup", "development")
+    assert again.returncode == 0, again.stderr
+
+
+def test_backup_ids_are_unique_within_one_second(databases, tmp_path):
+    from datetime import datetime, timezone
+
+    from ops_platform.config import get_environment
+    from ops_platform.lib.backup import perform_backup
+    from ops_platform.lib.stores import LocalStore
+
+    local = LocalStore(tmp_path / "backups")
+    moment = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+    environment = get_environment("development")
+    ids = [perform_backup(environment, local, None, now=lambda: moment).manifest.id for _ in range(2)]
+    assert ids == ["development-20261126T120000Z", "development-20261126T120001Z"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class _silent:
+    def __enter__(self):
+        self.listener = SilentListener()
+        return self.listener
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
+
+def _pg_dump_running(database: str) -> bool:
+    out = psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' "
+               "AND application_name = 'ops_platform' AND backend_type = 'client backend'")
+    return int(out or 0) > 0
+
+
+def _wait_for(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def _age_heartbeat(instance, run_id: str, seconds: float) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from ops_platform.lib.artifacts import utc_iso
+    from ops_platform.lib.tags import HEARTBEAT
+
+    instance.add_run_tags(run_id, {HEARTBEAT: utc_iso(datetime.now(timezone.utc) - timedelta(seconds=seconds))})
+
