@@ -10,8 +10,8 @@ import dagster as dg
 
 from ops_platform.defs.alerts.marking import was_alerted
 from ops_platform.defs.resources import OpsSlackResource
-from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.incidents import SWEEP_JOB
+from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.messages.runs import run_failed
 
 # Jobs whose failures another sensor reports as one incident.
