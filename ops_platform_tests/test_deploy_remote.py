@@ -50,6 +50,7 @@ class PlatformProcesses:
         self.processes: list[subprocess.Popen] = []
         self.logs: list = []
         self.selector: dict = {}
+        self.repository: dict = {}
 
     def start(self, *argv: str) -> None:
         """Start a platform process, its output in a log file in the platform's home."""
@@ -86,6 +87,41 @@ class PlatformProcesses:
             log.close()
 
 
+def start_webserver(home: Path, health, slack, **settings) -> PlatformProcesses:
+    """dagster-webserver on ``home`` with the code location loaded; production's API at ``health``,
+    Slack at ``slack``, a rollback command, and ``settings``."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, DAGSTER_HOME=str(home), BACKUP_DIR=str(home / "backups"),
+               PRODUCTION_API_URL=health.url, SLACK_BOT_TOKEN=SLACK_TOKEN, SLACK_API_URL=slack.api_url,
+               SLACK_CHANNEL="#deploys", DAGSTER_WEBSERVER_URL=url,
+               PRODUCTION_ROLLBACK_COMMAND="echo rolling back to the previous release", **settings)
+    for variable in ("AWS_S3_BUCKET", "API_URL", "OPS_PLATFORM_URL", "OPS_PLATFORM_TOKEN"):
+        env.pop(variable, None)
+    processes = PlatformProcesses(home, url, env, health, slack)
+    processes.start(str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port))
+
+    def loaded():
+        try:
+            data = graphql(url, """{ repositoriesOrError { ... on RepositoryConnection { nodes { name
+                location { name } schedules { name scheduleState { id } } sensors { name } } } } }""")
+        except (httpx.HTTPError, AssertionError):
+            return None
+        nodes = data["repositoriesOrError"].get("nodes") or []
+        return nodes[0] if nodes else None
+
+    try:
+        processes.repository = wait_for(loaded, 180, "dagster-webserver did not load the code location")
+    except BaseException:
+        processes.close()
+        raise
+    processes.selector = {"repositoryLocationName": processes.repository["location"]["name"],
+                          "repositoryName": processes.repository["name"]}
+    return processes
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, slack_server_session):
     """The platform: webserver and daemon on one DAGSTER_HOME, production's API at a test app,
@@ -93,33 +129,11 @@ def platform(tmp_path_factory, slack_server_session):
     what a test starts posts to Slack), except the run-failure sensor."""
     from ops_platform_testkit.health_server import HealthServer
 
-    home = tmp_path_factory.mktemp("platform_home")
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     health = HealthServer()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DAGSTER_HOME=str(home), BACKUP_DIR=str(home / "backups"),
-               PRODUCTION_API_URL=health.url, SLACK_BOT_TOKEN=SLACK_TOKEN, SLACK_API_URL=slack_server_session.api_url,
-               SLACK_CHANNEL="#deploys", DEPLOY_POLL_INTERVAL_SECONDS="0.2", DAGSTER_WEBSERVER_URL=url,
-               PRODUCTION_ROLLBACK_COMMAND="echo rolling back to the previous release")
-    for variable in ("AWS_S3_BUCKET", "API_URL", "OPS_PLATFORM_URL", "OPS_PLATFORM_TOKEN"):
-        env.pop(variable, None)
-    processes = PlatformProcesses(home, url, env, health, slack_server_session)
+    processes = start_webserver(tmp_path_factory.mktemp("platform_home"), health, slack_server_session,
+                                DEPLOY_POLL_INTERVAL_SECONDS="0.2")
+    url, repository = processes.url, processes.repository
     try:
-        processes.start(str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port))
-
-        def loaded():
-            try:
-                data = graphql(url, """{ repositoriesOrError { ... on RepositoryConnection { nodes { name
-                    location { name } schedules { name scheduleState { id } } sensors { name } } } } }""")
-            except (httpx.HTTPError, AssertionError):
-                return None
-            nodes = data["repositoriesOrError"].get("nodes") or []
-            return nodes[0] if nodes else None
-
-        repository = wait_for(loaded, 180, "dagster-webserver did not load the code location")
-        processes.selector = {"repositoryLocationName": repository["location"]["name"],
-                              "repositoryName": repository["name"]}
         for schedule in repository["schedules"]:
             graphql(url, "mutation S($id: String!) { stopRunningSchedule(id: $id) { __typename } }",
                     {"id": schedule["scheduleState"]["id"]})
@@ -268,6 +282,19 @@ def test_configuration_missing_on_the_platform_is_exit_2_before_any_run(platform
     assert result.stderr.strip() == (f"ops-platform: error: API_URL is not set on the platform at {platform.url}; "
                                      "cannot verify a deployment of development")
     assert len(platform_runs(platform)) == before
+
+
+def test_a_bad_deployment_setting_on_the_platform_is_exit_2_before_any_run(tmp_path, slack_server, health_server):
+    processes = start_webserver(tmp_path / "home", health_server, slack_server, DEPLOY_POLL_INTERVAL_SECONDS="soon")
+    try:
+        result = verify(ci_runner(tmp_path, processes.url), "production", "--expected-version", "1")
+        assert result.returncode == 2
+        assert result.stderr.strip() == (f"ops-platform: error: on the platform at {processes.url}: "
+                                         "DEPLOY_POLL_INTERVAL_SECONDS must be a number, got 'soon'")
+        with processes.instance() as instance:
+            assert instance.get_runs() == []
+    finally:
+        processes.close()
 
 
 def test_an_unreachable_platform_is_exit_2(tmp_path):
