@@ -242,9 +242,10 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
     results = [o.at for found in observations.values() for o in found]
     unchecked = [name for name, env in tracker.state["environments"].items()
                  if env.get("incident") and env["incident"].get("announced")]
-    events = watch.observe(now, max(results) if results else None,
-                           latest_sweep_run(context.instance, watch.state.get("latest_run")),
-                           hold=replaying_history, open_incidents=unchecked) + events
+    if check_keys:  # with no environment configured there is no sweep to expect
+        events = watch.observe(now, max(results) if results else None,
+                               latest_sweep_run(context.instance, watch.state.get("latest_run")),
+                               hold=replaying_history, open_incidents=unchecked) + events
     cursor.tracker, cursor.watch = tracker.state, watch.state
     outbox = cursor.outbox + [asdict(event) for event in events]
     cursor.outbox = post_events(slack, context.log, outbox, settings.failure_threshold)
