@@ -45,3 +45,46 @@ def test_stalled_slack_gives_up_after_its_timeout(slack_server):
     started = time.monotonic()
     report = slack.notifier().post("x")
     assert not report.ok and time.monotonic() - started < 2.5
+
+
+# Secrets whose JSON form differs from their plain form: a quote, a backslash, a non-ASCII letter.
+QUOTED_PASSWORD = 'pw"Quo\\te-é-Zr81secret'
+QUOTED_TOKEN = 'tok\\en"é-Qm42secret'
+
+
+def _encodings(secret: str) -> set[str]:
+    """Every form a secret can take in a request body: plain, JSON-escaped (ASCII or not), URL-encoded."""
+    import json
+    from urllib.parse import quote, quote_plus
+
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    forms |= {quote(form, safe="") for form in list(forms)} | {quote_plus(form) for form in list(forms)}
+    return forms
+
+
+def test_secrets_that_json_escapes_are_redacted_in_every_leaf_of_the_blocks(slack_resource, slack_server,
+                                                                           monkeypatch):
+    from urllib.parse import quote
+
+    from ops_platform.lib.messages.common import code_block, slack_message
+
+    monkeypatch.setenv("PRODUCTION_DATABASE_URL",
+                       f"postgresql://app:{quote(QUOTED_PASSWORD, safe='')}@db.example.com:5432/app")
+    monkeypatch.setenv("DEPLOY_HOOK_TOKEN", QUOTED_TOKEN)
+    message = slack_message([f":x: *Backup failed*: password {QUOTED_PASSWORD} rejected",
+                             code_block(f"pg_dump: error: FATAL: password \"{QUOTED_PASSWORD}\"\n"
+                                        f"hook answered 401 for {QUOTED_TOKEN}")],
+                            link="http://dagster.example.com/runs/1")
+    message.blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": QUOTED_TOKEN},
+                                                           {"type": "plain_text", "text": f"é {QUOTED_PASSWORD}"}]})
+    report = slack_resource.notifier().post(message)
+    assert report.ok and report.delivered == ["chat.postMessage", "webhook"]
+    bot, hook = slack_server.messages()
+    assert "Backup failed" in bot.payload["blocks"][0]["text"]["text"]
+    assert bot.payload["blocks"][1]["elements"][1]["text"] == "é ***"
+    for request in (bot, hook):
+        body = request.body.decode("utf-8")
+        for secret in (QUOTED_PASSWORD, QUOTED_TOKEN):
+            leaked = [form for form in _encodings(secret) if form in body]
+            assert not leaked, (request.path, leaked)
+        assert "***" in body

@@ -17,7 +17,7 @@ import dagster as dg
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError
 from ops_platform.lib import settings
 from ops_platform.lib.backup import BackupLimits
-from ops_platform.lib.incidents import IncidentSettings
+from ops_platform.lib.incidents import IncidentSettings, SweepWatchSettings
 from ops_platform.lib.probes import ProbeSettings
 from ops_platform.lib.retention.policy import RetentionPolicy
 
@@ -73,8 +73,9 @@ class BackupSettings(_Settings):
 
 
 class HealthSettings(_Settings):
-    """Health sweeps (HEALTH_CHECK_TIMEOUT_SECONDS, HEALTH_DEGRADED_LATENCY_MS) and incidents
-    (HEALTH_FAILURE_THRESHOLD, HEALTH_RECOVERY_THRESHOLD, HEALTH_REMINDER_MINUTES, HEALTH_FLAP_CHANGES)."""
+    """Health sweeps (HEALTH_CHECK_TIMEOUT_SECONDS, HEALTH_DEGRADED_LATENCY_MS), incidents
+    (HEALTH_FAILURE_THRESHOLD, HEALTH_RECOVERY_THRESHOLD, HEALTH_REMINDER_MINUTES, HEALTH_FLAP_CHANGES)
+    and the dead-man's switch on the sweeps themselves (HEALTH_SILENCE_INTERVALS)."""
 
     timeout_seconds: int = 10
     degraded_ms: int = 2000
@@ -82,6 +83,7 @@ class HealthSettings(_Settings):
     recovery_threshold: int = 2
     reminder_minutes: int = 60
     flap_changes: int = 4
+    silence_intervals: int = 3
 
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(timeout_seconds=float(self.timeout_seconds), degraded_seconds=self.degraded_ms / 1000)
@@ -89,6 +91,10 @@ class HealthSettings(_Settings):
     def incident_settings(self) -> IncidentSettings:
         return IncidentSettings(failure_threshold=self.failure_threshold, recovery_threshold=self.recovery_threshold,
                                 reminder_seconds=self.reminder_minutes * 60.0, flap_changes=self.flap_changes)
+
+    def watch_settings(self, interval_seconds: float) -> SweepWatchSettings:
+        return SweepWatchSettings(interval_seconds=interval_seconds, silence_intervals=self.silence_intervals,
+                                  reminder_seconds=self.reminder_minutes * 60.0)
 
 
 class DeploymentSettings(_Settings):

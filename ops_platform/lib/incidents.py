@@ -11,6 +11,11 @@ no incidents until it settles (half as many changes in the window). While an env
 moving but nothing is announced; an incident still open, or a component still flapping, when the
 hold lifts is announced then, and one that ended during the hold is never announced.
 
+``SweepWatch`` watches the sweeps themselves, a dead-man's switch: when no result has arrived for
+``silence_intervals`` sweep intervals, or the latest sweep run failed (a bad setting fails every
+run at its first step), that is one incident of its own: one message, reminders, and one notice
+when sweeps succeed again. Without it an outage that starts while nothing checks goes unseen.
+
 The whole state is a JSON-compatible dict, so it can live in a sensor cursor.
 """
 
@@ -20,6 +25,10 @@ import json
 from dataclasses import dataclass, field
 
 OPENED, REMINDER, RECOVERED, FLAPPING = "opened", "reminder", "recovered", "flapping"
+CHECKS_STOPPED, CHECKS_FAILING = "checks_stopped", "checks_failing"
+CHECKS_REMINDER, CHECKS_RESUMED = "checks_reminder", "checks_resumed"
+STOPPED, FAILING = "stopped", "failing"
+SWEEP_JOB = "health_check_job"  # the Dagster job whose runs are the sweeps
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,13 @@ class AlertEvent:
     components: dict[str, str] = field(default_factory=dict)
     downtime_seconds: float | None = None
     changes: int | None = None
+    # Sweep watch events only: what is wrong (stopped/failing), the failed run and its reason,
+    # when the last result was recorded, and the environments whose open incidents go unchecked.
+    condition: str | None = None
+    reason: str = ""
+    run_id: str | None = None
+    last_result_at: float | None = None
+    environments: list[str] = field(default_factory=list)
 
 
 def _new_component() -> dict:
@@ -182,3 +198,101 @@ class IncidentTracker:
         for state in components.values():
             if state["successes"]:
                 state["first_failure_at"] = None
+
+
+@dataclass(frozen=True)
+class SweepWatchSettings:
+    interval_seconds: float = 300.0
+    silence_intervals: int = 3
+    reminder_seconds: float = 3600.0
+    # A sweep is recorded a little after its interval starts (the run is launched, the checks take
+    # up to their timeout), so missing exactly ``silence_intervals - 1`` sweeps never alerts.
+    margin_seconds: float = 60.0
+
+    @property
+    def silence_seconds(self) -> float:
+        return self.interval_seconds * self.silence_intervals + self.margin_seconds
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """The newest finished run of the sweep job: did it succeed, and if not, why."""
+
+    run_id: str
+    ok: bool
+    ended_at: float
+    reason: str = ""
+
+
+class SweepWatch:
+    """Are the health sweeps producing results? One incident when they stop (no result for
+    ``silence_seconds``, measured on the caller's clock from the last tick that read a result, or
+    from the first tick: a fresh instance gets its first intervals) or fail (the newest finished
+    sweep run failed), reminders every ``reminder_seconds``, one notice when they are back.
+
+    State: ``since`` (first tick), ``last_tick_at``, ``last_seen_at`` (tick that last read a
+    result), ``last_result_at`` (that result's own time, for the message), ``latest_run`` and
+    ``incident``."""
+
+    def __init__(self, settings: SweepWatchSettings | None = None, state: dict | None = None):
+        self.settings = settings or SweepWatchSettings()
+        self.state = state if isinstance(state, dict) else {}
+
+    def observe(self, now: float, result_at: float | None = None, latest_run: SweepRun | None = None,
+                hold: bool = False, open_incidents: list[str] | tuple = ()) -> list[AlertEvent]:
+        """One tick: ``result_at`` is the time of the newest result read since the last tick (None
+        when none arrived), ``latest_run`` the newest finished sweep run. ``hold`` (the first
+        tick's quiet replay) moves the state and announces nothing; what is still wrong on the
+        next tick is announced then."""
+        state, settings = self.state, self.settings
+        last_tick = state.get("last_tick_at")
+        paused = last_tick is not None and now - last_tick > settings.silence_seconds
+        if state.get("since") is None or (paused and state.get("incident") is None):
+            # The first tick, or the sensor itself did not run for a while (daemon down): the
+            # schedule gets its intervals again, measured from now.
+            state["since"] = now
+        state["last_tick_at"] = now
+        if result_at is not None:
+            state["last_seen_at"] = now
+            state["last_result_at"] = max(result_at, state.get("last_result_at") or result_at)
+        if latest_run is not None:
+            state["latest_run"] = {"run_id": latest_run.run_id, "ok": latest_run.ok,
+                                   "ended_at": latest_run.ended_at, "reason": latest_run.reason}
+        run = state.get("latest_run") or {}
+        baseline = max(state["since"], state.get("last_seen_at") or 0.0)
+        if run and not run.get("ok"):
+            condition = FAILING
+        elif now - baseline > settings.silence_seconds:
+            condition = STOPPED
+        else:
+            condition = None
+        incident = state.get("incident")
+
+        def event(kind: str) -> AlertEvent:
+            current = state["incident"] or incident
+            return AlertEvent(kind, "", now, current["started_at"], condition=current["condition"],
+                              reason=run.get("reason", "") if current["condition"] == FAILING else "",
+                              run_id=run.get("run_id") if current["condition"] == FAILING else None,
+                              last_result_at=state.get("last_result_at"),
+                              environments=sorted(open_incidents),
+                              downtime_seconds=max(0.0, now - current["started_at"]) if kind == CHECKS_RESUMED
+                              else None)
+
+        if condition is None:
+            state["incident"] = None
+            return [event(CHECKS_RESUMED)] if incident and incident["announced"] else []
+        if incident is None:
+            started = now if condition == FAILING else baseline
+            incident = state["incident"] = {"condition": condition, "started_at": started,
+                                            "announced": not hold, "last_notice_at": now}
+            return [] if hold else [event(CHECKS_FAILING if condition == FAILING else CHECKS_STOPPED)]
+        incident["condition"] = condition
+        if hold:
+            return []
+        if not incident["announced"]:
+            incident.update(announced=True, last_notice_at=now)
+            return [event(CHECKS_FAILING if condition == FAILING else CHECKS_STOPPED)]
+        if now - incident["last_notice_at"] >= settings.reminder_seconds:
+            incident["last_notice_at"] = now
+            return [event(CHECKS_REMINDER)]
+        return []

@@ -92,6 +92,8 @@ HEALTH = (
     _int("recovery_threshold", "HEALTH_RECOVERY_THRESHOLD", 2, 1, "good checks in a row before the recovery"),
     _int("reminder_minutes", "HEALTH_REMINDER_MINUTES", 60, 1, "reminder interval while an incident is open"),
     _int("flap_changes", "HEALTH_FLAP_CHANGES", 4, 1, "more up/down changes within an hour is flapping"),
+    _int("silence_intervals", "HEALTH_SILENCE_INTERVALS", 3, 1,
+         "sweep intervals (5 minutes each) without a result before 'health checks have stopped'"),
 )
 
 DEPLOY_ROLLBACK_TIMEOUT = _seconds("rollback_timeout_seconds", "DEPLOY_ROLLBACK_TIMEOUT_SECONDS", 300.0,

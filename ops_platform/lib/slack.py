@@ -82,12 +82,16 @@ class SlackNotifier:
     def configured(self) -> bool:
         return bool(self.web_client or self.webhook_client)
 
-    def _redact_blocks(self, blocks):
-        if blocks is None:
-            return None
-        import json
-
-        return json.loads(self.redactor(json.dumps(blocks)))
+    def _redact_blocks(self, value):
+        """Every leaf string of the blocks, redacted on its own. (Redacting their JSON text would
+        miss a secret that JSON escapes: one with a quote, a backslash or a non-ASCII letter.)"""
+        if isinstance(value, str):
+            return self.redactor(value)
+        if isinstance(value, list):
+            return [self._redact_blocks(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self._redact_blocks(item) for key, item in value.items()}
+        return value
 
     def post(self, message: SlackMessage | str) -> DeliveryReport:
         """Deliver to every configured destination. Never raises."""

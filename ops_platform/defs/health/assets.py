@@ -18,9 +18,11 @@ from ops_platform.defs.environments import ENVIRONMENT_NAMES
 from ops_platform.defs.resources import BackupBucketResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib import probes
+from ops_platform.lib.incidents import SWEEP_JOB
 from ops_platform.lib.redact import Redactor
 
 HEALTH_GROUP = "health"
+SWEEP_INTERVAL_MINUTES = 5
 API_CHECK = "health_endpoint"
 REACHABLE_CHECK = "reachable"
 SERVICE_CHECK_PREFIX = "service_"
@@ -184,7 +186,7 @@ if health_check_specs:
                 yield _check_result(environment.name, result, sweep.started_at, sweep.sweep_id, extra)
 
     health_check_job = dg.define_asset_job(
-        "health_check_job",
+        SWEEP_JOB,
         selection=dg.AssetSelection.checks(health_checks),
         description="Run one health sweep: every configured environment's API, frontend, PostgreSQL, "
                     "Redis and backup bucket, checked concurrently with hard timeouts.",
@@ -193,7 +195,7 @@ if health_check_specs:
 
     @dg.schedule(
         name="health_check_schedule",
-        cron_schedule="*/5 * * * *",
+        cron_schedule=f"*/{SWEEP_INTERVAL_MINUTES} * * * *",
         job=health_check_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="A health sweep every 5 minutes.",

@@ -1,10 +1,16 @@
 """The health alert sensor: reads the recorded health check results and posts incidents to Slack.
 
-Its whole state (the last event read and every environment's incident state) lives in the
-sensor cursor, so a daemon restart neither re-alerts nor loses a recovery notice. Environments
-with a deployment verification in progress are held: their state keeps moving, but the
-verification sends the only message. The first tick (no cursor yet) replays the recorded history
-the same way, so enabling the sensor on an old instance announces only what is still down.
+Its whole state (the last event read, every environment's incident state and the sweep watch)
+lives in the sensor cursor, so a daemon restart neither re-alerts nor loses a recovery notice.
+Environments with a deployment verification in progress are held: their state keeps moving, but
+the verification sends the only message. The first tick (no cursor yet) replays the recorded
+history the same way, so enabling the sensor on an old instance announces only what is still down.
+
+It also watches the sweeps themselves (a dead-man's switch, ``lib/incidents.py::SweepWatch``):
+no result for HEALTH_SILENCE_INTERVALS sweep intervals, or a failing ``health_check_job`` (which
+``run_failure_slack_sensor`` leaves to it), is one incident with reminders and one notice when
+sweeps are back. A bad health setting does not stop this sensor: it keeps its defaults for the
+bad value, and the failing sweeps report the setting.
 """
 
 
@@ -14,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
-from ops_platform.config import ConfigError
+from ops_platform.defs.alerts.sensors import run_failure_reason
 from ops_platform.defs.dagster_private import (
     FINISHED_STATUSES,
     IN_PROGRESS_RUN_STATUSES,
@@ -25,8 +31,9 @@ from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib.deploy import max_runtime_seconds
-from ops_platform.lib.incidents import AlertEvent, IncidentTracker, Observation
+from ops_platform.lib.incidents import SWEEP_JOB, AlertEvent, IncidentTracker, Observation, SweepRun, SweepWatch
 from ops_platform.lib.messages.health import incident_message
+from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
 
 RECORDS_PER_CHECK = 200
@@ -45,23 +52,50 @@ class SensorCursor:
     pending_checks: set[str] = field(default_factory=set)
     outbox: list[dict] = field(default_factory=list)
     tracker: dict | None = None
+    watch: dict | None = None
 
     def to_json(self) -> str:
         return json.dumps({"after": self.after, "seen": sorted(self.seen),
                            "pending_checks": sorted(self.pending_checks), "outbox": self.outbox,
-                           "tracker": self.tracker}, separators=(",", ":"))
+                           "tracker": self.tracker, "watch": self.watch}, separators=(",", ":"))
 
 
 def _read_cursor(cursor: str | None) -> SensorCursor:
     try:
         data = json.loads(cursor) if cursor else {}
         outbox = [item for item in data.get("outbox") or [] if isinstance(item, dict)]
-        tracker = data.get("tracker")
+        tracker, watch = data.get("tracker"), data.get("watch")
         return SensorCursor(int(data.get("after") or 0), {int(i) for i in data.get("seen") or []},
                             {str(key) for key in data.get("pending_checks") or []}, outbox,
-                            tracker if isinstance(tracker, dict) else None)
+                            tracker if isinstance(tracker, dict) else None,
+                            watch if isinstance(watch, dict) else None)
     except (ValueError, AttributeError, TypeError):
         return SensorCursor()
+
+
+def current_time() -> float:
+    """The sensor's clock (the sweep watch measures silence on it)."""
+    return time.time()
+
+
+def latest_sweep_run(instance: dg.DagsterInstance, known: dict | None = None) -> SweepRun | None:
+    """The newest finished (succeeded or failed) run of ``health_check_job``, from any entry point;
+    a failed run's reason is read from its events once (``known`` is the last one seen)."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=SWEEP_JOB, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+        limit=5)
+    if not records:
+        return None
+    record = max(records, key=lambda r: (r.end_time or r.update_timestamp.timestamp(), r.storage_id))
+    run = record.dagster_run
+    ok = run.status == dg.DagsterRunStatus.SUCCESS
+    if ok:
+        reason = ""
+    elif known and known.get("run_id") == run.run_id:
+        reason = known.get("reason", "")
+    else:
+        reason = Redactor.from_environ()(run_failure_reason(instance, run.run_id))
+    return SweepRun(run.run_id, ok, record.end_time or record.update_timestamp.timestamp(), reason)
 
 
 def _observation(record) -> tuple[str, Observation] | None:
@@ -186,14 +220,15 @@ def post_events(slack: OpsSlackResource, log, outbox: list[dict], failure_thresh
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Opens an incident after consecutive failed health checks of a component (one Slack message "
                 "per environment), reminds while it stays open, reports recovery with the downtime, and "
-                "sends one notice for a flapping component. State lives in the cursor.",
+                "sends one notice for a flapping component. Also one incident when the sweeps stop "
+                "(HEALTH_SILENCE_INTERVALS) or health_check_job fails. State lives in the cursor.",
 )
 def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource, health_settings: HealthSettings):
     cursor = _read_cursor(context.cursor)
-    if health_settings.invalid_settings:
-        raise ConfigError(health_settings.invalid_settings[0])
+    now = current_time()
     settings = health_settings.incident_settings()
     tracker = IncidentTracker.from_state(cursor.tracker, settings)
+    watch = SweepWatch(health_settings.watch_settings(health_assets.SWEEP_INTERVAL_MINUTES * 60.0), cursor.watch)
     check_keys = [spec.key for spec in health_assets.health_check_specs]
     observations, cursor.after, cursor.seen, cursor.pending_checks = new_observations(
         context.instance, cursor.after, cursor.seen, check_keys, cursor.pending_checks)
@@ -204,7 +239,14 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
     for environment in sorted(environments):
         events += tracker.observe(environment, observations.get(environment, []),
                                   hold=replaying_history or environment in held)
-    cursor.tracker = tracker.state
+    results = [o.at for found in observations.values() for o in found]
+    unchecked = [name for name, env in tracker.state["environments"].items()
+                 if env.get("incident") and env["incident"].get("announced")]
+    if check_keys:  # with no environment configured there is no sweep to expect
+        events = watch.observe(now, max(results) if results else None,
+                               latest_sweep_run(context.instance, watch.state.get("latest_run")),
+                               hold=replaying_history, open_incidents=unchecked) + events
+    cursor.tracker, cursor.watch = tracker.state, watch.state
     outbox = cursor.outbox + [asdict(event) for event in events]
     cursor.outbox = post_events(slack, context.log, outbox, settings.failure_threshold)
     context.update_cursor(cursor.to_json())
@@ -214,4 +256,9 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
         summary += f"; {len(cursor.outbox)} left for the next tick"
     if held:
         summary += f"; held for deployment verification: {', '.join(sorted(held))}"
+    incident = watch.state.get("incident")
+    if incident:
+        summary += f"; health checks {incident['condition']}"
+    if health_settings.invalid_settings:
+        summary += f"; bad setting (defaults used here, sweeps fail): {health_settings.invalid_settings[0]}"
     return dg.SkipReason(summary)
