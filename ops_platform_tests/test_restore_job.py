@@ -156,6 +156,6 @@ def test_retrying_a_failed_restore_of_latest_picks_the_same_backup(backup, live,
     folder, manifest = backup[0], backup[1]
     monkeypatch.setenv("STAGING_MIGRATE_COMMAND", "exit 3")
     result = run_restore(instance, backup, slack_server, backup=manifest.id, confirm="staging")
-    assert not result.success
+    assert [event.step_key for event in step_events(result, "STEP_FAILURE")] == ["run_migrations"]
     newest = resolve_backup("staging", "latest", LocalStore(folder)).first.manifest
     assert (newest.id, newest.kind) == (manifest.id, manifest.kind)
