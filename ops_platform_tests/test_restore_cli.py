@@ -97,6 +97,11 @@ def untouched(site: Site, before, names: list[str]) -> None:
     assert database_names() == names
 
 
+def work_files(site: Site) -> list[str]:
+    """Files the restores left in their work folder (the decompressed archives)."""
+    return sorted(str(path) for path in (site.backup_dir / ".restore").rglob("*") if path.is_file())
+
+
 def assert_no_secret(*texts: str) -> None:
     for text in texts:
         assert DB_PASSWORD not in text
@@ -164,6 +169,7 @@ def test_restore_latest_over_the_live_database(base, site, slack_server, tmp_pat
     assert [line.split(":")[0] + ":" for line in lines] == STEP_PREFIXES, result.stderr
     assert "migrate: migrate command succeeded" in result.stderr
     assert "(1 session(s) ended)" in lines[-1]
+    assert work_files(site) == []
 
     texts = slack_server.texts()
     assert len(texts) == 2, texts
@@ -290,11 +296,13 @@ def run_failure_sensor(site: Site, run_id: str, slack_webhook: str) -> None:
 def test_failing_migrate_command_leaves_the_live_database_untouched(base, site, slack_server):
     before, names = fingerprint(DEV), database_names()
     result = site.cli("restore", base.dev_id, "development", "--yes",
-                      env={"MIGRATE_COMMAND": "echo 'migration 0042 failed: column already exists' >&2; exit 3"})
+                      env={"MIGRATE_COMMAND": "echo \"migration 0042 failed: column already exists in $DATABASE_URL\" >&2; "
+                                              "exit 3"})
     line = assert_one_line_error(result, 1, "failed at migrate", "exited with code 3",
                                  "migration 0042 failed", f"{DEV} was left untouched")
     assert "__restore_" in line  # it names the copy the command ran against
     untouched(site, before, names)
+    assert work_files(site) == []
     assert [entry.split(":")[0] + ":" for entry in step_lines(result.stderr)] == STEP_PREFIXES[:4]
 
     texts = slack_server.texts()
@@ -375,7 +383,7 @@ def test_corrupt_local_artifact_falls_back_to_s3_else_is_refused_before_any_data
 
 # ---------------------------------------------------------------- killed, and two at once
 
-BIG_ROWS = 150_000
+BIG_ROWS = 100_000
 
 
 @pytest.fixture(scope="module")
@@ -395,16 +403,15 @@ def big(base, tmp_path_factory):
         drop_database(name)
 
 
-def big_site(big, tmp_path) -> Site:
+def big_site(big, tmp_path, slack_webhook: str | None = None) -> Site:
     site = big[0]
     home = tmp_path / "home"
-    return Site(home, site.backup_dir, {**site.env, "DAGSTER_HOME": str(home)}, site.live)
+    env = {**site.env, "DAGSTER_HOME": str(home), **({"SLACK_WEBHOOK_URL": slack_webhook} if slack_webhook else {})}
+    return Site(home, site.backup_dir, env, site.live)
 
 
-def test_killed_restore_leaves_the_live_database_and_the_next_restore_cleans_up(big, tmp_path):
-    site = big_site(big, tmp_path)
-    backup_id, expected = big[1], big[2]
-    before = fingerprint(site.live)
+def start_and_wait_for_pg_restore(site: Site, backup_id: str) -> tuple[subprocess.Popen, dict[int, str]]:
+    """Start a restore of the live database; return once pg_restore is loading the scratch copy."""
     process = site.popen("restore", backup_id, "development", "--yes")
     seen: dict[int, str] = {}
 
@@ -415,12 +422,25 @@ def test_killed_restore_leaves_the_live_database_and_the_next_restore_cleans_up(
 
     try:
         wait_for(restoring, 120, interval=0.01, what="pg_restore into the scratch database")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, seen
+
+
+def test_killed_restore_leaves_the_live_database_and_the_next_restore_cleans_up(big, tmp_path):
+    site = big_site(big, tmp_path)
+    backup_id, expected = big[1], big[2]
+    before = fingerprint(site.live)
+    process, seen = start_and_wait_for_pg_restore(site, backup_id)
+    try:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
         left = [name for name in database_names(site.live) if "__restore_" in name]
         assert len(left) == 1, left  # the killed restore's scratch database
         assert fingerprint(site.live) == before
-        survivors = {pid: name for pid, name in seen.items() if alive(pid)}
+        assert work_files(site)  # and its decompressed archive
 
         # The operator runs the restore again, on the same instance.
         again = site.cli("restore", backup_id, "development", "--yes")
@@ -432,15 +452,46 @@ def test_killed_restore_leaves_the_live_database_and_the_next_restore_cleans_up(
         names = database_names(site.live)
         assert not [name for name in names if "__restore_" in name], names
         assert content(site.live) == expected
+        assert work_files(site) == []
         still_running = {pid: name for pid, name in seen.items() if alive(pid)}
-        assert not still_running, f"processes of the killed restore outlived the next restore: {still_running}"
-        print(f"processes of the killed restore running after the kill: {survivors}")
+        assert not still_running, f"processes of the killed restore are still running: {still_running}"
         assert again.returncode == 0, f"the next restore on the same instance was refused: {again.stderr}"
     finally:
         kill_pids(pid for pid in seen if alive(pid))
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_interrupted_restore_exits_130_and_cleans_up_like_a_failure(big, tmp_path, slack_server):
+    """Ctrl-C during pg_restore: the contract's exit code 130, and the failure rules (live untouched,
+    scratch copy dropped, one alert saying what was left as it was)."""
+    site = big_site(big, tmp_path, slack_server.webhook_url)
+    before = fingerprint(site.live)
+    process, seen = start_and_wait_for_pg_restore(site, big[1])
+    try:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        kill_pids(pid for pid in seen if alive(pid))
+    assert fingerprint(site.live) == before
+    (run,) = site.runs("restore_job")
+    assert run.is_finished
+    last = err.strip().splitlines()[-1]
+    problems = []
+    if process.returncode != 130:
+        problems.append(f"exit code {process.returncode}, not 130")
+    if "interrupted" not in last or "untouched" not in last:
+        problems.append(f"the last line does not say it was interrupted and what was left: {last!r}")
+    scratch = [name for name in database_names(site.live) if "__restore_" in name]
+    if scratch:
+        problems.append(f"scratch database left: {scratch}")
+    if work_files(site):
+        problems.append(f"decompressed archive left: {work_files(site)}")
+    if not any("Restore failed" in text for text in slack_server.texts()):
+        problems.append(f"no failure alert, Slack got: {slack_server.texts()}")
+    if problems:
+        pytest.fail("interrupted restore:\n  " + "\n  ".join(problems), pytrace=False)
 
 
 def restore_lock_held(database: str) -> bool:
