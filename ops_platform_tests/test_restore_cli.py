@@ -316,6 +316,15 @@ def test_failing_migrate_command_leaves_the_live_database_untouched(base, site, 
     assert_no_secret(result.stderr, slack_server.all_bodies(), site.run_texts())
 
 
+def test_a_wiped_database_can_be_restored(base, site, slack_server):
+    """The disaster a restore is for: every table dropped. The safety backup of what is there
+    (nothing) must not stop the restore."""
+    run_sql_as(DEV, "DROP TABLE orders; DROP TABLE customers;")
+    result = site.cli("restore", "latest", "development", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert content(DEV) == base.dev_content
+
+
 @pytest.fixture
 def limited_site(base, tmp_path, slack_server):
     """An environment whose role cannot create databases and owns its database."""
