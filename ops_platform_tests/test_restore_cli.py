@@ -34,6 +34,7 @@ from ops_platform_tests.restore_e2e_helpers import (
 )
 
 DEV, STAGING, PRODUCTION = PREFIX + "dev", PREFIX + "stg", PREFIX + "prod"
+TARGETS = PREFIX + "target_"  # databases the tests restore into
 LIVE_DATABASES = {"development": DEV, "staging": STAGING, "production": PRODUCTION}
 AFTER_BACKUP = "INSERT INTO customers (email) VALUES ('written-after-the-backup@example.com');"
 _prefixes = itertools.count(1)
@@ -82,9 +83,8 @@ def site(base, tmp_path, slack_server):
     env = make_env(tmp_path / "home", backup_dir, LIVE_DATABASES, s3_prefix=prefix,
                    slack_webhook=slack_server.webhook_url)
     yield Site(tmp_path / "home", backup_dir, env, DEV)
-    for name in database_names():
-        if name not in LIVE_DATABASES.values():
-            drop_database(name)
+    for name in database_names(DEV + "__") + database_names(TARGETS):
+        drop_database(name)
 
 
 def pre_restore_backups(site: Site) -> list[dict]:
@@ -147,7 +147,7 @@ def test_restore_latest_over_the_live_database(base, site, slack_server, tmp_pat
     kept = f"{DEV}__pre_restore_{stamp}"
     # The swap: the live name holds the backup plus the migration; the old database itself
     # (same oid, the row written after the backup) is kept; no scratch database is left.
-    assert database_names() == sorted([DEV, kept, PRODUCTION, STAGING])
+    assert database_names(DEV) == [DEV, kept]
     restored = content(DEV)
     assert restored.pop("public.migrated").startswith("1:")
     assert restored == base.dev_content
@@ -206,7 +206,7 @@ def database_asset_events(site: Site) -> tuple[list, list]:
 
 
 def test_target_database_is_created_then_refused_then_replaced(base, site, slack_server):
-    before, copy = fingerprint(DEV), PREFIX + "copy"
+    before, copy = fingerprint(DEV), TARGETS + "copy"
     first = site.cli("restore", base.dev_id, "development", "--target-database", copy)
     assert first.returncode == 0, first.stderr
     assert fingerprint(DEV) == before
@@ -237,7 +237,7 @@ def test_target_database_is_created_then_refused_then_replaced(base, site, slack
     assert pre_restore_backups(site) == []
     materializations, observations = database_asset_events(site)
     assert materializations == [] and len(observations) == 2
-    assert not [name for name in database_names() if "__restore_" in name]
+    assert not [name for name in database_names(TARGETS) if "__restore_" in name]
 
 
 def test_another_environments_backup_must_be_allowed_and_is_named(base, site, slack_server):
@@ -247,7 +247,7 @@ def test_another_environments_backup_must_be_allowed_and_is_named(base, site, sl
     untouched(site, before, names)
     assert slack_server.texts() == [] and site.runs() == []
 
-    target = PREFIX + "from_staging"
+    target = TARGETS + "from_staging"
     allowed = site.cli("restore", base.staging_id, "development", "--allow-other-environment",
                        "--target-database", target, "--skip-migrations", env={"MIGRATE_COMMAND": "exit 3"})
     assert allowed.returncode == 0, allowed.stderr
@@ -365,7 +365,7 @@ def test_corrupt_local_artifact_falls_back_to_s3_else_is_refused_before_any_data
     artifact = site.backup_dir / "development" / f"{base.dev_id}.dump.zst"
     flip_byte(artifact)
     before = fingerprint(DEV)
-    target = PREFIX + "from_s3_copy"
+    target = TARGETS + "from_s3_copy"
     fallback = site.cli("restore", base.dev_id, "development", "--target-database", target)
     assert fallback.returncode == 0, fallback.stderr
     fetch = next(line for line in fallback.stderr.splitlines() if line.startswith("fetch:"))
@@ -499,6 +499,8 @@ def test_interrupted_restore_exits_130_and_cleans_up_like_a_failure(big, tmp_pat
         problems.append(f"decompressed archive left: {work_files(site)}")
     if not any("Restore failed" in text for text in slack_server.texts()):
         problems.append(f"no failure alert, Slack got: {slack_server.texts()}")
+    for name in scratch:  # what the next restore would drop
+        drop_database(name)
     if problems:
         pytest.fail("interrupted restore:\n  " + "\n  ".join(problems), pytrace=False)
 
@@ -540,7 +542,7 @@ def test_two_restores_of_one_database_never_run_together(base, site, slack_serve
                           "nothing was changed")
     assert_one_line_error(results["backup"], 1, "a backup or restore of development is already running")
     assert content(DEV) == base.dev_content
-    assert not [name for name in database_names() if "__restore_" in name]
+    assert not [name for name in database_names(DEV) if "__restore_" in name]
     texts = slack_server.texts()
     assert sum("Restore succeeded" in text for text in texts) == 1
     (refused,) = [text for text in texts if "Restore failed" in text]
@@ -549,7 +551,7 @@ def test_two_restores_of_one_database_never_run_together(base, site, slack_serve
 
 # ---------------------------------------------------------------- 5. bad input
 
-EXISTING = PREFIX + "existing"
+EXISTING = TARGETS + "existing"
 BAD_INPUT = {
     "dotdot-id": (["restore", "../development-20260101T000000Z", "development", "--yes"], {}, ["invalid backup id"]),
     "dotdot-in-id": (["restore", "development-20260101T000000Z/../../x", "development", "--yes"], {},
