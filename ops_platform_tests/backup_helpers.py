@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ops_platform_tests.conftest import DB_USER, PG_HOST, psql, reset_database
 from ops_platform_testkit.s3_fault_proxy import S3FaultProxy
+from ops_platform_tests.conftest import DB_USER, PG_HOST, psql, reset_database
 
 BIG_ROWS = 600_000
 

@@ -4,10 +4,10 @@ ops_platform/defs/dagster_private.py). Each builds a situation the public API ca
 # Events and run records written straight to the instance: a run "in progress" that no process
 # runs (a killed CLI run), or a check result landing after the sensor's last read.
 from dagster._core.events import DagsterEvent, DagsterEventType
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 # Reads a dagster.yaml exactly as an instance would, to validate the example configurations.
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 # The fire times of a cron string in a time zone, to check the schedules across DST changes.
 from dagster._utils.schedules import cron_string_iterator

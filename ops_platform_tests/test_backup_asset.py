@@ -8,13 +8,27 @@ import json
 import dagster as dg
 
 from ops_platform.defs.backups import assets as backup_assets
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.lib.artifacts import Manifest
 from ops_platform.lib.tags import ALERTED, BACKUP_KIND
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
-    big_database, empty_database, terminate_dump_when_streaming,
+    big_database,
+    empty_database,
+    terminate_dump_when_streaming,
 )
-from ops_platform_tests.conftest import AWS_SECRET, DB_PASSWORD, DB_USER, S3_BUCKET, SLACK_TOKEN, database_url, platform_resources
+from ops_platform_tests.conftest import (
+    AWS_SECRET,
+    DB_PASSWORD,
+    DB_USER,
+    S3_BUCKET,
+    SLACK_TOKEN,
+    database_url,
+    platform_resources,
+)
 
 
 def materialize(instance, environment, slack, backup_dir, s3=True, tags=None):

@@ -17,7 +17,12 @@ import psycopg
 
 from ops_platform_testkit.health_server import SilentListener
 from ops_platform_tests.backup_helpers import fill_big_table
-from ops_platform_tests.conftest import TEST_DATABASES, database_url, platform_resources, psql
+from ops_platform_tests.conftest import (
+    TEST_DATABASES,
+    database_url,
+    platform_resources,
+    psql,
+)
 
 CLI = str(Path(sys.executable).parent / "ops-platform")
 
@@ -50,7 +55,7 @@ def test_a_hung_s3_endpoint_never_holds_back_the_local_backup(databases, tmp_pat
     assert result.returncode == 0, result.stderr
     assert len(committed(tmp_path / "backups")) == 1
     assert "S3 took no data for 2s" in result.stderr or "S3 accepted no data for 2s" in result.stderr
-    assert elapsed < 60, elapsed
+    assert elapsed < 90, elapsed  # retention after it also gives up on the hung S3 quickly
 
 
 def test_ctrl_c_stops_a_backup_stuck_on_s3_within_seconds(databases, tmp_path):
@@ -120,7 +125,9 @@ def test_a_table_locked_by_a_migration_fails_the_backup_in_bounded_time(database
     assert committed(tmp_path / "backups") == [] and not _pg_dump_running(name)
 
 
-def test_two_backups_started_together_never_both_run(databases, tmp_path):
+def test_two_backups_started_together_never_overlap(databases, tmp_path):
+    """Both are recorded; each runs alone (one dump at a time, the environment's lock), and each
+    gets its own id. Neither fails half-way for the other's sake."""
     fill_big_table(TEST_DATABASES["development"], rows=200_000)
     env = cli_env(tmp_path)
     results = []
@@ -133,52 +140,75 @@ def test_two_backups_started_together_never_both_run(databases, tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    codes = sorted(result.returncode for result in results)
-    assert codes == [0, 1], [r.stderr for r in results]
-    refused = next(result for result in results if result.returncode == 1)
-    assert "is running" in refused.stderr or "already running" in refused.stderr
-    assert len(committed(tmp_path / "backups")) == 1
+    for result in results:
+        assert result.returncode == 0 or ("is running" in result.stderr and result.returncode == 1), result.stderr
+        assert "FileNotFoundError" not in result.stderr and "Traceback" not in result.stderr
+    manifests = committed(tmp_path / "backups")
+    assert len(manifests) == sum(result.returncode == 0 for result in results) >= 1
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        windows = []
+        for record in instance.get_run_records():
+            dump = [event for event in instance.get_records_for_run(record.dagster_run.run_id).records
+                    if event.event_log_entry.step_key == "database_backup" and event.event_log_entry.dagster_event
+                    and event.event_log_entry.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS")]
+            if len(dump) == 2:
+                windows.append((dump[0].event_log_entry.timestamp, dump[1].event_log_entry.timestamp))
+    windows.sort()
+    assert all(earlier[1] <= later[0] for earlier, later in zip(windows, windows[1:])), windows
 
 
-def test_a_killed_backup_never_holds_the_environment(databases, tmp_path, moto_server, s3_bucket, slack_server):
-    """kill -9 mid-dump: the run is found dead (no heartbeat), marked failed, announced once, and
-    its .partial file and multipart upload are cleaned up; the next backup works."""
+def test_a_killed_backup_never_holds_the_environment(databases, tmp_path, moto_server, s3_bucket):
+    """kill -9 mid-dump on this host: the next backup finds the run's process gone, marks it failed,
+    clears its .partial file and multipart upload, and works."""
     fill_big_table(TEST_DATABASES["development"], rows=400_000)
-    env = cli_env(tmp_path, AWS_S3_BUCKET="ops-backups-test", AWS_ENDPOINT_URL_S3=moto_server,
-                  RUN_DEAD_AFTER_SECONDS="60")
-    process = subprocess.Popen([CLI, "backup", "development"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    _wait_for(lambda: list((tmp_path / "backups").rglob(".*.partial")), 60)
-    process.kill()
-    process.wait()
-    assert list((tmp_path / "backups").rglob(".*.partial"))
-
-    refused = run_cli(env, "backup", "development")  # the dead run still looks alive: seconds ago
-    assert refused.returncode == 1 and "already running" in refused.stderr
-
-    home = tmp_path / "home"
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        [record] = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-        _age_heartbeat(instance, record.dagster_run.run_id, seconds=120)
-        from ops_platform.defs.alerts import dead_runs
-        from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
-
-        resources = platform_resources(backup_storage=BackupStorageResource(backup_dir=str(tmp_path / "backups")),
-                                       backup_bucket=BackupBucketResource(bucket="ops-backups-test"))
-        os.environ["RUN_DEAD_AFTER_SECONDS"] = "60"
-        try:
-            with dg.build_sensor_context(instance=instance, resources=resources) as context:
-                result = dead_runs.dead_run_sensor(context)
-        finally:
-            os.environ.pop("RUN_DEAD_AFTER_SECONDS")
-        assert "marked 1 dead run(s) failed" in result.skip_message
-        run = instance.get_run_by_id(record.dagster_run.run_id)
-        assert run.status == dg.DagsterRunStatus.FAILURE
-    assert not list((tmp_path / "backups").rglob(".*.partial"))
-    assert s3_bucket.list_multipart_uploads(Bucket="ops-backups-test").get("Uploads", []) == []
-
+    env = cli_env(tmp_path, AWS_S3_BUCKET="ops-backups-test", AWS_ENDPOINT_URL_S3=moto_server)
+    killed_run = _kill_mid_dump(env, tmp_path)
     again = run_cli(env, "backup", "development")
     assert again.returncode == 0, again.stderr
+    assert not list((tmp_path / "backups").rglob(".*.partial"))
+    assert s3_bucket.list_multipart_uploads(Bucket="ops-backups-test").get("Uploads", []) == []
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        run = instance.get_run_by_id(killed_run)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_backup_killed_on_another_host_is_found_by_its_silence(databases, tmp_path, moto_server, s3_bucket,
+                                                                 slack_server):
+    """A run of another host (the CLI on a CI runner sharing the instance): while its heartbeat is
+    fresh it holds the environment; once it is silent, dead_run_sensor marks it failed, cleans up,
+    and the run-failure sensor posts it once."""
+    fill_big_table(TEST_DATABASES["development"], rows=400_000)
+    env = cli_env(tmp_path, AWS_S3_BUCKET="ops-backups-test", AWS_ENDPOINT_URL_S3=moto_server)
+    killed_run = _kill_mid_dump(env, tmp_path)
+    from ops_platform.lib.tags import HOST
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        instance.add_run_tags(killed_run, {HOST: "another-host"})
+    refused = run_cli(env, "backup", "development")
+    assert refused.returncode == 1 and "already running" in refused.stderr
+
+    from ops_platform.defs.alerts import dead_runs, sensors
+    from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        _age_heartbeat(instance, killed_run, seconds=3600)
+        resources = platform_resources(backup_storage=BackupStorageResource(backup_dir=str(tmp_path / "backups")),
+                                       backup_bucket=BackupBucketResource(bucket="ops-backups-test"))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            result = dead_runs.dead_run_sensor(context)
+        assert "marked 1 dead run(s) failed" in result.skip_message
+        run = instance.get_run_by_id(killed_run)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        failure = instance.get_records_for_run(killed_run, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
+        slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_slack_sensor", dagster_instance=instance, dagster_run=run,
+            dagster_event=failure.event_log_entry.dagster_event, resources={"slack": slack}).for_run_failure()
+        sensors.run_failure_slack_sensor(context)
+    texts = slack_server.texts()
+    assert len(texts) == 1 and "its process is gone" in texts[0] and "removed" in texts[0]
+    assert not list((tmp_path / "backups").rglob(".*.partial"))
+    assert s3_bucket.list_multipart_uploads(Bucket="ops-backups-test").get("Uploads", []) == []
 
 
 def test_backup_ids_are_unique_within_one_second(databases, tmp_path):
@@ -220,6 +250,19 @@ def _wait_for(condition, seconds: float) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
+
+
+def _kill_mid_dump(env: dict, tmp_path: Path) -> str:
+    """Start a CLI backup, SIGKILL it while it streams, and return its run id."""
+    process = subprocess.Popen([CLI, "backup", "development"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    _wait_for(lambda: list((tmp_path / "backups").rglob(".*.partial")), 60)
+    process.kill()
+    process.wait()
+    assert list((tmp_path / "backups").rglob(".*.partial"))
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        [record] = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    return record.dagster_run.run_id
 
 
 def _age_heartbeat(instance, run_id: str, seconds: float) -> None:

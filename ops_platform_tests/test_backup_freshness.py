@@ -7,7 +7,11 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from ops_platform.defs.alerts import freshness as freshness_sensors
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.lib import freshness
 from ops_platform.lib.artifacts import Manifest, make_backup_id, utc_iso
 from ops_platform.lib.messages.freshness import freshness_message

@@ -14,7 +14,10 @@ from ops_platform.lib.dump import BackupStepError, Compression, S3Leg, run_dump
 from ops_platform.lib.stores import make_s3_client
 from ops_platform.lib.verify import decode_artifact
 from ops_platform_tests.backup_helpers import (  # noqa: F401 - fixtures
-    big_database, s3_fault_proxy, terminate_dump_when_streaming, watch_cmdlines,
+    big_database,
+    s3_fault_proxy,
+    terminate_dump_when_streaming,
+    watch_cmdlines,
 )
 from ops_platform_tests.conftest import DB_PASSWORD, S3_BUCKET, database_url
 

@@ -12,7 +12,12 @@ from ops_platform import cli
 from ops_platform.config import EnvironmentConfig
 from ops_platform.lib import deploy
 from ops_platform.lib.redact import Redactor
-from ops_platform_tests.conftest import SLACK_TOKEN, database_url, free_port, platform_resources
+from ops_platform_tests.conftest import (
+    SLACK_TOKEN,
+    database_url,
+    free_port,
+    platform_resources,
+)
 
 SECRET = "R0llbackS3cretValue"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-
 from ops_platform.config import EnvironmentConfig
 from ops_platform.lib import deploy
 from ops_platform.lib.redact import Redactor

@@ -5,7 +5,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ops_platform.lib.messages.health import incident_message
 from ops_platform.lib.incidents import (
     FLAPPING,
     OPENED,
@@ -15,6 +14,7 @@ from ops_platform.lib.incidents import (
     IncidentTracker,
     Observation,
 )
+from ops_platform.lib.messages.health import incident_message
 
 FIVE_MIN = 300.0
 

@@ -9,9 +9,15 @@ import functools
 import dagster as dg
 import pytest
 
-from ops_platform.defs.health import sensors as health_sensors
 from ops_platform.definitions import defs
-from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, SLACK_TOKEN, free_port, platform_resources
+from ops_platform.defs.health import sensors as health_sensors
+from ops_platform_tests.conftest import (
+    DB_PASSWORD,
+    DB_USER,
+    SLACK_TOKEN,
+    free_port,
+    platform_resources,
+)
 
 REDIS_SECRET = "R3disPassw0rdSecret"
 API_TOKEN = "ApiQueryT0kenSecret"

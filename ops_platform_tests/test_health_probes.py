@@ -8,7 +8,14 @@ import pytest
 
 from ops_platform.config import EnvironmentConfig
 from ops_platform.lib import probes
-from ops_platform.lib.probes import DEGRADED, HEALTHY, UNHEALTHY, Probe, ProbeSettings, run_sweep
+from ops_platform.lib.probes import (
+    DEGRADED,
+    HEALTHY,
+    UNHEALTHY,
+    Probe,
+    ProbeSettings,
+    run_sweep,
+)
 from ops_platform.lib.redact import Redactor
 from ops_platform_tests.conftest import DB_PASSWORD, database_url, free_port
 

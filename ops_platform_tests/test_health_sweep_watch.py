@@ -23,7 +23,12 @@ from ops_platform.lib.incidents import (
     SweepWatchSettings,
 )
 from ops_platform.lib.messages.health import incident_message
-from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, SLACK_TOKEN, platform_resources
+from ops_platform_tests.conftest import (
+    DB_PASSWORD,
+    DB_USER,
+    SLACK_TOKEN,
+    platform_resources,
+)
 from ops_platform_tests.test_health_sensor import Daemon, record
 
 MINUTE = 60.0

@@ -27,10 +27,37 @@ import pytest
 from ops_platform_tests.backup_helpers import fill_big_table
 from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, free_port, psql
 from ops_platform_tests.restore_e2e_helpers import (
-    BUCKET, CLI, PREFIX, ROLE_PREFIX, ROOT, ROWS, STEP_PREFIXES, Site, alive, assert_one_line_error, content,
-    copy_s3_prefix, copy_tree, create_live, database_names, database_oid, descendants, drop_database,
-    drop_databases, drop_roles, empty_bucket, fingerprint, flip_byte, kill_pids, make_env, quoted, run_sql_as,
-    s3_client, step_lines, url_for, wait_for,
+    BUCKET,
+    CLI,
+    PREFIX,
+    ROLE_PREFIX,
+    ROOT,
+    ROWS,
+    STEP_PREFIXES,
+    Site,
+    alive,
+    assert_one_line_error,
+    content,
+    copy_s3_prefix,
+    copy_tree,
+    create_live,
+    database_names,
+    database_oid,
+    descendants,
+    drop_database,
+    drop_databases,
+    drop_roles,
+    empty_bucket,
+    fingerprint,
+    flip_byte,
+    kill_pids,
+    make_env,
+    quoted,
+    run_sql_as,
+    s3_client,
+    step_lines,
+    url_for,
+    wait_for,
 )
 
 DEV, STAGING, PRODUCTION = PREFIX + "dev", PREFIX + "stg", PREFIX + "prod"
@@ -506,9 +533,9 @@ def test_interrupted_restore_exits_130_and_cleans_up_like_a_failure(big, tmp_pat
 
 
 def restore_lock_held(database: str) -> bool:
-    from ops_platform.lib.restore.databases import lock_keys
+    from ops_platform.lib.locks import DATABASE_NAMESPACE, lock_keys
 
-    first, second = lock_keys(database)
+    first, second = lock_keys(DATABASE_NAMESPACE, database)
     return psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 f"AND classid = {first}::bigint::oid AND objid = {second & 0xFFFFFFFF}::bigint::oid "
                 "AND objsubid = 2") == "1"
@@ -538,15 +565,18 @@ def test_two_restores_of_one_database_never_run_together(base, site, slack_serve
     done = finish(first)
     assert done.returncode == 0, done.stderr
     assert_one_line_error(results["same"], 1, "a restore_job run of development is in progress", "nothing was touched")
-    assert_one_line_error(results["other"], 1, f"another restore of database {DEV} is running",
-                          "nothing was changed")
-    assert_one_line_error(results["backup"], 1, "a backup or restore of development is already running")
+    # Another instance cannot see the first run: the environment's lock on the server refuses it.
+    assert_one_line_error(results["other"], 1, "another backup, restore, retention or drill of development is running",
+                          "restore_job run", "nothing was changed")
+    backup_refusal = results["backup"].stderr
+    assert results["backup"].returncode == 1 and ("is already running" in backup_refusal
+                                                   or "restore_job run" in backup_refusal), backup_refusal
     assert content(DEV) == base.dev_content
     assert not [name for name in database_names(DEV) if "__restore_" in name]
     texts = slack_server.texts()
     assert sum("Restore succeeded" in text for text in texts) == 1
     (refused,) = [text for text in texts if "Restore failed" in text]
-    assert "another restore" in refused and "nothing was changed" in refused
+    assert "is running" in refused and "nothing was changed" in refused
 
 
 # ---------------------------------------------------------------- 5. bad input

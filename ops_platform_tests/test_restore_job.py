@@ -12,15 +12,27 @@ import dagster as dg
 import pytest
 
 from ops_platform.config import EnvironmentConfig
-from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.definitions import defs
+from ops_platform.defs.resources import (
+    BackupBucketResource,
+    BackupStorageResource,
+    OpsSlackResource,
+)
 from ops_platform.lib.backup import perform_backup
 from ops_platform.lib.restore import databases
 from ops_platform.lib.stores import LocalStore
 from ops_platform.lib.tags import ALERTED
 from ops_platform_tests.conftest import DB_PASSWORD, platform_resources
 from ops_platform_tests.restore_e2e_helpers import (
-    PREFIX, ROWS, content, create_live, database_names, drop_database, fingerprint, run_sql_as, url_for,
+    PREFIX,
+    ROWS,
+    content,
+    create_live,
+    database_names,
+    drop_database,
+    fingerprint,
+    run_sql_as,
+    url_for,
 )
 
 LIVE = PREFIX + "job_live"
@@ -148,8 +160,6 @@ def test_a_run_that_finds_the_restore_lock_taken_changes_nothing(backup, live, i
     assert "Restore failed" in text and "nothing was changed" in text
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="design question: 'latest' includes pre-restore safety backups, so retrying a "
-                                       "failed restore restores the data it was meant to replace")
 def test_retrying_a_failed_restore_of_latest_picks_the_same_backup(backup, live, instance, slack_server, monkeypatch):
     from ops_platform.lib.restore.resolve import resolve_backup
 

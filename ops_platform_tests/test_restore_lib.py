@@ -11,19 +11,39 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import RestoreInputError, RestoreStepError
 from ops_platform.lib.restore.databases import (
-    can_create_databases, create_database, database_exists, drop_stale_scratch, make_stamp, restore_lock, scratch_name,
+    can_create_databases,
+    create_database,
+    database_exists,
+    drop_stale_scratch,
+    make_stamp,
+    restore_lock,
+    scratch_name,
 )
-from ops_platform.lib.restore.fetch import fetch_candidate, fetch_first_intact, make_work_dir
+from ops_platform.lib.restore.fetch import (
+    fetch_candidate,
+    fetch_first_intact,
+    make_work_dir,
+)
 from ops_platform.lib.restore.pg_restore import plan_grants, restore_into
 from ops_platform.lib.restore.resolve import resolve_backup
 from ops_platform.lib.restore.verify import verify_restored_database
-from ops_platform.lib.redact import Redactor
 from ops_platform_tests.conftest import DB_PASSWORD, psql
 from ops_platform_tests.restore_helpers import (  # noqa: F401 - fixtures
-    CHECKS_SQL, PREFIX, READER_ROLE, SOURCE_DB, backup_set, cleanup_databases, database_names, relation_acl,
-    schema_dump, table_fingerprints, url_for, watch_all_cmdlines,
+    CHECKS_SQL,
+    PREFIX,
+    READER_ROLE,
+    SOURCE_DB,
+    backup_set,
+    cleanup_databases,
+    database_names,
+    relation_acl,
+    schema_dump,
+    table_fingerprints,
+    url_for,
+    watch_all_cmdlines,
 )
 from ops_platform_tests.restore_helpers import create_database as create_test_database
 
@@ -373,7 +393,9 @@ def test_kept_databases_are_listed_and_expire(cleanup_databases):
     from datetime import datetime, timezone
 
     from ops_platform.lib.restore.databases import (
-        drop_expired_pre_restore, list_pre_restore_databases, pre_restore_name,
+        drop_expired_pre_restore,
+        list_pre_restore_databases,
+        pre_restore_name,
     )
 
     live = f"{PREFIX}kept"

@@ -13,7 +13,17 @@ import pytest
 
 from ops_platform_tests.conftest import DB_PASSWORD, free_port
 from ops_platform_tests.restore_e2e_helpers import (
-    BIN, PREFIX, ROOT, ROWS, Site, content, create_live, database_names, drop_database, fingerprint, make_env,
+    BIN,
+    PREFIX,
+    ROOT,
+    ROWS,
+    Site,
+    content,
+    create_live,
+    database_names,
+    drop_database,
+    fingerprint,
+    make_env,
     run_sql_as,
 )
 

@@ -11,13 +11,22 @@ import dagster as dg
 import pytest
 
 from ops_platform.cli import main
+from ops_platform.config import ENVIRONMENT_PREFIXES
 from ops_platform.defs.backups import assets as backup_assets
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
 from ops_platform.defs.retention import assets as retention_assets
 from ops_platform.defs.retention import schedules as retention_schedules
 from ops_platform.lib.stores import LocalStore, S3Store
-from ops_platform.config import ENVIRONMENT_PREFIXES
-from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT, S3_BUCKET, SAMPLE_SCHEMA, platform_resources, psql
+from ops_platform_tests.conftest import (
+    DB_PASSWORD,
+    DB_USER,
+    PG_HOST,
+    PG_PORT,
+    S3_BUCKET,
+    SAMPLE_SCHEMA,
+    platform_resources,
+    psql,
+)
 from ops_platform_tests.test_retention_stores import put_backup
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -9,7 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ops_platform.config import ConfigError
-from ops_platform.lib.artifacts import MANIFEST_SUFFIX, Manifest, make_backup_id, utc_iso
+from ops_platform.lib.artifacts import (
+    MANIFEST_SUFFIX,
+    Manifest,
+    make_backup_id,
+    utc_iso,
+)
 from ops_platform.lib.retention.policy import (
     DELETE,
     KEEP,

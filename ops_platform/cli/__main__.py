@@ -1,5 +1,3 @@
-import sys
+from ops_platform.cli.main import console_main
 
-from ops_platform.cli.main import main
-
-sys.exit(main())
+console_main()

@@ -13,7 +13,12 @@ import os
 import signal
 import sys
 
-from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TERMINATED, CommandError
+from ops_platform.cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    CommandError,
+)
 from ops_platform.cli.remote import Platform, PlatformError
 from ops_platform.cli.runs import failure_message, run_job
 from ops_platform.config import ENVIRONMENT_PREFIXES, get_environment

@@ -99,5 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def console_main() -> None:
+    """The console script: ``main``, then exit at once even if a worker thread of boto3's transfer
+    manager is still stuck on a hung S3 endpoint (the interpreter would wait up to its read
+    timeout for it, after the result was already printed)."""
+    code = main()
+    # Pool workers started from a daemon thread are daemon threads too, but the interpreter still
+    # joins them at exit (concurrent.futures' atexit hook).
+    if any(thread.is_alive() for thread in threading.enumerate() if thread is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

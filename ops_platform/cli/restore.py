@@ -19,7 +19,7 @@ from ops_platform.cli.runs import (
     run_job,
     step_lines,
 )
-from ops_platform.config import get_environment
+from ops_platform.config import get_environment, load_environments
 from ops_platform.lib import settings
 from ops_platform.lib.formatting import human_duration
 from ops_platform.lib.restore import databases
@@ -30,6 +30,7 @@ from ops_platform.lib.restore.plan import (
     plan_restore,
 )
 from ops_platform.lib.stores import stores_from_environ
+from ops_platform.lib.tags import RESTORE_LEFT
 
 BUSY_JOBS = ("backup_job", "restore_job", "retention_job", "restore_drill_job")
 
@@ -63,7 +64,8 @@ def restore_command(args) -> int:
     live = databases.database_name(environment.database_url)
     local, s3 = stores_from_environ()
     try:
-        plan_restore(replace(request, confirm=environment.name), environment, local, s3)
+        plan_restore(replace(request, confirm=environment.name), environment, local, s3,
+                     other_environments=load_environments())
     except RestoreInputError as error:
         raise CommandError(str(error), EXIT_BAD_INPUT) from None
     except RestoreStepError as error:
@@ -81,8 +83,13 @@ def restore_command(args) -> int:
         result = run_job("restore_job", partition_key=environment.name,
                          run_config={"ops": {"resolve_restore": {"config": config}}})
     if not result.success:
+        try:
+            message = failure_message(result)
+        except CommandError as interrupted:  # Ctrl-C or SIGTERM: say what was left as it was
+            left = result.dagster_run.tags.get(RESTORE_LEFT) or _left_tag(result.run_id)
+            raise CommandError(f"{interrupted}; {left}" if left else str(interrupted), interrupted.code) from None
         code = EXIT_BAD_INPUT if _input_error(result) else 1
-        raise CommandError(f"{failure_message(result)} (run {result.run_id})", code)
+        raise CommandError(f"{message} (run {result.run_id})", code)
     metadata = _restore_metadata(result)
     print(f"restored {metadata['backup_id']} into {metadata['target_database']}: {metadata['tables_verified']} tables, "
           f"{metadata['rows_verified']} rows verified, in {human_duration(metadata['duration_seconds'])}")
@@ -113,3 +120,11 @@ def _restore_metadata(result) -> dict:
             if record is not None and "rows_verified" in record.metadata:
                 return {key: value.value for key, value in record.metadata.items()}
     raise CommandError(f"the restore run {result.run_id} recorded no result")
+
+
+def _left_tag(run_id: str) -> str | None:
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+    return run.tags.get(RESTORE_LEFT) if run else None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
-from ops_platform.lib.tags import LAUNCHED_BY, LOCK_WAIT
+from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
@@ -47,7 +48,8 @@ def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | Non
     with dg.DagsterInstance.get() as instance:
         return job.execute_in_process(
             instance=instance, partition_key=partition_key, raise_on_error=False,
-            tags={LAUNCHED_BY: "cli", LOCK_WAIT: "0", **(tags or {})}, run_config=config,
+            tags={LAUNCHED_BY: "cli", LOCK_WAIT: "0", HOST: socket.gethostname(), PID: str(os.getpid()),
+                  **(tags or {})}, run_config=config,
         )
 
 

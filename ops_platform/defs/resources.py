@@ -95,12 +95,18 @@ class BackupBucketResource(S3Resource):
             endpoint_url=self.endpoint_url,
         )
 
-    def store(self) -> S3Store | None:
+    def get_object_to_set_on_execution_context(self):
+        # dagster-aws puts a client on the context; steps here use the resource itself, and a bad
+        # setting must reach them (to degrade to local) rather than fail every step's setup.
+        return self
+
+    def store(self, *, max_attempts: int | None = None, read_timeout_seconds: float | None = None) -> S3Store | None:
         """The bucket as a store, or None when no bucket is configured. Raises ConfigError when an
         S3 setting is bad."""
         if not self.bucket:
             return None
-        return S3Store(self.get_client(), self.bucket, self.prefix)
+        return S3Store(self.get_client(max_attempts=max_attempts, read_timeout_seconds=read_timeout_seconds),
+                       self.bucket, self.prefix)
 
 
 class RestoreLockResource(dg.ConfigurableResource):

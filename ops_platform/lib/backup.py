@@ -106,7 +106,7 @@ def check_decodes(dump: DumpResult, compression: Compression,
                         {"tables": len(decoded.table_row_counts)}), decoded.table_row_counts
 
 
-def check_not_empty(dump: DumpResult, row_counts: dict[str, int]) -> CheckOutcome:
+def check_not_empty(dump: DumpResult, row_counts: dict[str, int], blocking: bool = True) -> CheckOutcome:
     passed = dump.stored_bytes > 0 and len(row_counts) > 0
     if passed:
         description = f"{len(row_counts)} tables, {sum(row_counts.values())} rows"
@@ -114,7 +114,7 @@ def check_not_empty(dump: DumpResult, row_counts: dict[str, int]) -> CheckOutcom
         description = "the stored file is empty"
     else:
         description = "the backup contains no tables"
-    return CheckOutcome("not_empty", passed, True, description,
+    return CheckOutcome("not_empty", passed, blocking, description,
                         {"stored_bytes": dump.stored_bytes, "rows": sum(row_counts.values())})
 
 
@@ -190,10 +190,13 @@ def perform_backup(
 
     decodes, row_counts = check_decodes(dump, compression,
                                         max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
-    if s3_leg and dump.s3 and not dump.s3.ok and decodes.passed:
-        dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor, limits.s3_stall_seconds,
-                                       max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
-    checks = [decodes, check_not_empty(dump, row_counts)]
+    if s3_leg and dump.s3 and not dump.s3.ok:
+        if decodes.passed:
+            dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor, limits.s3_stall_seconds,
+                                           max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
+        abort_multipart(s3_leg)  # what the given-up stream (and a failed retry) left under the key
+    # A safety backup before a restore may well be of an emptied database: that is the disaster.
+    checks = [decodes, check_not_empty(dump, row_counts, blocking=kind != "pre-restore")]
     s3_check = check_s3_copy(dump, s3, environment.name, name, redactor)
     if s3_check:
         checks.append(s3_check)
@@ -239,6 +242,33 @@ def perform_backup(
     return BackupOutcome(manifest, dump, checks, warnings)
 
 
+def clear_leftovers(local: LocalStore, s3: S3Store | None, environment: str, wait_seconds: float = 5.0) -> list[str]:
+    """Remove what a dead backup of the environment left: hidden ``.partial`` files, and (waiting
+    at most ``wait_seconds`` on S3) incomplete multipart uploads under its folder. Only call it
+    while holding the environment's lock: then nothing alive is writing them."""
+    import threading
+
+    done = []
+    folder = local.env_dir(environment)
+    for partial in sorted(folder.glob(".*.partial")) if folder.is_dir() else []:
+        partial.unlink(missing_ok=True)
+        done.append(f"removed {partial.name}")
+    if s3 is not None:
+        aborted: list[str] = []
+
+        def abort() -> None:
+            try:
+                aborted.extend(s3.abort_incomplete_uploads(s3.key(environment, "")))
+            except Exception:  # noqa: BLE001 - S3 down: retention aborts stale uploads later
+                pass
+
+        thread = threading.Thread(target=abort, name="s3-leftovers", daemon=True)
+        thread.start()
+        thread.join(wait_seconds)
+        done += [f"aborted the upload of {key}" for key in aborted]
+    return done
+
+
 def unused_time(local: LocalStore, environment: str, moment: datetime) -> datetime:
     """``moment``, or the next free second when a backup of that second already exists locally
     (two backups started within one second get distinct ids)."""
@@ -271,7 +301,6 @@ def upload_finished_file(leg: S3Leg, path, failed: S3LegResult, redactor: Redact
     wait_while_progressing(thread, lambda: progress[0], stall_seconds, timeout)
     if result == ["ok"]:
         return S3LegResult(failed.location, ok=True, error=None, retried_from_file=True, first_error=failed.error)
-    abort_multipart(leg)
     again = result[0] if result else f"S3 took no data for {stall_seconds:g}s"
     return S3LegResult(failed.location, ok=False,
                        error=f"{failed.error}; uploading the finished file failed too: {again}")

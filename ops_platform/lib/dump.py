@@ -273,8 +273,7 @@ class _S3Upload:
                                           timeout):
                 self._abandon(f"the upload did not finish: S3 took no data for {self.pipe.stall_seconds:g}s "
                               f"or the upload ran past {timeout:g}s")
-        if self.abandoned:
-            abort_multipart(self.leg)
+        if self.abandoned:  # its multipart upload is aborted by the caller, once, after any retry
             return S3LegResult(location, ok=False, error=self.error)
         return S3LegResult(location, ok=True)
 
@@ -307,14 +306,16 @@ class _FanOut(io.RawIOBase):
         return size
 
 
-_LOCK_TIMEOUT = re.compile(r"could not obtain lock on relation \"?([^\"\n]+)\"?")
+# pg_dump's --lock-wait-timeout ends with "Query was: LOCK TABLE <name> IN ACCESS SHARE MODE" (or,
+# in older versions, "could not obtain lock on relation <name>").
+_LOCK_TIMEOUT = re.compile(r'Query was: LOCK TABLE (\S+) IN ACCESS SHARE MODE|could not obtain lock on relation "?([^"\n]+)"?')
 
 
 def _pg_dump_failure(returncode: int, errors: str, lock_wait_timeout: float | None, redactor: Redactor) -> BackupStepError:
     locked = _LOCK_TIMEOUT.search(errors)
     if locked and lock_wait_timeout:
         return BackupStepError("lock-wait", redactor(
-            f"pg_dump could not lock table {locked.group(1)} within {lock_wait_timeout:g}s "
+            f"pg_dump could not lock table {locked.group(1) or locked.group(2)} within {lock_wait_timeout:g}s "
             "(BACKUP_LOCK_WAIT_TIMEOUT_SECONDS): another session holds it, e.g. a migration"))
     return BackupStepError("pg_dump", redactor(f"pg_dump exited with code {returncode}: {tail(errors) or 'no output'}"))
 

@@ -5,7 +5,9 @@ the dead run. The steps that work on an environment beat a heartbeat on their ru
 it left behind (a ``.partial`` file, an incomplete multipart upload) is cleaned up. The failure is
 announced once, by ``run_failure_slack_sensor``, with the reason and what was cleaned up."""
 
+import socket
 from datetime import datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,7 +17,8 @@ from ops_platform.defs.resources import BackupBucketResource, BackupStorageResou
 from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import locks
 from ops_platform.lib.artifacts import parse_utc, utc_iso
-from ops_platform.lib.tags import HEARTBEAT, LAUNCHED_BY, PARTITION
+from ops_platform.lib.backup import clear_leftovers
+from ops_platform.lib.tags import HEARTBEAT, HOST, LAUNCHED_BY, PARTITION, PID
 
 WATCHED_JOBS = ("backup_job", "retention_job", "restore_job", "restore_drill_job")
 
@@ -32,16 +35,25 @@ def last_sign_of_life(record: dg.RunRecord) -> datetime:
     return datetime.fromtimestamp(started, timezone.utc)
 
 
+def process_gone(run: dg.DagsterRun) -> bool:
+    """A CLI run of this host whose process no longer exists: dead at once, no need to wait for
+    its heartbeat to age (a reused pid only makes this wait for the heartbeat instead)."""
+    if run.tags.get(HOST) != socket.gethostname() or not run.tags.get(PID, "").isdigit():
+        return False
+    return not Path(f"/proc/{run.tags[PID]}").exists()
+
+
 def dead_runs(instance: dg.DagsterInstance, dead_after_seconds: float, now: datetime | None = None,
               partition: str | None = None) -> list[dg.RunRecord]:
-    """Started runs of the watched jobs (of one environment, if given) silent for longer than
-    ``dead_after_seconds``."""
+    """Started runs of the watched jobs (of one environment, if given) whose process is gone, or
+    that were silent for longer than ``dead_after_seconds``."""
     now = now or datetime.now(timezone.utc)
     filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], job_name=None,
                             tags={PARTITION: partition} if partition else {})
     return [record for record in instance.get_run_records(filters=filters)
             if record.dagster_run.job_name in WATCHED_JOBS
-            and (now - last_sign_of_life(record)).total_seconds() > dead_after_seconds]
+            and (process_gone(record.dagster_run)
+                 or (now - last_sign_of_life(record)).total_seconds() > dead_after_seconds)]
 
 
 def mark_dead(instance: dg.DagsterInstance, record: dg.RunRecord, cleaned: list[str] | None = None) -> str:
@@ -70,32 +82,21 @@ def in_progress(instance: dg.DagsterInstance, partition: str, job_names, dead_af
 
 def clean_up_after(environment: str, job_name: str, backup_storage: BackupStorageResource,
                    backup_bucket: BackupBucketResource) -> list[str]:
-    """Remove what a dead backup left: hidden ``.partial`` files and incomplete multipart uploads of
-    the environment, only while holding its lock (so nothing alive is using them)."""
+    """Remove what a dead backup left, under the environment's lock (so nothing alive is using it)."""
     if job_name not in ("backup_job", "restore_job"):
         return []
     environments = load_environments()
     if environment not in environments:
         return []
-    done = []
+    try:
+        s3 = backup_bucket.store()
+    except ConfigError:
+        s3 = None
     try:
         with locks.environment_lock(environments[environment].database_url, environment, holder="dead_run_sensor"):
-            local = backup_storage.local_store()
-            folder = local.env_dir(environment)
-            for partial in sorted(folder.glob(".*.partial")) if folder.is_dir() else []:
-                partial.unlink(missing_ok=True)
-                done.append(f"removed {partial.name}")
-            try:
-                s3 = backup_bucket.store()
-            except ConfigError:
-                s3 = None
-            if s3 is not None:
-                done += [f"aborted the upload of {key}" for key in s3.abort_incomplete_uploads(s3.key(environment, ""))]
+            return clear_leftovers(backup_storage.local_store(), s3, environment)
     except (locks.LockBusy, locks.LockUnavailable) as error:
-        done.append(f"left for later ({error})")
-    except Exception as error:  # noqa: BLE001 - S3 down: the next tick or retention tries again
-        done.append(f"clean-up incomplete: {type(error).__name__}: {error}")
-    return done
+        return [f"left for the next backup ({error})"]
 
 
 @dg.sensor(

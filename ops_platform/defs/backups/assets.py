@@ -20,6 +20,7 @@ from ops_platform.lib import settings
 from ops_platform.lib.backup import (
     BackupOutcome,
     CheckOutcome,
+    clear_leftovers,
     is_transient,
     perform_backup,
 )
@@ -149,6 +150,8 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     try:
         with environment_guard(context, environment.database_url, environment_name,
                                backup_settings.lock_wait_seconds):
+            for cleared in clear_leftovers(local, s3, environment_name):
+                context.log.warning(f"left by a backup that died: {cleared}")
             outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
                                      run_id=context.run.run_id, redactor=redactor,
                                      progress=_progress_reporter(context, environment_name),

@@ -31,7 +31,14 @@ from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib.deploy import max_runtime_seconds
-from ops_platform.lib.incidents import SWEEP_JOB, AlertEvent, IncidentTracker, Observation, SweepRun, SweepWatch
+from ops_platform.lib.incidents import (
+    SWEEP_JOB,
+    AlertEvent,
+    IncidentTracker,
+    Observation,
+    SweepRun,
+    SweepWatch,
+)
 from ops_platform.lib.messages.health import incident_message
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME

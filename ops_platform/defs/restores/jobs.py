@@ -24,6 +24,7 @@ from ops_platform.config import (
     EnvironmentConfig,
     backup_root,
     get_environment,
+    load_environments,
 )
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import DATABASE_KEY
@@ -56,7 +57,7 @@ from ops_platform.lib.restore.migrate import run_migrations as run_migrate_comma
 from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
 from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, plan_restore
 from ops_platform.lib.restore.verify import verify_restored_database
-from ops_platform.lib.tags import KIND, MAX_RETRIES
+from ops_platform.lib.tags import KIND, MAX_RETRIES, RESTORE_LEFT
 
 WORK_FOLDER = ".restore"
 
@@ -120,14 +121,19 @@ def restore_step(context: dg.OpExecutionContext, step: str, slack: OpsSlackResou
     try:
         environment = get_environment(context.partition_key)
         yield
-    except Exception as error:  # noqa: BLE001 - every failure gets the same alert and clean-up
+    except BaseException as error:  # noqa: BLE001 - every failure, Ctrl-C included, gets the alert and clean-up
         message = error.description if isinstance(error, dg.Failure) else describe(error)
+        if not isinstance(error, Exception):
+            message = f"interrupted ({type(error).__name__})"
         message = Redactor.from_environ()(message)
         _clean_up(state, environment, context.log)
         left = _left_as_it_was(state, step)
         slack.notifier(context.log).post(messages.restore_failed(
             context.partition_key, step, message, left, state.backup_id if state else None, run_url(context.run_id)))
         mark_alerted(context.instance, context.run_id)
+        context.instance.add_run_tags(context.run_id, {RESTORE_LEFT: left})
+        if not isinstance(error, Exception):
+            raise
         raise dg.Failure(description=f"restore of {context.partition_key} failed at {step}: {message}; {left}",
                          metadata={"step": step, "input_error": isinstance(error, RestoreInputError)},
                          allow_retries=False) from None
@@ -153,7 +159,8 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
         live = databases.database_name(environment.database_url)
         lock = restore_lock.acquire(context, environment.database_url, environment.name,
                                     request.target_database or live, backup_settings.lock_wait_seconds)
-        state = plan_restore(request, environment, backup_storage.local_store(), backup_bucket.store())
+        state = plan_restore(request, environment, backup_storage.local_store(), backup_bucket.store(),
+                             other_environments=load_environments())
         for name in databases.drop_stale_scratch(environment.database_url, state.target, lock):
             context.log.warning(f"dropped {name}, left by a restore that was stopped")
         stale_work = work_root(restore_settings, backup_storage) / state.target

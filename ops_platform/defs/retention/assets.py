@@ -29,6 +29,8 @@ from ops_platform.lib.settings import (
 )
 from ops_platform.lib.tags import MAX_RUNTIME
 
+RETENTION_S3_TIMEOUT_SECONDS = 10.0
+
 
 class RetentionConfig(dg.Config):
     as_of: str | None = None
@@ -85,9 +87,11 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
     local = backup_storage.local_store()
     try:
-        s3 = backup_bucket.store()
+        # Short waits: a hung S3 leaves its side for the next run and must not hold up the local one.
+        s3 = backup_bucket.store(max_attempts=1, read_timeout_seconds=RETENTION_S3_TIMEOUT_SECONDS)
     except ConfigError as error:
-        raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
+        s3 = None
+        context.log.warning(f"S3 is left as is, its configuration is wrong: {error}; only the local folder is cleaned")
     try:
         with environment_guard(context, database_url, environment, backup_settings.lock_wait_seconds, required=False):
             return _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of)

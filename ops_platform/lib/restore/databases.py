@@ -89,6 +89,12 @@ def _params(url: str) -> dict[str, str]:
         raise step_error("scratch", "the database URL is not a valid PostgreSQL connection string") from None
 
 
+def server_of(url: str) -> tuple[str, str]:
+    """(host, port) of a URL, to tell whether two URLs reach the same server."""
+    params = _params(url)
+    return params.get("host") or "", params.get("port") or "5432"
+
+
 def database_name(url: str) -> str:
     """The database a URL points at."""
     params = _params(url)

@@ -113,8 +113,20 @@ def backup_environment(selector: str, environment: str) -> str:
     return owner
 
 
+def _environment_owning(database: str, environment: EnvironmentConfig,
+                        others: dict[str, EnvironmentConfig]) -> str | None:
+    """The other configured environment whose database ``database`` is, on the same server."""
+    here = databases.server_of(environment.database_url)
+    for name, other in others.items():
+        if name != environment.name and databases.database_name(other.database_url) == database \
+                and databases.server_of(other.database_url) == here:
+            return name
+    return None
+
+
 def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local: LocalStore, s3: S3Store | None,
-                 *, stamp: str | None = None, redactor: Redactor | None = None) -> RestoreState:
+                 *, stamp: str | None = None, redactor: Redactor | None = None,
+                 other_environments: dict[str, EnvironmentConfig] | None = None) -> RestoreState:
     """Check the request against the stores and the server, and decide what will happen. Touches
     nothing. Raises RestoreInputError for a request that cannot be done, RestoreStepError("resolve")
     when the backup cannot be found for another reason (S3 down)."""
@@ -122,8 +134,15 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
     url = environment.database_url
     live = databases.database_name(url)
     target = request.target_database or live
+    if live in RESERVED_DATABASES:
+        raise RestoreInputError("resolve", f"{environment.name}'s URL points at the server's own database {live}; "
+                                           "point it at the application's database to restore it")
     if request.target_database and request.target_database != live:
         check_database_name(request.target_database)
+        owner = _environment_owning(request.target_database, environment, other_environments or {})
+        if owner:
+            raise RestoreInputError("resolve", f"{request.target_database} is {owner}'s database: restore it with "
+                                               f"'ops-platform restore ... {owner}', which backs it up and asks first")
     else:
         check_confirmation(request, live)
     if request.replace_target and not request.target_database:
