@@ -3,10 +3,13 @@ instance so they show in the UI, and showing their progress on a terminal."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
 import socket
+import sqlite3
 from pathlib import Path
 
 from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
@@ -28,6 +31,34 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+@contextlib.contextmanager
+def instance_storage():
+    """The ``$DAGSTER_HOME`` instance; when its storage fails (a full disk under SQLite, a database
+    that is down), one line that says where, and what to do."""
+    import dagster as dg
+    from sqlalchemy.exc import OperationalError as StorageError
+
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+    try:
+        ensure_dagster_home()
+        instance = dg.DagsterInstance.get()
+    except (StorageError, sqlite3.OperationalError, OSError) as error:
+        raise _storage_failed(home, error) from None
+    try:
+        with instance:
+            yield instance
+    except (StorageError, sqlite3.OperationalError) as error:
+        raise _storage_failed(home, error) from None
+
+
+def _storage_failed(home: Path, error: Exception) -> CommandError:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    full = "full" in text.lower() or getattr(error, "errno", None) == errno.ENOSPC
+    what = "is full" if full else f"failed ({text})"
+    return CommandError(f"the Dagster instance's storage in {home} {what}: the command could not run or be recorded; "
+                        "free space there or move the instance to PostgreSQL (README \"Instance\")")
+
+
 def load_definitions():
     from ops_platform.definitions import defs
 
@@ -37,15 +68,12 @@ def load_definitions():
 def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None,
             run_config: dict | None = None):
     """Run a job of the code location in this process, recorded on the ``$DAGSTER_HOME`` instance."""
-    import dagster as dg
-
-    ensure_dagster_home()
     for noisy in ("dagster", "botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     job = load_definitions().resolve_job_def(job_name)
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     config.update(run_config or {})
-    with dg.DagsterInstance.get() as instance:
+    with instance_storage() as instance:
         return job.execute_in_process(
             instance=instance, partition_key=partition_key, raise_on_error=False,
             tags={LAUNCHED_BY: "cli", LOCK_WAIT: "0", HOST: socket.gethostname(), PID: str(os.getpid()),
@@ -99,14 +127,12 @@ def interrupted(run_id: str | None = None, step: str | None = None) -> CommandEr
 def in_progress_runs(partition_key: str, job_names: tuple[str, ...]) -> list:
     """Runs of ``job_names`` in progress for the environment; a run whose process died (no
     heartbeat for RUN_DEAD_AFTER_SECONDS) is marked failed first, so it never holds the environment."""
-    import dagster as dg
 
     from ops_platform.defs.alerts.dead_runs import in_progress
     from ops_platform.lib import settings
 
-    ensure_dagster_home()
     dead_after = settings.value_of(next(s for s in settings.BACKUP if s.variable == "RUN_DEAD_AFTER_SECONDS"))
-    with dg.DagsterInstance.get() as instance:
+    with instance_storage() as instance:
         return in_progress(instance, partition_key, job_names, dead_after)
 
 
