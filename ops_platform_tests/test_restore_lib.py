@@ -674,3 +674,45 @@ def test_fetch_memory_stays_bounded_for_both_compressions_and_sources(backup_set
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(RestoreStepError, match="truncated"):
         fetch_candidate(resolve_backup("development", "latest", local).first, make_work_dir(tmp_path))
+
+
+def test_fetch_from_s3_of_more_parts_than_the_transfer_window(tmp_path, moto_server, s3_bucket, monkeypatch):
+    """boto3's transfer manager, writing into a stream it cannot seek, keeps at most 10 parts in
+    memory; with the project's client it once deadlocked from the 11th part on (an 88 MB backup
+    never restored). 1 MiB parts make a 12-part object of a small backup."""
+    import os as _os
+
+    import zstandard as _zstd
+
+    from ops_platform.lib.artifacts import Manifest, artifact_name, make_backup_id, utc_iso
+    from ops_platform.lib.restore import fetch as fetch_module
+    from ops_platform.lib.restore.resolve import BackupCandidate
+    from ops_platform.lib.stores import S3Store
+    from ops_platform_tests.conftest import S3_BUCKET
+
+    monkeypatch.setattr(fetch_module, "S3_PART_SIZE", 1 << 20)
+    raw = _os.urandom(12 << 20)
+    stored = _zstd.ZstdCompressor(level=1).compress(raw)
+    import hashlib as _hashlib
+    from datetime import datetime as _datetime, timezone as _timezone
+
+    created = _datetime(2026, 11, 26, 12, tzinfo=_timezone.utc)
+    backup_id = make_backup_id("production", created)
+    manifest = Manifest(id=backup_id, environment="production", kind="scheduled", created_at=utc_iso(created),
+                        database="app", server_version="15", pg_dump_version="15", compression="zstd",
+                        compression_level=1, artifact=artifact_name(backup_id, "zstd"), raw_bytes=len(raw),
+                        stored_bytes=len(stored), sha256=_hashlib.sha256(stored).hexdigest(), duration_seconds=1.0,
+                        verified=True)
+    store = S3Store(s3_bucket, S3_BUCKET, "parts")
+    s3_bucket.put_object(Bucket=S3_BUCKET, Key=store.key("production", manifest.artifact), Body=stored)
+    candidate = BackupCandidate(manifest, "s3", store.location("production", manifest.artifact), store)
+    result: dict = {}
+
+    def fetch() -> None:
+        result["fetched"] = fetch_module.fetch_candidate(candidate, tmp_path)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the S3 fetch hung"
+    assert result["fetched"].raw_bytes == len(raw) and result["fetched"].path.read_bytes() == raw

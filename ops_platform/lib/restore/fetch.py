@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import zstandard
 
+from ops_platform.lib.dump import wait_while_progressing
 from ops_platform.lib.files import PRIVATE_DIR, open_private, private_dir
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import RestoreStepError, describe, step_error
@@ -29,6 +31,7 @@ from ops_platform.lib.restore.resolve import BackupCandidate
 
 READ_CHUNK = 1 << 20
 S3_PART_SIZE = 8 << 20
+S3_STALL_SECONDS = 120.0
 SPACE_MARGIN_BYTES = 64 << 20
 
 ProgressCallback = Callable[[int, int], None]
@@ -133,6 +136,7 @@ class _Sink(io.RawIOBase):
         self.progress = progress
         self.interval = interval
         self._last = 0.0
+        self.last_write = time.monotonic()
 
     def writable(self) -> bool:
         return True
@@ -142,6 +146,7 @@ class _Sink(io.RawIOBase):
 
     def write(self, data) -> int:
         data = bytes(data)
+        self.last_write = time.monotonic()
         self.digest.update(data)
         self.bytes += len(data)
         self.decoder.write(data)
@@ -229,6 +234,8 @@ def _stream_local(path: Path, sink: _Sink) -> None:
 
 
 def _stream_s3(candidate: BackupCandidate, sink: _Sink, concurrency: int) -> None:
+    """Download through boto3's transfer manager (parallel ranged GETs, written to ``sink`` in
+    order), giving up when no data arrives for ``S3_STALL_SECONDS``."""
     from boto3.s3.transfer import TransferConfig
 
     store = candidate.store
@@ -240,7 +247,34 @@ def _stream_s3(candidate: BackupCandidate, sink: _Sink, concurrency: int) -> Non
     config = TransferConfig(multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE,
                             max_concurrency=concurrency, use_threads=True, io_chunksize=READ_CHUNK, max_io_queue=16,
                             preferred_transfer_client="classic")
-    store.client.download_fileobj(store.bucket, key, sink, Config=config)
+    client = _download_client(store.client)
+    failure: list[BaseException] = []
+
+    def download() -> None:
+        try:
+            client.download_fileobj(store.bucket, key, sink, Config=config)
+        except BaseException as error:  # noqa: BLE001 - raised below, in the caller's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=download, name="s3-fetch", daemon=True)
+    thread.start()
+    if not wait_while_progressing(thread, lambda: sink.last_write, S3_STALL_SECONDS, float("inf")):
+        raise RestoreStepError("fetch", f"S3 sent no data for {S3_STALL_SECONDS:g}s")
+    if failure:
+        raise failure[0]
+
+
+def _download_client(client):
+    """The same client, validating response checksums when S3 sends them. With
+    ``response_checksum_validation="when_required"`` (the project's default client), s3transfer
+    0.19 writing to a stream it cannot seek deadlocks from the 11th part on: the first part's
+    callback queues the rest while it still holds one of the 10 in-memory slots."""
+    import boto3
+    from botocore.config import Config
+
+    config = client.meta.config.merge(Config(response_checksum_validation="when_supported"))
+    return boto3.session.Session().client("s3", config=config, endpoint_url=client.meta.endpoint_url,
+                                          region_name=client.meta.region_name)
 
 
 def _compare(manifest, sink: _Sink, decoder: _Decoder) -> list[str]:
