@@ -1,0 +1,120 @@
+"""Running ``ops-platform`` as a user does, in a subprocess, and reading back where its time went.
+
+A measured command runs under GNU time, so its peak RSS (``%M``: the largest of the Python
+process and the programs it waited for) is its own and not this big process's pre-exec image.
+Its Dagster run is then read from the instance in its ``DAGSTER_HOME`` by a small child
+(``bench._dagster_probe runlog``) for step timings and metadata, so the time can be split into:
+
+- ``before_run``: interpreter, imports, the CLI's own checks, the instance, loading the
+  definitions, up to the run's first event;
+- the steps (STEP_START to STEP_SUCCESS of each op or asset in the event log);
+- ``run_overhead``: the rest of the run (resources, IO managers, events between steps);
+- ``after_run``: from the run's last event until the process has exited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIME = shutil.which("time", path="/usr/bin:/bin")
+OPS_PLATFORM = str(Path(sys.executable).with_name("ops-platform")) \
+    if Path(sys.executable).with_name("ops-platform").exists() else shutil.which("ops-platform")
+
+# Variables of the operator's shell that would add environments, S3 or Slack to a measured run.
+_DROPPED_PREFIXES = ("PRODUCTION_", "STAGING_", "SLACK_", "BACKUP_", "RESTORE_", "AWS_S3_", "HEALTH_", "DEPLOY")
+_DROPPED = {"DATABASE_URL", "DAGSTER_HOME", "MIGRATE_COMMAND", "ROLLBACK_COMMAND", "ROLLBACK_WEBHOOK_URL",
+            "RESTORE_CHECKS_FILE", "REDIS_URL", "API_URL", "FRONTEND_URL", "AWS_ENDPOINT_URL_S3", "OPS_PLATFORM_DEBUG"}
+
+
+def cli_env(*, database_url: str, dagster_home: Path, backup_dir: Path, extra: dict | None = None) -> dict:
+    """The environment of a measured command: only ``development`` (DATABASE_URL), the given
+    folders, this worktree on PYTHONPATH, no Slack, no S3 unless ``extra`` adds it."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in _DROPPED and not key.startswith(_DROPPED_PREFIXES)}
+    env.update({"DATABASE_URL": database_url, "DAGSTER_HOME": str(dagster_home), "BACKUP_DIR": str(backup_dir),
+                "PYTHONPATH": str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")})
+    env.update(extra or {})
+    return env
+
+
+def run_cli(args: list[str], env: dict, *, timeout: float = 3600) -> dict:
+    """``ops-platform *args`` under GNU time; wall clock from this side of the fork to its exit."""
+    with tempfile.NamedTemporaryFile("r", prefix="ops_bench_time_", suffix=".txt") as timing:
+        command = [OPS_PLATFORM, *args]
+        if TIME:
+            command = [TIME, "-o", timing.name, "-f", "%M %U %S", *command]
+        started_unix, started = time.time(), time.monotonic()
+        process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+        wall = time.monotonic() - started
+        ended_unix = started_unix + wall
+        fields = timing.read().strip().splitlines()[-1:] if TIME else []
+    stdout, stderr = process.stdout.decode(errors="replace"), process.stderr.decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"ops-platform {' '.join(args)} exited with {process.returncode}:\n"
+                           f"{stdout[-1500:]}\n{stderr[-3000:]}")
+    result = {"wall_seconds": wall, "started_unix": started_unix, "ended_unix": ended_unix,
+              "stdout": stdout, "stderr": stderr, "run_id": None, "peak_rss_kib": None, "cpu_seconds": None}
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("run "):
+            result["run_id"] = line.split()[1]
+            break
+    if fields:
+        values = fields[0].split()
+        if len(values) == 3 and values[0].isdigit():
+            result["peak_rss_kib"] = int(values[0])
+            result["cpu_seconds"] = float(values[1]) + float(values[2])
+    return result
+
+
+def run_log(dagster_home: Path, run_id: str) -> dict:
+    """The run's timeline and metadata, read from its instance by ``bench._dagster_probe``."""
+    process = subprocess.run([sys.executable, "-m", "bench._dagster_probe", "runlog", str(dagster_home), run_id],
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=300)
+    if process.returncode != 0:
+        raise RuntimeError(f"reading run {run_id} failed: {process.stderr.decode(errors='replace')[-2000:]}")
+    return json.loads(process.stdout.decode().strip().splitlines()[-1])
+
+
+def breakdown(run: dict, log: dict) -> dict:
+    """Split the wall time of a command into before the run, each step, the run's own overhead and
+    after the run (see the module docstring)."""
+    steps = {name: step["seconds"] for name, step in log["steps"].items()}
+    in_steps = sum(steps.values())
+    run_seconds = log["run_end"] - log["run_start"]
+    return {
+        "wall_seconds": run["wall_seconds"],
+        "before_run": log["run_start"] - run["started_unix"],
+        "steps": steps,
+        "steps_total": in_steps,
+        "run_overhead": run_seconds - in_steps,
+        "after_run": run["ended_unix"] - log["run_end"],
+        "outside_steps": run["wall_seconds"] - in_steps,
+    }
+
+
+def startup_probe(env: dict, job: str) -> dict:
+    """Start-up costs measured one after the other in a fresh process (see ``bench._dagster_probe``),
+    plus a bare interpreter for reference."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+    bare = time.monotonic() - started
+    started_unix, started = time.time(), time.monotonic()
+    process = subprocess.run([sys.executable, "-m", "bench._dagster_probe", "startup", job], cwd=ROOT, env=env,
+                             capture_output=True, timeout=300)
+    wall = time.monotonic() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"start-up probe failed: {process.stderr.decode(errors='replace')[-2000:]}")
+    result = json.loads(process.stdout.decode().strip().splitlines()[-1])
+    result["python_bare_seconds"] = bare
+    result["process_wall_seconds"] = wall
+    result["interpreter_start_seconds"] = result["begin_unix"] - started_unix
+    result["interpreter_exit_seconds"] = started_unix + wall - result["end_unix"]
+    return result
