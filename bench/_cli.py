@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,14 +46,58 @@ def cli_env(*, database_url: str, dagster_home: Path, backup_dir: Path, extra: d
     return env
 
 
+class Hung(RuntimeError):
+    """A measured process made no end within its timeout and was killed (its whole group)."""
+
+    def __init__(self, what: str, seconds: float, output: str = "", peak_rss_kib: int | None = None):
+        super().__init__(f"{what} did not finish within {seconds:.0f} s and was killed")
+        self.seconds = seconds
+        self.output = output
+        self.peak_rss_kib = peak_rss_kib
+
+
+def group_peak_rss_kib(group: int) -> int | None:
+    """The largest VmHWM among the live processes of process group ``group``."""
+    peaks = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group:  # field 5 of /proc/PID/stat: the process group
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return max(peaks) if peaks else None
+
+
+def run_group(command: list[str], *, timeout: float, what: str, **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new session, so a timeout kills the whole group (GNU time's child,
+    pg_restore, ...), not only the direct child. Raises Hung on timeout."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               **popen)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        peak = group_peak_rss_kib(process.pid)
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise Hung(what, timeout, (stdout + stderr).decode(errors="replace")[-3000:], peak) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_cli(args: list[str], env: dict, *, timeout: float = 3600) -> dict:
-    """``ops-platform *args`` under GNU time; wall clock from this side of the fork to its exit."""
+    """``ops-platform *args`` under GNU time; wall clock from this side of the fork to its exit.
+    Raises Hung (after killing its process group) when it has not finished within ``timeout``."""
     with tempfile.NamedTemporaryFile("r", prefix="ops_bench_time_", suffix=".txt") as timing:
         command = [OPS_PLATFORM, *args]
         if TIME:
             command = [TIME, "-o", timing.name, "-f", "%M %U %S", *command]
         started_unix, started = time.time(), time.monotonic()
-        process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+        process = run_group(command, timeout=timeout, what=f"ops-platform {' '.join(args)}", cwd=ROOT, env=env)
         wall = time.monotonic() - started
         ended_unix = started_unix + wall
         fields = timing.read().strip().splitlines()[-1:] if TIME else []
@@ -77,7 +122,7 @@ def run_cli(args: list[str], env: dict, *, timeout: float = 3600) -> dict:
 def run_log(dagster_home: Path, run_id: str) -> dict:
     """The run's timeline and metadata, read from its instance by ``bench._dagster_probe``."""
     process = subprocess.run([sys.executable, "-m", "bench._dagster_probe", "runlog", str(dagster_home), run_id],
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=300)
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=300, check=False)
     if process.returncode != 0:
         raise RuntimeError(f"reading run {run_id} failed: {process.stderr.decode(errors='replace')[-2000:]}")
     return json.loads(process.stdout.decode().strip().splitlines()[-1])
@@ -108,7 +153,7 @@ def startup_probe(env: dict, job: str) -> dict:
     bare = time.monotonic() - started
     started_unix, started = time.time(), time.monotonic()
     process = subprocess.run([sys.executable, "-m", "bench._dagster_probe", "startup", job], cwd=ROOT, env=env,
-                             capture_output=True, timeout=300)
+                             capture_output=True, timeout=300, check=False)
     wall = time.monotonic() - started
     if process.returncode != 0:
         raise RuntimeError(f"start-up probe failed: {process.stderr.decode(errors='replace')[-2000:]}")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 
-BEGIN_UNIX = time.time()  # noqa: E402 - before anything else is imported
+BEGIN_UNIX = time.time()  # before anything else is imported
 
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
+import json
+import os
+import sys
 
 RUN_START = ("RUN_START", "PIPELINE_START")
 RUN_END = ("RUN_SUCCESS", "PIPELINE_SUCCESS", "RUN_FAILURE", "PIPELINE_FAILURE", "RUN_CANCELED", "PIPELINE_CANCELED")
@@ -102,7 +102,7 @@ def startup(job: str) -> dict:
         stages.append((name, now - last, _rss_kib()))
         last = now
 
-    import ops_platform.cli.main  # noqa: F401 - what the console script imports
+    import ops_platform.cli.main
 
     mark("import ops_platform.cli")
     import dagster as dg
@@ -111,7 +111,11 @@ def startup(job: str) -> dict:
     import ops_platform.definitions  # noqa: F401
 
     mark("import ops_platform.definitions")
-    from ops_platform.cli.runs import ensure_dagster_home, in_progress_runs, load_definitions
+    from ops_platform.cli.runs import (
+        ensure_dagster_home,
+        in_progress_runs,
+        load_definitions,
+    )
 
     definitions = load_definitions()
     mark("load the definitions (defs folder)")

@@ -2,6 +2,7 @@
 
     python -m bench cli-backup            # or: python -m bench.cli_bench
     BENCH_QUICK=1 python -m bench cli-backup   # one round, the wide dataset at a fifth of its rows
+    python -m bench.cli_bench --report         # print the last results again
 
 Each command is a subprocess with its own DAGSTER_HOME and BACKUP_DIR (local folder only, no S3,
 no Slack), DATABASE_URL pointing at the dataset, and this worktree on PYTHONPATH. Beside it, in
@@ -41,7 +42,13 @@ from pathlib import Path
 import psycopg
 
 from bench import _cli, dataset
-from bench.backup_bench import ZSTD, cpu_busy, measure_floor, measure_gzip, measure_zstd_cli
+from bench.backup_bench import (
+    ZSTD,
+    cpu_busy,
+    measure_floor,
+    measure_gzip,
+    measure_zstd_cli,
+)
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPEAT = int(os.environ.get("BENCH_REPEAT", "1" if QUICK else "4"))
@@ -155,8 +162,9 @@ def main() -> dict:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["bench_seconds"] = round(time.monotonic() - started, 1)
-    summarize(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")  # the measurements, come what may
+    summarize(results)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
     log(f"\nresults written to {RESULTS.relative_to(ROOT)}")
     return results
@@ -285,9 +293,9 @@ def print_breakdown(cli_runs: list[dict], floor_seconds: float) -> None:
         value = median([r["breakdown"].get(key) for r in cli_runs])
         if value is None:
             continue
-        log(f"    {label:<66} {value:6.2f} s  [{best.get(key) or 0:.2f}]")
+        log(f"    {label:<74} {value:6.2f} s  [{best.get(key) or 0:.2f}]")
     wall = median([r["wall_seconds"] for r in cli_runs])
-    log(f"    {'= wall':<66} {wall:6.2f} s   (floor {floor_seconds:.2f} s)")
+    log(f"    {'= wall':<74} {wall:6.2f} s   (floor {floor_seconds:.2f} s)")
 
 
 def print_startup(probes: list[dict]) -> None:
@@ -304,5 +312,12 @@ def print_startup(probes: list[dict]) -> None:
     log(f"  {'= process wall':<44} {median([p['process_wall_seconds'] for p in probes]):6.3f} s")
 
 
+def report_only() -> None:
+    """Print the report of the last results again (bench_results/cli_backup.json)."""
+    summarize(json.loads(RESULTS.read_text()))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    report_only() if sys.argv[1:] == ["--report"] else main()
