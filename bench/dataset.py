@@ -42,6 +42,8 @@ class Dataset:
 
 LARGE = Dataset("ops_bench_large", 1.0)
 SMALL = Dataset("ops_bench_small", 0.25)
+# 0.6 of LARGE: its zstd backup (about 72 MB) stays within 10 parts of 8 MiB in S3 (see bench/restore_bench.py).
+MEDIUM = Dataset("ops_bench_medium", 0.6)
 # Wide, poorly compressible rows: 5 million rows of random base64 text and jsonb (1.6 GB on disk,
 # a 1.44 GB raw custom-format dump that zstd -3 brings down only to 0.58 of its size; the mixed
 # dataset's goes to 0.35).
@@ -322,10 +324,27 @@ def ensure(dataset: Dataset, log=print) -> int:
     return database_size(dataset)
 
 
+EVERY = (SMALL, MEDIUM, LARGE, WIDE, WIDE_QUICK)
+
+
+def drop(dataset: Dataset) -> bool:
+    """Drop a generated dataset (the benchmarks generate it again when next needed)."""
+    with _admin() as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dataset.name,)).fetchone()
+        connection.execute(f'DROP DATABASE IF EXISTS "{dataset.name}" WITH (FORCE)')
+    return bool(exists)
+
+
 if __name__ == "__main__":
     import sys
 
-    every = (SMALL, LARGE, WIDE, WIDE_QUICK)
-    for chosen in (SMALL, LARGE) if len(sys.argv) < 2 else [d for d in every if d.name in sys.argv[1:]]:
+    # python -m bench.dataset [NAME ...]   generate (default: small and large)
+    # python -m bench.dataset drop         drop every benchmark dataset
+    if sys.argv[1:] == ["drop"]:
+        for chosen in EVERY:
+            if drop(chosen):
+                print(f"dropped {chosen.name}")
+        raise SystemExit(0)
+    for chosen in (SMALL, LARGE) if len(sys.argv) < 2 else [d for d in EVERY if d.name in sys.argv[1:]]:
         size = ensure(chosen)
         print(f"{chosen.name}: {size / 1e6:.0f} MB on disk")

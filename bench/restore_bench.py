@@ -26,11 +26,16 @@ machine is noisy), on ``ops_bench_large``:
 Fetching from S3 (moto): the project's fetch of the S3 copy (stream, sha256, decompress, raw file,
 checked against the manifest) against a plain boto3 ``download_file`` of the same object, each in
 a fresh process, plus the project's fetch of the local copy; if the S3 fetch takes about as long
-as the download alone, hashing and decompression are pipelined with it.
+as the download alone, hashing and decompression are pipelined with it. On ``ops_bench_large``
+(a 15-part object) and ``ops_bench_medium`` (0.6 of it, 9 parts): with s3transfer 0.19 the
+project's fetch of an object of more than 10 parts never finishes (see the README of bench/), so
+a fetch is killed after FETCH_TIMEOUT, reported as a hang with what it had written, and not
+retried in later rounds; ``ops-platform restore`` from S3 is run once on each (last, because a
+killed restore leaves its run STARTED on the instance, which refuses further restores).
 
 Peak RSS of the ``ops-platform restore`` process (GNU time: the largest of it and the programs it
-waited for) on ``ops_bench_large`` and ``ops_bench_small`` (a quarter of it), and once restoring
-from S3. Targets: end to end <= 1.3 x the floor; S3 fetch <= 1.1 x the download alone; peak RSS
+waited for) on ``ops_bench_large`` and ``ops_bench_small`` (a quarter of it), and restoring from
+S3. Targets: end to end <= 1.3 x the floor; S3 fetch <= 1.1 x the download alone; peak RSS
 <= 200 MiB and within 10 % between the two sizes. Results go to bench_results/restore.json.
 
 Every database created is named ``ops_bench_rt_*`` and dropped; scratch files live in a temp dir
@@ -216,6 +221,8 @@ class Project:
         parts["step_seconds"] = step_seconds
         parts["in_product_steps"] = sum(step_seconds.values())
         parts["startup_overhead"] = run["wall_seconds"] - parts["in_product_steps"]
+        # wall = before_run + the recorded steps + the rest of the run + after_run, exactly
+        parts["run_other"] = (log_["run_end"] - log_["run_start"]) - parts["in_product_steps"]
         return {"wall_seconds": run["wall_seconds"], "peak_rss_kib": run["peak_rss_kib"],
                 "cpu_seconds": run["cpu_seconds"], "fetched_from": metadata.get("fetched_from"),
                 "rows_verified": metadata.get("rows_verified"), "tables_in_target": tables,
@@ -265,9 +272,9 @@ def main() -> dict:
     log(f"== restore benchmark (ops-platform restore){' [quick]' if QUICK else ''} ==")
     if not _cli.OPS_PLATFORM:
         raise SystemExit("the ops-platform console script was not found beside this Python")
-    large, small = dataset.LARGE, dataset.SMALL
+    large, medium, small = dataset.LARGE, dataset.MEDIUM, dataset.SMALL
     sizes = {}
-    for db in (large, small):
+    for db in (large, medium, small):
         sizes[db.name] = dataset.ensure(db, log)
         log(f"{db.name}: {sizes[db.name] / 1e6:.0f} MB on disk")
     left = drop_bench_databases()
@@ -280,13 +287,13 @@ def main() -> dict:
     setup: dict = {}
     started = time.monotonic()
     try:
-        projects = {db.name: Project(db, scratch, moto) for db in (large, small)}
+        projects = {db.name: Project(db, scratch, moto) for db in (large, medium, small)}
         for project in projects.values():
             log(f"backing up {project.db.name} with ops-platform backup (local + S3 on moto)")
             project.make_backup()
             log(f"  {project.manifest['id']}: {project.manifest['stored_bytes'] / 1e6:.1f} MB stored, "
                 f"{project.manifest['raw_bytes'] / 1e6:.1f} MB raw, {project.backup_run['wall_seconds']:.1f} s")
-        project, small_project = projects[large.name], projects[small.name]
+        project, medium_project, small_project = (projects[db.name] for db in (large, medium, small))
         raw_file, sql_gz = scratch / "floor.dump", scratch / "old.sql.gz"
         log("baseline files: pg_dump -Fc -Z0 -f, pg_dump | gzip")
         started_files = time.monotonic()
@@ -323,9 +330,9 @@ def main() -> dict:
                 steps.append(("zstd_d", lambda: measure_zstd_decompress(project.artifact, scratch)))
             steps += [("download", lambda: measure_download(project, scratch, moto)),
                       ("fetch_local", lambda: measure_fetch(project, "local", scratch, moto)),
-                      ("download_small", lambda: measure_download(small_project, scratch, moto)),
-                      ("fetch_s3_small", lambda: measure_fetch(small_project, "s3", scratch, moto)),
-                      ("fetch_local_small", lambda: measure_fetch(small_project, "local", scratch, moto))]
+                      ("download_medium", lambda: measure_download(medium_project, scratch, moto)),
+                      ("fetch_s3_medium", lambda: measure_fetch(medium_project, "s3", scratch, moto)),
+                      ("fetch_local_medium", lambda: measure_fetch(medium_project, "local", scratch, moto))]
             if not any(run.get("hung") for run in runs["fetch_s3"]):  # a hang is measured once, not N times
                 steps.append(("fetch_s3", lambda: measure_fetch(project, "s3", scratch, moto)))
             if round_number % 2 == 0:
@@ -333,14 +340,17 @@ def main() -> dict:
             for name, measure in steps:
                 runs[name].append(measure())
                 show(name)
-        log(f"on {small.name}")
+        log(f"on {small.name} and {medium.name}")
+        # A killed restore leaves its run STARTED on its instance, which then refuses further restores:
+        # restores from S3 come last on each instance, and stop at the first hang.
+        timeout = 3 * min(_walls(runs["cli"])) + 60
         for _ in range(1 if QUICK else 2):
             runs["small_cli"].append(small_project.restore(PREFIX + "small"))
             show("small_cli")
-            runs["s3_cli_small"].append(small_project.restore(PREFIX + "small_s3", from_s3=True))
-            show("s3_cli_small")
-        # Last: a killed restore leaves its run STARTED on the instance, which refuses later restores.
-        timeout = 3 * min(r["wall_seconds"] for r in runs["cli"]) + 60
+            if not any(run.get("hung") for run in runs["s3_cli_medium"]):
+                runs["s3_cli_medium"].append(medium_project.restore(PREFIX + "medium_s3", from_s3=True,
+                                                                    timeout=timeout))
+                show("s3_cli_medium")
         runs["s3_cli"].append(project.restore(PREFIX + "large_s3", from_s3=True, timeout=timeout))
         show("s3_cli")
     finally:
@@ -366,11 +376,11 @@ LABELS = {
     "download": "large: boto3 download_file of the S3 object",
     "fetch_s3": "large: project's fetch of the S3 copy",
     "fetch_local": "large: project's fetch of the local copy",
-    "download_small": "small: boto3 download_file of the S3 object",
-    "fetch_s3_small": "small: project's fetch of the S3 copy",
-    "fetch_local_small": "small: project's fetch of the local copy",
+    "download_medium": "medium: boto3 download_file of the S3 object",
+    "fetch_s3_medium": "medium: project's fetch of the S3 copy",
+    "fetch_local_medium": "medium: project's fetch of the local copy",
     "small_cli": "ops-platform restore of ops_bench_small",
-    "s3_cli_small": "ops-platform restore of ops_bench_small from S3",
+    "s3_cli_medium": "ops-platform restore of ops_bench_medium from S3",
     "s3_cli": "ops-platform restore of ops_bench_large from S3",
 }
 
@@ -428,12 +438,12 @@ def summarize(sizes, setup, runs, busy, seconds) -> dict:
                       "all_walls": [round(w, 2) for w in walls]})
     cli_runs = _done(runs["cli"])
     where = {}
-    for key in ("before_run", "run_overhead", "after_run", "startup_overhead", "in_product_steps"):
+    for key in ("before_run", "run_other", "after_run", "startup_overhead", "in_product_steps"):
         where[key] = median([r["breakdown"][key] for r in cli_runs])
     for step in STEPS:
         where[f"step:{step}"] = median([r["breakdown"]["step_seconds"].get(step) for r in cli_runs])
     fetch = {}
-    for name in ("download", "fetch_s3", "fetch_local", "download_small", "fetch_s3_small", "fetch_local_small"):
+    for name in ("download", "fetch_s3", "fetch_local", "download_medium", "fetch_s3_medium", "fetch_local_medium"):
         done = _done(runs[name])
         hung = [r for r in runs[name] if r.get("hung")]
         entry = {"hung": len(hung), "attempts": len(runs[name])}
@@ -464,22 +474,24 @@ def summarize(sizes, setup, runs, busy, seconds) -> dict:
         values = [r["peak_rss_kib"] for r in _done(entries) if r.get("peak_rss_kib")]
         return round(max(values) / 1024, 1) if values else None
 
+    s3_large = runs["s3_cli"][0] if runs["s3_cli"] else {}
     rss = {"restore_cli_large_mib": peak(runs["cli"]), "restore_cli_small_mib": peak(runs["small_cli"]),
-           "restore_cli_from_s3_small_mib": peak(runs["s3_cli_small"]),
+           "restore_cli_from_s3_medium_mib": peak(runs["s3_cli_medium"]),
            "restore_cli_from_s3_large_mib": peak(runs["s3_cli"]),
-           "fetch_s3_small_process_mib": fetch["fetch_s3_small"].get("peak_rss_mib"),
+           "restore_cli_from_s3_large_until_killed_mib": round(s3_large["peak_rss_kib_before_kill"] / 1024, 1)
+           if s3_large.get("peak_rss_kib_before_kill") else None,
+           "fetch_s3_medium_process_mib": fetch["fetch_s3_medium"].get("peak_rss_mib"),
            "fetch_local_process_mib": fetch["fetch_local"].get("peak_rss_mib")}
     largest = max(v for v in rss.values() if v is not None)
     spread = abs(rss["restore_cli_large_mib"] - rss["restore_cli_small_mib"]) / min(
         rss["restore_cli_large_mib"], rss["restore_cli_small_mib"])
     cli_best, cli_median = min(_walls(cli_runs)), median(_walls(cli_runs))
-    s3_large = runs["s3_cli"][0] if runs["s3_cli"] else {}
     targets = {
         "end_to_end_ratio_to_floor": {"value": round(cli_best / floor, 3), "median": round(cli_median / floor_median, 3),
                                       "target": f"<= {TARGET_RATIO}", "pass": cli_best / floor <= TARGET_RATIO,
                                       "median_pass": cli_median / floor_median <= TARGET_RATIO},
         "s3_fetch_ratio_to_download_large": s3_ratio(""),
-        "s3_fetch_ratio_to_download_small": s3_ratio("_small"),
+        "s3_fetch_ratio_to_download_medium": s3_ratio("_medium"),
         "restore_from_s3_large_completes": {"value": "hangs" if s3_large.get("hung") else "yes",
                                             "target": "finishes", "pass": bool(s3_large) and not s3_large.get("hung")},
         "restore_peak_rss_mib": {"value": largest, "target": f"<= {TARGET_RSS_MIB}", "pass": largest <= TARGET_RSS_MIB},
@@ -505,7 +517,7 @@ WHERE_ROWS = [
     ("step:migrate", "step migrate (none configured)"),
     ("step:verify", "step verify (row counts, sequences)"),
     ("step:swap", "step swap (rename scratch to target)"),
-    ("run_overhead", "run overhead outside the ops (resources, events, IO)"),
+    ("run_other", "rest of the run: resources, events, IO between and around the steps"),
     ("after_run", "after the run: output, instance close, interpreter exit"),
 ]
 
@@ -526,19 +538,28 @@ def print_report(results: dict) -> None:
             f"{row['ratio_to_floor']:>7.2f}x {row['median_ratio_to_floor']:>5.2f}x  {row['all_walls']}")
     where = results["where_the_time_goes_median"]
     floor = results["table"][0]["median_seconds"]
-    log(f"\n  where the time of ops-platform restore goes (median of {results['repeat']} runs):")
+    cli_runs = _done(results["runs"]["cli"])
+    best = min(cli_runs, key=lambda run: run["wall_seconds"])["breakdown"]
+    best_values = {"before_run": best["before_run"], "run_other": best["run_other"], "after_run": best["after_run"],
+                   **{f"step:{step}": best["step_seconds"].get(step) for step in STEPS}}
+    log(f"\n  where the time of ops-platform restore goes (median of {len(cli_runs)} runs; the best run, whose "
+        "parts add up to its wall, in brackets):")
     for key, label in WHERE_ROWS:
         if where.get(key) is not None:
-            log(f"    {label:<84} {where[key]:6.2f} s")
-    log(f"    {'= steps as the restore records them (step_seconds)':<84} {where['in_product_steps']:6.2f} s")
-    log(f"    {'= Dagster start-up and overhead (wall - step_seconds)':<84} {where['startup_overhead']:6.2f} s")
+            log(f"    {label:<84} {where[key]:6.2f} s  [{best_values.get(key) or 0:.2f}]")
+    cli_row = next(row for row in results["table"] if row["name"] == "cli")
+    log(f"    {'= wall':<84} {cli_row['median_seconds']:6.2f} s  [{best['wall_seconds']:.2f}]")
+    log(f"    {'steps as the restore records them (step_seconds)':<84} {where['in_product_steps']:6.2f} s  "
+        f"[{best['in_product_steps']:.2f}]")
+    log(f"    {'Dagster start-up and overhead (wall - step_seconds)':<84} {where['startup_overhead']:6.2f} s  "
+        f"[{best['startup_overhead']:.2f}]")
     log(f"    pg_restore step / floor (medians): {where['step:pg_restore'] / floor:.2f}x; "
         f"fetch + pg_restore + verify + swap / floor: "
         f"{sum(where[f'step:{s}'] for s in ('fetch', 'pg_restore', 'verify', 'swap')) / floor:.2f}x")
 
     fetch = results["fetch"]
     log("\n  fetching a stored archive (each in a fresh process; moto in its own):")
-    for dataset_name, suffix in ((large, ""), (small, "_small")):
+    for dataset_name, suffix in ((large, ""), (dataset.MEDIUM.name, "_medium")):
         info = setup["backups"][dataset_name]
         log(f"  {dataset_name}: {info['stored_bytes'] / 1e6:.1f} MB stored ({info['s3_parts']} parts of 8 MiB), "
             f"{info['raw_bytes'] / 1e6:.0f} MB raw")
@@ -565,16 +586,19 @@ def print_report(results: dict) -> None:
     log("\n  peak RSS (MiB; GNU time on the ops-platform process, the programs it waited for included)")
     for key, label in (("restore_cli_large_mib", f"ops-platform restore, {large}"),
                        ("restore_cli_small_mib", f"ops-platform restore, {small}"),
-                       ("restore_cli_from_s3_small_mib", f"ops-platform restore from S3, {small}"),
-                       ("restore_cli_from_s3_large_mib", f"ops-platform restore from S3, {large}"),
-                       ("fetch_s3_small_process_mib", f"fetch process, S3 copy, {small}"),
+                       ("restore_cli_from_s3_medium_mib", f"ops-platform restore from S3, {dataset.MEDIUM.name}"),
+                       ("restore_cli_from_s3_large_until_killed_mib",
+                        f"ops-platform restore from S3, {large}, until killed"),
+                       ("fetch_s3_medium_process_mib", f"fetch process, S3 copy, {dataset.MEDIUM.name}"),
                        ("fetch_local_process_mib", f"fetch process, local copy, {large}")):
         log(f"    {label:<50} {rss[key] if rss[key] is not None else 'n/a'}")
-    for name in ("s3_cli_small", "s3_cli"):
+    for name in ("s3_cli_medium", "s3_cli"):
         for run in results["runs"][name]:
             if run.get("hung"):
                 rss_kill = run.get("peak_rss_kib_before_kill")
+                written = run.get("raw_bytes_written")
                 log(f"\n  {LABELS[name]}: HUNG, killed after {run['timeout_seconds']:.0f} s"
+                    + (f" with {written / 1e6:.0f} MB of the raw dump written" if written else "")
                     + (f" (peak RSS until then {rss_kill / 1024:.0f} MiB)" if rss_kill else "")
                     + "; its last output: " + " | ".join(run["output"].strip().splitlines()[-3:]))
             else:
