@@ -1,5 +1,9 @@
 """Running ``ops-platform`` as a user does, in a subprocess, and reading back where its time went.
 
+The command is this checkout's console-script entry point (``[project.scripts]``) started by the
+venv's Python with this worktree on PYTHONPATH, exactly what the installed ``ops-platform`` script
+does, without depending on which checkout installed that script.
+
 A measured command runs under GNU time, so its peak RSS (``%M``: the largest of the Python
 process and the programs it waited for) is its own and not this big process's pre-exec image.
 Its Dagster run is then read from the instance in its ``DAGSTER_HOME`` by a small child
@@ -24,10 +28,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 TIME = shutil.which("time", path="/usr/bin:/bin")
-OPS_PLATFORM = str(Path(sys.executable).with_name("ops-platform")) \
-    if Path(sys.executable).with_name("ops-platform").exists() else shutil.which("ops-platform")
+
+
+def _console_script() -> list[str]:
+    """``ops-platform`` as its console script runs it, from this checkout's ``[project.scripts]``
+    entry point and this Python: the script installed in the venv may come from another checkout
+    whose entry point no longer matches the code on PYTHONPATH."""
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        entry = tomllib.load(handle)["project"]["scripts"]["ops-platform"]
+    module, attribute = entry.split(":")
+    code = f"import sys; from {module} import {attribute} as entry; sys.argv[0] = 'ops-platform'; sys.exit(entry())"
+    return [sys.executable, "-c", code]
+
+
+OPS_PLATFORM = _console_script()
 
 # Variables of the operator's shell that would add environments, S3 or Slack to a measured run.
 _DROPPED_PREFIXES = ("PRODUCTION_", "STAGING_", "SLACK_", "BACKUP_", "RESTORE_", "AWS_S3_", "HEALTH_", "DEPLOY")
@@ -93,7 +111,7 @@ def run_cli(args: list[str], env: dict, *, timeout: float = 3600) -> dict:
     """``ops-platform *args`` under GNU time; wall clock from this side of the fork to its exit.
     Raises Hung (after killing its process group) when it has not finished within ``timeout``."""
     with tempfile.NamedTemporaryFile("r", prefix="ops_bench_time_", suffix=".txt") as timing:
-        command = [OPS_PLATFORM, *args]
+        command = [*OPS_PLATFORM, *args]
         if TIME:
             command = [TIME, "-o", timing.name, "-f", "%M %U %S", *command]
         started_unix, started = time.time(), time.monotonic()

@@ -270,8 +270,6 @@ def main() -> dict:
     os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"})
     log(f"== restore benchmark (ops-platform restore){' [quick]' if QUICK else ''} ==")
-    if not _cli.OPS_PLATFORM:
-        raise SystemExit("the ops-platform console script was not found beside this Python")
     large, medium, small = dataset.LARGE, dataset.MEDIUM, dataset.SMALL
     sizes = {}
     for db in (large, medium, small):
