@@ -319,7 +319,8 @@ def main() -> dict:
                  "backups": {name: {"manifest_id": p.manifest["id"], "stored_bytes": p.manifest["stored_bytes"],
                                     "raw_bytes": p.manifest["raw_bytes"],
                                     "s3_parts": -(-p.manifest["stored_bytes"] // S3_PART_BYTES),
-                                    "backup_wall_seconds": round(p.backup_run["wall_seconds"], 2)}
+                                    "backup_wall_seconds": round(p.backup_run["wall_seconds"], 2),
+                                    "backup_peak_rss_mib": round((p.backup_run["peak_rss_kib"] or 0) / 1024, 1)}
                              for name, p in projects.items()}}
 
         log("warming up: an untimed restore of each kind")
@@ -598,6 +599,9 @@ def print_report(results: dict) -> None:
 
     rss = results["rss_mib"]
     log("\n  peak RSS (MiB; GNU time on the ops-platform process, the programs it waited for included)")
+    for name, info in setup["backups"].items():
+        if info.get("backup_peak_rss_mib"):
+            log(f"    {'ops-platform backup with S3 (setup), ' + name:<50} {info['backup_peak_rss_mib']}")
     for key, label in (("restore_cli_large_mib", f"ops-platform restore, {large}"),
                        ("restore_cli_small_mib", f"ops-platform restore, {small}"),
                        ("restore_cli_from_s3_medium_mib", f"ops-platform restore from S3, {dataset.MEDIUM.name}"),
