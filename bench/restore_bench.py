@@ -70,7 +70,7 @@ ZSTD = shutil.which("zstd")
 JOBS = 2
 
 S3_PART_BYTES = 8 << 20  # ops_platform.lib.restore.fetch.S3_PART_SIZE
-FETCH_TIMEOUT = 90.0  # seconds; the download of the largest object takes a few
+FETCH_TIMEOUT = 45.0 if QUICK else 90.0  # seconds; the download of the largest object takes one or two
 
 TARGET_RATIO = 1.3
 TARGET_S3_RATIO = 1.1
@@ -353,7 +353,7 @@ def main() -> dict:
         log(f"on {small.name} and {medium.name}")
         # A killed restore leaves its run STARTED on its instance, which then refuses further restores:
         # restores from S3 come last on each instance, and stop at the first hang.
-        timeout = 3 * min(_walls(runs["cli"])) + 60
+        timeout = (2 * min(_walls(runs["cli"])) + 30) if QUICK else (3 * min(_walls(runs["cli"])) + 60)
         for _ in range(1 if QUICK else 2):
             runs["small_cli"].append(small_project.restore(PREFIX + "small"))
             show("small_cli")
