@@ -5,6 +5,11 @@ text drawn from a vocabulary of random pseudo-words with a skewed (Zipf-like) fr
 hex and base64 tokens, jsonb documents with varied keys and values, numerics, timestamps, inet
 and uuids, plus the indexes an application would have.
 
+A second kind, ``wide`` (``WIDE``), is one table of 5 million wide rows of random base64 text and
+a jsonb document of random values: poorly compressible, so the compressor's own speed shows in
+the backup's time. Its raw custom-format dump is 1.44 GB (0.84 GB after zstd -3; measured sizes
+are in bench_results/cli_backup.json, ``datasets``); generation takes about half a minute.
+
 Generation runs in SQL on the server (generate_series + random()), and is idempotent: a database
 whose ``bench_meta`` row matches the requested scale and generator version is reused.
 """
@@ -23,15 +28,28 @@ SERVER = "postgresql://postgres@127.0.0.1:5432"
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    scale: float  # 1.0 is about 600 MB on disk
+    scale: float  # mixed: 1.0 is about 600 MB on disk; wide: 1.0 is 5 million rows
+    kind: str = "mixed"  # "mixed" (customers, orders, events) or "wide" (one table of random rows)
 
     @property
     def url(self) -> str:
         return f"{SERVER}/{self.name}"
 
+    @property
+    def generator_version(self) -> int:
+        return WIDE_GENERATOR_VERSION if self.kind == "wide" else GENERATOR_VERSION
+
 
 LARGE = Dataset("ops_bench_large", 1.0)
 SMALL = Dataset("ops_bench_small", 0.25)
+# 0.6 of LARGE: its zstd backup (about 72 MB) stays within 10 parts of 8 MiB in S3 (see bench/restore_bench.py).
+MEDIUM = Dataset("ops_bench_medium", 0.6)
+# Wide, poorly compressible rows: 5 million rows of random base64 text and jsonb (1.6 GB on disk,
+# a 1.44 GB raw custom-format dump that zstd -3 brings down only to 0.58 of its size; the mixed
+# dataset's goes to 0.35).
+WIDE = Dataset("ops_bench_wide", 1.0, "wide")
+# The same at a fifth of the rows, for BENCH_QUICK=1.
+WIDE_QUICK = Dataset("ops_bench_wide_quick", 0.2, "wide")
 
 VOCABULARY_SIZE = 6000
 
@@ -187,7 +205,7 @@ def is_ready(dataset: Dataset) -> bool:
             row = connection.execute("SELECT scale, generator_version FROM bench_meta").fetchone()
     except psycopg.Error:
         return False
-    return bool(row) and row[0] == dataset.scale and row[1] == GENERATOR_VERSION
+    return bool(row) and row[0] == dataset.scale and row[1] == dataset.generator_version
 
 
 def _batches(total: int):
@@ -195,14 +213,21 @@ def _batches(total: int):
         yield low, min(low + BATCH - 1, total)
 
 
-def generate(dataset: Dataset, log=print) -> None:
-    started = time.monotonic()
+def _recreate(dataset: Dataset) -> None:
     with _admin() as connection:
         connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (dataset.name,))
         connection.execute(f'DROP DATABASE IF EXISTS "{dataset.name}"')
         connection.execute(f'CREATE DATABASE "{dataset.name}"')
+
+
+def generate(dataset: Dataset, log=print) -> None:
+    if dataset.kind == "wide":
+        generate_wide(dataset, log)
+        return
+    started = time.monotonic()
+    _recreate(dataset)
     rows = {table: max(1, int(count * dataset.scale)) for table, count in BASE_ROWS.items()}
     with psycopg.connect(dataset.url, autocommit=True) as connection:
         connection.execute("SET synchronous_commit = off")
@@ -215,6 +240,74 @@ def generate(dataset: Dataset, log=print) -> None:
         connection.execute("VACUUM ANALYZE")
         connection.execute("INSERT INTO bench_meta VALUES (%s, %s, now(), %s)",
                            (dataset.scale, GENERATOR_VERSION, time.monotonic() - started))
+    log(f"  {dataset.name}: generated in {time.monotonic() - started:.0f}s")
+
+
+WIDE_GENERATOR_VERSION = 1
+WIDE_ROWS = 5_000_000
+WIDE_BATCH = 250_000
+
+WIDE_SCHEMA = """
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE TABLE wide_rows (
+  id bigint NOT NULL,
+  created_at timestamptz NOT NULL,
+  account_id bigint NOT NULL,
+  session_id uuid NOT NULL,
+  body text NOT NULL,
+  attrs jsonb NOT NULL
+);
+CREATE TABLE bench_meta (scale float8 NOT NULL, generator_version int NOT NULL, generated_at timestamptz NOT NULL,
+                         seconds float8 NOT NULL);
+"""
+
+# Random bytes as base64 (without the line breaks encode() puts every 76 characters): about 3/4
+# of each character is entropy, so zstd and gzip cannot do much better than 0.75-0.8.
+WIDE_FILL = """
+INSERT INTO wide_rows
+SELECT g,
+       timestamptz '2020-01-01' + random() * interval '6 years',
+       1 + floor(random() * 2000000)::bigint,
+       gen_random_uuid(),
+       translate(encode(gen_random_bytes(32 + floor(random() * 81)::int), 'base64'), E'\\n', ''),
+       jsonb_build_object(
+         'key', encode(gen_random_bytes(12), 'base64'),
+         'n', floor(random() * 1e9)::bigint,
+         'score', random(),
+         'tag', encode(gen_random_bytes(6), 'base64'),
+         'ok', random() < 0.5)
+FROM generate_series(%(lo)s, %(hi)s) g;
+"""
+
+
+def generate_wide(dataset: Dataset, log=print) -> None:
+    """One table of ``WIDE_ROWS * scale`` wide rows of random base64 text and jsonb, generated on
+    the server by two connections at once (about a minute for 5 million rows on 2 cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    _recreate(dataset)
+    total = max(1, int(WIDE_ROWS * dataset.scale))
+    with psycopg.connect(dataset.url, autocommit=True) as connection:
+        connection.execute(WIDE_SCHEMA)
+    batches = [(low, min(low + WIDE_BATCH - 1, total)) for low in range(1, total + 1, WIDE_BATCH)]
+
+    def fill(worker: int) -> None:
+        with psycopg.connect(dataset.url, autocommit=True) as connection:
+            connection.execute("SET synchronous_commit = off")
+            for low, high in batches[worker::2]:
+                connection.execute(WIDE_FILL.replace("%(lo)s", str(low)).replace("%(hi)s", str(high)))
+                log(f"  {dataset.name}: rows {low:,}-{high:,} of {total:,} ({time.monotonic() - started:.0f}s)")
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(fill, range(2)))
+    with psycopg.connect(dataset.url, autocommit=True) as connection:
+        connection.execute("ALTER TABLE wide_rows ADD PRIMARY KEY (id)")
+        connection.execute("CREATE INDEX wide_rows_account ON wide_rows (account_id)")
+        connection.execute("DROP EXTENSION pgcrypto")  # the dump holds the data, not the generator
+        connection.execute("VACUUM (FREEZE, ANALYZE)")
+        connection.execute("INSERT INTO bench_meta VALUES (%s, %s, now(), %s)",
+                           (dataset.scale, WIDE_GENERATOR_VERSION, time.monotonic() - started))
     log(f"  {dataset.name}: generated in {time.monotonic() - started:.0f}s")
 
 
@@ -231,9 +324,27 @@ def ensure(dataset: Dataset, log=print) -> int:
     return database_size(dataset)
 
 
+EVERY = (SMALL, MEDIUM, LARGE, WIDE, WIDE_QUICK)
+
+
+def drop(dataset: Dataset) -> bool:
+    """Drop a generated dataset (the benchmarks generate it again when next needed)."""
+    with _admin() as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dataset.name,)).fetchone()
+        connection.execute(f'DROP DATABASE IF EXISTS "{dataset.name}" WITH (FORCE)')
+    return bool(exists)
+
+
 if __name__ == "__main__":
     import sys
 
-    for chosen in (SMALL, LARGE) if len(sys.argv) < 2 else [d for d in (SMALL, LARGE) if d.name in sys.argv[1:]]:
+    # python -m bench.dataset [NAME ...]   generate (default: small and large)
+    # python -m bench.dataset drop         drop every benchmark dataset
+    if sys.argv[1:] == ["drop"]:
+        for chosen in EVERY:
+            if drop(chosen):
+                print(f"dropped {chosen.name}")
+        raise SystemExit(0)
+    for chosen in (SMALL, LARGE) if len(sys.argv) < 2 else [d for d in EVERY if d.name in sys.argv[1:]]:
         size = ensure(chosen)
         print(f"{chosen.name}: {size / 1e6:.0f} MB on disk")
