@@ -99,7 +99,8 @@ def previous_verified(local: LocalStore, environment: str, before_id: str) -> Ma
 
 def check_decodes(dump: DumpResult, compression: Compression,
                   timeout: float | None = None) -> tuple[CheckOutcome, dict[str, int]]:
-    decoded = decode_artifact(dump.local_path, compression.name, timeout)
+    """What pg_restore made of the stored bytes: read in the dump's own pass, or else now."""
+    decoded = dump.decode or decode_artifact(dump.local_path, compression.name, timeout)
     description = (f"pg_restore read the whole archive: {len(decoded.table_row_counts)} tables"
                    if decoded.ok else f"the stored archive does not decode: {decoded.error}")
     return CheckOutcome("decodes_completely", decoded.ok, True, description,

@@ -33,6 +33,7 @@ from ops_platform.lib.files import open_private, private_dir
 from ops_platform.lib.postgres import client_connection
 from ops_platform.lib.redact import Redactor, tail
 from ops_platform.lib.stores import fsync_dir
+from ops_platform.lib.verify import ArchiveVerifier, DecodeResult
 
 READ_CHUNK = 1 << 20
 S3_PART_SIZE = 8 << 20
@@ -96,6 +97,7 @@ class DumpResult:
     duration_seconds: float
     s3: S3LegResult | None = None
     stderr: str = ""
+    decode: DecodeResult | None = None
 
 
 @dataclass
@@ -285,11 +287,12 @@ class _S3Upload:
 
 
 class _FanOut(io.RawIOBase):
-    """The compressor's output: hashed, written to the local file, and fed to S3."""
+    """The compressor's output: hashed, written to the local file, fed to S3 and to the verifier."""
 
-    def __init__(self, handle, upload: _S3Upload | None):
+    def __init__(self, handle, upload: _S3Upload | None, verifier: ArchiveVerifier | None = None):
         self.handle = handle
         self.upload = upload
+        self.verifier = verifier
         self.digest = hashlib.sha256()
         self.bytes = 0
 
@@ -299,8 +302,12 @@ class _FanOut(io.RawIOBase):
     def write(self, data) -> int:
         self.digest.update(data)
         self.handle.write(data)
-        if self.upload is not None:
-            self.upload.feed(bytes(data))
+        if self.upload is not None or self.verifier is not None:
+            data = bytes(data)
+            if self.upload is not None:
+                self.upload.feed(data)
+            if self.verifier is not None:
+                self.verifier.write(data)
         size = len(data)
         self.bytes += size
         return size
@@ -334,12 +341,16 @@ def run_dump(
     timeout: float | None = None,
     s3_stall_seconds: float = 30.0,
     s3_finish_seconds: float = 3600.0,
+    verify: bool = True,
 ) -> DumpResult:
     """Dump ``database_url`` to ``destination`` (and S3) in one pass. Raises BackupStepError.
 
     Every wait is bounded: pg_dump's table locks (``lock_wait_timeout``), the whole dump
     (``timeout``: pg_dump is killed), S3 accepting data (``s3_stall_seconds``: the S3 leg is given
-    up and the dump goes on locally) and the end of the upload (``s3_finish_seconds``)."""
+    up and the dump goes on locally) and the end of the upload (``s3_finish_seconds``).
+
+    With ``verify``, the stored bytes are decompressed and read by ``pg_restore`` in the same pass
+    (``DumpResult.decode``), so the backup is checked without reading the archive again."""
     redactor = redactor or Redactor()
     destination = Path(destination)
     private_dir(destination.parent)
@@ -348,6 +359,8 @@ def run_dump(
     temporary = destination.with_name(f".{destination.name}.partial")
     started = time.monotonic()
     upload = _S3Upload(s3, redactor, s3_stall_seconds) if s3 else None
+    verifier = None
+    decode = None
     process = None
     timed_out = threading.Event()
     watchdog = None
@@ -372,8 +385,9 @@ def run_dump(
                 watchdog.start()
             with contextlib.suppress(OSError):
                 fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            verifier = ArchiveVerifier(compression.name) if verify else None
             with open_private(temporary) as handle:
-                sink = _FanOut(handle, upload)
+                sink = _FanOut(handle, upload, verifier)
                 raw_bytes = 0
                 last_report = started
                 with compression.writer(sink) as compressor:
@@ -396,6 +410,10 @@ def run_dump(
                     raise BackupStepError("pg_dump", "pg_dump produced no output")
                 handle.flush()
                 os.fsync(handle.fileno())
+            if verifier is not None:
+                remaining = timeout - (time.monotonic() - started) if timeout else None
+                decode = verifier.finish(max(60.0, remaining) if remaining is not None else None)
+                verifier = None
             os.replace(temporary, destination)
             fsync_dir(destination.parent)
         except BaseException as error:
@@ -404,6 +422,8 @@ def run_dump(
                 process.wait()
             if upload:
                 upload.abort()
+            if verifier is not None:
+                verifier.abort()
             temporary.unlink(missing_ok=True)
             if isinstance(error, BackupStepError):
                 raise
@@ -425,4 +445,5 @@ def run_dump(
         duration_seconds=duration,
         s3=s3_result,
         stderr=redactor(errors),
+        decode=decode,
     )

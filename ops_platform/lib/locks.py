@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timezone
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from ops_platform.config import ConfigError
 
@@ -105,7 +106,8 @@ def advisory_lock(url: str, namespace: int, name: str, what: str, *, holder: str
         deadline = time.monotonic() + wait_seconds
         while not connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (first, second)).fetchone()[0]:
             if time.monotonic() >= deadline:
-                raise LockBusy(f"{what} ({describe_holder(connection, namespace, name)})")
+                waited = f"; waited {wait_seconds:g}s" if wait_seconds else ""
+                raise LockBusy(f"{what} ({describe_holder(connection, namespace, name)}){waited}")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         try:
             yield HeldLock(namespace, name, connection)
@@ -115,8 +117,14 @@ def advisory_lock(url: str, namespace: int, name: str, what: str, *, holder: str
 
 
 def environment_lock(url: str, environment: str, *, holder: str = "", wait_seconds: float = 0):
-    """One backup, restore, retention or drill of ``environment`` at a time."""
-    return advisory_lock(url, ENVIRONMENT_NAMESPACE, environment,
+    """One backup, restore, retention or drill of ``environment`` at a time. The lock is named
+    after the environment and its database, so two platforms (or two test runs) sharing a server
+    only exclude each other when they work on the same database."""
+    try:
+        database = conninfo_to_dict(url).get("dbname") or ""
+    except Exception:  # noqa: BLE001 - a malformed URL fails when connecting, with its own message
+        database = ""
+    return advisory_lock(url, ENVIRONMENT_NAMESPACE, f"{environment}:{database}",
                          f"another backup, restore, retention or drill of {environment} is running",
                          holder=holder, wait_seconds=wait_seconds)
 

@@ -157,8 +157,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
                                      progress=_progress_reporter(context, environment_name),
                                      limits=backup_settings.limits())
     except LockBusy as error:
-        raise _fail(context, slack, environment_name, "environment lock",
-                    f"{error}; waited {backup_settings.lock_wait_seconds}s (ENVIRONMENT_LOCK_WAIT_SECONDS)") from None
+        raise _fail(context, slack, environment_name, "environment lock", str(error)) from None
     except (BackupStepError, LockUnavailable) as error:
         step = error.step if isinstance(error, BackupStepError) else "connect"
         if is_transient(step, str(error)) and context.retry_number < backup_settings.retries:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import zstandard
 
+from ops_platform.lib.codecs import StreamDecoder
 from ops_platform.lib.dump import wait_while_progressing
 from ops_platform.lib.files import PRIVATE_DIR, open_private, private_dir
 from ops_platform.lib.redact import Redactor
@@ -66,69 +67,10 @@ def make_work_dir(parent: Path | str | None = None) -> Path:
     return folder
 
 
-class _Decoder:
-    """Decompresses a stream into a file in bounded pieces, counting the raw bytes written."""
-
-    def __init__(self, compression: str, handle):
-        self.handle = handle
-        self.raw_bytes = 0
-        self.compression = compression
-        if compression == "zstd":
-            self._zstd = zstandard.ZstdDecompressor().stream_writer(_Counter(self), closefd=False)
-        elif compression == "gzip":
-            self._gzip = zlib.decompressobj(wbits=31)
-        else:
-            raise ValueError(f"unknown compression '{compression}'")
-
-    def _emit(self, data) -> None:
-        self.handle.write(data)
-        self.raw_bytes += len(data)
-
-    def write(self, chunk: bytes) -> None:
-        if self.compression == "zstd":
-            self._zstd.write(chunk)
-            return
-        data = chunk
-        while data:
-            if self._gzip.eof:  # a further gzip member follows
-                data = self._gzip.unused_data + data
-                self._gzip = zlib.decompressobj(wbits=31)
-            out = self._gzip.decompress(data, READ_CHUNK)
-            self._emit(out)
-            data = self._gzip.unconsumed_tail
-            if self._gzip.eof and self._gzip.unused_data:
-                data = self._gzip.unused_data + data
-                self._gzip = zlib.decompressobj(wbits=31)
-
-    def finish(self) -> None:
-        if self.compression == "zstd":
-            self._zstd.flush()
-            return
-        while True:
-            out = self._gzip.flush(READ_CHUNK) if not self._gzip.eof else b""
-            if not out:
-                break
-            self._emit(out)
-        if not self._gzip.eof:
-            raise ValueError("the gzip stream ends before its last block (truncated)")
-
-
-class _Counter(io.RawIOBase):
-    def __init__(self, decoder: _Decoder):
-        self.decoder = decoder
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.decoder._emit(data)
-        return len(data)
-
-
 class _Sink(io.RawIOBase):
     """The stored bytes arrive here, in order: hashed, decompressed, written, reported."""
 
-    def __init__(self, decoder: _Decoder, total: int, progress: ProgressCallback | None, interval: float):
+    def __init__(self, decoder: StreamDecoder, total: int, progress: ProgressCallback | None, interval: float):
         self.decoder = decoder
         self.digest = hashlib.sha256()
         self.bytes = 0
@@ -171,7 +113,7 @@ def fetch_candidate(candidate: BackupCandidate, work_dir: Path, *, progress: Pro
     started = time.monotonic()
     try:
         with open_private(destination, buffering=0) as handle:
-            decoder = _Decoder(manifest.compression, handle)
+            decoder = StreamDecoder(manifest.compression, handle)
             sink = _Sink(decoder, manifest.stored_bytes, progress, progress_interval)
             if candidate.source == "local":
                 _stream_local(Path(candidate.location), sink)
@@ -277,7 +219,7 @@ def _download_client(client):
                                           region_name=client.meta.region_name)
 
 
-def _compare(manifest, sink: _Sink, decoder: _Decoder) -> list[str]:
+def _compare(manifest, sink: _Sink, decoder: StreamDecoder) -> list[str]:
     problems = []
     if sink.bytes != manifest.stored_bytes:
         problems.append(f"{sink.bytes} bytes read, the manifest says {manifest.stored_bytes} (truncated or extended)")
