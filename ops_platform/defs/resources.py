@@ -19,7 +19,7 @@ from ops_platform.config import ConfigError, backup_root
 from ops_platform.defs.settings import settings_resources
 from ops_platform.lib import locks
 from ops_platform.lib import settings as settings_lib
-from ops_platform.lib.dump import Compression
+from ops_platform.lib.dump import ZSTD_DEFAULT_LEVEL, Compression
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
 from ops_platform.lib.slack import SlackNotifier, make_web_client, make_webhook_client
@@ -54,14 +54,14 @@ class BackupStorageResource(dg.ConfigurableResource):
 
     backup_dir: str | None = Field(default=None, description="Local root (BACKUP_DIR); default $DAGSTER_HOME/backups.")
     compression: str = Field(default="zstd", description="zstd or gzip (BACKUP_COMPRESSION).")
-    compression_level: str | None = Field(default=None, description="BACKUP_COMPRESSION_LEVEL; zstd 3, gzip 6.")
+    compression_level: str | None = Field(default=None, description="BACKUP_COMPRESSION_LEVEL; zstd 2, gzip 6.")
     zstd_threads: int = 2
 
     def local_store(self) -> LocalStore:
         return LocalStore(self.backup_dir or backup_root())
 
     def compression_settings(self) -> Compression:
-        default_level = 3 if self.compression == "zstd" else 6
+        default_level = ZSTD_DEFAULT_LEVEL if self.compression == "zstd" else 6
         try:
             level = int(self.compression_level) if self.compression_level else default_level
         except ValueError:

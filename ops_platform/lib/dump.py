@@ -39,6 +39,10 @@ READ_CHUNK = 1 << 20
 S3_PART_SIZE = 8 << 20
 ZSTD_JOB_SIZE = 2 << 20
 PIPE_SIZE = 1 << 20
+# Level 2 costs about a third less CPU than 3 for an archive a few percent larger, still smaller
+# than the old gzip (measured on the benchmark's datasets: 0.95x and 1.00x gzip's size): on two
+# cores the dump, its compression and its verification share the CPU.
+ZSTD_DEFAULT_LEVEL = 2
 
 
 class BackupStepError(RuntimeError):
@@ -52,7 +56,7 @@ class BackupStepError(RuntimeError):
 @dataclass(frozen=True)
 class Compression:
     name: str = "zstd"
-    level: int = 3
+    level: int = ZSTD_DEFAULT_LEVEL
     threads: int = 2
 
     def __post_init__(self):
