@@ -41,7 +41,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ops_platform.config import env_int
+from ops_platform.config import ConfigError, env_int
 from ops_platform.lib.redact import Redactor
 
 APPLICATION_NAME = "ops_platform_insight"
@@ -53,7 +53,12 @@ _IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 
 
 class StatsError(Exception):
-    """A snapshot could not be taken; the message is one line for an operator."""
+    """A snapshot could not be taken; the message is one line for an operator. ``kind`` is one of
+    connect, timeout, lock, privilege, connection (lost mid-way) or query."""
+
+    def __init__(self, message: str, kind: str = "query"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,17 @@ class StatsCollectionSettings:
     top_tables: int = 20
     top_statements: int = 10
     connect_timeout_seconds: int = 10
+    exact_sizes: bool = True
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> StatsCollectionSettings:
         """``STATS_STATEMENT_TIMEOUT_MS`` (5000), ``STATS_LOCK_TIMEOUT_MS`` (200),
-        ``STATS_TOP_TABLES`` (20), ``STATS_TOP_STATEMENTS`` (10), ``STATS_CONNECT_TIMEOUT_SECONDS`` (10).
-        A non-numeric or out-of-range value raises a one-line ConfigError."""
+        ``STATS_TOP_TABLES`` (20), ``STATS_TOP_STATEMENTS`` (10), ``STATS_CONNECT_TIMEOUT_SECONDS`` (10),
+        ``STATS_EXACT_SIZES`` (1; 0 reads sizes from pg_class.relpages). A non-numeric or
+        out-of-range value raises a one-line ConfigError."""
+        exact = env_int(environ, "STATS_EXACT_SIZES", 1, minimum=0)
+        if exact > 1:
+            raise ConfigError(f"STATS_EXACT_SIZES must be 0 or 1, got {exact}")
         return cls(
             statement_timeout_ms=env_int(environ, "STATS_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms, minimum=1),
             lock_timeout_ms=env_int(environ, "STATS_LOCK_TIMEOUT_MS", cls.lock_timeout_ms, minimum=1),
@@ -78,6 +88,7 @@ class StatsCollectionSettings:
             top_statements=env_int(environ, "STATS_TOP_STATEMENTS", cls.top_statements, minimum=1),
             connect_timeout_seconds=env_int(environ, "STATS_CONNECT_TIMEOUT_SECONDS",
                                             cls.connect_timeout_seconds, minimum=1),
+            exact_sizes=bool(exact),
         )
 
 
@@ -85,7 +96,9 @@ class StatsCollectionSettings:
 class ConnectionStats:
     """Client connections (``backend_type = 'client backend'``) against the ordinary-user limit
     ``max_connections - superuser_reserved_connections - reserved_connections`` (the latter PG16+).
-    Background workers, autovacuum and WAL senders have their own slots and are not counted."""
+    Background workers, autovacuum and WAL senders have their own slots and are not counted.
+    Without pg_monitor, other roles' sessions hide their type and state: those with a database
+    are counted, under the state ``unknown``."""
 
     max_connections: int
     superuser_reserved: int
@@ -104,8 +117,9 @@ class ConnectionStats:
 
 @dataclass
 class SessionInfo:
-    """One session from ``pg_stat_activity`` (its query text is deliberately not kept: it may hold
-    literal values)."""
+    """One session of this database from ``pg_stat_activity`` (its query text is deliberately not
+    kept: it may hold literal values). Sessions of other databases on the server hold back neither
+    this database's vacuum horizon nor its locks, so they are not considered."""
 
     pid: int
     user: str | None
@@ -306,7 +320,8 @@ WHERE d.datname = current_database()
 
 _CONNECTIONS = """
 SELECT coalesce(state, 'unknown'), count(*)::int FROM pg_stat_activity
-WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 1
+WHERE backend_type = 'client backend' OR (backend_type IS NULL AND datname IS NOT NULL)
+GROUP BY 1 ORDER BY 1
 """
 
 _SESSION_COLUMNS = """pid, usename::text, application_name, datname::text, state,
@@ -315,11 +330,12 @@ _SESSION_COLUMNS = """pid, usename::text, application_name, datname::text, state
 
 _OLDEST_SESSIONS = f"""
 (SELECT 'transaction', {_SESSION_COLUMNS} FROM pg_stat_activity
-  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = current_database()
+    AND xact_start IS NOT NULL
   ORDER BY xact_start LIMIT 1)
 UNION ALL
 (SELECT 'idle_in_transaction', {_SESSION_COLUMNS} FROM pg_stat_activity
-  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = current_database()
     AND state IN ('idle in transaction', 'idle in transaction (aborted)')
   ORDER BY state_change LIMIT 1)
 """
@@ -427,15 +443,16 @@ class _Session:
                 cursor.execute(query, params)
                 return cursor.fetchall()
         except psycopg.errors.QueryCanceled:
-            raise StatsError(f"statement timeout ({self.statement_timeout_ms} ms) while reading {step}") from None
+            raise StatsError(f"statement timeout ({self.statement_timeout_ms} ms) while reading {step}",
+                             "timeout") from None
         except psycopg.errors.LockNotAvailable:
-            raise StatsError(f"lock timeout ({self.lock_timeout_ms} ms) while reading {step}") from None
+            raise StatsError(f"lock timeout ({self.lock_timeout_ms} ms) while reading {step}", "lock") from None
         except psycopg.errors.InsufficientPrivilege as error:
             raise StatsError(f"permission denied while reading {step} (grant pg_monitor to the role): "
-                             f"{self._line(error)}") from None
-        except psycopg.OperationalError as error:
-            raise StatsError(f"connection lost while reading {step}: {self._line(error)}") from None
+                             f"{self._line(error)}", "privilege") from None
         except psycopg.Error as error:
+            if self.connection.broken or self.connection.closed:
+                raise StatsError(f"connection lost while reading {step}: {self._line(error)}", "connection") from None
             raise StatsError(f"reading {step} failed: {self._line(error)}") from None
 
     def _line(self, error: BaseException) -> str:
@@ -461,14 +478,17 @@ def _connect(database_url: str, connect_timeout: int, redactor: Redactor, target
     except psycopg.Error as error:
         reason = redactor(str(error).strip() or type(error).__name__)
         reason = " ".join(reason.split())[:300]
-        raise StatsError(f"cannot connect to {target}: {reason}") from None
+        raise StatsError(f"cannot connect to {target}: {reason}", "connect") from None
 
 
 def collect_snapshot(database_url: str, *, statement_timeout_ms: int, lock_timeout_ms: int, top_tables: int,
                      top_statements: int, previous: DatabaseSnapshot | Mapping | None = None,
-                     connect_timeout_seconds: int = 10) -> DatabaseSnapshot:
+                     connect_timeout_seconds: int = 10, exact_sizes: bool = True) -> DatabaseSnapshot:
     """Read one database's statistics (see the module docstring); ``previous`` (a snapshot or its
-    dict) turns the cumulative counters into an ``activity`` delta. Raises StatsError."""
+    dict) turns the cumulative counters into an ``activity`` delta. ``exact_sizes=False`` takes
+    table sizes from ``pg_class.relpages`` (no relation is opened at all; figures as of the last
+    VACUUM/ANALYZE), for catalogs so large that reading every table's files is too much.
+    Raises StatsError."""
     if statement_timeout_ms < 1 or lock_timeout_ms < 1:
         raise StatsError("statement_timeout_ms and lock_timeout_ms must be at least 1 (0 would disable them)")
     started = time.monotonic()
@@ -478,7 +498,7 @@ def collect_snapshot(database_url: str, *, statement_timeout_ms: int, lock_timeo
     try:
         session = _Session(connection, redactor, statement_timeout_ms, lock_timeout_ms)
         session.rows("session settings", _SET_TIMEOUTS, (f"{statement_timeout_ms}ms", f"{lock_timeout_ms}ms"))
-        snapshot = _read_all(session, top_tables, top_statements)
+        snapshot = _read_all(session, top_tables, top_statements, exact_sizes)
     finally:
         connection.close()
     if previous is not None and not isinstance(previous, DatabaseSnapshot):
@@ -491,7 +511,7 @@ def collect_snapshot(database_url: str, *, statement_timeout_ms: int, lock_timeo
     return snapshot
 
 
-def _read_all(session: _Session, top_tables: int, top_statements: int) -> DatabaseSnapshot:
+def _read_all(session: _Session, top_tables: int, top_statements: int, exact_sizes: bool) -> DatabaseSnapshot:
     [row] = session.rows("database settings and size", _DATABASE)
     (name, oid, version, version_num, in_recovery, now, max_conn, su_reserved, reserved, block_size,
      preload, pgss_version, pgss_schema, size, hit, read, deadlocks, temp_bytes, temp_files, xacts, reset) = row
@@ -505,8 +525,8 @@ def _read_all(session: _Session, top_tables: int, top_statements: int) -> Databa
         connections=ConnectionStats(max_conn, su_reserved, reserved, sum(by_state.values()), by_state),
         counters=counters)
     if by_state.get("unknown"):
-        snapshot.notes.append(f"{by_state['unknown']} other sessions' state is hidden from this role: "
-                              "grant it pg_monitor")
+        snapshot.notes.append(f"{by_state['unknown']} other roles' sessions are hidden from this role (counted "
+                              "as connections, state unknown): grant it pg_monitor")
     for kind, *values in session.rows("oldest sessions", _OLDEST_SESSIONS):
         info = SessionInfo(*values)
         if kind == "transaction":
@@ -514,7 +534,7 @@ def _read_all(session: _Session, top_tables: int, top_statements: int) -> Databa
         else:
             snapshot.oldest_idle_in_transaction = info
     snapshot.database_ages = [DatabaseAge(*r) for r in session.rows("transaction ID ages", _DATABASE_AGES)]
-    _read_tables(session, snapshot, top_tables, block_size)
+    _read_tables(session, snapshot, top_tables, block_size, exact_sizes)
     snapshot.dead_tuple_tables = [
         TableStats(schema, table, None, None, None, None, rows, live, dead, *map(_iso, times))
         for schema, table, rows, live, dead, *times in session.rows("dead tuples", _DEAD_TUPLES, (top_tables,))]
@@ -525,17 +545,26 @@ def _read_all(session: _Session, top_tables: int, top_statements: int) -> Databa
     return snapshot
 
 
-def _read_tables(session: _Session, snapshot: DatabaseSnapshot, limit: int, block_size: int) -> None:
-    try:
-        rows = session.rows("table sizes", _EXACT_SIZES + _TABLES_SELECT, {"limit": limit})
-    except StatsError as error:
-        if not str(error).startswith("lock timeout"):
-            raise
-        rows = session.rows("table size estimates", _ESTIMATED_SIZES + _TABLES_SELECT,
-                            {"limit": limit, "block_size": block_size})
+def _estimated_tables(session: _Session, limit: int, block_size: int) -> list[tuple]:
+    return session.rows("table size estimates", _ESTIMATED_SIZES + _TABLES_SELECT,
+                        {"limit": limit, "block_size": block_size})
+
+
+def _read_tables(session: _Session, snapshot: DatabaseSnapshot, limit: int, block_size: int, exact: bool) -> None:
+    if not exact:
+        rows = _estimated_tables(session, limit, block_size)
         snapshot.sizes_exact = False
-        snapshot.notes.append("a table was locked while its size was read: table sizes are estimates "
-                              "from pg_class.relpages (as of the last VACUUM/ANALYZE)")
+        snapshot.notes.append("table sizes are estimates from pg_class.relpages (as of the last VACUUM/ANALYZE)")
+    else:
+        try:
+            rows = session.rows("table sizes", _EXACT_SIZES + _TABLES_SELECT, {"limit": limit})
+        except StatsError as error:
+            if error.kind != "lock":
+                raise
+            rows = _estimated_tables(session, limit, block_size)
+            snapshot.sizes_exact = False
+            snapshot.notes.append("a table was locked while its size was read: table sizes are estimates "
+                                  "from pg_class.relpages (as of the last VACUUM/ANALYZE)")
     snapshot.tables = [TableStats(*r[:9], *map(_iso, r[9:13])) for r in rows]
     if rows:
         snapshot.table_count, snapshot.locked_tables, snapshot.tables_total_bytes = rows[0][13:16]
@@ -567,9 +596,9 @@ def _read_statements(session: _Session, snapshot: DatabaseSnapshot, database_oid
     try:
         rows = session.rows("pg_stat_statements", query, (database_oid, limit))
     except StatsError as error:
-        if "timeout" in str(error) or "connection lost" in str(error):
+        if error.kind not in ("query", "privilege"):
             raise
-        snapshot.statements_note = f"pg_stat_statements could not be read ({error}); is it in shared_preload_libraries?"
+        snapshot.statements_note = f"pg_stat_statements could not be read: {error}"
         return
     snapshot.statements = [StatementStats(qid, sanitize_statement(text), calls, round(total, 3), round(mean, 3), rows_)
                            for qid, text, calls, total, mean, rows_ in rows]
