@@ -71,6 +71,10 @@ class LatencyHistogram:
         if not self.count:
             return None
         rank = max(1, math.ceil(fraction * self.count))
+        if rank == 1:
+            return self.minimum
+        if rank >= self.count:
+            return self.maximum
         seen = 0
         for index, count in enumerate(self.counts):
             seen += count
