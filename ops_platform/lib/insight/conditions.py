@@ -147,7 +147,9 @@ def check_xid_wraparound(snapshot: DatabaseSnapshot, thresholds: StatsThresholds
 
 
 def _session_text(session: SessionInfo) -> str:
-    who = ", ".join(part for part in (session.application_name, session.user, session.database) if part)
+    who = [f"application {session.application_name}" if session.application_name else "",
+           f"user {session.user}" if session.user else ""]
+    who = ", ".join(part for part in who if part)
     return f"pid {session.pid}" + (f" ({who})" if who else "")
 
 
