@@ -28,7 +28,7 @@ def test_thresholds_default_and_override_from_the_environment():
                                            "STATS_IDLE_IN_TRANSACTION_MINUTES": "2.5"})
     assert custom.connections_percent == 90 and custom.dead_tuples_min == 500
     assert custom.idle_in_transaction_minutes == 2.5
-    assert set(field for field, _ in THRESHOLD_VARIABLES.values()) == set(StatsThresholds.__dataclass_fields__)
+    assert {field for field, _ in THRESHOLD_VARIABLES.values()} == set(StatsThresholds.__dataclass_fields__)
 
 
 @pytest.mark.parametrize("variable, value, expected", [

@@ -43,7 +43,7 @@ def private_cluster():
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(["runuser", "-u", "postgres", "--", str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                            "-w", "stop"], capture_output=True, timeout=60)
+                            "-w", "stop"], capture_output=True, timeout=60, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 

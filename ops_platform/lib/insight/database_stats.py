@@ -464,7 +464,7 @@ def _describe_target(database_url: str) -> tuple[str, str | None]:
     """'host:port/dbname' for messages, and the password (to redact)."""
     try:
         params = conninfo_to_dict(database_url)
-    except Exception:
+    except (psycopg.Error, ValueError, TypeError):
         raise StatsError("the database URL is not a valid PostgreSQL connection string") from None
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"

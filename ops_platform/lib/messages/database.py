@@ -22,8 +22,8 @@ def condition_message(event: ConditionEvent) -> SlackMessage:
         lines = [f":warning: *{where}: {event.name} still failing* after {human_duration(event.duration_seconds or 0)}",
                  event.description, f"Since {_utc(event.started_at)}"]
     elif event.kind == CLEARED:
-        lines = [f":white_check_mark: *{where}: {event.name} is back to normal* after "
-                 f"{human_duration(event.duration_seconds or 0)}", event.description]
+        back = f"after {human_duration(event.duration_seconds or 0)}"
+        lines = [f":white_check_mark: *{where}: {event.name} is back to normal* {back}", event.description]
     else:
         raise ValueError(f"unknown condition event kind {event.kind!r}")
     text = "\n".join(lines)
