@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from ops_platform.config import ConfigError
 from ops_platform.lib.insight.backup_history import BackupRun, DrillResult, summarize_backups
 from ops_platform.lib.insight.conditions import StatsThresholds, evaluate
 from ops_platform.lib.insight.database_stats import (
@@ -21,6 +22,7 @@ from ops_platform.lib.insight.database_stats import (
 from ops_platform.lib.insight.deployments import DeploymentRecord, summarize_deployments
 from ops_platform.lib.insight.uptime import uptime_from_results
 from ops_platform.lib.messages.reports import (
+    DigestSettings,
     EnvironmentReport,
     OpenIncident,
     attention_items,
@@ -171,3 +173,11 @@ def test_weekly_report_with_nothing_known():
     report = render_weekly_report([EnvironmentReport("staging")], NOW)
     assert "No health-check history." in report.markdown and "No database snapshot." in report.markdown
     assert report.slack.text.endswith("*staging*: no data")
+
+
+def test_digest_settings_from_the_environment():
+    assert DigestSettings.from_environ({}) == DigestSettings(False, 26.0)
+    assert DigestSettings.from_environ({"DIGEST_SILENCE_QUIET_DAYS": "1", "BACKUP_MAX_AGE_HOURS": "30"}) == \
+        DigestSettings(True, 30.0)
+    with pytest.raises(ConfigError, match="^DIGEST_SILENCE_QUIET_DAYS must be an integer, got 'yes'$"):
+        DigestSettings.from_environ({"DIGEST_SILENCE_QUIET_DAYS": "yes"})

@@ -12,7 +12,11 @@ of the exact sizes and counted in ``locked_tables``. If a lock still arrives in 
 between the check and the read, ``lock_timeout`` stops the wait and the table figures are
 rebuilt from ``pg_class.relpages`` (which takes no relation locks), with a note.
 
-Privileges (tested with such a role; PostgreSQL 13 to 17): a role without superuser needs only
+Every view and column used exists in PostgreSQL 13 to 17 (``reserved_connections`` is read when
+present, PG16+; ``pg_stat_statements`` older than 1.8 is read through ``total_time``); the tests
+run on 15.
+
+Privileges (tested with such a role): a role without superuser needs only
 
     GRANT pg_monitor TO ops_insight;                 -- every session, all statistics and settings
     GRANT CONNECT ON DATABASE app TO ops_insight;    -- only if CONNECT was revoked from PUBLIC
@@ -310,7 +314,8 @@ SELECT current_database(), d.oid::bigint, current_setting('server_version'),
        current_setting('block_size')::int,
        (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
        (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_stat_statements'),
-       (SELECT e.extnamespace::regnamespace::text FROM pg_extension e WHERE e.extname = 'pg_stat_statements'),
+       (SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+        WHERE e.extname = 'pg_stat_statements'),
        pg_database_size(d.oid),
        s.blks_hit, s.blks_read, s.deadlocks, s.temp_bytes, s.temp_files,
        s.xact_commit + s.xact_rollback, s.stats_reset

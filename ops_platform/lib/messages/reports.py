@@ -12,10 +12,11 @@ reason or a statement can not reach Slack or the stored report.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from ops_platform.config import ConfigError, env_int
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.insight.backup_history import BackupHistory
 from ops_platform.lib.insight.conditions import ERROR, ConditionResult
@@ -28,6 +29,21 @@ from ops_platform.lib.slack import SlackMessage
 BIGGEST_TABLES = 10
 SLOWEST_STATEMENTS = 5
 _OUTCOME_TEXT = {ROLLED_BACK: "failed and was rolled back", ROLLBACK_FAILED: "failed and the rollback failed"}
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    silence_quiet_days: bool = False
+    backup_max_age_hours: float = 26.0
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> DigestSettings:
+        """``DIGEST_SILENCE_QUIET_DAYS`` (0; 1 posts nothing on a good day) and the backups'
+        ``BACKUP_MAX_AGE_HOURS`` (26). Bad values raise a one-line ConfigError."""
+        silence = env_int(environ, "DIGEST_SILENCE_QUIET_DAYS", 0, minimum=0)
+        if silence > 1:
+            raise ConfigError(f"DIGEST_SILENCE_QUIET_DAYS must be 0 or 1, got {silence}")
+        return cls(bool(silence), float(env_int(environ, "BACKUP_MAX_AGE_HOURS", 26, minimum=1)))
 
 
 @dataclass
