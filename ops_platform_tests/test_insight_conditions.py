@@ -35,7 +35,8 @@ def test_thresholds_default_and_override_from_the_environment():
     ("STATS_CONNECTIONS_PERCENT", "eighty", "STATS_CONNECTIONS_PERCENT must be a number, got 'eighty'"),
     ("STATS_DEAD_TUPLES_MIN", "10k", "STATS_DEAD_TUPLES_MIN must be an integer, got '10k'"),
     ("STATS_CONNECTIONS_PERCENT", "150", "STATS_CONNECTIONS_PERCENT must be <= 100, got 150"),
-    ("STATS_XID_AGE_FRACTION", "-1", "STATS_XID_AGE_FRACTION must be >= 0.0, got -1.0"),
+    ("STATS_XID_AGE_FRACTION", "-1", "STATS_XID_AGE_FRACTION must be >= 0, got -1"),
+    ("STATS_XID_AGE_FRACTION", "1.5", "STATS_XID_AGE_FRACTION must be <= 1, got 1.5"),
 ])
 def test_a_bad_threshold_is_one_clear_line(variable, value, expected):
     with pytest.raises(ConfigError) as raised:
@@ -49,6 +50,11 @@ def test_collection_and_alert_settings_from_the_environment():
         StatsCollectionSettings.from_environ({"STATS_STATEMENT_TIMEOUT_MS": "fast"})
     with pytest.raises(ConfigError, match="^STATS_LOCK_TIMEOUT_MS must be >= 1, got 0$"):
         StatsCollectionSettings.from_environ({"STATS_LOCK_TIMEOUT_MS": "0"})
+    with pytest.raises(ConfigError, match="^STATS_EXACT_SIZES must be <= 1, got 2$"):
+        StatsCollectionSettings.from_environ({"STATS_EXACT_SIZES": "2"})
+    assert StatsCollectionSettings.from_environ({"STATS_EXACT_SIZES": "0"}).exact_sizes is False
+    with pytest.raises(ConfigError, match="^STATS_ALERT_WARNINGS must be <= 1, got 3$"):
+        ConditionAlertSettings.from_environ({"STATS_ALERT_WARNINGS": "3"})
     settings = ConditionAlertSettings.from_environ({"STATS_REMINDER_MINUTES": "30", "STATS_ALERT_WARNINGS": "1"})
     assert settings.reminder_seconds == 1800 and settings.alert_severities == (ERROR, WARN)
     assert ConditionAlertSettings.from_environ({}).alert_severities == (ERROR,)

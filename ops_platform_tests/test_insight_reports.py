@@ -76,7 +76,7 @@ def quiet_week() -> EnvironmentReport:
     now = snapshot(NOW, 510 * MB, {"orders": 306 * MB, "customers": 101 * MB}, hit=2_000_000, read=12_000,
                    statements=[StatementStats(1, "SELECT * FROM orders WHERE id = $1", 90_000, 45_000.0, 0.5, 90_000)])
     return EnvironmentReport(
-        "production",
+        "production", backup_expected_after=NOW - timedelta(hours=10),
         backups=summarize_backups("production", manifests, [], [DrillResult(NOW - timedelta(days=3), "production",
                                                                            True, manifests[3].id, 240.0)], NOW),
         deployments=summarize_deployments("production", [DeploymentRecord(NOW - timedelta(days=2), "production",
@@ -97,7 +97,8 @@ def bad_week() -> EnvironmentReport:
                    statements=[StatementStats(7, f"ALTER ROLE app PASSWORD '{DB_SECRET}'", 1, 5.0, 5.0, 0),
                                StatementStats(8, "SELECT pg_sleep($1)", 10, 90_000.0, 9000.0, 10)])
     return EnvironmentReport(
-        "production", backups=summarize_backups("production", manifests, runs, drills, NOW),
+        "production", backup_expected_after=NOW - timedelta(hours=10),
+        backups=summarize_backups("production", manifests, runs, drills, NOW),
         deployments=summarize_deployments("production", deployments, NOW),
         open_incidents=[OpenIncident("production", {"api": f"HTTP 503 from https://api.example.com/health?token={TOKEN}"},
                                      NOW.timestamp() - 2 * 3600)],
@@ -123,7 +124,8 @@ def test_bad_day_digest_lists_everything_that_needs_attention_without_secrets():
     text = message.text
     assert text.startswith(":sunrise: *Ops digest for 2026-01-12*: 7 items need attention")
     for expected in ("1 backup run failed in the last 24 h: pg_dump failed",
-                     "the newest verified backup `production-20260110T090000Z` is 2d 0h old (limit 26 h)",
+                     "the newest verified backup `production-20260110T090000Z` is 2d 0h old; one was expected after "
+                     "2026-01-11T23:00:00Z",
                      "the restore drill failed: S3 denied token ***",
                      "incident open for 2h 00m: api: HTTP 503 from https://api.example.com/health?token=***",
                      "database check *connections*: 90 of 97 usable connections in use",
@@ -176,8 +178,22 @@ def test_weekly_report_with_nothing_known():
 
 
 def test_digest_settings_from_the_environment():
-    assert DigestSettings.from_environ({}) == DigestSettings(False, 26.0)
-    assert DigestSettings.from_environ({"DIGEST_SILENCE_QUIET_DAYS": "1", "BACKUP_MAX_AGE_HOURS": "30"}) == \
-        DigestSettings(True, 30.0)
+    assert DigestSettings.from_environ({}) == DigestSettings(False)
+    assert DigestSettings.from_environ({"DIGEST_SILENCE_QUIET_DAYS": "1"}) == DigestSettings(True)
     with pytest.raises(ConfigError, match="^DIGEST_SILENCE_QUIET_DAYS must be an integer, got 'yes'$"):
         DigestSettings.from_environ({"DIGEST_SILENCE_QUIET_DAYS": "yes"})
+
+
+def test_backups_are_only_expected_where_they_are_scheduled_and_stale_data_is_named():
+    unscheduled = replace(bad_week(), backup_expected_after=None, open_incidents=[], checks=[], deployments=None)
+    items = attention_items(unscheduled, NOW)
+    assert not any("verified backup" in item for item in items)  # no schedule: no freshness expectation
+    assert any("backup run failed" in item for item in items)
+    empty = EnvironmentReport("staging", backup_expected_after=NOW - timedelta(hours=10),
+                              backups=summarize_backups("staging", [], [], [], NOW),
+                              data_problems=["uptime of staging was last computed 3d 0h ago"])
+    assert attention_items(empty, NOW) == [":grey_question: uptime of staging was last computed 3d 0h ago",
+                                           ":hourglass: there is no verified backup at all"]
+    weekly = render_weekly_report([empty], NOW)
+    assert "> uptime of staging was last computed 3d 0h ago" in weekly.markdown
+    assert "1 data problem" in weekly.slack.text

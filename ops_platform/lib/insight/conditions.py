@@ -13,6 +13,7 @@ through the environment (``StatsThresholds.from_environ``):
 | dead_tuples            | warn     | a table has >= N dead tuples, >= P % of its tuples, and no (auto)vacuum for D days | STATS_DEAD_TUPLES_MIN (10000), STATS_DEAD_TUPLES_PERCENT (10), STATS_VACUUM_MAX_DAYS (7) |
 | replication_slot_wal   | error    | a slot retains more than N GB of WAL, or has lost WAL                  | STATS_SLOT_RETAINED_GB (10)          |
 | database_growth        | warn     | the database grew more than N % since the size a day ago               | STATS_GROWTH_PERCENT (20)            |
+| snapshot               | error    | the statistics could not be read (unreachable, timeout, bad setting)   | -                                    |
 
 ``ConditionTracker`` turns results into alerts the way ``lib/incidents.py`` does for health: one
 ``started`` event when a check starts failing, a ``reminder`` every ``STATS_REMINDER_MINUTES``
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
-from ops_platform.config import ConfigError, env_float, env_int
+from ops_platform.lib import settings as settings_table
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.insight.database_stats import XID_LIMIT, DatabaseSnapshot, SessionInfo
 
@@ -37,7 +38,9 @@ ERROR, WARN = "error", "warn"
 STARTED, REMINDER, CLEARED = "started", "reminder", "cleared"
 GIB = 1024 ** 3
 
+SNAPSHOT = "snapshot"
 SEVERITIES = {
+    SNAPSHOT: ERROR,
     "connections": ERROR,
     "xid_wraparound": ERROR,
     "idle_in_transaction": ERROR,
@@ -47,18 +50,9 @@ SEVERITIES = {
     "database_growth": WARN,
 }
 
-# variable -> (field, documentation); defaults are the dataclass defaults.
-THRESHOLD_VARIABLES = {
-    "STATS_CONNECTIONS_PERCENT": ("connections_percent", "connections in use, % of the usable limit"),
-    "STATS_XID_AGE_FRACTION": ("xid_age_fraction", "transaction-ID age as a fraction of 2^31 (0-1)"),
-    "STATS_IDLE_IN_TRANSACTION_MINUTES": ("idle_in_transaction_minutes", "minutes a session may sit idle in a transaction"),
-    "STATS_LONG_TRANSACTION_MINUTES": ("long_transaction_minutes", "minutes a transaction may stay open"),
-    "STATS_DEAD_TUPLES_MIN": ("dead_tuples_min", "dead tuples before a table counts as bloated"),
-    "STATS_DEAD_TUPLES_PERCENT": ("dead_tuples_percent", "dead tuples as % of the table's tuples"),
-    "STATS_VACUUM_MAX_DAYS": ("vacuum_max_days", "days without a (auto)vacuum on such a table"),
-    "STATS_SLOT_RETAINED_GB": ("slot_retained_gb", "GB of WAL a replication slot may retain"),
-    "STATS_GROWTH_PERCENT": ("growth_percent", "database growth in a day, %"),
-}
+# variable -> (field, documentation), from the settings table (lib/settings.py, INSIGHT_THRESHOLDS).
+THRESHOLD_VARIABLES = {setting.variable: (setting.field, setting.description)
+                       for setting in settings_table.INSIGHT_THRESHOLDS}
 
 
 @dataclass(frozen=True)
@@ -77,21 +71,9 @@ class StatsThresholds:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> StatsThresholds:
-        """Thresholds from ``THRESHOLD_VARIABLES``; a non-numeric or out-of-range value raises a
-        one-line ConfigError naming the variable."""
-        values = {}
-        for variable, (name, _) in THRESHOLD_VARIABLES.items():
-            default = getattr(cls, name)
-            if isinstance(default, int):
-                values[name] = env_int(environ, variable, default, minimum=0)
-            else:
-                values[name] = env_float(environ, variable, default, minimum=0.0)
-        for variable, name, limit in (("STATS_CONNECTIONS_PERCENT", "connections_percent", 100.0),
-                                      ("STATS_XID_AGE_FRACTION", "xid_age_fraction", 1.0),
-                                      ("STATS_DEAD_TUPLES_PERCENT", "dead_tuples_percent", 100.0)):
-            if values[name] > limit:
-                raise ConfigError(f"{variable} must be <= {limit:g}, got {values[name]:g}")
-        return cls(**values)
+        """Thresholds from the ``INSIGHT_THRESHOLDS`` rows of ``lib/settings.py``; a non-numeric or
+        out-of-range value raises a one-line ConfigError naming the variable."""
+        return cls(**settings_table.values(settings_table.INSIGHT_THRESHOLDS, environ))
 
 
 @dataclass
@@ -233,6 +215,14 @@ def check_growth(snapshot: DatabaseSnapshot, thresholds: StatsThresholds, size_a
                    size_bytes=snapshot.size_bytes, size_a_day_ago=size_a_day_ago, growth_percent=round(growth, 2))
 
 
+def snapshot_result(error: str | None, **metadata) -> ConditionResult:
+    """The snapshot itself as a check: it fails, with ``error`` as its one line, when the statistics
+    could not be read at all (then no other check has a result)."""
+    if error:
+        return _result(SNAPSHOT, True, error, **metadata)
+    return _result(SNAPSHOT, False, "the statistics were read", **metadata)
+
+
 def evaluate(snapshot: DatabaseSnapshot, thresholds: StatsThresholds, size_a_day_ago: int | None,
              now: datetime | None = None) -> list[ConditionResult]:
     """Every check on one snapshot, in a fixed order. ``now`` (for vacuum ages) defaults to the
@@ -259,12 +249,15 @@ class ConditionAlertSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ConditionAlertSettings:
-        """``STATS_REMINDER_MINUTES`` (240) and ``STATS_ALERT_WARNINGS`` (0; 1 alerts on warnings too)."""
-        warnings = env_int(environ, "STATS_ALERT_WARNINGS", 0, minimum=0)
-        if warnings > 1:
-            raise ConfigError(f"STATS_ALERT_WARNINGS must be 0 or 1, got {warnings}")
-        return cls(reminder_seconds=env_int(environ, "STATS_REMINDER_MINUTES", 240, minimum=1) * 60.0,
-                   alert_severities=(ERROR, WARN) if warnings else (ERROR,))
+        """``STATS_REMINDER_MINUTES`` (240) and ``STATS_ALERT_WARNINGS`` (0; 1 alerts on warnings too),
+        rows of ``lib/settings.py``. A bad value raises a one-line ConfigError."""
+        values = settings_table.values(settings_table.INSIGHT_ALERTS, environ)
+        return cls.from_values(values["alert_reminder_minutes"], values["alert_warnings"])
+
+    @classmethod
+    def from_values(cls, reminder_minutes: float, alert_warnings: int) -> ConditionAlertSettings:
+        return cls(reminder_seconds=reminder_minutes * 60.0,
+                   alert_severities=(ERROR, WARN) if alert_warnings else (ERROR,))
 
 
 @dataclass

@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ops_platform.config import ConfigError, env_int
+from ops_platform.lib import settings as settings_table
 from ops_platform.lib.redact import Redactor
 
 APPLICATION_NAME = "ops_platform_insight"
@@ -78,22 +78,12 @@ class StatsCollectionSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> StatsCollectionSettings:
-        """``STATS_STATEMENT_TIMEOUT_MS`` (5000), ``STATS_LOCK_TIMEOUT_MS`` (200),
-        ``STATS_TOP_TABLES`` (20), ``STATS_TOP_STATEMENTS`` (10), ``STATS_CONNECT_TIMEOUT_SECONDS`` (10),
-        ``STATS_EXACT_SIZES`` (1; 0 reads sizes from pg_class.relpages). A non-numeric or
-        out-of-range value raises a one-line ConfigError."""
-        exact = env_int(environ, "STATS_EXACT_SIZES", 1, minimum=0)
-        if exact > 1:
-            raise ConfigError(f"STATS_EXACT_SIZES must be 0 or 1, got {exact}")
-        return cls(
-            statement_timeout_ms=env_int(environ, "STATS_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms, minimum=1),
-            lock_timeout_ms=env_int(environ, "STATS_LOCK_TIMEOUT_MS", cls.lock_timeout_ms, minimum=1),
-            top_tables=env_int(environ, "STATS_TOP_TABLES", cls.top_tables, minimum=1),
-            top_statements=env_int(environ, "STATS_TOP_STATEMENTS", cls.top_statements, minimum=1),
-            connect_timeout_seconds=env_int(environ, "STATS_CONNECT_TIMEOUT_SECONDS",
-                                            cls.connect_timeout_seconds, minimum=1),
-            exact_sizes=bool(exact),
-        )
+        """From the ``INSIGHT_COLLECTION`` rows of ``lib/settings.py``: ``STATS_STATEMENT_TIMEOUT_MS``
+        (5000), ``STATS_LOCK_TIMEOUT_MS`` (200), ``STATS_TOP_TABLES`` (20), ``STATS_TOP_STATEMENTS`` (10),
+        ``STATS_CONNECT_TIMEOUT_SECONDS`` (10), ``STATS_EXACT_SIZES`` (1; 0 reads sizes from
+        pg_class.relpages). A non-numeric or out-of-range value raises a one-line ConfigError."""
+        values = settings_table.values(settings_table.INSIGHT_COLLECTION, environ)
+        return cls(**{**values, "exact_sizes": bool(values["exact_sizes"])})
 
 
 @dataclass

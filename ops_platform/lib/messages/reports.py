@@ -2,7 +2,8 @@
 
 - ``render_digest``: a short Slack message listing only what needs attention (failed or missing
   backups, a failed restore drill, open incidents, failing ERROR database checks, failed
-  deployments). On a good day it is one line, or None when quiet days are silenced.
+  deployments, insight data that is missing or stale). On a good day it is one line, or None when
+  quiet days are silenced.
 - ``render_weekly_report``: Markdown (uptime and incidents, deployments, backups and drills,
   database growth and its biggest tables, slowest statements) plus a Slack-sized summary.
 
@@ -16,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from ops_platform.config import ConfigError, env_int
+from ops_platform.lib import settings as settings_table
+from ops_platform.lib.artifacts import parse_utc, utc_iso
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.insight.backup_history import BackupHistory
 from ops_platform.lib.insight.conditions import ERROR, ConditionResult
@@ -34,16 +36,13 @@ _OUTCOME_TEXT = {ROLLED_BACK: "failed and was rolled back", ROLLBACK_FAILED: "fa
 @dataclass(frozen=True)
 class DigestSettings:
     silence_quiet_days: bool = False
-    backup_max_age_hours: float = 26.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> DigestSettings:
-        """``DIGEST_SILENCE_QUIET_DAYS`` (0; 1 posts nothing on a good day) and the backups'
-        ``BACKUP_MAX_AGE_HOURS`` (26). Bad values raise a one-line ConfigError."""
-        silence = env_int(environ, "DIGEST_SILENCE_QUIET_DAYS", 0, minimum=0)
-        if silence > 1:
-            raise ConfigError(f"DIGEST_SILENCE_QUIET_DAYS must be 0 or 1, got {silence}")
-        return cls(bool(silence), float(env_int(environ, "BACKUP_MAX_AGE_HOURS", 26, minimum=1)))
+        """``DIGEST_SILENCE_QUIET_DAYS`` (0; 1 posts nothing on a good day), a row of
+        ``lib/settings.py``. A bad value raises a one-line ConfigError."""
+        values = settings_table.values(settings_table.INSIGHT_ALERTS, environ)
+        return cls(bool(values["digest_silence_quiet_days"]))
 
 
 @dataclass
@@ -57,9 +56,14 @@ class OpenIncident:
 
 @dataclass
 class EnvironmentReport:
-    """What is known about one environment; every part is optional."""
+    """What is known about one environment; every part is optional. ``backup_expected_after``:
+    a verified backup made before it is stale (the backup freshness rule: the last scheduled
+    backup time minus its grace; None for an environment without a backup schedule).
+    ``data_problems``: insight data that is missing or stale, one line each."""
 
     environment: str
+    backup_expected_after: datetime | None = None
+    data_problems: list[str] = field(default_factory=list)
     backups: BackupHistory | None = None
     deployments: DeploymentSummary | None = None
     open_incidents: list[OpenIncident] = field(default_factory=list)
@@ -99,19 +103,24 @@ def _percent(value: float | None, digits: int = 1) -> str:
 # --- digest -------------------------------------------------------------------------------------
 
 
-def backup_items(backups: BackupHistory, now: datetime, max_age_hours: float) -> list[str]:
-    """Failed backups in the last day, a missing fresh verified backup, a drill that failed today."""
+def backup_items(backups: BackupHistory, now: datetime, expected_after: datetime | None = None) -> list[str]:
+    """Failed backups in the last day, a missing fresh verified backup (when one is expected:
+    made at or after ``expected_after``), a drill that failed in the last day."""
     items = []
     day = backups.window(1)
     if day and day.failed:
         items.append(f":x: {_plural(day.failed, 'backup run')} failed in the last 24 h: "
                      f"{_one_line(day.last_failure_reason)}")
     age = backups.newest_verified_age_seconds
-    if age is None:
-        items.append(":hourglass: there is no verified backup at all")
-    elif age > max_age_hours * 3600:
-        items.append(f":hourglass: the newest verified backup `{backups.newest_verified_id}` is "
-                     f"{human_duration(age)} old (limit {max_age_hours:g} h)")
+    if expected_after is not None:
+        if age is None:
+            items.append(":hourglass: there is no verified backup at all")
+        else:
+            created = parse_utc(backups.generated_at) - timedelta(seconds=age)
+            if created < expected_after:
+                items.append(f":hourglass: the newest verified backup `{backups.newest_verified_id}` is "
+                             f"{human_duration((now - created).total_seconds())} old; one was expected after "
+                             f"{utc_iso(expected_after)}")
     if backups.last_drill_success is False and backups.last_drill_at:
         drill_at = datetime.fromisoformat(backups.last_drill_at.replace("Z", "+00:00"))
         if now - drill_at <= timedelta(days=1):
@@ -119,9 +128,11 @@ def backup_items(backups: BackupHistory, now: datetime, max_age_hours: float) ->
     return items
 
 
-def attention_items(report: EnvironmentReport, now: datetime, backup_max_age_hours: float = 26.0) -> list[str]:
+def attention_items(report: EnvironmentReport, now: datetime) -> list[str]:
     """Every line of one environment's digest; empty when nothing needs attention."""
-    items = backup_items(report.backups, now, backup_max_age_hours) if report.backups else []
+    items = [f":grey_question: {_one_line(problem)}" for problem in report.data_problems]
+    if report.backups:
+        items += backup_items(report.backups, now, report.backup_expected_after)
     for incident in report.open_incidents:
         parts = "; ".join(f"{name}: {_one_line(reason, 120)}" if reason else name
                           for name, reason in sorted(incident.components.items()))
@@ -139,11 +150,11 @@ def attention_items(report: EnvironmentReport, now: datetime, backup_max_age_hou
 
 
 def render_digest(reports: Sequence[EnvironmentReport], now: datetime, *, redactor: Redactor | None = None,
-                  silence_quiet_days: bool = False, backup_max_age_hours: float = 26.0) -> SlackMessage | None:
+                  silence_quiet_days: bool = False) -> SlackMessage | None:
     """The morning digest: what needs attention per environment; one line on a good day, or None
     when ``silence_quiet_days``."""
     redactor = redactor or Redactor.from_environ()
-    found = {report.environment: attention_items(report, now, backup_max_age_hours) for report in reports}
+    found = {report.environment: attention_items(report, now) for report in reports}
     total = sum(len(items) for items in found.values())
     names = ", ".join(found) or "no environments"
     if not total:
@@ -344,6 +355,8 @@ def summary_line(report: EnvironmentReport, window: str) -> str:
     failing = [c.name for c in report.checks if not c.passed]
     if failing:
         parts.append("failing checks: " + ", ".join(failing))
+    if report.data_problems:
+        parts.append(_plural(len(report.data_problems), "data problem"))
     return f"*{report.environment}*: " + ("; ".join(parts) if parts else "no data")
 
 
@@ -356,6 +369,8 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
     lines = [f"# Weekly operations report, {period}", ""]
     for report in reports:
         lines += [f"## {report.environment}", ""]
+        if report.data_problems:
+            lines += [f"> {_one_line(problem)}" for problem in report.data_problems] + [""]
         lines += uptime_section(report, window, now)
         lines += deployments_section(report.deployments)
         lines += backups_section(report.backups)
