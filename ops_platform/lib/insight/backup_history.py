@@ -11,8 +11,8 @@ outcomes and restore-drill results.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 
 from ops_platform.lib.artifacts import Manifest, utc_iso
@@ -81,6 +81,16 @@ class BackupHistory:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> BackupHistory:
+        """The inverse of ``to_dict``; unknown keys are ignored, so older readers accept newer data."""
+        names = {f.name for f in fields(cls)}
+        window_names = {f.name for f in fields(BackupWindow)}
+        values = {key: value for key, value in dict(data).items() if key in names}
+        values["windows"] = [BackupWindow(**{k: v for k, v in dict(w).items() if k in window_names})
+                             for w in data.get("windows") or []]
+        return cls(**values)
 
 
 def _change(first: float | None, last: float | None) -> float | None:

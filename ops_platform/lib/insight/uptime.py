@@ -26,8 +26,10 @@ Definitions:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+import struct
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
 DAY = 86400.0
@@ -116,6 +118,11 @@ class ComponentUptime:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ComponentUptime:
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in dict(data).items() if key in names})
 
 
 @dataclass
@@ -248,3 +255,46 @@ class UptimeAccumulator:
 def uptime_from_results(results: Iterable[tuple], now: float | datetime, **options) -> list[ComponentUptime]:
     """Convenience: one pass of an iterator of ``(at, environment, component, ok, latency)``."""
     return UptimeAccumulator(now, **options).extend(results).results()
+
+
+class NewestFirstSpool:
+    """One component's results as the event log pages them (newest first), replayed oldest first
+    for ``UptimeAccumulator`` with memory that does not grow with the history: each result is
+    packed into a temporary file (17 bytes) and read back from the end in blocks.
+
+    ``add(at, ok, latency_seconds)`` while reading; ``oldest_first()`` once done; ``close()``."""
+
+    _RECORD = struct.Struct("<d?d")
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self.count = 0
+
+    def add(self, at: float, ok: bool, latency_seconds: float | None) -> None:
+        self._file.write(self._RECORD.pack(float(at), bool(ok),
+                                           math.nan if latency_seconds is None else float(latency_seconds)))
+        self.count += 1
+
+    def oldest_first(self) -> Iterator[tuple[float, bool, float | None]]:
+        size = self._RECORD.size
+        self._file.flush()
+        end = self.count
+        while end > 0:
+            start = max(0, end - self.BLOCK)
+            self._file.seek(start * size)
+            block = self._file.read((end - start) * size)
+            for index in range(end - start - 1, -1, -1):
+                at, ok, latency = self._RECORD.unpack_from(block, index * size)
+                yield at, ok, None if math.isnan(latency) else latency
+            end = start
+        self._file.seek(0, 2)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> NewestFirstSpool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

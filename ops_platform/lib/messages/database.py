@@ -13,8 +13,8 @@ def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def condition_message(event: ConditionEvent) -> SlackMessage:
-    """One message per started / reminder / cleared event."""
+def condition_message(event: ConditionEvent, link: str | None = None) -> SlackMessage:
+    """One message per started / reminder / cleared event, ending with ``link`` when given."""
     where = f"{event.environment} database"
     if event.kind == STARTED:
         lines = [f":rotating_light: *{where}: {event.name}* ({event.severity})", event.description]
@@ -26,5 +26,7 @@ def condition_message(event: ConditionEvent) -> SlackMessage:
         lines = [f":white_check_mark: *{where}: {event.name} is back to normal* {back}", event.description]
     else:
         raise ValueError(f"unknown condition event kind {event.kind!r}")
+    if link:
+        lines.append(f"<{link}|View database_stats in Dagster>")
     text = "\n".join(lines)
     return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])

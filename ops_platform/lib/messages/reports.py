@@ -24,6 +24,7 @@ from ops_platform.lib.insight.backup_history import BackupHistory
 from ops_platform.lib.insight.conditions import ERROR, ConditionResult
 from ops_platform.lib.insight.database_stats import DatabaseSnapshot, activity_since, sanitize_statement
 from ops_platform.lib.insight.deployments import ROLLBACK_FAILED, ROLLED_BACK, DeploymentSummary
+from ops_platform.lib.insight.open_incidents import OpenIncident
 from ops_platform.lib.insight.uptime import ComponentUptime
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.slack import SlackMessage
@@ -43,15 +44,6 @@ class DigestSettings:
         ``lib/settings.py``. A bad value raises a one-line ConfigError."""
         values = settings_table.values(settings_table.INSIGHT_ALERTS, environ)
         return cls(bool(values["digest_silence_quiet_days"]))
-
-
-@dataclass
-class OpenIncident:
-    """A health incident still open (from the health sensor's state): component -> latest reason."""
-
-    environment: str
-    components: dict[str, str]
-    started_at: float
 
 
 @dataclass
@@ -170,6 +162,28 @@ def render_digest(reports: Sequence[EnvironmentReport], now: datetime, *, redact
         else:
             lines.append(f"*{environment}*: nothing needs attention")
     return _slack(redactor("\n".join(lines)))
+
+
+def _markdown_item(item: str) -> str:
+    """A digest line for Markdown: Slack's *bold* becomes **bold**; emoji codes stay as text."""
+    words = item.split(" ", 1)
+    text = words[1] if len(words) == 2 and words[0].startswith(":") and words[0].endswith(":") else item
+    return text.replace("*", "**")
+
+
+def render_digest_markdown(reports: Sequence[EnvironmentReport], now: datetime, *,
+                           redactor: Redactor | None = None) -> str:
+    """The same digest as a Markdown document (what ``ops_report`` keeps on a digest day)."""
+    redactor = redactor or Redactor.from_environ()
+    lines = [f"# Morning digest, {_date(now)}", ""]
+    for report in reports:
+        items = attention_items(report, now)
+        lines += [f"## {report.environment}", ""]
+        lines += [f"- {_markdown_item(item)}" for item in items] or ["Nothing needs attention."]
+        lines.append("")
+    if not reports:
+        lines.append("No environments are configured.")
+    return redactor("\n".join(lines).rstrip() + "\n")
 
 
 # --- weekly report ------------------------------------------------------------------------------
@@ -361,8 +375,9 @@ def summary_line(report: EnvironmentReport, window: str) -> str:
 
 
 def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *, redactor: Redactor | None = None,
-                         days: int = 7) -> WeeklyReport:
-    """The weekly operations report as Markdown, and a Slack summary of it."""
+                         days: int = 7, link: str | None = None) -> WeeklyReport:
+    """The weekly operations report as Markdown, and a Slack summary of it (ending with ``link``
+    to the full report, when given)."""
     redactor = redactor or Redactor.from_environ()
     window = f"{days}d"
     period = f"{_date(now - timedelta(days=days))} – {_date(now)}"
@@ -380,4 +395,6 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
         lines.append("No environments are configured.")
     summary = [f":bar_chart: *Weekly operations report, {period}*"]
     summary += [summary_line(report, window) for report in reports]
+    if link:
+        summary.append(f"<{link}|Full report in Dagster>")
     return WeeklyReport(markdown=redactor("\n".join(lines).rstrip() + "\n"), slack=_slack(redactor("\n".join(summary))))
