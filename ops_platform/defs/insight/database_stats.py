@@ -210,20 +210,17 @@ def database_stats(context: dg.AssetExecutionContext, insight_settings: InsightS
     at = time.time()
     redactor = Redactor.from_environ()
     try:
-        insight_settings.require_valid(f"database statistics of {environment}")
+        if insight_settings.invalid_settings:
+            more = len(insight_settings.invalid_settings) - 1
+            raise ConfigError(insight_settings.invalid_settings[0] + (f" (and {more} more)" if more else ""))
         database_url = get_environment(environment).database_url
         previous = previous_snapshot(context.instance, environment)
         day_ago = size_a_day_ago(context.instance, environment, at)
         snapshot = collect_snapshot(database_url, previous=previous, **vars(insight_settings.collection()))
     except Exception as error:  # noqa: BLE001 - every failure is one line and one failed check
-        if isinstance(error, dg.Failure):
-            line = error.description or "failed"
-        elif isinstance(error, (StatsError, ConfigError)):
-            line = str(error)
-        else:
-            line = f"{type(error).__name__}: {error}"
+        line = str(error) if isinstance(error, (StatsError, ConfigError)) else f"{type(error).__name__}: {error}"
         line = one_line(redactor(line))
-        kind = getattr(error, "kind", "setting" if isinstance(error, (dg.Failure, ConfigError)) else "error")
+        kind = getattr(error, "kind", "setting" if isinstance(error, ConfigError) else "error")
         yield check_result(snapshot_result(line, error_kind=kind), environment, at, redactor)
         raise dg.Failure(description=f"database statistics of {environment}: {line}", allow_retries=False) from None
     results = evaluate(snapshot, insight_settings.thresholds(), day_ago)
