@@ -27,6 +27,7 @@ from ops_platform.lib.messages.reports import (
     OpenIncident,
     attention_items,
     render_digest,
+    render_digest_markdown,
     render_weekly_report,
 )
 from ops_platform_tests.test_insight_backup_history import manifest
@@ -197,3 +198,30 @@ def test_backups_are_only_expected_where_they_are_scheduled_and_stale_data_is_na
     weekly = render_weekly_report([empty], NOW)
     assert "> uptime of staging was last computed 3d 0h ago" in weekly.markdown
     assert "1 data problem" in weekly.slack.text
+
+
+def test_open_incidents_and_stopped_sweeps_from_the_health_sensor_cursor():
+    import json
+
+    from ops_platform.lib.insight.open_incidents import from_health_cursor
+
+    cursor = json.dumps({"after": 9, "tracker": {"environments": {
+        "production": {"incident": {"started_at": 1000.0, "components": ["api", "redis"], "announced": True},
+                       "components": {"api": {"failures": 4, "reason": "HTTP 503"},
+                                      "redis": {"failures": 0, "reason": "PING timed out"}}},
+        "staging": {"incident": {"started_at": 2000.0, "components": ["api"], "announced": False},
+                    "components": {"api": {"failures": 2, "reason": "HTTP 500"}}}}},
+        "watch": {"incident": {"condition": "stopped", "started_at": NOW.timestamp() - 3600, "announced": True}}})
+    incidents, problem = from_health_cursor(cursor, NOW.timestamp())
+    assert [(i.environment, i.components, i.started_at) for i in incidents] == [("production", {"api": "HTTP 503"}, 1000.0)]
+    assert problem == ("health checks have stopped since 2026-01-12 08:00 UTC (1h 00m): uptime and incidents are "
+                       "not being recorded")
+    assert from_health_cursor("not json", 0.0) == ([], None) and from_health_cursor(None, 0.0) == ([], None)
+
+
+def test_the_digest_as_markdown():
+    markdown = render_digest_markdown([bad_week(), EnvironmentReport("staging")], NOW)
+    assert markdown.startswith("# Morning digest, 2026-01-12\n\n## production\n\n- 1 backup run failed")
+    assert "- database check **connections**: 90 of 97 usable connections in use" in markdown
+    assert "## staging\n\nNothing needs attention." in markdown
+    assert_no_secret(markdown)

@@ -103,3 +103,29 @@ def _peak(days: int) -> int:
 def test_memory_does_not_grow_with_history_length():
     short, long = _peak(3), _peak(30)
     assert long < short * 1.3 + 20_000
+
+
+def test_newest_first_spool_replays_oldest_first_with_flat_memory():
+    import tracemalloc
+
+    from ops_platform.lib.insight.uptime import NewestFirstSpool
+
+    def peak(count: int) -> int:
+        tracemalloc.start()
+        with NewestFirstSpool() as spool:
+            for index in range(count, 0, -1):  # as the event log pages them: newest first
+                spool.add(float(index), index % 7 != 0, None if index % 5 == 0 else index / 1000)
+            first, last, previous = [], None, 0.0
+            for item in spool.oldest_first():
+                assert item[0] > previous
+                previous, last = item[0], item
+                if len(first) < 3:
+                    first.append(item[0])
+        found = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert first == [1.0, 2.0, 3.0]
+        assert last == (float(count), count % 7 != 0, None if count % 5 == 0 else count / 1000)
+        return found
+
+    small, large = peak(5_000), peak(50_000)
+    assert large < small * 1.5 + 512 * 1024, (small, large)
