@@ -73,8 +73,8 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
                                                     rollback.summary, rollback.output, link))
     context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
         "failed_version": version, "observed_version": outcome.observed_version or "none",
-        "rollback": rollback.summary,
-        # read by the weekly operations report (defs/insight): failed, rolled_back or rollback_failed
+        "rollback": rollback.summary, "reason": outcome.reason,
+        # read by the operations report (defs/insight): failed, rolled_back or rollback_failed
         "outcome": ("rolled_back" if rollback.ok else "rollback_failed") if rollback.attempted else "failed"}))
     if rollback.ok:
         verdict = "rolled back"

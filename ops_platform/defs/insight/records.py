@@ -5,6 +5,7 @@ by page, run outcomes, and the health sensor's state. Nothing here changes the i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,12 @@ PAGE = 500
 HEALTH_SENSOR = "health_alert_sensor"
 DEPLOYMENT_JOB = "verify_deployment_job"
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+_STEP_PREFIX = re.compile(r"^step [^:\s]+: ")
+
+
+def failure_reason(instance: dg.DagsterInstance, run_id: str, redactor: Redactor) -> str:
+    """A failed run's reason (its first failed step's error) without the step's name, redacted."""
+    return redactor(_STEP_PREFIX.sub("", run_failure_reason(instance, run_id)))
 
 
 @dataclass
@@ -130,7 +137,7 @@ def backup_runs(instance: dg.DagsterInstance, environment: str, since: datetime,
     for record in job_runs(instance, "backup_job", since, environment):
         run = record.dagster_run
         ok = run.status == dg.DagsterRunStatus.SUCCESS
-        reason = "" if ok else redactor(run_failure_reason(instance, run.run_id))
+        reason = "" if ok else failure_reason(instance, run.run_id, redactor)
         runs.append(BackupRun(_ended_at(record), environment, ok, reason))
     return runs
 
@@ -139,7 +146,7 @@ def failed_drill_runs(instance: dg.DagsterInstance, environment: str, since: dat
                       ) -> list[tuple[datetime, str, str]]:
     """Failed ``restore_drill_job`` runs: (ended, run id, reason). A drill that failed before it
     chose a backup wrote no ``drill`` entry into any manifest; these runs are the only record."""
-    return [(_ended_at(record), record.dagster_run.run_id, redactor(run_failure_reason(instance, record.dagster_run.run_id)))
+    return [(_ended_at(record), record.dagster_run.run_id, failure_reason(instance, record.dagster_run.run_id, redactor))
             for record in job_runs(instance, "restore_drill_job", since, environment)
             if record.dagster_run.status == dg.DagsterRunStatus.FAILURE]
 
@@ -159,14 +166,14 @@ def deployment_records(instance: dg.DagsterInstance, since: datetime, redactor: 
         if run.status == dg.DagsterRunStatus.SUCCESS:
             found.append(DeploymentRecord(_ended_at(record), environment, version, SUCCEEDED))
             continue
-        outcome = FAILED
+        outcome, reason = FAILED, None
         for event in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records:
             observation = event.event_log_entry.asset_observation
-            value = (observation.metadata or {}).get("outcome") if observation else None
-            if value is not None:
-                outcome = str(value.value)
-        found.append(DeploymentRecord(_ended_at(record), environment, version, outcome,
-                                      redactor(run_failure_reason(instance, run.run_id))))
+            metadata = {key: value.value for key, value in ((observation.metadata or {}) if observation else {}).items()}
+            if "outcome" in metadata:
+                outcome, reason = str(metadata["outcome"]), metadata.get("reason")
+        reason = redactor(reason) if reason else failure_reason(instance, run.run_id, redactor)
+        found.append(DeploymentRecord(_ended_at(record), environment, version, outcome, reason))
     return found
 
 
