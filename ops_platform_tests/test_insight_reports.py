@@ -196,7 +196,7 @@ def test_backups_are_only_expected_where_they_are_scheduled_and_stale_data_is_na
     assert attention_items(empty, NOW) == [":grey_question: uptime of staging was last computed 3d 0h ago",
                                            ":hourglass: there is no verified backup at all"]
     weekly = render_weekly_report([empty], NOW)
-    assert "> uptime of staging was last computed 3d 0h ago" in weekly.markdown
+    assert "> - uptime of staging was last computed 3d 0h ago" in weekly.markdown
     assert "1 data problem" in weekly.slack.text
 
 

@@ -385,7 +385,8 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
     for report in reports:
         lines += [f"## {report.environment}", ""]
         if report.data_problems:
-            lines += [f"> {_one_line(problem)}" for problem in report.data_problems] + [""]
+            lines += ["> **Insight data missing or stale:**", ">"]
+            lines += [f"> - {_one_line(problem)}" for problem in report.data_problems] + [""]
         lines += uptime_section(report, window, now)
         lines += deployments_section(report.deployments)
         lines += backups_section(report.backups)
