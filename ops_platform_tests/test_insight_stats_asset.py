@@ -5,6 +5,7 @@ threshold that is not a number)."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 
@@ -145,3 +146,30 @@ def test_the_schedule_asks_for_every_environment_and_skips_one_still_waiting(ins
     requests = stats_defs.database_stats_schedule(dg.build_schedule_context(instance=instance,
                                                                            scheduled_execution_time=when))
     assert "staging" in [r.partition_key for r in requests]
+
+
+def test_a_monitoring_role_with_pg_monitor_through_the_stats_url(instance, monkeypatch):
+    """Without pg_monitor the app's role cannot see other roles' sessions; a dedicated role with
+    only pg_monitor (PRODUCTION_STATS_DATABASE_URL) sees them all."""
+    role = f"ops_insight_ui_monitor_{os.getpid()}"
+    psql(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'monitor-Pw-77'; GRANT pg_monitor TO {role}")
+    try:
+        with psycopg.connect(superuser_url("production")) as other:
+            other.execute("SELECT 1")  # another role's session, idle in a transaction
+            plain = run_stats(instance)
+            snapshot = plain.asset_materializations_for_node("database_stats")[0].metadata["notes"].value
+            assert "hidden from this role" in snapshot
+            monkeypatch.setenv("PRODUCTION_STATS_DATABASE_URL",
+                               f"postgresql://nobody_{os.getpid()}@127.0.0.1:5432/{TEST_DATABASES['production']}")
+            wrong = run_stats(instance)
+            assert not wrong.success and f'role "nobody_{os.getpid()}" does not exist' in failure_description(wrong)
+            monkeypatch.setenv("PRODUCTION_STATS_DATABASE_URL", f"postgresql://{role}:monitor-Pw-77@127.0.0.1:5432/"
+                                                                f"{TEST_DATABASES['production']}")
+            monitored = run_stats(instance)
+            assert monitored.success
+            metadata = monitored.asset_materializations_for_node("database_stats")[0].metadata
+            assert "hidden" not in str(metadata.get("notes", ""))
+            assert metadata["connections_idle_in_transaction"].value >= 1
+            assert "monitor-Pw-77" not in str(metadata)
+    finally:
+        psql(f"DROP ROLE IF EXISTS {role}")

@@ -2,11 +2,13 @@
 from PostgreSQL's catalog and statistics views, as numeric metadata the UI plots, a per-table
 view, and checks in the spirit of postgres_exporter's mixin alerts."""
 
+import os
 import time
+from collections.abc import Mapping
 
 import dagster as dg
 
-from ops_platform.config import ConfigError, get_environment
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import ENVIRONMENT_NAMES, environment_partitions
 from ops_platform.defs.insight import records
@@ -173,6 +175,14 @@ def check_result(result: ConditionResult, environment: str, at: float, redactor:
         metadata=metadata)
 
 
+def stats_database_url(environment: str, environ: Mapping[str, str] | None = None) -> str:
+    """``<ENV>_STATS_DATABASE_URL`` when set (a monitoring role with pg_monitor, see the README),
+    else the environment's own database URL."""
+    environ = os.environ if environ is None else environ
+    dedicated = environ.get(f"{ENVIRONMENT_PREFIXES[environment]}STATS_DATABASE_URL", "").strip()
+    return dedicated or get_environment(environment, environ).database_url
+
+
 def previous_snapshot(instance: dg.DagsterInstance, environment: str) -> DatabaseSnapshot | None:
     """The last snapshot of the environment (the deltas since it: cache hits, deadlocks, temp bytes)."""
     found = records.materialization(instance, STATS_KEY, environment)
@@ -203,8 +213,9 @@ def database_stats(context: dg.AssetExecutionContext, insight_settings: InsightS
     views: size, connections by state against the usable limit, the oldest transaction and
     idle-in-transaction session, transaction-ID ages, cache hit ratio, deadlocks and temp bytes
     since the last snapshot, the biggest tables (sizes, rows, dead tuples, vacuum and analyze
-    times), replication slots and the top statements of pg_stat_statements. One connection with
-    its own application_name, statement_timeout and lock_timeout; nothing reads user tables.
+    times), replication slots and the top statements of pg_stat_statements. One connection (as
+    `<ENV>_STATS_DATABASE_URL` when set, e.g. a role with pg_monitor) with its own
+    application_name, statement_timeout and lock_timeout; nothing reads user tables.
     A snapshot that cannot be taken is a failed `snapshot` check and a failed run, in one line."""
     environment = context.partition_key
     at = time.time()
@@ -213,7 +224,7 @@ def database_stats(context: dg.AssetExecutionContext, insight_settings: InsightS
         if insight_settings.invalid_settings:
             more = len(insight_settings.invalid_settings) - 1
             raise ConfigError(insight_settings.invalid_settings[0] + (f" (and {more} more)" if more else ""))
-        database_url = get_environment(environment).database_url
+        database_url = stats_database_url(environment)
         previous = previous_snapshot(context.instance, environment)
         day_ago = size_a_day_ago(context.instance, environment, at)
         snapshot = collect_snapshot(database_url, previous=previous, **vars(insight_settings.collection()))
