@@ -47,14 +47,15 @@ def environment_check_keys(environment: str) -> list[dg.AssetCheckKey]:
     return [spec.key for spec in health_check_specs if spec.asset_key in components]
 
 
-def compute_uptime(instance: dg.DagsterInstance, environment: str, now: float) -> tuple[list[ComponentUptime], int]:
+def compute_uptime(instance: dg.DagsterInstance, environment: str, now: float,
+                   check_keys: list[dg.AssetCheckKey] | None = None) -> tuple[list[ComponentUptime], int]:
     """Every component's figures over 24 h, 7 and 30 days, streamed from the check history: each
     check's results are paged newest first into a spool, then replayed oldest first."""
     cap = SWEEP_INTERVAL_MINUTES * 60.0 * GAP_FACTOR
     accumulator = UptimeAccumulator(now, expected_interval_seconds=SWEEP_INTERVAL_MINUTES * 60.0,
                                     max_gap_factor=GAP_FACTOR, windows=DEFAULT_WINDOWS)
     read = 0
-    for check_key in environment_check_keys(environment):
+    for check_key in environment_check_keys(environment) if check_keys is None else check_keys:
         component, spool = records.spool_health_results(instance, check_key, now - HISTORY_DAYS * DAY - cap)
         with spool:
             read += spool.count
