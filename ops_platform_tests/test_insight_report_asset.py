@@ -192,10 +192,12 @@ def test_missing_upstreams_and_a_bad_setting(instance, bot_slack, slack_server, 
     [text] = posted(slack_server)
     assert "uptime of production has never been computed (insight_history_job runs daily at 08:40)" in text
     assert "database statistics of staging have never been taken" in text
-    monkeypatch.setenv("STATS_ALERT_WARNINGS", "yes")
+    monkeypatch.setenv("STATS_CONNECTIONS_PERCENT", "eighty")  # fails database_stats, not the report
+    assert run_report(instance, "weekly", slack=bot_slack).success
+    monkeypatch.setenv("DIGEST_SILENCE_QUIET_DAYS", "yes")
     result = run_report(instance, "weekly", slack=bot_slack)
     assert not result.success
-    assert failure_description(result) == "operations report: STATS_ALERT_WARNINGS must be an integer, got 'yes'"
+    assert failure_description(result) == "operations report: DIGEST_SILENCE_QUIET_DAYS must be an integer, got 'yes'"
 
 
 def test_the_report_schedules(instance):

@@ -125,8 +125,8 @@ def test_bad_day_digest_lists_everything_that_needs_attention_without_secrets():
     text = message.text
     assert text.startswith(":sunrise: *Ops digest for 2026-01-12*: 7 items need attention")
     for expected in ("1 backup run failed in the last 24 h: pg_dump failed",
-                     "the newest verified backup `production-20260110T090000Z` is 2d 0h old; one was expected after "
-                     "2026-01-11T23:00:00Z",
+                     ("the newest verified backup `production-20260110T090000Z` is 2d 0h old; one was expected "
+                      "after 2026-01-11T23:00:00Z"),
                      "the restore drill failed: S3 denied token ***",
                      "incident open for 2h 00m: api: HTTP 503 from https://api.example.com/health?token=***",
                      "database check *connections*: 90 of 97 usable connections in use",
