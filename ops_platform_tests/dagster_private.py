@@ -14,3 +14,20 @@ from dagster._utils.schedules import cron_string_iterator
 
 __all__ = ["DagsterEvent", "DagsterEventType", "DagsterRun", "DagsterRunStatus", "cron_string_iterator",
            "dagster_instance_config"]
+
+# A sensor's stored state (its cursor) as the daemon keeps it in the instance: the operations report
+# reads the health sensor's open incidents from there (insight tests).
+from dagster._core.remote_origin import (  # noqa: E402
+    RegisteredCodeLocationOrigin,
+    RemoteInstigatorOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.scheduler.instigation import (  # noqa: E402
+    InstigatorState,
+    InstigatorStatus,
+    InstigatorType,
+    SensorInstigatorData,
+)
+
+__all__ += ["InstigatorState", "InstigatorStatus", "InstigatorType", "RegisteredCodeLocationOrigin",
+            "RemoteInstigatorOrigin", "RemoteRepositoryOrigin", "SensorInstigatorData"]

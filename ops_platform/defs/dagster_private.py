@@ -14,7 +14,11 @@ from dagster._core.storage.dagster_run import (
     IN_PROGRESS_RUN_STATUSES,
 )
 
-__all__ = ["AssetCheckExecutionRecordStatus", "FINISHED_STATUSES", "IN_PROGRESS_RUN_STATUSES"]
+# The latest result of a check for one partition: the database_stats checks are partitioned by
+# environment, and the operations report reads each environment's latest results.
+from dagster._core.storage.event_log.base import PartitionKeyFilter
+
+__all__ = ["AssetCheckExecutionRecordStatus", "FINISHED_STATUSES", "IN_PROGRESS_RUN_STATUSES", "PartitionKeyFilter"]
 
 
 def record_sigterm_during_runs(on_sigterm) -> None:

@@ -18,6 +18,8 @@ from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError
 from ops_platform.lib import settings
 from ops_platform.lib.backup import BackupLimits
 from ops_platform.lib.incidents import IncidentSettings, SweepWatchSettings
+from ops_platform.lib.insight.conditions import ConditionAlertSettings, StatsThresholds
+from ops_platform.lib.insight.database_stats import StatsCollectionSettings
 from ops_platform.lib.probes import ProbeSettings
 from ops_platform.lib.retention.policy import RetentionPolicy
 
@@ -118,6 +120,45 @@ class RestoreSettings(_Settings):
         return self.jobs or os.cpu_count() or 2
 
 
+class InsightSettings(_Settings):
+    """Operations insight (defs/insight). How a ``database_stats`` snapshot is taken
+    (STATS_STATEMENT_TIMEOUT_MS, STATS_LOCK_TIMEOUT_MS, STATS_CONNECT_TIMEOUT_SECONDS, STATS_TOP_TABLES,
+    STATS_TOP_STATEMENTS, STATS_EXACT_SIZES), the thresholds of its checks (STATS_CONNECTIONS_PERCENT,
+    STATS_XID_AGE_FRACTION, STATS_IDLE_IN_TRANSACTION_MINUTES, STATS_LONG_TRANSACTION_MINUTES,
+    STATS_DEAD_TUPLES_MIN, STATS_DEAD_TUPLES_PERCENT, STATS_VACUUM_MAX_DAYS, STATS_SLOT_RETAINED_GB,
+    STATS_GROWTH_PERCENT), their Slack alerts (STATS_REMINDER_MINUTES, STATS_ALERT_WARNINGS) and the
+    morning digest (DIGEST_SILENCE_QUIET_DAYS)."""
+
+    statement_timeout_ms: int = 5000
+    lock_timeout_ms: int = 200
+    connect_timeout_seconds: int = 10
+    top_tables: int = 20
+    top_statements: int = 10
+    exact_sizes: int = 1
+    connections_percent: float = 80.0
+    xid_age_fraction: float = 0.5
+    idle_in_transaction_minutes: float = 10.0
+    long_transaction_minutes: float = 60.0
+    dead_tuples_min: int = 10_000
+    dead_tuples_percent: float = 10.0
+    vacuum_max_days: float = 7.0
+    slot_retained_gb: float = 10.0
+    growth_percent: float = 20.0
+    alert_reminder_minutes: int = 240
+    alert_warnings: int = 0
+    digest_silence_quiet_days: int = 0
+
+    def collection(self) -> StatsCollectionSettings:
+        return StatsCollectionSettings(**{s.field: getattr(self, s.field) for s in settings.INSIGHT_COLLECTION
+                                          if s.field != "exact_sizes"}, exact_sizes=bool(self.exact_sizes))
+
+    def thresholds(self) -> StatsThresholds:
+        return StatsThresholds(**{s.field: getattr(self, s.field) for s in settings.INSIGHT_THRESHOLDS})
+
+    def alert_settings(self) -> ConditionAlertSettings:
+        return ConditionAlertSettings.from_values(self.alert_reminder_minutes, self.alert_warnings)
+
+
 def _bind(group: tuple[settings.Setting, ...], environ: Mapping[str, str]) -> dict:
     """Constructor arguments for a settings resource: each set, valid variable bound, every bad one
     listed in ``invalid_settings``."""
@@ -158,4 +199,5 @@ def settings_resources(environ: Mapping[str, str] | None = None) -> dict[str, _S
         "restore_settings": RestoreSettings(**_bind(settings.RESTORE, environ),
                                             **({"work_dir": dg.EnvVar("RESTORE_WORK_DIR")}
                                                if environ.get("RESTORE_WORK_DIR", "").strip() else {})),
+        "insight_settings": InsightSettings(**_bind(settings.INSIGHT, environ)),
     }

@@ -24,6 +24,7 @@ class Setting:
     description: str
     per_environment: bool = False
     exclusive_minimum: bool = False
+    maximum: float | None = None
 
     def parse(self, raw: str, variable: str | None = None) -> int | float:
         variable = variable or self.variable
@@ -38,6 +39,8 @@ class Setting:
         if too_small:
             relation = ">" if self.exclusive_minimum else ">="
             raise ConfigError(f"{variable} must be {relation} {self.minimum:g}, got {value:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{variable} must be <= {self.maximum:g}, got {value:g}")
         return value
 
     def variables(self) -> list[str]:
@@ -113,7 +116,58 @@ RESTORE = (
 S3_MAX_ATTEMPTS = _int("max_attempts", "AWS_MAX_ATTEMPTS", 5, 1, "botocore standard-mode attempts per S3 call")
 S3 = (S3_MAX_ATTEMPTS,)
 
-ALL = RETENTION + BACKUP + HEALTH + DEPLOYMENT + RESTORE + S3
+# --- operations insight (defs/insight): database statistics, their checks, alerts and reports ---
+
+def _number(field, variable, default, minimum, description, maximum=None) -> Setting:
+    return Setting(field, variable, default, float, minimum, description, maximum=maximum)
+
+
+def _flag(field, variable, default, description) -> Setting:
+    return Setting(field, variable, default, int, 0, description, maximum=1)
+
+
+INSIGHT_COLLECTION = (
+    _int("statement_timeout_ms", "STATS_STATEMENT_TIMEOUT_MS", 5000, 1,
+         "statement_timeout of every query a database_stats snapshot makes"),
+    _int("lock_timeout_ms", "STATS_LOCK_TIMEOUT_MS", 200, 1, "lock_timeout of every such query: it never waits long"),
+    _int("connect_timeout_seconds", "STATS_CONNECT_TIMEOUT_SECONDS", 10, 1, "connecting gives up after this"),
+    _int("top_tables", "STATS_TOP_TABLES", 20, 1, "the biggest tables (and most dead tuples) kept per snapshot"),
+    _int("top_statements", "STATS_TOP_STATEMENTS", 10, 1, "statements kept from pg_stat_statements, by total time"),
+    _flag("exact_sizes", "STATS_EXACT_SIZES", 1,
+          "1 reads table sizes from their files; 0 estimates them from pg_class (huge catalogs)"),
+)
+
+INSIGHT_THRESHOLDS = (
+    _number("connections_percent", "STATS_CONNECTIONS_PERCENT", 80.0, 0,
+            "check connections: client connections above this % of max_connections minus reserved", maximum=100),
+    _number("xid_age_fraction", "STATS_XID_AGE_FRACTION", 0.5, 0,
+            "check xid_wraparound: transaction-ID age above this fraction of 2^31", maximum=1),
+    _number("idle_in_transaction_minutes", "STATS_IDLE_IN_TRANSACTION_MINUTES", 10.0, 0,
+            "check idle_in_transaction: a session idle in a transaction longer than this"),
+    _number("long_transaction_minutes", "STATS_LONG_TRANSACTION_MINUTES", 60.0, 0,
+            "check long_transaction (warning): a transaction open longer than this"),
+    _int("dead_tuples_min", "STATS_DEAD_TUPLES_MIN", 10_000, 0,
+         "check dead_tuples (warning): at least this many dead tuples in a table ..."),
+    _number("dead_tuples_percent", "STATS_DEAD_TUPLES_PERCENT", 10.0, 0, "... and at least this % of its tuples ...",
+            maximum=100),
+    _number("vacuum_max_days", "STATS_VACUUM_MAX_DAYS", 7.0, 0, "... with no (auto)vacuum for this many days"),
+    _number("slot_retained_gb", "STATS_SLOT_RETAINED_GB", 10.0, 0,
+            "check replication_slot_wal: a slot retaining more WAL than this (GB)"),
+    _number("growth_percent", "STATS_GROWTH_PERCENT", 20.0, 0,
+            "check database_growth (warning): the database grew more than this % in a day"),
+)
+
+INSIGHT_ALERTS = (
+    _int("alert_reminder_minutes", "STATS_REMINDER_MINUTES", 240, 1,
+         "reminder interval while a database check keeps failing"),
+    _flag("alert_warnings", "STATS_ALERT_WARNINGS", 0, "1 also posts failing warning checks to Slack (errors always)"),
+    _flag("digest_silence_quiet_days", "DIGEST_SILENCE_QUIET_DAYS", 0,
+          "1 posts no morning digest on a day when nothing needs attention (0: one short line)"),
+)
+
+INSIGHT = INSIGHT_COLLECTION + INSIGHT_THRESHOLDS + INSIGHT_ALERTS
+
+ALL = RETENTION + BACKUP + HEALTH + DEPLOYMENT + RESTORE + S3 + INSIGHT
 
 
 def _raw(environ: Mapping[str, str], variable: str) -> str | None:

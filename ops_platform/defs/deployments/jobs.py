@@ -62,7 +62,7 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
         notifier.post(messages.deployment_succeeded(name, version, outcome.seconds, link))
         context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
             "deployed_version": version, "verified_in_seconds": dg.MetadataValue.float(round(outcome.seconds, 2)),
-            "attempts": outcome.attempts}))
+            "attempts": outcome.attempts, "outcome": "succeeded"}))
         return
     context.log.warning(outcome.reason)
     rollback = deploy.run_rollback(environment, version, outcome.observed_version, outcome.reason,
@@ -73,7 +73,9 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
                                                     rollback.summary, rollback.output, link))
     context.log_event(dg.AssetObservation(asset_key=api_key, metadata={
         "failed_version": version, "observed_version": outcome.observed_version or "none",
-        "rollback": rollback.summary}))
+        "rollback": rollback.summary, "reason": outcome.reason,
+        # read by the operations report (defs/insight): failed, rolled_back or rollback_failed
+        "outcome": ("rolled_back" if rollback.ok else "rollback_failed") if rollback.attempted else "failed"}))
     if rollback.ok:
         verdict = "rolled back"
     elif rollback.attempted:

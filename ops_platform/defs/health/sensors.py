@@ -122,8 +122,8 @@ def _observation(record) -> tuple[str, Observation] | None:
 
 
 def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], check_keys,
-                     pending_checks: set[str] | None = None,
-                     ) -> tuple[dict[str, list[Observation]], int, set[int], set[str]]:
+                     pending_checks: set[str] | None = None, parse=_observation,
+                     ) -> tuple[dict[str, list], int, set[int], set[str]]:
     """Health check results recorded since the last tick, by environment.
 
     Execution records get their id when a run is created (the check is planned) and their result
@@ -131,7 +131,8 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], c
     it is in meanwhile (not started, queued, running). The watermark never moves past a pending
     record; results above it that were already read are remembered in ``seen``; and every check
     with a pending record is read again on the next tick (``pending_checks``), even when newer
-    results of that check have already been read."""
+    results of that check have already been read. ``parse`` turns a finished record into
+    ``(environment, item)`` or None (``database_condition_sensor`` reads its own checks with it)."""
     pending_checks = pending_checks or set()
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
     changed = [key for key in check_keys
@@ -157,7 +158,7 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], c
         if pending:
             still_pending.add(check_key.to_user_string())
         elif record.id not in seen:
-            found = _observation(record)
+            found = parse(record)
             if found:
                 by_environment.setdefault(found[0], []).append(found[1])
             seen.add(record.id)

@@ -1,0 +1,1 @@
+"""Operations insight: database statistics, uptime and backup history, as plain Python."""
