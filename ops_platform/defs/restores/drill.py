@@ -9,12 +9,12 @@ from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.backups.assets import DUMP_POOL
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import (
     BackupBucketResource,
     BackupStorageResource,
     OpsSlackResource,
 )
-from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.restores.jobs import private_work_folder, work_root
 from ops_platform.defs.run_guards import environment_guard
 from ops_platform.defs.scheduling import environment_schedules
