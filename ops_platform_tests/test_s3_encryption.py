@@ -192,7 +192,7 @@ def test_without_the_setting_nothing_asks_for_encryption(databases, instance, tm
     artifact, manifest = backup_keys(result, "production")
     assert encryption_of(s3_bucket, artifact) == (None, None) == encryption_of(s3_bucket, manifest)
     check = checks(result)["s3_copy_matches"]
-    assert check.passed and "encrypted" not in check.description
+    assert check.passed and "encrypted" not in check.description and "s3_encryption" not in check.metadata
     assert bucket_probe().status == "healthy"
     writes = object_writes(s3_fault_proxy)
     assert len(writes) == 3 and not any(name.startswith(SSE_HEADER) for _, _, headers in writes for name in headers)

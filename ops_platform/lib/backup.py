@@ -150,7 +150,7 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
             description += "; the store keeps no checksum for it, so later checks compare its size only"
     return CheckOutcome("s3_copy_matches", passed, False, description,
                         {"s3_sha256": remote_sha, "s3_checksum": s3_checksum if passed else None,
-                         "s3_encryption": s3_encryption.reported(head)})
+                         "s3_encryption": s3_encryption.reported(head) if s3.encryption else None})
 
 
 def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:

@@ -51,7 +51,8 @@ BACKUP_CHECKS = [
 
 S3_CHECKS = [
     dg.AssetCheckSpec("s3_copy_matches", asset="database_backup",
-                      description="The sha256 of what S3 holds matches the manifest.")
+                      description="The sha256 of what S3 holds matches the manifest, and with AWS_S3_SSE "
+                                  "S3 reports the object encrypted that way.")
 ] if os.environ.get("AWS_S3_BUCKET", "").strip() else []
 
 
