@@ -3,14 +3,19 @@
 ``fail_parts_after = N`` lets N UploadPart requests through, then answers every later
 UploadPart with HTTP 500 (S3's InternalError), as an endpoint failing mid-upload would.
 ``fail_heads = True`` answers every HEAD (head_object) with HTTP 500.
-``down = True`` refuses everything. ``requests`` records (method, path) of every request."""
+``fail_first_upload = True`` fails every UploadPart of the first multipart upload only (the next
+upload of the same file goes through).
+``down = True`` refuses everything. ``requests`` records (method, path) of every request.
+``drop_encryption = True`` forwards requests without their ``x-amz-server-side-encryption*``
+headers, as a store that ignores server-side encryption would; ``headers`` records (method, path,
+headers as the client sent them) of every request."""
 
 from __future__ import annotations
 
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
               b"<Message>We encountered an internal error. Please try again.</Message></Error>")
@@ -25,6 +30,10 @@ class S3FaultProxy:
         self.parts_passed = 0
         self.parts_failed = 0
         self.requests: list[tuple[str, str]] = []
+        self.fail_first_upload = False
+        self._first_upload: str | None = None
+        self.drop_encryption = False
+        self.headers: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -38,6 +47,7 @@ class S3FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path))
+                proxy.headers.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if proxy.down or proxy._should_fail(self.command, self.path):
                     self.send_response(500)
                     self.send_header("Content-Type", "application/xml")
@@ -47,7 +57,8 @@ class S3FaultProxy:
                         self.wfile.write(ERROR_BODY)
                     return
                 connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)
+                           and not (proxy.drop_encryption and k.lower().startswith("x-amz-server-side-encryption"))}
                 connection.request(self.command, self.path, body=body, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
@@ -73,6 +84,11 @@ class S3FaultProxy:
     def _should_fail(self, method: str, path: str) -> bool:
         if method == "HEAD" and self.fail_heads:
             return True
+        if self.fail_first_upload and method == "PUT" and "partNumber=" in path:
+            upload_id = parse_qs(urlsplit(path).query).get("uploadId", [""])[0]
+            with self._lock:
+                self._first_upload = self._first_upload or upload_id
+                return upload_id == self._first_upload
         if method != "PUT" or "partNumber=" not in path or self.fail_parts_after is None:
             return False
         with self._lock:

@@ -49,7 +49,7 @@ os.environ.update({
 })
 for variable in ("SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "SLACK_CHANNEL", "SLACK_API_URL", "PGPASSWORD"):
     os.environ.pop(variable, None)
-(_SCRATCH / "dagster_home").mkdir(parents=True, exist_ok=True)
+(_SCRATCH / "dagster_home").mkdir(parents=True, exist_ok=True, mode=0o700)  # private, as the CLI makes it
 
 
 def free_port() -> int:

@@ -187,7 +187,7 @@ def test_backup_refuses_while_another_backup_of_the_environment_runs(cli_env):
     from ops_platform_tests.dagster_private import DagsterRun, DagsterRunStatus
 
     home = Path(cli_env["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)  # private, as the CLI makes it (else it says it tightened it)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     run_id = str(uuid.uuid4())
     with dg.DagsterInstance.from_config(str(home)) as instance:

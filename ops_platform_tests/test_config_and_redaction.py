@@ -70,3 +70,17 @@ def test_secrets_from_environ_ignores_non_secrets():
     secrets = secrets_from_environ(ENVIRON)
     assert {"Pr0dPassw0rd", "R3disPassw0rd", "xoxb-1111-2222-secret", "awsSecretKey123"} <= secrets
     assert not any("postgres@127.0.0.1" in s for s in secrets)
+
+
+def test_webhooks_and_the_platform_token_are_secrets_and_a_kms_key_id_is_not():
+    environ = {"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T1/B2/abcdefsecret",
+               "ROLLBACK_WEBHOOK_URL": "https://deploy.example.com/hooks/devRollback1",
+               "STAGING_ROLLBACK_WEBHOOK_URL": "https://deploy.example.com/hooks/stagingRollback2",
+               "PRODUCTION_ROLLBACK_WEBHOOK_URL": "https://deploy.example.com/hooks/prodRollback3",
+               "OPS_PLATFORM_TOKEN": "ops-platform-token-4",
+               "AWS_S3_SSE": "aws:kms",
+               "AWS_S3_SSE_KMS_KEY_ID": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
+    secrets = secrets_from_environ(environ)
+    assert secrets == {value for key, value in environ.items() if not key.startswith("AWS_S3_SSE")}
+    line = Redactor.from_environ(environ)(" ".join(environ.values()))
+    assert line == "*** *** *** *** *** aws:kms " + environ["AWS_S3_SSE_KMS_KEY_ID"]

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -650,3 +651,71 @@ def test_a_terminal_asks_for_the_name_then_restores_from_s3_when_the_local_folde
     fetch = next(line for line in right.stderr.splitlines() if line.startswith("fetch:"))
     assert f"{base.dev_id} from s3://{BUCKET}/" in fetch and "sha256 matches" in fetch
     assert content(DEV) == base.dev_content
+
+
+# ---------------------------------------------------------------- secrets
+
+
+KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+ECHO_SECRETS = ('echo "rollback=$ROLLBACK_WEBHOOK_URL production-rollback=$PRODUCTION_ROLLBACK_WEBHOOK_URL '
+                'token=$OPS_PLATFORM_TOKEN slack=$SLACK_WEBHOOK_URL db=$DATABASE_URL"')
+
+
+def watch_argv(secrets: list[str], stop) -> tuple[list[str], set[str], threading.Thread]:
+    """Scan every process's argv until ``stop``: (argv lines holding a secret, program names seen)."""
+    leaks: list[str] = []
+    programs: set[str] = set()
+
+    def scan():
+        while not stop.is_set():
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if raw:
+                    programs.add(os.path.basename(raw.split(b"\0")[0].decode(errors="replace")))
+                    if any(secret.encode() in raw for secret in secrets):
+                        leaks.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=scan, daemon=True)
+    thread.start()
+    return leaks, programs, thread
+
+
+def test_a_restore_keeps_every_secret_out_of_argv_logs_run_config_and_slack(base, site, slack_server):
+    """A CLI restore over the live database (safety backup, pg_restore, a migrate command that
+    prints the secrets, verification, swap) with the password in the URL and every other secret
+    set. The KMS key id is not a secret: it may show, and the safety backup's S3 copy uses it."""
+    secrets = {"ROLLBACK_WEBHOOK_URL": "https://hooks.example.com/rollback/rbSecret7Hq2xL",
+               "PRODUCTION_ROLLBACK_WEBHOOK_URL": "https://deploy.example.com/hooks/prodRollback9Wd",
+               "OPS_PLATFORM_TOKEN": "ops-platform-token-Zq81xLk3"}
+    env = {**secrets, "AWS_S3_SSE": "aws:kms", "AWS_S3_SSE_KMS_KEY_ID": KMS_KEY, "MIGRATE_COMMAND": ECHO_SECRETS}
+    values = [DB_PASSWORD, site.env["SLACK_WEBHOOK_URL"], site.env["AWS_SECRET_ACCESS_KEY"], *secrets.values()]
+    stop = threading.Event()
+    leaks, programs, scanner = watch_argv(values, stop)
+    try:
+        result = site.cli("restore", "latest", "development", "--yes", env=env)
+    finally:
+        stop.set()
+        scanner.join()
+    assert result.returncode == 0, result.stderr
+    assert {"pg_dump", "pg_restore"} <= programs, "the client programs were never seen running"
+    assert leaks == []
+
+    texts = site.run_texts()  # every run's config and tags, and every event of every run
+    assert "token=*** slack=*** db=postgresql://ops_test:***@" in texts, "the migrate output reached the log"
+    assert "rollback=***" in texts and "production-rollback=***" in texts
+    for value in values:
+        for where, text in (("stdout", result.stdout), ("stderr", result.stderr), ("run log", texts),
+                            ("Slack", slack_server.all_bodies())):
+            assert value not in text, (where, value)
+
+    [safety] = [entry for entry in site.backups() if entry["kind"] == "pre-restore"]
+    manifest = json.loads((site.backup_dir / "development" / f"{safety['id']}.manifest.json").read_text())
+    assert KMS_KEY in manifest["verification"]["s3_copy_matches"]["description"]
+    head = s3_client().head_object(Bucket=BUCKET, Key=f"{site.env['AWS_S3_PREFIX']}/development/{manifest['artifact']}")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", KMS_KEY)

@@ -37,6 +37,7 @@ mutation Launch($params: ExecutionParams!) {
     __typename
     ... on LaunchRunSuccess { run { runId status } }
     ... on PythonError { message }
+    ... on UnauthorizedError { message }
     ... on RunConfigValidationInvalid { errors { message } }
     ... on InvalidSubsetError { message }
   }
@@ -68,12 +69,79 @@ MATERIALIZATIONS = """
 }"""
 
 
+FAILURES = """
+query Failures($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events { __typename ... on ExecutionStepFailureEvent { stepKey failureMetadata { description } } }
+    }
+  }
+}"""
+
+RUNS = """
+{
+  runsOrError { ... on Runs { results { runId jobName status } } }
+  permissions { permission value }
+}"""
+
+
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
     response.raise_for_status()
     body = response.json()
     assert "errors" not in body, body
     return body["data"]
+
+
+def start_webserver(env: dict, logs, *options: str) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    with open(logs / f"webserver-{port}.log", "w") as log:
+        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *options],
+                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    return f"http://127.0.0.1:{port}", process
+
+
+def wait_until_up(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"dagster-webserver at {url} did not start within {timeout:g} s")
+
+
+def stop(processes) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch_params(**config) -> dict:
+    return {
+        "selector": {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
+                     "jobName": "restore_job"},
+        "runConfigData": {"ops": {"resolve_restore": {"config": {"backup": "latest", **config}}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "development"}]},
+    }
+
+
+def wait_for_run(url: str, run_id: str, timeout: float = 90) -> tuple[dict, list[str]]:
+    deadline, statuses = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        run = graphql(url, RUN, {"runId": run_id})["runOrError"]
+        statuses.append(run["status"])
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return run, statuses
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} did not finish within {timeout:g} s: {statuses[-5:]}")
 
 
 @pytest.fixture(scope="module")
@@ -87,62 +155,42 @@ def dagster_ui(tmp_path_factory, slack_server_session):
     backup_id = site.backup()  # also gives the instance the project's dagster.yaml (run queue, limits)
     expected = content(LIVE)
     run_sql_as(LIVE, "INSERT INTO customers (email) VALUES ('after@example.com');")
-    port = free_port()
     logs = root / "logs"
     logs.mkdir()
-    with open(logs / "webserver.log", "w") as web_log, open(logs / "daemon.log", "w") as daemon_log:
-        processes = [
-            subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
-                             env=env, stdout=subprocess.DEVNULL, stderr=web_log),
-            subprocess.Popen([str(BIN / "dagster-daemon"), "run"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=daemon_log),
-        ]
-    url = f"http://127.0.0.1:{port}"
+    url, webserver = start_webserver(env, logs)
+    with open(logs / "daemon.log", "w") as daemon_log:
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=daemon_log)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("dagster-webserver did not start within 120 s")
+        wait_until_up(url)
         yield url, site, backup_id, expected
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop([webserver, daemon])
         for name in database_names(LIVE):
             drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def read_only_ui(dagster_ui):
+    """A second webserver on the same instance, started with --read-only: for people who should
+    see runs but not launch them."""
+    url, site, _, _ = dagster_ui
+    read_only, process = start_webserver(site.env, site.home.parent / "logs", "--read-only")
+    try:
+        wait_until_up(read_only)
+        yield read_only
+    finally:
+        stop([process])
 
 
 def test_restore_job_launched_over_graphql_runs_from_the_queue(dagster_ui, slack_server):
     url, site, backup_id, expected = dagster_ui
     before = fingerprint(LIVE)
-    params = {
-        "selector": {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
-                     "jobName": "restore_job"},
-        "runConfigData": {"ops": {"resolve_restore": {"config": {"backup": "latest", "confirm": "development"}}}},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "development"}]},
-    }
-    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    launched = graphql(url, LAUNCH, {"params": launch_params(confirm="development")})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
-    deadline, statuses = time.monotonic() + 90, []
-    while time.monotonic() < deadline:
-        run = graphql(url, RUN, {"runId": run_id})["runOrError"]
-        statuses.append(run["status"])
-        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(0.5)
+    run, statuses = wait_for_run(url, run_id)
     assert run["status"] == "SUCCESS", (statuses[-5:], (site.home.parent / "logs" / "daemon.log").read_text()[-3000:])
     assert "QUEUED" in statuses or statuses[0] in ("QUEUED", "STARTING", "STARTED")
 
@@ -168,3 +216,40 @@ def test_restore_job_launched_over_graphql_runs_from_the_queue(dagster_ui, slack
     assert len(texts) == 2 and "Restore started" in texts[0] and "Restore succeeded" in texts[1]
     assert backup_id in texts[1]
     assert DB_PASSWORD not in slack_server.all_bodies() and DB_PASSWORD not in site.run_texts()
+
+
+def test_replacing_the_database_from_the_ui_needs_the_typed_confirmation(dagster_ui, slack_server):
+    """Launched without the confirmation, or with another environment's name: the run fails at its
+    first step, saying what to type, and nothing on the server changed."""
+    url, _, _, _ = dagster_ui
+    before, names = fingerprint(LIVE), database_names(LIVE)
+    runs = {}
+    for confirm, said in (("", "nothing was typed"), ("production", "got 'production'")):
+        launched = graphql(url, LAUNCH, {"params": launch_params(confirm=confirm)})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        runs[launched["run"]["runId"]] = said
+    for run_id, said in runs.items():
+        run, _ = wait_for_run(url, run_id)
+        assert run["status"] == "FAILURE"
+        steps = {step["stepKey"]: step["status"] for step in run["stepStats"]}
+        assert steps.pop("resolve_restore") == "FAILURE" and "SUCCESS" not in steps.values(), run["stepStats"]
+        events = graphql(url, FAILURES, {"runId": run_id})["logsForRun"]["events"]
+        [failure] = [event for event in events if event["__typename"] == "ExecutionStepFailureEvent"]
+        assert failure["stepKey"] == "resolve_restore"
+        assert (f"replacing development's database {LIVE} needs confirm: development ({said}); nothing was touched"
+                in failure["failureMetadata"]["description"]), failure
+    assert fingerprint(LIVE) == before and database_names(LIVE) == names
+    texts = [text for text in slack_server.texts() if "Restore failed" in text]
+    assert len(texts) == 2 and all("needs confirm: development" in text for text in texts)
+
+
+def test_a_read_only_webserver_shows_the_runs_and_refuses_to_launch(dagster_ui, read_only_ui):
+    url, site, _, _ = dagster_ui
+    before = graphql(read_only_ui, RUNS)
+    shown = {run["runId"]: run["jobName"] for run in before["runsOrError"]["results"]}
+    assert {run.run_id for run in site.runs()} == set(shown) and "backup_job" in shown.values()
+    assert {p["permission"]: p["value"] for p in before["permissions"]}["launch_pipeline_execution"] is False
+
+    refused = graphql(read_only_ui, LAUNCH, {"params": launch_params(confirm="development")})["launchRun"]
+    assert refused["__typename"] == "UnauthorizedError", refused
+    assert len(graphql(url, RUNS)["runsOrError"]["results"]) == len(shown)

@@ -22,7 +22,7 @@ from ops_platform.lib.tags import BACKUP_KIND
 
 def backup_command(args) -> int:
     get_environment(args.environment)
-    settings.check(settings.BACKUP + settings.RETENTION)
+    settings.check(settings.BACKUP + settings.RETENTION + settings.S3_ENCRYPTION)
     busy = in_progress_runs(args.environment, ("backup_job", "restore_job"))
     if busy:
         raise CommandError(f"a backup or restore of {args.environment} is already running (run {busy[0].run_id})")

@@ -30,7 +30,7 @@ def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datet
 
 
 def health_command(args) -> int:
-    settings.check(settings.HEALTH)
+    settings.check(settings.HEALTH + settings.S3_ENCRYPTION)
     if args.environment:
         get_environment(args.environment)
     elif not configured_environment_names():

@@ -56,7 +56,7 @@ def confirmation(environment: str, live: str, yes: bool) -> str:
 
 def restore_command(args) -> int:
     environment = get_environment(args.environment)
-    settings.check(settings.RESTORE + settings.RETENTION)
+    settings.check(settings.RESTORE + settings.RETENTION + settings.S3_ENCRYPTION)
     if args.replace_target and not args.target_database:
         raise CommandError("--replace-target needs --target-database", EXIT_BAD_INPUT)
     request = RestoreRequest(environment.name, args.backup, args.target_database, args.replace_target,

@@ -10,23 +10,32 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 from pathlib import Path
 
 from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
+from ops_platform.lib.files import private_dir
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
+from ops_platform.lib.stores import write_atomically
 from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 
 def ensure_dagster_home() -> Path:
-    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's dagster.yaml if it has none."""
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's dagster.yaml if it has none.
+
+    It holds the run history with its logs and metadata, so it is made private (0700, whatever the
+    umask; an existing folder open to others is tightened, said once on stderr) and its
+    dagster.yaml is written 0600."""
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    for change in private_dir(home):
+        print(f"warning: tightened the permissions of $DAGSTER_HOME, which others could read: {change}",
+              file=sys.stderr)
     config = home / "dagster.yaml"
     if not config.exists():
         default = REPO_INSTANCE_CONFIG.read_text() if REPO_INSTANCE_CONFIG.exists() else "telemetry:\n  enabled: false\n"
-        config.write_text(default)
+        write_atomically(config, default.encode())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

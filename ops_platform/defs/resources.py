@@ -22,6 +22,7 @@ from ops_platform.lib import settings as settings_lib
 from ops_platform.lib.dump import ZSTD_DEFAULT_LEVEL, Compression
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
+from ops_platform.lib.s3_encryption import ServerSideEncryption, from_settings
 from ops_platform.lib.slack import SlackNotifier, make_web_client, make_webhook_client
 from ops_platform.lib.stores import LocalStore, S3Store, make_s3_client
 
@@ -75,11 +76,17 @@ class BackupStorageResource(dg.ConfigurableResource):
 class BackupBucketResource(S3Resource):
     """The backup bucket, when AWS_S3_BUCKET is set: dagster-aws's S3 resource (region, endpoint,
     attempts; credentials come from the standard AWS variables, never from config) with the bucket,
-    the key prefix and timeouts on every call. A bad setting (AWS_MAX_ATTEMPTS=x) is listed in
-    ``invalid_settings``; backups then go on locally and report the S3 copy as missing."""
+    the key prefix, the server-side encryption of every object written and timeouts on every call.
+    A bad setting (AWS_MAX_ATTEMPTS=x, AWS_S3_SSE=x) is listed in ``invalid_settings``; backups then
+    go on locally and report the S3 copy as missing."""
 
     bucket: str | None = Field(default=None, description="AWS_S3_BUCKET; no bucket means local backups only.")
     prefix: str = Field(default="backups", description="Key prefix inside the bucket (AWS_S3_PREFIX).")
+    server_side_encryption: str | None = Field(
+        default=None,
+        description="AWS_S3_SSE: AES256 or aws:kms for every object written; s3_copy_matches confirms it.")
+    sse_kms_key_id: str | None = Field(
+        default=None, description="AWS_S3_SSE_KMS_KEY_ID: the KMS key for aws:kms (id, ARN or alias).")
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 60.0
     invalid_settings: list[str] = []
@@ -95,6 +102,15 @@ class BackupBucketResource(S3Resource):
             endpoint_url=self.endpoint_url,
         )
 
+    def encryption(self) -> ServerSideEncryption | None:
+        """The server-side encryption every write asks for, or None. Raises ConfigError when an
+        S3 setting is bad."""
+        if self.invalid_settings:
+            raise ConfigError(self.invalid_settings[0])
+        return from_settings(
+            settings_lib.S3_SSE.parse(self.server_side_encryption) if self.server_side_encryption else None,
+            settings_lib.S3_SSE_KMS_KEY_ID.parse(self.sse_kms_key_id) if self.sse_kms_key_id else None)
+
     def get_object_to_set_on_execution_context(self):
         # dagster-aws puts a client on the context; steps here use the resource itself, and a bad
         # setting must reach them (to degrade to local) rather than fail every step's setup.
@@ -106,7 +122,7 @@ class BackupBucketResource(S3Resource):
         if not self.bucket:
             return None
         return S3Store(self.get_client(max_attempts=max_attempts, read_timeout_seconds=read_timeout_seconds),
-                       self.bucket, self.prefix)
+                       self.bucket, self.prefix, self.encryption())
 
 
 class RestoreLockResource(dg.ConfigurableResource):
@@ -166,11 +182,13 @@ def build_resources(environ=None) -> dict:
         "compression_level": "BACKUP_COMPRESSION_LEVEL",
     }))
     bucket_settings = settings_lib.problems(settings_lib.S3, environ)
+    attempts = ({"max_attempts": dg.EnvVar.int("AWS_MAX_ATTEMPTS")}
+                if environ.get("AWS_MAX_ATTEMPTS", "").strip() else {})
+    encryption = _bind(environ, {"server_side_encryption": "AWS_S3_SSE", "sse_kms_key_id": "AWS_S3_SSE_KMS_KEY_ID"})
     bucket = BackupBucketResource(
         **_bind(environ, {"bucket": "AWS_S3_BUCKET", "prefix": "AWS_S3_PREFIX", "region_name": "AWS_DEFAULT_REGION",
                           "endpoint_url": "AWS_ENDPOINT_URL_S3"}),
-        **({"invalid_settings": bucket_settings} if bucket_settings else
-           {"max_attempts": dg.EnvVar.int("AWS_MAX_ATTEMPTS")} if environ.get("AWS_MAX_ATTEMPTS", "").strip() else {}),
+        **({"invalid_settings": bucket_settings} if bucket_settings else {**attempts, **encryption}),
     )
     return {"slack": slack, "backup_storage": storage, "backup_bucket": bucket, "restore_lock": RestoreLockResource(),
             **settings_resources(environ)}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ops_platform.config import EnvironmentConfig
+from ops_platform.lib import s3_encryption
 from ops_platform.lib.artifacts import (
     BACKUP_KINDS,
     Manifest,
@@ -17,7 +18,6 @@ from ops_platform.lib.artifacts import (
     utc_iso,
 )
 from ops_platform.lib.dump import (
-    UPLOAD_ARGS,
     BackupStepError,
     Compression,
     DumpResult,
@@ -31,7 +31,7 @@ from ops_platform.lib.dump import (
 )
 from ops_platform.lib.postgres import client_version, server_version
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.stores import LocalStore, S3Store
+from ops_platform.lib.stores import LocalStore, S3Store, s3_checksum_of
 from ops_platform.lib.verify import decode_artifact
 
 SIZE_DROP_RATIO = 0.5
@@ -127,19 +127,31 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
         return CheckOutcome("s3_copy_matches", False, False, f"S3 upload failed: {dump.s3.error}")
     try:
         remote_sha, remote_size = s3.object_sha256(environment, name)
-        _, s3_checksum = s3.object_checksum(environment, name)
+        head = s3.head(environment, name)
     except Exception as error:  # noqa: BLE001 - reported as the check's reason
         return CheckOutcome("s3_copy_matches", False, False,
                             redactor(f"could not read back the S3 copy: {type(error).__name__}: {error}"))
-    passed = remote_sha == dump.sha256 and remote_size == dump.stored_bytes
+    s3_checksum = s3_checksum_of(head)
+    same_bytes = remote_sha == dump.sha256 and remote_size == dump.stored_bytes
+    unencrypted = s3.encryption_problem(head)
+    passed = same_bytes and unencrypted is None
     retried = (f" (uploaded from the finished file after the streamed upload was given up: {dump.s3.first_error})"
                if dump.s3.retried_from_file else "")
-    description = (f"S3 holds the same bytes (sha256 matches){retried}" if passed else
-                   f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs {dump.stored_bytes} bytes")
-    if passed and s3_checksum is None:
-        description += "; the store keeps no checksum for it, so later checks compare its size only"
+    if not same_bytes:
+        description = (f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs "
+                       f"{dump.stored_bytes} bytes")
+    elif unencrypted:
+        description = (f"S3 copy is not encrypted as configured: {unencrypted} (a bucket policy or the store dropped "
+                       "it?); the copy is not committed, retention removes it after a day")
+    else:
+        description = f"S3 holds the same bytes (sha256 matches){retried}"
+        if s3.encryption:
+            description += f", encrypted with {s3.encryption.describe()}"
+        if s3_checksum is None:
+            description += "; the store keeps no checksum for it, so later checks compare its size only"
     return CheckOutcome("s3_copy_matches", passed, False, description,
-                        {"s3_sha256": remote_sha, "s3_checksum": s3_checksum if passed else None})
+                        {"s3_sha256": remote_sha, "s3_checksum": s3_checksum if passed else None,
+                         "s3_encryption": s3_encryption.reported(head) if s3.encryption else None})
 
 
 def check_size_drop(dump: DumpResult, previous: Manifest | None) -> CheckOutcome:
@@ -184,7 +196,7 @@ def perform_backup(
     created = unused_time(local, environment.name, now())
     backup_id = make_backup_id(environment.name, created)
     name = artifact_name(backup_id, compression.name)
-    s3_leg = S3Leg(s3.client, s3.bucket, s3.key(environment.name, name)) if s3 else None
+    s3_leg = S3Leg(s3.client, s3.bucket, s3.key(environment.name, name), s3.encryption) if s3 else None
     dump = run_dump(environment.database_url, local.path(environment.name, name), compression=compression,
                     s3=s3_leg, redactor=redactor, progress=progress, lock_wait_timeout=limits.lock_wait_seconds,
                     timeout=limits.timeout_seconds, s3_stall_seconds=limits.s3_stall_seconds)
@@ -291,7 +303,8 @@ def upload_finished_file(leg: S3Leg, path, failed: S3LegResult, redactor: Redact
 
     def upload() -> None:
         try:
-            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(), ExtraArgs=UPLOAD_ARGS,
+            leg.client.upload_file(str(path), leg.bucket, leg.key, Config=transfer_config(),
+                                   ExtraArgs=leg.upload_args(),
                                    Callback=lambda _: progress.__setitem__(0, time.monotonic()))
             result.append("ok")
         except Exception as error:  # noqa: BLE001 - reported as the S3 check's reason

@@ -32,6 +32,7 @@ import zstandard
 from ops_platform.lib.files import open_private, private_dir
 from ops_platform.lib.postgres import client_connection
 from ops_platform.lib.redact import Redactor, tail
+from ops_platform.lib.s3_encryption import ServerSideEncryption, put_args
 from ops_platform.lib.stores import fsync_dir
 from ops_platform.lib.verify import ArchiveVerifier, DecodeResult
 
@@ -81,6 +82,11 @@ class S3Leg:
     client: object
     bucket: str
     key: str
+    encryption: ServerSideEncryption | None = None
+
+    def upload_args(self) -> dict:
+        """ExtraArgs of the upload: content type, checksum and the server-side encryption (AWS_S3_SSE)."""
+        return {**UPLOAD_ARGS, **put_args(self.encryption)}
 
 
 @dataclass
@@ -246,8 +252,8 @@ class _S3Upload:
 
     def _run(self) -> None:
         try:
-            self.leg.client.upload_fileobj(self.pipe, self.leg.bucket, self.leg.key, ExtraArgs=UPLOAD_ARGS,
-                                           Config=transfer_config())
+            self.leg.client.upload_fileobj(self.pipe, self.leg.bucket, self.leg.key,
+                                           ExtraArgs=self.leg.upload_args(), Config=transfer_config())
         except BaseException as error:  # noqa: BLE001 - reported, never raised into the dump
             self.error = self.error or self.redactor(f"{type(error).__name__}: {error}")
         finally:

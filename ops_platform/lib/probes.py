@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.s3_encryption import ServerSideEncryption, put_args
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 STATUS_RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
@@ -254,8 +255,11 @@ def probe_redis(environment: str, redis_url: str, settings: ProbeSettings) -> li
     return [ProbeResult(environment, "redis", status, reason, latency)]
 
 
-def probe_bucket(environment: str, client, bucket: str, prefix: str, settings: ProbeSettings) -> list[ProbeResult]:
-    """``HeadBucket``, then write, read back and delete a small canary object under the prefix."""
+def probe_bucket(environment: str, client, bucket: str, prefix: str, settings: ProbeSettings,
+                 encryption: ServerSideEncryption | None = None) -> list[ProbeResult]:
+    """``HeadBucket``, then write, read back and delete a small canary object under the prefix. The
+    canary is written with the backups' server-side encryption (AWS_S3_SSE), and a bucket that does
+    not report it on the write is unhealthy: backups written there would not be encrypted either."""
     started = time.monotonic()
     key = f"{prefix.strip('/')}/.health/{environment}-{uuid.uuid4().hex}" if prefix.strip("/") \
         else f".health/{environment}-{uuid.uuid4().hex}"
@@ -264,7 +268,7 @@ def probe_bucket(environment: str, client, bucket: str, prefix: str, settings: P
     try:
         client.head_bucket(Bucket=bucket)
         step = "canary write"
-        client.put_object(Bucket=bucket, Key=key, Body=payload)
+        written = client.put_object(Bucket=bucket, Key=key, Body=payload, **put_args(encryption))
         step = "canary read"
         read_back = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         step = "canary delete"
@@ -276,6 +280,9 @@ def probe_bucket(environment: str, client, bucket: str, prefix: str, settings: P
     latency = time.monotonic() - started
     if read_back != payload:
         return [ProbeResult(environment, "bucket", UNHEALTHY, "canary read back different bytes", latency)]
+    unencrypted = encryption.problem(written) if encryption else None
+    if unencrypted:
+        return [ProbeResult(environment, "bucket", UNHEALTHY, f"canary write on s3://{bucket}: {unencrypted}", latency)]
     status, reason = _by_latency(latency, settings, f"s3://{bucket} HeadBucket and canary write/read/delete succeeded")
     return [ProbeResult(environment, "bucket", status, reason, latency)]
 
@@ -344,7 +351,7 @@ def failed_probe(environment: str, component: str, reason: str) -> Probe:
 
 
 def environment_probes(environment, settings: ProbeSettings, *, s3_client=None, bucket: str | None = None,
-                       prefix: str = "backups") -> list[Probe]:
+                       prefix: str = "backups", encryption: ServerSideEncryption | None = None) -> list[Probe]:
     """The probes for one configured environment (an ``EnvironmentConfig``)."""
     name = environment.name
     probes = [Probe(name, "postgres", lambda: probe_postgres(name, environment.database_url, settings),
@@ -359,7 +366,7 @@ def environment_probes(environment, settings: ProbeSettings, *, s3_client=None, 
         probes.append(Probe(name, "redis", lambda: probe_redis(name, environment.redis_url, settings),
                             settings.timeout_seconds))
     if s3_client is not None and bucket:
-        probes.append(Probe(name, "bucket", lambda: probe_bucket(name, s3_client, bucket, prefix, settings),
+        probes.append(Probe(name, "bucket", lambda: probe_bucket(name, s3_client, bucket, prefix, settings, encryption),
                             settings.timeout_seconds))
     return probes
 

@@ -12,22 +12,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, printable
+from ops_platform.lib import s3_encryption
 
 
 @dataclass(frozen=True)
 class Setting:
     field: str
     variable: str
-    default: int | float
+    default: int | float | str | None
     kind: type
     minimum: float
     description: str
     per_environment: bool = False
     exclusive_minimum: bool = False
     maximum: float | None = None
+    choices: tuple[str, ...] = ()
 
-    def parse(self, raw: str, variable: str | None = None) -> int | float:
+    def parse(self, raw: str, variable: str | None = None) -> int | float | str:
         variable = variable or self.variable
+        if self.kind is str:
+            return self._parse_word(raw, variable)
         try:
             value = self.kind(raw.strip())
         except ValueError:
@@ -41,6 +45,18 @@ class Setting:
             raise ConfigError(f"{variable} must be {relation} {self.minimum:g}, got {value:g}")
         if self.maximum is not None and value > self.maximum:
             raise ConfigError(f"{variable} must be <= {self.maximum:g}, got {value:g}")
+        return value
+
+    def _parse_word(self, raw: str, variable: str) -> str:
+        """One of ``choices`` (any case, returned as spelled there), or any one word without spaces."""
+        value = raw.strip()
+        if self.choices:
+            match = next((choice for choice in self.choices if choice.lower() == value.lower()), None)
+            if match is None:
+                raise ConfigError(f"{variable} must be {' or '.join(self.choices)}, got '{printable(raw)}'")
+            return match
+        if not value.isprintable() or any(character.isspace() for character in value):
+            raise ConfigError(f"{variable} must be one word without spaces, got '{printable(raw)}'")
         return value
 
     def variables(self) -> list[str]:
@@ -114,7 +130,13 @@ RESTORE = (
 )
 
 S3_MAX_ATTEMPTS = _int("max_attempts", "AWS_MAX_ATTEMPTS", 5, 1, "botocore standard-mode attempts per S3 call")
-S3 = (S3_MAX_ATTEMPTS,)
+S3_SSE = Setting("server_side_encryption", "AWS_S3_SSE", None, str, 0,
+                 "server-side encryption of every object written (AES256 or aws:kms); s3_copy_matches confirms it",
+                 choices=s3_encryption.ALGORITHMS)
+S3_SSE_KMS_KEY_ID = Setting("sse_kms_key_id", "AWS_S3_SSE_KMS_KEY_ID", None, str, 0,
+                            "the KMS key for aws:kms (id, ARN or alias); unset: the bucket's default KMS key")
+S3_ENCRYPTION = (S3_SSE, S3_SSE_KMS_KEY_ID)
+S3 = (S3_MAX_ATTEMPTS, *S3_ENCRYPTION)
 
 # --- operations insight (defs/insight): database statistics, their checks, alerts and reports ---
 
@@ -199,6 +221,7 @@ def values(settings: Iterable[Setting], environ: Mapping[str, str] | None = None
 def problems(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> list[str]:
     """One line for every bad value among the settings and their per-environment overrides."""
     environ = os.environ if environ is None else environ
+    settings = tuple(settings)
     found = []
     for setting in settings:
         for variable in setting.variables():
@@ -209,7 +232,18 @@ def problems(settings: Iterable[Setting], environ: Mapping[str, str] | None = No
                 setting.parse(raw, variable)
             except ConfigError as error:
                 found.append(str(error))
+    if S3_SSE_KMS_KEY_ID in settings:
+        try:
+            encryption_of(environ)
+        except ConfigError as error:
+            if str(error) not in found:
+                found.append(str(error))
     return found
+
+
+def encryption_of(environ: Mapping[str, str] | None = None) -> s3_encryption.ServerSideEncryption | None:
+    """The encryption AWS_S3_SSE and AWS_S3_SSE_KMS_KEY_ID ask for, or None. Raises ConfigError."""
+    return s3_encryption.from_settings(value_of(S3_SSE, environ), value_of(S3_SSE_KMS_KEY_ID, environ))
 
 
 def check(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops_platform.lib import s3_encryption
 from ops_platform.lib.artifacts import MANIFEST_SUFFIX, Manifest
 from ops_platform.lib.files import open_private, private_dir
 
@@ -162,10 +163,15 @@ class LocalStore:
 
 
 class S3Store:
-    def __init__(self, client, bucket: str, prefix: str = "backups"):
+    """The bucket. ``encryption`` (AWS_S3_SSE) is sent with every object written, and
+    ``encryption_problem`` says when S3 reports an object encrypted otherwise."""
+
+    def __init__(self, client, bucket: str, prefix: str = "backups",
+                 encryption: s3_encryption.ServerSideEncryption | None = None):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.encryption = encryption
 
     def key(self, environment: str, name: str) -> str:
         return f"{self.prefix}/{environment}/{name}" if self.prefix else f"{environment}/{name}"
@@ -176,7 +182,8 @@ class S3Store:
     def write_manifest(self, manifest: Manifest) -> str:
         key = self.key(manifest.environment, manifest.id + MANIFEST_SUFFIX)
         self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=manifest.to_json().encode(), ContentType="application/json"
+            Bucket=self.bucket, Key=key, Body=manifest.to_json().encode(), ContentType="application/json",
+            **s3_encryption.put_args(self.encryption),
         )
         return key
 
@@ -210,11 +217,20 @@ class S3Store:
         return collect_manifests(environment, self.list_names(environment),
                                  lambda name: self.read_bytes(environment, name))
 
+    def head(self, environment: str, name: str) -> dict:
+        """head_object with the checksum S3 keeps (ChecksumMode ENABLED) and its encryption."""
+        return self.client.head_object(Bucket=self.bucket, Key=self.key(environment, name), ChecksumMode="ENABLED")
+
     def object_checksum(self, environment: str, name: str) -> tuple[int, str | None]:
         """The object's size and the checksum S3 keeps for it (``ALGORITHM:value``, e.g. the
         composite SHA256 of a multipart upload), from one HEAD request: no download."""
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(environment, name), ChecksumMode="ENABLED")
+        head = self.head(environment, name)
         return int(head["ContentLength"]), s3_checksum_of(head)
+
+    def encryption_problem(self, head: dict) -> str | None:
+        """Why an object (its head_object answer) is not encrypted as AWS_S3_SSE asks; None when it
+        is, or when no encryption is configured."""
+        return self.encryption.problem(head) if self.encryption else None
 
     def check_copy(self, manifest: Manifest) -> CopyCheck:
         """The object's size and the checksum S3 keeps for it against this bucket's manifest

@@ -9,6 +9,7 @@ from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import (
     BackupBucketResource,
     BackupStorageResource,
@@ -25,7 +26,6 @@ from ops_platform.lib.backup import (
     perform_backup,
 )
 from ops_platform.lib.dump import BackupStepError, Progress
-from ops_platform.lib.files import private_dir
 from ops_platform.lib.formatting import human_bytes
 from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import backups as messages
@@ -51,7 +51,8 @@ BACKUP_CHECKS = [
 
 S3_CHECKS = [
     dg.AssetCheckSpec("s3_copy_matches", asset="database_backup",
-                      description="The sha256 of what S3 holds matches the manifest.")
+                      description="The sha256 of what S3 holds matches the manifest, and with AWS_S3_SSE "
+                                  "S3 reports the object encrypted that way.")
 ] if os.environ.get("AWS_S3_BUCKET", "").strip() else []
 
 
@@ -143,8 +144,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     except ConfigError as error:
         s3_unusable = f"S3 is not used, its configuration is wrong: {error}; the backup is local only"
         context.log.warning(s3_unusable)
-    for change in private_dir(local.env_dir(environment_name), local.root):
-        context.log.warning(f"tightened the permissions of a backup folder, which others could read: {change}")
+    private_backup_folder(context.log, local, environment_name)
     redactor = Redactor.from_environ()
     attempt = context.retry_number + 1
     try:

@@ -138,16 +138,18 @@ def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings) -
 
 
 def build_probes(environments, settings: probes.ProbeSettings, backup_bucket: BackupBucketResource):
-    s3_client, s3_problem = None, None
+    s3_client, s3_problem, encryption = None, None, None
     if backup_bucket.bucket:
         try:
             s3_client = backup_bucket.get_client(max_attempts=1, read_timeout_seconds=settings.timeout_seconds)
+            encryption = backup_bucket.encryption()
         except ConfigError as error:
-            s3_problem = f"S3 configuration: {error}"
+            s3_client, s3_problem = None, f"S3 configuration: {error}"
     sweep = []
     for environment in environments:
         sweep += probes.environment_probes(environment, settings, s3_client=s3_client,
-                                           bucket=backup_bucket.bucket, prefix=backup_bucket.prefix)
+                                           bucket=backup_bucket.bucket, prefix=backup_bucket.prefix,
+                                           encryption=encryption)
         if s3_problem:
             sweep.append(probes.failed_probe(environment.name, "bucket", s3_problem))
     return sweep

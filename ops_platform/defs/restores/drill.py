@@ -9,12 +9,13 @@ from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.backups.assets import DUMP_POOL
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import (
     BackupBucketResource,
     BackupStorageResource,
     OpsSlackResource,
 )
-from ops_platform.defs.restores.jobs import work_root
+from ops_platform.defs.restores.jobs import private_work_folder, work_root
 from ops_platform.defs.run_guards import environment_guard
 from ops_platform.defs.scheduling import environment_schedules
 from ops_platform.defs.settings import BackupSettings, RestoreSettings
@@ -22,7 +23,7 @@ from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import restores as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.restore.drill import record_drill, run_drill
+from ops_platform.lib.restore.drill import drill_database, record_drill, run_drill
 from ops_platform.lib.tags import MAX_RETRIES
 
 DRILL_CHECKS = [
@@ -61,6 +62,8 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
                                                                run_url(context.run_id)))
         mark_alerted(context.instance, context.run_id)
         raise dg.Failure(description=f"restore drill of {environment_name}: {message}", allow_retries=False) from None
+    private_backup_folder(context.log, local, environment_name)
+    private_work_folder(context.log, restore_settings, backup_storage, drill_database(environment))
     try:
         with environment_guard(context, environment.database_url, environment_name, backup_settings.lock_wait_seconds):
             outcome = run_drill(environment, local, s3, work_root(restore_settings, backup_storage),

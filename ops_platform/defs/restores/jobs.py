@@ -29,6 +29,7 @@ from ops_platform.config import (
 from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import DATABASE_KEY
 from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.private_folders import private_backup_folder, private_folder
 from ops_platform.defs.resources import (
     BackupBucketResource,
     BackupStorageResource,
@@ -80,6 +81,15 @@ class RestoreConfig(dg.Config):
 def work_root(restore_settings: RestoreSettings, backup_storage: BackupStorageResource) -> Path:
     return Path(restore_settings.work_dir) if restore_settings.work_dir else \
         Path(backup_storage.backup_dir or backup_root()) / WORK_FOLDER
+
+
+def private_work_folder(log, restore_settings: RestoreSettings, backup_storage: BackupStorageResource,
+                        name: str) -> Path:
+    """``<work root>/<name>``, created private; it and the folders above it up to RESTORE_WORK_DIR
+    (or the backup root, which holds the default work root) are tightened if open to others."""
+    root = Path(restore_settings.work_dir) if restore_settings.work_dir else \
+        Path(backup_storage.backup_dir or backup_root())
+    return private_folder(log, work_root(restore_settings, backup_storage) / name, root, "the restore work folder")
 
 
 def _announce(context: dg.OpExecutionContext, line: str) -> None:
@@ -179,7 +189,7 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
 def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
                  backup_storage: BackupStorageResource, restore_settings: RestoreSettings) -> RestoreState:
     with restore_step(context, "fetch", slack, state):
-        parent = work_root(restore_settings, backup_storage) / state.target
+        parent = private_work_folder(context.log, restore_settings, backup_storage, state.target)
         state.work_dir = str(make_work_dir(parent))
         show = ProgressLine(context.log.info)
 
@@ -207,6 +217,7 @@ def take_safety_backup(context: dg.OpExecutionContext, state: RestoreState, slac
             _announce(context, f"safety backup: skipped, the replaced {state.target} is kept as a database")
         else:
             environment = get_environment(state.environment)
+            private_backup_folder(context.log, backup_storage.local_store(), environment.name)
             outcome = perform_backup(environment, backup_storage.local_store(), _bucket_or_none(backup_bucket, context),
                                      compression=backup_storage.compression_settings(), kind="pre-restore",
                                      run_id=context.run_id, redactor=Redactor.from_environ())

@@ -5,6 +5,7 @@ import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.environments import environment_partitions
+from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import (
     BackupBucketResource,
     BackupStorageResource,
@@ -86,6 +87,8 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     except ConfigError as error:
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
     local = backup_storage.local_store()
+    if local.env_dir(environment).is_dir():
+        private_backup_folder(context.log, local, environment)
     try:
         # Short waits: a hung S3 leaves its side for the next run and must not hold up the local one.
         s3 = backup_bucket.store(max_attempts=1, read_timeout_seconds=RETENTION_S3_TIMEOUT_SECONDS)
