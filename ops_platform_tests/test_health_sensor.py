@@ -9,6 +9,7 @@ import uuid
 import dagster as dg
 import pytest
 
+from ops_platform.defs.alerts import outbox
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.health import sensors as health_sensors
 from ops_platform.lib.deploy import max_runtime_seconds
@@ -289,7 +290,7 @@ class TimeLimitedDaemon(Daemon):
 
 
 def test_slow_slack_never_causes_duplicate_alerts(instance, bot_slack, slack_server, monkeypatch):
-    monkeypatch.setattr(health_sensors, "POST_BUDGET_SECONDS", 0.5)
+    monkeypatch.setattr(outbox, "POST_BUDGET_SECONDS", 0.5)
     daemon = TimeLimitedDaemon(instance, bot_slack, limit=3.0)
     daemon.tick()
     environments = ("production", "staging", "development")
@@ -307,7 +308,7 @@ def test_slow_slack_never_causes_duplicate_alerts(instance, bot_slack, slack_ser
 def test_slack_errors_do_not_repeat_alerts(instance, slack_server, monkeypatch):
     from ops_platform.defs.resources import OpsSlackResource
 
-    monkeypatch.setattr(health_sensors, "POST_BUDGET_SECONDS", 0.5)
+    monkeypatch.setattr(outbox, "POST_BUDGET_SECONDS", 0.5)
     default_retries = OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, channel="#ops")
     daemon = TimeLimitedDaemon(instance, default_retries, limit=3.0)
     slack_server.fail_status = 500
@@ -321,7 +322,7 @@ def test_slack_errors_do_not_repeat_alerts(instance, slack_server, monkeypatch):
 
 def test_posts_per_tick_are_capped_and_the_rest_carried_in_the_cursor(instance, daemon, slack_server,
                                                                       monkeypatch):
-    monkeypatch.setattr(health_sensors, "MAX_POSTS_PER_TICK", 2)
+    monkeypatch.setattr(outbox, "MAX_POSTS_PER_TICK", 2)
     daemon.tick()
     for offset in range(3):
         for environment in ("production", "staging", "development"):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
+from ops_platform.defs.alerts.outbox import post_outbox
 from ops_platform.defs.alerts.sensors import run_failure_reason
 from ops_platform.defs.dagster_private import (
     FINISHED_STATUSES,
@@ -46,10 +47,6 @@ from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
 RECORDS_PER_CHECK = 200
 # Slack posts inside one tick stay well under the tick's time limit: a tighter client, at most
 # this many posts, and no new post once the budget is spent. Whatever is left waits in the cursor.
-MAX_POSTS_PER_TICK = 10
-POST_BUDGET_SECONDS = 15.0
-SENSOR_SLACK_TIMEOUT_SECONDS = 5
-SENSOR_SLACK_MAX_RETRIES = 1
 
 
 @dataclass
@@ -201,25 +198,8 @@ def environments_being_verified(instance: dg.DagsterInstance, now: float | None 
 
 
 def post_events(slack: OpsSlackResource, log, outbox: list[dict], failure_threshold: int) -> list[dict]:
-    """Post queued events in order within the tick's budget; return those still to send. An event
-    counts as sent once it was attempted (Slack errors are logged, never retried into a duplicate)."""
-    if not outbox:
-        return []
-    notifier = slack.model_copy(update={"timeout_seconds": SENSOR_SLACK_TIMEOUT_SECONDS,
-                                        "max_retries": SENSOR_SLACK_MAX_RETRIES}).notifier(log)
-    started = time.monotonic()
-    sent = 0
-    for item in outbox:
-        if sent >= MAX_POSTS_PER_TICK or time.monotonic() - started >= POST_BUDGET_SECONDS:
-            break
-        try:
-            event = AlertEvent(**item)
-        except TypeError:
-            sent += 1
-            continue
-        notifier.post(incident_message(event, failure_threshold))
-        sent += 1
-    return outbox[sent:]
+    """Post queued incident events within the tick's budget (``alerts/outbox.py``); return the rest."""
+    return post_outbox(slack, log, outbox, lambda item: incident_message(AlertEvent(**item), failure_threshold))
 
 
 @dg.sensor(
