@@ -95,9 +95,12 @@ def test_lineage_renders_in_chromium(webserver, tmp_path):
         page.get_by_text("database_backup").first.wait_for(timeout=30_000)
         page.screenshot(path=str(screenshot))
         text = page.inner_text("body")
+        page.goto(f"{url}/assets/database_backup?view=checks")
+        page.get_by_text("decodes_completely").first.wait_for(timeout=30_000)
+        checks = page.inner_text("body")
         page.goto(f"{url}/runs/{run_id}")
         page.get_by_text("backup_job").first.wait_for(timeout=30_000)
         browser.close()
-    assert "database_backup" in text and "database" in text
-    assert "Passed" in text
+    assert "database_backup" in text and "database" in text and "backup_retention" in text
+    assert "Passed" in checks
     assert screenshot.stat().st_size > 10_000

@@ -11,12 +11,12 @@ import signal
 import socket
 import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 
 from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ops_platform.lib.files import private_dir
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
-from ops_platform.lib.stores import write_atomically
 from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
@@ -35,7 +35,14 @@ def ensure_dagster_home() -> Path:
     config = home / "dagster.yaml"
     if not config.exists():
         default = REPO_INSTANCE_CONFIG.read_text() if REPO_INSTANCE_CONFIG.exists() else "telemetry:\n  enabled: false\n"
-        write_atomically(config, default.encode())
+        # A temporary name of its own: two commands started together both write it, and both succeed.
+        handle, temporary = tempfile.mkstemp(prefix=".dagster.yaml.", suffix=".partial", dir=home)
+        with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o600)
+            stream.write(default.encode())
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
