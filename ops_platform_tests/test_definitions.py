@@ -68,7 +68,7 @@ def test_dagster_definitions_validate_passes():
 def test_instance_configs_are_valid_dagster_yaml(tmp_path):
     from ops_platform_tests.dagster_private import dagster_instance_config
 
-    for source in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
+    for source in (ROOT / "deploy" / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
         home = tmp_path / source.stem
         home.mkdir()
         (home / "dagster.yaml").write_text(source.read_text())
@@ -118,3 +118,11 @@ def test_every_domain_is_wired():
     assert dg.AssetKey("database_backup") in retention.parent_keys
     backup_job_assets = definitions.resolve_job_def("backup_job").asset_layer.selected_asset_keys
     assert dg.AssetKey("backup_retention") in backup_job_assets
+
+
+def test_the_instance_config_is_not_at_the_project_root():
+    """`dagster dev` run from a folder holding a dagster.yaml warns that it "will not be used"."""
+    from ops_platform.cli.runs import REPO_INSTANCE_CONFIG
+
+    assert not (ROOT / "dagster.yaml").exists() and not (ROOT / "dagster.yml").exists()
+    assert REPO_INSTANCE_CONFIG == ROOT / "deploy" / "dagster.yaml" and REPO_INSTANCE_CONFIG.exists()

@@ -13,11 +13,11 @@ from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandEr
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
 from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
-REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"
+REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 
 
 def ensure_dagster_home() -> Path:
-    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's dagster.yaml if it has none."""
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's deploy/dagster.yaml if it has none."""
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
