@@ -120,6 +120,16 @@ def test_every_domain_is_wired():
     assert dg.AssetKey("backup_retention") in backup_job_assets
 
 
+def test_retention_follows_every_backup_with_the_automation_sensor_running():
+    definitions = defs()
+    sensor = definitions.resolve_sensor_def("retention_automation_sensor")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    retention = definitions.resolve_asset_graph().get(dg.AssetKey("backup_retention"))
+    assert retention.automation_condition.get_label() == "eager"
+    assert "default_automation_condition_sensor" not in {s.name for s in definitions.sensors}
+
+
 def test_the_instance_config_is_not_at_the_project_root():
     """`dagster dev` run from a folder holding a dagster.yaml warns that it "will not be used"."""
     from ops_platform.cli.runs import REPO_INSTANCE_CONFIG
