@@ -136,3 +136,11 @@ def test_the_instance_config_is_not_at_the_project_root():
 
     assert not (ROOT / "dagster.yaml").exists() and not (ROOT / "dagster.yml").exists()
     assert REPO_INSTANCE_CONFIG == ROOT / "deploy" / "dagster.yaml" and REPO_INSTANCE_CONFIG.exists()
+
+
+def test_without_a_bucket_no_asset_carries_the_s3_kind():
+    env = {k: v for k, v in os.environ.items() if k != "AWS_S3_BUCKET"}
+    code = ("import dagster as dg; from ops_platform.definitions import defs; g = defs().resolve_asset_graph(); "
+            "print(sorted(k.to_user_string() for k in g.get_all_asset_keys() if 's3' in g.get(k).kinds))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,6 +1,8 @@
 """The ``backup_retention`` asset: the retention policy applied to one environment's backups."""
 
 
+import os
+
 import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
@@ -37,6 +39,9 @@ class RetentionConfig(dg.Config):
     """Apply the policy as of this ISO-8601 time instead of now (never later than now)."""
 
 
+NONE_KEPT = "none: no verified backup is kept"
+
+
 def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) -> dict:
     summary = plan.summary()
     return {
@@ -44,8 +49,8 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
         "deleted": dg.MetadataValue.int(summary["deleted"]),
         "verified_kept": dg.MetadataValue.int(summary["verified_kept"]),
         "bytes_freed": dg.MetadataValue.int(applied.bytes_freed),
-        "oldest_kept": summary["oldest_kept"] or "",
-        "newest_kept": summary["newest_kept"] or "",
+        "oldest_kept": summary["oldest_kept"] or NONE_KEPT,
+        "newest_kept": summary["newest_kept"] or NONE_KEPT,
         "as_of": utc_iso(plan.as_of),
         "policy": plan.policy.describe(),
         "deleted_backups": dg.MetadataValue.json(
@@ -71,7 +76,7 @@ RETENTION_AFTER_BACKUP = dg.AutomationCondition.eager()
     partitions_def=environment_partitions,
     deps=["database_backup"],
     group_name="retention",
-    kinds={"s3"},
+    kinds={"postgres", "s3"} if os.environ.get("AWS_S3_BUCKET", "").strip() else {"postgres"},
     automation_condition=RETENTION_AFTER_BACKUP,
 )
 def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig, slack: OpsSlackResource,
