@@ -82,7 +82,7 @@ def test_the_demo_database_backs_up_green(demo_name, tmp_path):
     demo.ensure_demo_database(url(demo_name))
     env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL") and not k.startswith("AWS_S3")}
     env.update(DATABASE_URL=url(demo_name), DAGSTER_HOME=str(tmp_path / "home"), BACKUP_DIR=str(tmp_path / "b"))
-    result = subprocess.run([CLI, "backup", "development"], env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run([CLI, "backup", "development"], check=False, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "verified" in result.stdout
 
@@ -117,9 +117,24 @@ def test_make_test_names_the_missing_debian_packages(tmp_path):
     bin_dir.mkdir()
     for tool in ("make", "sh", "test"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
-    result = subprocess.run(["make", "--no-print-directory", "test-tools"], cwd=ROOT, capture_output=True,
+    result = subprocess.run(["make", "--no-print-directory", "test-tools"], check=False, cwd=ROOT, capture_output=True,
                             text=True, env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, timeout=60)
     assert result.returncode != 0
     assert result.stdout.strip().splitlines() == [
         "make test needs Debian packages that are missing: sudo apt-get install postgresql-client zstd"
         + ("" if Path("/usr/bin/chromium").exists() else " chromium")]
+
+
+def test_the_first_backup_of_a_new_instance_tightens_nothing(tmp_path):
+    """private_dir creates the missing folders up to the backup root private, so a newcomer's first
+    backup logs no "tightened the permissions of a backup folder" warning about folders it just made."""
+    import stat
+
+    from ops_platform.lib.files import private_dir
+
+    root = tmp_path / "home" / "backups"
+    assert private_dir(root / "development", root) == []
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "development").stat().st_mode) == 0o700
+    root.chmod(0o755)
+    assert private_dir(root / "development", root) == [f"{root}: 0755 -> 0700"]

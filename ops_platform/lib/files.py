@@ -18,11 +18,17 @@ def private_dir(path: Path | str, root: Path | str | None = None) -> list[str]:
     (inclusive) when they are open to others. Returns what was tightened, e.g.
     ``["/backups/production: 0755 -> 0700"]``."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    root = Path(root) if root is not None else None
     chain = [path]
     if root is not None:
-        root = Path(root)
         chain += [parent for parent in path.parents if parent == root or root in parent.parents]
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):  # created private, so a new instance's first backup warns of nothing
+        folder.mkdir(mode=PRIVATE_DIR if folder in chain else 0o777, exist_ok=True)
     tightened = []
     for folder in chain:
         mode = stat.S_IMODE(folder.stat().st_mode)
