@@ -1,6 +1,7 @@
 """What ``make dev`` runs: ``python -m ops_platform.dev [--host H] [--port P]``.
 
-1. The instance home (``$DAGSTER_HOME``, given the project's ``deploy/dagster.yaml`` if it has none).
+1. The instance home (``$DAGSTER_HOME``, given the project's ``deploy/dagster.yaml`` if it has none),
+   its storage created before anything else opens it.
 2. With no database URL set, the demo database (``lib/demo.py``): created and filled when missing,
    so the first backup from the UI has something to back up.
 3. ``dagster-webserver`` and ``dagster-daemon run`` side by side, from the project's folder (its
@@ -48,9 +49,20 @@ def _say(line: str) -> None:
     print(f"ops_platform dev: {line}", flush=True)
 
 
+def _create_instance_storage() -> None:
+    """Create (or migrate) the instance's storage once, before the webserver, the daemon and their
+    code servers open it: on a new $DAGSTER_HOME, four processes creating SQLite storage at once
+    race, and a code server fails with "alembic_version has more than one head"."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get():
+        pass
+
+
 def prepare() -> int:
     """The instance home and the development database; 0, or 2 with one line saying what to do."""
     home = ensure_dagster_home()
+    _create_instance_storage()
     _say(f"instance in {home}")
     if uses_default_database():
         try:
