@@ -28,7 +28,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	mkdir -m 700 -p $(DAGSTER_HOME)
 	cp deploy/dagster.yaml $@
 
-# The demo database when no database URL is set, then dagster-webserver and dagster-daemon (see ops_platform/dev.py).
+# The demo database when no database URL is set, then a code server, dagster-webserver and dagster-daemon (ops_platform/dev.py).
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m ops_platform.dev --host $(DEV_HOST) --port $(DEV_PORT)
 

@@ -4,12 +4,14 @@
    its storage created before anything else opens it.
 2. With no database URL set, the demo database (``lib/demo.py``): created and filled when missing,
    so the first backup from the UI has something to back up.
-3. ``dagster-webserver`` and ``dagster-daemon run`` side by side, from the project's folder (its
-   ``pyproject.toml`` names the code location), until Ctrl-C or SIGTERM; if one stops, so does the other.
+3. One code server for the code location (named in ``pyproject.toml``'s ``[tool.dg.project]``),
+   then ``dagster-webserver`` and ``dagster-daemon run`` using it, until Ctrl-C or SIGTERM; if one
+   stops, so do the others.
 
-These are the two processes a deployment runs. ``dagster dev`` would start the same two, but it is
-superseded by ``dg dev`` and says so on every start, and ``dg dev`` (dagster-dg-cli) brings some
-twenty more packages (the Dagster+ CLI, a GitHub client, GitPython) to end in the same code.
+This is what ``dagster dev`` does, and how a deployment runs (a code server, a webserver and a
+daemon). ``dagster dev`` itself is superseded by ``dg dev`` and says so on every start, and ``dg dev``
+(dagster-dg-cli) brings some twenty more packages (the Dagster+ CLI, a GitHub client, GitPython) to
+end in the same code.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: dagster requires tomli
+    import tomli as tomllib
 
 from ops_platform.cli.runs import ensure_dagster_home
 from ops_platform.config import (
@@ -83,12 +91,12 @@ def prepare() -> int:
 
 
 def _stop(processes: list[subprocess.Popen], interrupted: bool) -> None:
-    """A clean shutdown: Ctrl-C for each (a terminal's Ctrl-C has already reached them: they get a
-    moment first), then SIGTERM, then SIGKILL for one that does not stop."""
+    """A clean shutdown, last started first: Ctrl-C for each (a terminal's Ctrl-C has already reached
+    them: they get a moment first), then SIGTERM, then SIGKILL for one that does not stop."""
     steps = ([(None, 5)] if interrupted else []) + [(signal.SIGINT, STOP_WAIT_SECONDS),
                                                       (signal.SIGTERM, STOP_WAIT_SECONDS), (signal.SIGKILL, 5)]
     for sig, wait in steps:
-        alive = [process for process in processes if process.poll() is None]
+        alive = [process for process in reversed(processes) if process.poll() is None]
         if not alive:
             return
         for process in alive:
@@ -99,11 +107,40 @@ def _stop(processes: list[subprocess.Popen], interrupted: bool) -> None:
             time.sleep(0.2)
 
 
+def code_location(root: Path) -> tuple[str, str]:
+    """(name, module) of the code location, from pyproject.toml's [tool.dg.project]: its one declaration."""
+    with open(root / "pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle)["tool"]["dg"]["project"]
+    return project["code_location_name"], f"{project['root_module']}.definitions"
+
+
+def _wait_until_serving(socket_path: Path, server: subprocess.Popen, timeout: float = 180) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        check = subprocess.run([_program("dagster"), "api", "grpc-health-check", "-s", str(socket_path)],
+                               capture_output=True, text=True, check=False)
+        if check.returncode == 0:
+            return True
+        time.sleep(1)
+    return False
+
+
 def serve(host: str, port: int) -> int:
+    """One code server for the code location, and dagster-webserver and dagster-daemon both using it
+    (as dagster dev does): code is loaded once, "Reload definitions" in the UI reloads it for the
+    daemon too, and the daemon does not restart a code server of its own every minute (each old one
+    logs "No heartbeat received in 20 seconds, shutting down")."""
     root = project_root()
+    name, module = code_location(root)
+    scratch = Path(tempfile.mkdtemp(prefix="ops_platform_dev_"))
+    socket_path = scratch / "code.sock"
+    workspace = scratch / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - grpc_server:\n      socket: {socket_path}\n      location_name: {name}\n")
     commands = {
-        "dagster-webserver": [_program("dagster-webserver"), "-h", host, "-p", str(port)],
-        "dagster-daemon": [_program("dagster-daemon"), "run"],
+        "the code server": [_program("dagster"), "code-server", "start", "-s", str(socket_path), "-m", module,
+                            "--location-name", name],
+        "dagster-webserver": [_program("dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)],
+        "dagster-daemon": [_program("dagster-daemon"), "run", "-w", str(workspace)],
     }
     processes: list[subprocess.Popen] = []
     received: list[int] = []
@@ -115,14 +152,18 @@ def serve(host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        for command in commands.values():
+        for label, command in commands.items():
             processes.append(subprocess.Popen(command, cwd=root))
-        _say(f"the UI is at http://{host}:{port} (Ctrl-C stops the webserver and the daemon)")
+            if label == "the code server" and not _wait_until_serving(socket_path, processes[0]):
+                print("ops_platform dev: error: the code server did not start (see the lines above)",
+                      file=sys.stderr, flush=True)
+                return 1
+        _say(f"the UI is at http://{host}:{port} (Ctrl-C stops the webserver, the daemon and the code server)")
         while True:
-            for name, process in zip(commands, processes):
+            for label, process in zip(commands, processes):
                 if process.poll() is not None:
-                    print(f"ops_platform dev: error: {name} stopped (exit code {process.returncode}); "
-                          "stopping the other", file=sys.stderr, flush=True)
+                    print(f"ops_platform dev: error: {label} stopped (exit code {process.returncode}); "
+                          "stopping the others", file=sys.stderr, flush=True)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -131,6 +172,7 @@ def serve(host: str, port: int) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(processes, interrupted=signal.SIGINT in received)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

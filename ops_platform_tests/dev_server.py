@@ -1,7 +1,7 @@
-"""`make dev` for the end-to-end tests of the first hour: the real Makefile target (demo database,
-dagster-webserver and dagster-daemon through ``python -m ops_platform.dev``) on a free port, in a
-process group of its own so the test stops it as Ctrl-C would; the UI driven in Chromium, and
-the state read back over GraphQL."""
+"""`make dev` for the end-to-end tests of the first hour: the real Makefile target (the demo
+database, one code server, dagster-webserver and dagster-daemon through ``python -m ops_platform.dev``)
+on a free port, in a process group of its own so the test stops it as Ctrl-C would; the UI driven
+in Chromium, and the state read back over GraphQL."""
 
 from __future__ import annotations
 

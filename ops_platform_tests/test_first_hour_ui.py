@@ -154,6 +154,7 @@ def test_make_dev_log_has_no_repeated_warning(newcomer):
     assert "will not be used" not in text
     assert "dg dev" not in text and "superseded" not in text.lower()
     assert "Traceback" not in text
+    assert text.count("No heartbeat received") <= 1  # the daemon must not run a code server of its own
     warnings = Counter(TIMESTAMP.sub("", line) for line in lines if "WARNING" in line or "Warning:" in line)
     repeated = {line: count for line, count in warnings.items() if count > 1}
     assert not repeated, repeated
