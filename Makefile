@@ -1,12 +1,20 @@
 # Quick start: `make dev` runs the platform, `make test` runs every test.
+# Database URLs have no default here: with none set, ops_platform/config.py makes development the
+# demo database (the one default, shared by make dev, the UI and the CLI).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
 
-.PHONY: install dev test test-fast graph-snapshot bench validate clean
+# What the tests run besides Python, as Debian packages (.ci/run installs them).
+TEST_PACKAGES_MISSING = $(strip \
+  $(if $(shell command -v pg_dump),,postgresql-client) \
+  $(if $(shell command -v zstd),,zstd) \
+  $(if $(wildcard /usr/bin/chromium),,chromium))
+
+.PHONY: install dev test test-tools test-fast graph-snapshot bench validate clean
 
 $(BIN)/dagster: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +24,18 @@ $(BIN)/dagster: pyproject.toml
 
 install: $(BIN)/dagster
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+	mkdir -m 700 -p $(DAGSTER_HOME)
+	cp deploy/dagster.yaml $@
 
+# The demo database when no database URL is set, then a code server, dagster-webserver and dagster-daemon (ops_platform/dev.py).
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(DEV_PORT)
+	$(BIN)/python -m ops_platform.dev --host $(DEV_HOST) --port $(DEV_PORT)
 
-test: install
+test-tools:
+	@test -z "$(TEST_PACKAGES_MISSING)" || { echo "make test needs Debian packages that are missing: sudo apt-get install $(TEST_PACKAGES_MISSING)"; exit 1; }
+
+test: install test-tools
 	$(BIN)/python -m pytest
 
 test-fast: install   # seconds, no server: the definitions against ops_platform_tests/graph_snapshot.txt

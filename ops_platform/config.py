@@ -1,7 +1,13 @@
 """Environments and settings, read from the variables in the configuration contract (docs/architecture.md).
 
-An environment exists when its database URL is set. Nothing here is read at import time:
-callers pass the mapping (``os.environ`` by default) so tests can supply their own.
+An environment exists when its database URL is set. With no database URL set at all (a fresh
+clone, no settings), ``development`` is the demo database on the local server
+(``DEFAULT_DATABASE_URL``): this is the one default, used by ``make dev``, the UI and the CLI alike.
+It never applies once any environment's database URL is set, so a production deployment does not
+grow a development environment pointing at localhost.
+
+Nothing here is read at import time: callers pass the mapping (``os.environ`` by default) so tests
+can supply their own.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ from pathlib import Path
 
 ENVIRONMENT_PREFIXES = {"production": "PRODUCTION_", "staging": "STAGING_", "development": ""}
 ENVIRONMENT_NAMES = tuple(ENVIRONMENT_PREFIXES)
+DATABASE_URL_VARIABLES = tuple(f"{prefix}DATABASE_URL" for prefix in ENVIRONMENT_PREFIXES.values())
+
+DEMO_DATABASE = "ops_platform_demo"
+DEFAULT_DATABASE_URL = f"postgresql://postgres@127.0.0.1:5432/{DEMO_DATABASE}"
 
 
 class ConfigError(ValueError):
@@ -38,12 +48,21 @@ def _get(environ: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
+def uses_default_database(environ: Mapping[str, str] | None = None) -> bool:
+    """True when no environment's database URL is set: ``development`` is then the demo database."""
+    environ = os.environ if environ is None else environ
+    return not any(_get(environ, variable) for variable in DATABASE_URL_VARIABLES)
+
+
 def load_environments(environ: Mapping[str, str] | None = None) -> dict[str, EnvironmentConfig]:
     """The configured environments, in the fixed order production, staging, development."""
     environ = os.environ if environ is None else environ
+    default = uses_default_database(environ)
     environments = {}
     for name, prefix in ENVIRONMENT_PREFIXES.items():
         database_url = _get(environ, f"{prefix}DATABASE_URL")
+        if default and name == "development":
+            database_url = DEFAULT_DATABASE_URL
         if not database_url:
             continue
         environments[name] = EnvironmentConfig(
@@ -70,6 +89,8 @@ def get_environment(name: str, environ: Mapping[str, str] | None = None) -> Envi
     if name in environments:
         return environments[name]
     configured = ", ".join(environments) or "none"
+    if uses_default_database(environ):
+        configured += f" (no database URL is set, so development is the demo database {DEMO_DATABASE})"
     if name in ENVIRONMENT_PREFIXES:
         variable = f"{ENVIRONMENT_PREFIXES[name]}DATABASE_URL"
         raise ConfigError(

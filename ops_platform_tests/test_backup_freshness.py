@@ -126,3 +126,32 @@ def test_bad_setting_fails_the_tick_with_a_clear_error(tmp_path, slack_server, m
     monkeypatch.setenv("BACKUP_FRESHNESS_GRACE_HOURS", "soon")
     with pytest.raises(ConfigError, match="BACKUP_FRESHNESS_GRACE_HOURS must be an integer"):
         tick(None, OpsSlackResource(webhook_url=slack_server.webhook_url), tmp_path)
+
+
+def test_the_sensor_says_what_it_watches_and_a_scheduled_environment_never_backed_up_alerts_at_once(
+        tmp_path, slack_server, monkeypatch):
+    """Development has no schedule: it is backed up on demand and not watched, and the skip
+    message says so instead of "fresh". A scheduled environment with no backup at all is the most
+    urgent case: it alerts on the first tick."""
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+
+    def skip_message(cursor=None):
+        context = dg.build_sensor_context(cursor=cursor, resources=platform_resources(
+            slack=slack, backup_storage=BackupStorageResource(backup_dir=str(tmp_path)),
+            backup_bucket=BackupBucketResource()))
+        return freshness_sensors.backup_freshness_sensor(context).skip_message, context.cursor
+
+    monkeypatch.setattr(freshness_sensors, "ENVIRONMENT_NAMES", ["development"])
+    message, _ = skip_message()
+    assert message == ("nothing to check (no environment has a backup schedule to watch; development is backed "
+                       "up on demand (no schedule), so not watched)")
+    assert slack_server.texts() == []
+
+    monkeypatch.setattr(freshness_sensors, "ENVIRONMENT_NAMES", ["production", "development"])
+    message, cursor = skip_message()
+    assert message == ("production backups: stale (watching production; development is backed up on demand "
+                       "(no schedule), so not watched)")
+    [alert] = slack_server.texts()
+    assert "production" in alert and "no verified backup at all" in alert
+    message, _ = skip_message(cursor)
+    assert message.startswith("backups and drills are fresh or already reported (watching production;")

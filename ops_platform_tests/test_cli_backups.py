@@ -137,6 +137,19 @@ def test_unconfigured_environment_says_which_variable_to_set(cli_env):
     assert_one_line_error(result, 2, "STAGING_DATABASE_URL", "configured: production, development")
 
 
+def test_with_only_dagster_home_set_the_cli_sees_the_demo_development(tmp_path):
+    """The CLI and `make dev` share one default (ops_platform/config.py): with no database URL set,
+    development is the demo database, never "configured: none"."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL") and k != "BACKUP_DIR"}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    listing = run_cli(env, "backups", "list", "development")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.strip() == "no backups for development"
+    assert_one_line_error(run_cli(env, "backups", "list", "staging"), 2, "set STAGING_DATABASE_URL",
+                          "configured: development (no database URL is set, so development is the demo database "
+                          "ops_platform_demo)")
+
+
 def test_missing_argument_is_a_one_line_usage_error(cli_env):
     assert_one_line_error(run_cli(cli_env, "backups", "list"), 2, "environment")
 

@@ -37,6 +37,29 @@ def test_bad_environment_names_get_one_line_errors(name, fragment):
     assert fragment in message and "\n" not in message and len(message) < 200
 
 
+def test_with_no_database_url_at_all_development_is_the_demo_database():
+    from ops_platform.config import DEFAULT_DATABASE_URL, DEMO_DATABASE
+
+    environments = load_environments({"REDIS_URL": "redis://127.0.0.1:6379/0", "DATABASE_URL": "  "})
+    assert list(environments) == ["development"]
+    assert environments["development"].database_url == DEFAULT_DATABASE_URL
+    assert DEFAULT_DATABASE_URL.endswith(f"/{DEMO_DATABASE}") and "@127.0.0.1:5432/" in DEFAULT_DATABASE_URL
+    assert environments["development"].redis_url == "redis://127.0.0.1:6379/0"
+    with pytest.raises(ConfigError) as error:
+        get_environment("staging", {})
+    assert "configured: development (no database URL is set, so development is the demo database" in str(error.value)
+
+
+@pytest.mark.parametrize("variable", ["PRODUCTION_DATABASE_URL", "STAGING_DATABASE_URL"])
+def test_the_default_never_applies_once_any_database_url_is_set(variable):
+    """A production deployment does not grow a development environment pointing at localhost."""
+    environments = load_environments({variable: "postgresql://app@db.example.com/app"})
+    assert "development" not in environments and len(environments) == 1
+    with pytest.raises(ConfigError, match="environment 'development' is not configured .set DATABASE_URL.; "
+                                          "configured: (production|staging)$"):
+        get_environment("development", {variable: "postgresql://app@db.example.com/app"})
+
+
 @pytest.mark.parametrize("bad", ["../production-20260101T000000Z", "production-20260101T000000Z/../../x",
                                  "prod-20260101T000000Z", "production-20261341T000000Z", "", "production-latest"])
 def test_backup_ids_with_traversal_or_bad_shape_are_rejected(bad):

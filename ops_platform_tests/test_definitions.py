@@ -68,7 +68,7 @@ def test_dagster_definitions_validate_passes():
 def test_instance_configs_are_valid_dagster_yaml(tmp_path):
     from ops_platform_tests.dagster_private import dagster_instance_config
 
-    for source in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
+    for source in (ROOT / "deploy" / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
         home = tmp_path / source.stem
         home.mkdir()
         (home / "dagster.yaml").write_text(source.read_text())
@@ -118,3 +118,29 @@ def test_every_domain_is_wired():
     assert dg.AssetKey("database_backup") in retention.parent_keys
     backup_job_assets = definitions.resolve_job_def("backup_job").asset_layer.selected_asset_keys
     assert dg.AssetKey("backup_retention") in backup_job_assets
+
+
+def test_retention_follows_every_backup_with_the_automation_sensor_running():
+    definitions = defs()
+    sensor = definitions.resolve_sensor_def("retention_automation_sensor")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    retention = definitions.resolve_asset_graph().get(dg.AssetKey("backup_retention"))
+    assert retention.automation_condition.get_label() == "eager"
+    assert "default_automation_condition_sensor" not in {s.name for s in definitions.sensors}
+
+
+def test_the_instance_config_is_not_at_the_project_root():
+    """`dagster dev` run from a folder holding a dagster.yaml warns that it "will not be used"."""
+    from ops_platform.cli.runs import REPO_INSTANCE_CONFIG
+
+    assert not (ROOT / "dagster.yaml").exists() and not (ROOT / "dagster.yml").exists()
+    assert REPO_INSTANCE_CONFIG == ROOT / "deploy" / "dagster.yaml" and REPO_INSTANCE_CONFIG.exists()
+
+
+def test_without_a_bucket_no_asset_carries_the_s3_kind():
+    env = {k: v for k, v in os.environ.items() if k != "AWS_S3_BUCKET"}
+    code = ("import dagster as dg; from ops_platform.definitions import defs; g = defs().resolve_asset_graph(); "
+            "print(sorted(k.to_user_string() for k in g.get_all_asset_keys() if 's3' in g.get(k).kinds))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

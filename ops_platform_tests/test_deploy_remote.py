@@ -91,7 +91,7 @@ def start_webserver(home: Path, health, slack, **settings) -> PlatformProcesses:
     """dagster-webserver on ``home`` with the code location loaded; production's API at ``health``,
     Slack at ``slack``, a rollback command, and ``settings``."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, DAGSTER_HOME=str(home), BACKUP_DIR=str(home / "backups"),

@@ -40,7 +40,8 @@ for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
     node = graph.get(key)
     partitions = ",".join(node.partitions_def.get_partition_keys()) if node.partitions_def else "-"
     kinds = ",".join(sorted(node.kinds)) or "-"
-    automation = type(node.automation_condition).__name__ if node.automation_condition else "-"
+    condition = node.automation_condition
+    automation = (condition.get_label() or type(condition).__name__) if condition else "-"
     pools = ",".join(sorted(node.pools or [])) or "-"
     lines.append(f"asset {key.to_user_string()}: group={node.group_name} kinds={kinds} partitions={partitions} "
                  f"{'external' if node.is_external else 'materializable'} automation={automation} pool={pools}")

@@ -82,6 +82,9 @@ def test_healthy_sweep_records_every_check_with_latency(instance, app, databases
         assert found[key].passed, (key, found[key].description)
         assert found[key].metadata["latency_ms"].value >= 0
     assert found[("production_api", "health_endpoint")].metadata["version"].value == "1.2.3"
+    checked_at = found[("production_api", "health_endpoint")].metadata["checked_at"]
+    assert isinstance(checked_at, dg.TimestampMetadataValue)  # a date in the UI, not a plotted float
+    assert abs(checked_at.value - dt.datetime.now(dt.timezone.utc).timestamp()) < 120
     history = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(dg.AssetKey("production_api"), "health_endpoint"), limit=5)
     assert len(history) == 1
@@ -90,6 +93,16 @@ def test_healthy_sweep_records_every_check_with_latency(instance, app, databases
 def test_one_environment_only(instance, app, databases):
     found = evaluations(sweep(instance, ["staging"]))
     assert {key[0] for key in found} == {"staging_api", "staging_postgres", "staging_bucket"}
+
+
+def test_the_launchpad_says_what_an_empty_environments_list_means():
+    from ops_platform.defs.health.assets import HealthSweepConfig
+
+    fields = HealthSweepConfig.to_config_schema().as_field().config_type.fields
+    assert "Empty (the default, []) means every configured environment: production, staging, development" in (
+        fields["environments"].description)
+    assert "HEALTH_CHECK_TIMEOUT_SECONDS" in fields["timeout_seconds"].description
+    assert "`environments: []` (the default) means every configured environment" in health_job().description
 
 
 def test_unknown_environment_fails_with_a_clear_message(instance, app):

@@ -27,7 +27,9 @@ def posted(slack_server) -> list[str]:
 
 
 def record(instance, at: float, environment="production", component="api", status="unhealthy",
-           reason="/health answered HTTP 503"):
+           reason="/health answered HTTP 503", checked_at=dg.MetadataValue.timestamp):
+    """A check result as a sweep records it (``checked_at`` a timestamp; sweeps before it was one
+    recorded a float, which ``checked_at=dg.MetadataValue.float`` writes)."""
     key = health_assets.check_key_for(environment, component)
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=key.asset_key, check_name=key.name, passed=status == "healthy",
@@ -35,7 +37,7 @@ def record(instance, at: float, environment="production", component="api", statu
                   "component": dg.MetadataValue.text(component),
                   "status": dg.MetadataValue.text(status),
                   "reason": dg.MetadataValue.text(reason),
-                  "checked_at": dg.MetadataValue.float(at)},
+                  "checked_at": checked_at(at)},
         severity=dg.AssetCheckSeverity.ERROR,
     ))
 
@@ -91,6 +93,17 @@ def test_blip_then_outage_then_reminders_then_one_recovery(instance, daemon, sla
     script(instance, daemon, "....", index)
     [recovered] = posted(slack_server)
     assert "production recovered" in recovered and "Downtime: 2h 15m" in recovered
+
+
+def test_results_recorded_before_checked_at_was_a_timestamp_still_count(instance, daemon, slack_server):
+    """An instance upgraded in place: older results (a float) and newer ones (a timestamp) form one timeline."""
+    daemon.tick()
+    for offset in range(2):
+        record(instance, T0 + offset * FIVE_MIN, checked_at=dg.MetadataValue.float)
+    record(instance, T0 + 2 * FIVE_MIN)
+    daemon.tick()
+    [opened] = posted(slack_server)
+    assert "production: 1 component is down" in opened and "after 3 consecutive failed checks" in opened
 
 
 def test_restart_mid_incident_sends_no_duplicate_and_still_recovers(instance, bot_slack, slack_server):
@@ -188,7 +201,7 @@ def finish(instance, run, at: float, environment="production", component="api", 
                   "component": dg.MetadataValue.text(component),
                   "status": dg.MetadataValue.text(status),
                   "reason": dg.MetadataValue.text("/health answered HTTP 503"),
-                  "checked_at": dg.MetadataValue.float(at)},
+                  "checked_at": dg.MetadataValue.timestamp(at)},
         severity=dg.AssetCheckSeverity.ERROR)
     instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
                                                job_name=run.job_name, event_specific_data=evaluation),

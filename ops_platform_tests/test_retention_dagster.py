@@ -169,6 +169,18 @@ def test_nothing_deleted_means_no_slack_message(instance, slack_resource, slack_
     assert slack_server.texts() == []
 
 
+def test_oldest_and_newest_kept_say_so_when_no_verified_backup_is_kept(instance, slack_resource, backup_dir,
+                                                                       s3_bucket, monkeypatch, capsys):
+    """Never a blank value on the asset page: the ids, or in words that none is kept; null in --json."""
+    result = materialize([retention_assets.backup_retention], "production", instance, slack_resource, backup_dir)
+    metadata = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert metadata["oldest_kept"].value == metadata["newest_kept"].value == "none: no verified backup is kept"
+    monkeypatch.setenv("BACKUP_DIR", str(backup_dir))
+    assert main(["retention", "production", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["oldest_kept"] is None and summary["newest_kept"] is None and summary["kept"] == 0
+
+
 def test_bad_setting_fails_the_run_with_one_line_and_deletes_nothing(monkeypatch, instance, slack_resource,
                                                                      backup_dir, s3_bucket):
     old = seed_old_backups(backup_dir, s3_bucket, "production")

@@ -10,7 +10,12 @@ from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Comman
 from ops_platform.cli.runs import failure_message, run_job
 from ops_platform.config import configured_environment_names, get_environment
 from ops_platform.lib import settings
-from ops_platform.lib.probes import UNHEALTHY, ProbeResult, environment_summary
+from ops_platform.lib.probes import (
+    UNHEALTHY,
+    ProbeResult,
+    checked_at_seconds,
+    environment_summary,
+)
 from ops_platform.lib.tags import LAUNCHED_BY
 
 
@@ -21,7 +26,7 @@ def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datet
         metadata = {key: value.value for key, value in evaluation.metadata.items()}
         if "environment" not in metadata:
             continue
-        checked_at = datetime.fromtimestamp(float(metadata["checked_at"]), timezone.utc)
+        checked_at = datetime.fromtimestamp(checked_at_seconds(metadata["checked_at"]), timezone.utc)
         details = {"version": metadata["version"]} if metadata.get("version") else {}
         found.setdefault(metadata["environment"], []).append(ProbeResult(
             metadata["environment"], metadata["component"], metadata["status"], metadata.get("reason", ""),

@@ -101,6 +101,8 @@ def retention_command(args) -> int:
     if not result.success:
         raise CommandError(f"{failure_message(result)} (run {result.run_id})")
     metadata = materialization_metadata(result, "backup_retention")
+    if not metadata["verified_kept"]:
+        metadata["oldest_kept"] = metadata["newest_kept"] = None
     if args.json:
         print(json.dumps({key: metadata[key] for key in APPLIED_JSON_KEYS} | {"run_id": result.run_id}, indent=2))
         return EXIT_OK

@@ -42,10 +42,10 @@ def private_dir(path: Path | str, root: Path | str | None = None) -> list[str]:
     ``["/backups/production: 0755 -> 0700"]``. A folder of another user, or a sticky shared one
     such as /tmp, is never changed: the 0700 folders below it keep the files private."""
     path = Path(path)
-    _make_private_dirs(path)
+    root = Path(root) if root is not None else None
+    _make_private_dirs(path)  # created private, so a new instance's first backup warns of nothing
     chain = [path]
     if root is not None:
-        root = Path(root)
         chain += [parent for parent in path.parents if parent == root or root in parent.parents]
     tightened = []
     for folder in chain:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -59,8 +60,19 @@ def client_connection(database_url: str, *, dbname: str | None = None, connect_t
 
 
 def client_version(program: str) -> str:
+    """The version of a client program, e.g. ``15.20``, as ``SHOW server_version`` reports the server's."""
     output = subprocess.run([program, "--version"], capture_output=True, text=True, check=True).stdout
-    return output.strip().split()[-1]
+    return parse_client_version(output)
+
+
+def parse_client_version(output: str) -> str:
+    """``pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)`` -> ``15.20``: the word after
+    ``(PostgreSQL)``, without the distribution's build in parentheses."""
+    match = re.search(r"\(PostgreSQL\)\s+([^\s()]+)", output)
+    if match:
+        return match.group(1)
+    words = [word for word in output.split() if word[:1].isdigit()]
+    return words[0].strip("()") if words else output.strip()
 
 
 def server_version(database_url: str, timeout: int = 10) -> str:

@@ -384,3 +384,17 @@ def environment_summary(results: list[ProbeResult], checked_at: datetime) -> dic
         "checks": [{"component": r.component, "status": r.status, "reason": r.reason,
                     "latency_ms": round(r.latency_seconds * 1000, 1)} for r in results],
     }
+
+
+def checked_at_seconds(value) -> float:
+    """A recorded ``checked_at`` as epoch seconds: a timestamp (what sweeps record, shown as a
+    date in the UI), a datetime, or an ISO-8601 string; plain floats from older sweeps still read."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return float(value)

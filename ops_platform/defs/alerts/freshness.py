@@ -30,6 +30,21 @@ def watched_environments() -> list[str]:
     return [env for env in BACKUP_CRONS if env in ENVIRONMENT_NAMES]
 
 
+def on_demand_environments() -> list[str]:
+    """Configured environments without a backup schedule (development): backed up when someone asks."""
+    return [env for env in ENVIRONMENT_NAMES if env not in BACKUP_CRONS]
+
+
+def _scope() -> str:
+    """Which environments the sensor watches, and which it does not and why, for its skip message."""
+    watched, on_demand = watched_environments(), on_demand_environments()
+    text = f"watching {', '.join(watched)}" if watched else "no environment has a backup schedule to watch"
+    if on_demand:
+        text += (f"; {', '.join(on_demand)} {'is' if len(on_demand) == 1 else 'are'} backed up on demand "
+                 "(no schedule), so not watched")
+    return text
+
+
 def _render(item: dict):
     return freshness_message(FreshnessNotice(**item))
 
@@ -38,9 +53,10 @@ def _render(item: dict):
     name="backup_freshness_sensor",
     minimum_interval_seconds=15 * 60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts to Slack when no verified backup of a scheduled environment was made since its last "
-                "scheduled time plus BACKUP_FRESHNESS_GRACE_HOURS (3), or no restore drill has passed for "
-                "DRILL_MAX_AGE_DAYS (8); reminds daily, and says when it is fresh again.",
+    description="Posts to Slack when no verified backup of a scheduled environment (production, staging) was made "
+                "since its last scheduled time plus BACKUP_FRESHNESS_GRACE_HOURS (3), at once when it has none at "
+                "all, or no restore drill has passed for DRILL_MAX_AGE_DAYS (8); reminds daily, and says when it is "
+                "fresh again. Development has no backup schedule (it is backed up on demand) and is not watched.",
 )
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource,
                             backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
@@ -66,7 +82,10 @@ def backup_freshness_sensor(context: dg.SensorEvaluationContext, slack: OpsSlack
     state["outbox"] = post_outbox(slack, context.log, outbox, _render)
     context.update_cursor(json.dumps(state))
     sent = [f"{item['environment']} {item['subject']}: {item['kind']}" for item in outbox[:len(outbox) - len(state["outbox"])]]
-    summary = "; ".join(sent) or "backups and drills are fresh or already reported"
+    if watched_environments():
+        summary = "; ".join(sent) or "backups and drills are fresh or already reported"
+    else:
+        summary = "; ".join(sent) or "nothing to check"
     if state["outbox"]:
         summary += f"; {len(state['outbox'])} left for the next tick"
-    return dg.SkipReason(summary)
+    return dg.SkipReason(f"{summary} ({_scope()})")

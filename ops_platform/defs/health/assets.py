@@ -12,6 +12,7 @@ import os
 from datetime import datetime
 
 import dagster as dg
+from pydantic import Field
 
 from ops_platform.config import ConfigError, load_environments
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
@@ -99,9 +100,13 @@ health_component_specs, health_check_specs = _build(os.environ)
 
 
 class HealthSweepConfig(dg.Config):
-    environments: list[str] = []
-    timeout_seconds: float | None = None
-    degraded_ms: int | None = None
+    environments: list[str] = Field(
+        default=[], description="Environments to check, e.g. [production]. Empty (the default, []) means every "
+                                f"configured environment: {', '.join(ENVIRONMENT_NAMES) or 'none'}.")
+    timeout_seconds: float | None = Field(
+        default=None, description="Per-check timeout for this sweep; empty: HEALTH_CHECK_TIMEOUT_SECONDS.")
+    degraded_ms: int | None = Field(
+        default=None, description="Answers slower than this are degraded; empty: HEALTH_DEGRADED_LATENCY_MS.")
 
 
 def _check_result(environment: str, result: probes.ProbeResult, checked_at: datetime, sweep_id: str,
@@ -113,7 +118,7 @@ def _check_result(environment: str, result: probes.ProbeResult, checked_at: date
         "status": result.status,
         "reason": result.reason,
         "latency_ms": dg.MetadataValue.float(round(result.latency_seconds * 1000, 1)),
-        "checked_at": dg.MetadataValue.float(checked_at.timestamp()),
+        "checked_at": dg.MetadataValue.timestamp(checked_at),
         "sweep_id": sweep_id,
     }
     if result.details.get("version"):
@@ -191,7 +196,8 @@ if health_check_specs:
         SWEEP_JOB,
         selection=dg.AssetSelection.checks(health_checks),
         description="Run one health sweep: every configured environment's API, frontend, PostgreSQL, "
-                    "Redis and backup bucket, checked concurrently with hard timeouts.",
+                    "Redis and backup bucket, checked concurrently with hard timeouts. In the launchpad, "
+                    "`environments: []` (the default) means every configured environment.",
         tags={"ops_platform/kind": "health"},
     )
 

@@ -31,6 +31,7 @@ from ops_platform.defs.deployments.jobs import verify_deployment_job
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
 from ops_platform.defs.settings import HealthSettings
+from ops_platform.lib import probes
 from ops_platform.lib.deploy import max_runtime_seconds
 from ops_platform.lib.incidents import (
     SWEEP_JOB,
@@ -114,7 +115,7 @@ def _observation(record) -> tuple[str, Observation] | None:
         component=str(metadata["component"]),
         ok=metadata["status"] != "unhealthy",
         reason=str(metadata.get("reason") or ""),
-        at=float(metadata["checked_at"]),
+        at=probes.checked_at_seconds(metadata["checked_at"]),
     )
 
 

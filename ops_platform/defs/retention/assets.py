@@ -1,6 +1,8 @@
 """The ``backup_retention`` asset: the retention policy applied to one environment's backups."""
 
 
+import os
+
 import dagster as dg
 
 from ops_platform.config import ConfigError, get_environment
@@ -38,6 +40,9 @@ class RetentionConfig(dg.Config):
     """Apply the policy as of this ISO-8601 time instead of now (never later than now)."""
 
 
+NONE_KEPT = "none: no verified backup is kept"
+
+
 def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) -> dict:
     summary = plan.summary()
     return {
@@ -45,8 +50,8 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
         "deleted": dg.MetadataValue.int(summary["deleted"]),
         "verified_kept": dg.MetadataValue.int(summary["verified_kept"]),
         "bytes_freed": dg.MetadataValue.int(applied.bytes_freed),
-        "oldest_kept": summary["oldest_kept"] or "",
-        "newest_kept": summary["newest_kept"] or "",
+        "oldest_kept": summary["oldest_kept"] or NONE_KEPT,
+        "newest_kept": summary["newest_kept"] or NONE_KEPT,
         "as_of": utc_iso(plan.as_of),
         "policy": plan.policy.describe(),
         "deleted_backups": dg.MetadataValue.json(
@@ -61,11 +66,19 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
     }
 
 
+# What follows a verified backup, however it was launched: a new materialization of database_backup
+# (only a backup that passed its blocking checks is one) requests retention for that environment,
+# unless the run that made it also targeted retention (backup_job, the CLI: eager ignores such
+# updates) or a run of either is in progress. retention_automation_sensor evaluates it.
+RETENTION_AFTER_BACKUP = dg.AutomationCondition.eager()
+
+
 @dg.asset(
     partitions_def=environment_partitions,
     deps=["database_backup"],
     group_name="retention",
-    kinds={"s3"},
+    kinds={"postgres", "s3"} if os.environ.get("AWS_S3_BUCKET", "").strip() else {"postgres"},
+    automation_condition=RETENTION_AFTER_BACKUP,
 )
 def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig, slack: OpsSlackResource,
                      backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
@@ -76,7 +89,9 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
     its place are re-checked against their manifests; a corrupt one is kept for a person, never
     counted, and alerted once. Unverified and incomplete backups older than a day are
     deleted, from the local folder and S3 alike, and stale S3 multipart uploads are aborted.
-    It runs right after a backup whose blocking checks passed, and daily on its own schedule."""
+    It runs right after a backup whose blocking checks passed, however the backup was launched
+    (in backup_job, or by retention_automation_sensor after a backup launched on its own), and
+    daily on its own schedule."""
     environment = context.partition_key
     try:
         database_url = get_environment(environment).database_url
