@@ -25,8 +25,8 @@ $(BIN)/dagster: pyproject.toml
 install: $(BIN)/dagster
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
-	mkdir -m 700 -p $(DAGSTER_HOME)
-	cp deploy/dagster.yaml $@
+	install -d -m 700 $(DAGSTER_HOME)
+	install -m 600 deploy/dagster.yaml $@
 
 # The demo database when no database URL is set, then a code server, dagster-webserver and dagster-daemon (ops_platform/dev.py).
 dev: install $(DAGSTER_HOME)/dagster.yaml
