@@ -17,7 +17,7 @@ NEEDS_SERVICES = False
 def test_make_dev_binds_the_ui_to_loopback():
     output = subprocess.run(["make", "-n", "dev"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             check=True).stdout
-    starts = [line for line in output.splitlines() if re.search(r"\bdagster dev\b|dagster-webserver", line)]
+    starts = [line for line in output.splitlines() if re.search(r"\bdagster dev\b|dagster-webserver|-m ops_platform\.dev\b", line)]
     assert starts, output
     for line in starts:
         words = shlex.split(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import signal
@@ -57,7 +58,9 @@ def instance_storage():
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     try:
         ensure_dagster_home()
-        instance = dg.DagsterInstance.get()
+        with _storage_setup_lock(home):
+            instance = dg.DagsterInstance.get()
+            _create_storage(instance)
     except (StorageError, sqlite3.OperationalError, OSError) as error:
         raise _storage_failed(home, error) from None
     try:
@@ -65,6 +68,26 @@ def instance_storage():
             yield instance
     except (StorageError, sqlite3.OperationalError) as error:
         raise _storage_failed(home, error) from None
+
+
+@contextlib.contextmanager
+def _storage_setup_lock(home: Path):
+    """One command at a time creates the instance's storage: Dagster's SQLite run storage is not
+    safe to create from two processes at once (\"table secondary_indexes already exists\")."""
+    handle = os.open(home / ".storage-setup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
+
+
+def _create_storage(instance) -> None:
+    """Open each storage now, under the setup lock, rather than on first use."""
+    instance.run_storage.get_runs_count()
+    instance.event_log_storage.get_asset_keys(limit=1)
+    if instance.schedule_storage is not None:
+        instance.schedule_storage.all_instigator_state()
 
 
 def _storage_failed(home: Path, error: Exception) -> CommandError:

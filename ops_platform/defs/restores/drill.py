@@ -59,8 +59,8 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
     except (ConfigError, dg.Failure) as error:
         message = error.description if isinstance(error, dg.Failure) else str(error)
         slack.notifier(context.log).post(messages.drill_failed(environment_name, message, None,
-                                                               run_url(context.run_id)))
-        mark_alerted(context.instance, context.run_id)
+                                                               run_url(context.run.run_id)))
+        mark_alerted(context.instance, context.run.run_id)
         raise dg.Failure(description=f"restore drill of {environment_name}: {message}", allow_retries=False) from None
     private_backup_folder(context.log, local, environment_name)
     private_work_folder(context.log, restore_settings, backup_storage, drill_database(environment))
@@ -71,13 +71,13 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
                                 redactor=Redactor.from_environ())
     except (LockBusy, LockUnavailable) as error:
         slack.notifier(context.log).post(messages.drill_failed(environment_name, str(error), None,
-                                                               run_url(context.run_id)))
-        mark_alerted(context.instance, context.run_id)
+                                                               run_url(context.run.run_id)))
+        mark_alerted(context.instance, context.run.run_id)
         raise dg.Failure(description=f"restore drill of {environment_name}: {error}", allow_retries=False) from None
     for warning in outcome.warnings:
         context.log.warning(warning)
     if outcome.manifest is not None:
-        for warning in record_drill(outcome.manifest, outcome.record(context.run_id), local, s3):
+        for warning in record_drill(outcome.manifest, outcome.record(context.run.run_id), local, s3):
             context.log.warning(warning)
     report = outcome.report
     yield dg.AssetCheckResult(
@@ -92,8 +92,8 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
                   "rows": dg.MetadataValue.int(report.rows_verified if report else 0)})
     if not outcome.passed:
         slack.notifier(context.log).post(messages.drill_failed(environment_name, outcome.error or "failed",
-                                                               outcome.backup_id, run_url(context.run_id)))
-        mark_alerted(context.instance, context.run_id)
+                                                               outcome.backup_id, run_url(context.run.run_id)))
+        mark_alerted(context.instance, context.run.run_id)
         raise dg.Failure(description=f"restore drill of {environment_name} failed at {outcome.failed_step}: "
                                      f"{outcome.error}", allow_retries=False)
     context.log.info(f"drill of {outcome.backup_id} passed: {report.summary()} in {outcome.total_seconds:.1f}s")
