@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, or the parts named on the command line.
 
-    python -m bench                      # backup, cli-backup, restore, health (in that order)
+    python -m bench                      # backup, cli-backup, restore, health, insight (in that order)
     python -m bench restore              # only the restore benchmark
     python -m bench cli-backup backup    # several parts, in the order given
     BENCH_QUICK=1 python -m bench ...    # one round of each, smaller wide dataset (a few minutes)
@@ -41,7 +41,19 @@ def _health() -> None:
     bench_health.run()
 
 
-PARTS = {"backup": _backup, "cli-backup": _cli_backup, "restore": _restore, "health": _health}
+def _insight() -> None:
+    from bench import bench_insight
+
+    bench_insight.run()
+
+
+PARTS = {
+    "backup": _backup,
+    "cli-backup": _cli_backup,
+    "restore": _restore,
+    "health": _health,
+    "insight": _insight,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

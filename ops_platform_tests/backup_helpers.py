@@ -80,10 +80,31 @@ def terminate_dump_when_streaming(database: str, folder: Path, timeout: float = 
     return thread
 
 
-def watch_cmdlines(program: str, stop: threading.Event) -> list[str]:
+def watch_argv(secrets: list[str], stop: threading.Event) -> tuple[list[str], set[str], threading.Thread]:
+    """Scan every process's argv until ``stop``: (argv lines holding a secret, program names seen)."""
+    leaks: list[str] = []
+    programs: set[str] = set()
+
+    def on_argv(program: str, argv: bytes) -> None:
+        programs.add(program)
+        if any(secret.encode() in argv for secret in secrets):
+            leaks.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+
+    return leaks, programs, _scan_argv(on_argv, stop)
+
+
+def watch_cmdlines(program: str, stop: threading.Event) -> tuple[list[str], threading.Thread]:
     """Collect the argv of every running ``program`` process until ``stop`` is set."""
     seen: list[str] = []
 
+    def on_argv(name: str, argv: bytes) -> None:
+        if name == program:
+            seen.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+
+    return seen, _scan_argv(on_argv, stop)
+
+
+def _scan_argv(on_argv, stop: threading.Event) -> threading.Thread:
     def scan():
         while not stop.is_set():
             for entry in os.listdir("/proc"):
@@ -93,11 +114,10 @@ def watch_cmdlines(program: str, stop: threading.Event) -> list[str]:
                     raw = Path(f"/proc/{entry}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if raw.split(b"\0")[0].endswith(program.encode()):
-                    seen.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+                if raw:
+                    on_argv(os.path.basename(raw.split(b"\0")[0].decode(errors="replace")), raw)
             time.sleep(0.002)
 
     thread = threading.Thread(target=scan, daemon=True)
     thread.start()
-    seen_thread = thread
-    return seen, seen_thread
+    return thread

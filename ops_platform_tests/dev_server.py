@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from ops_platform_tests.conftest import free_port
-from ops_platform_tests.test_ui import CHROMIUM, CHROMIUM_FLAGS
+from ops_platform_tests.webserver import CHROMIUM, CHROMIUM_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent

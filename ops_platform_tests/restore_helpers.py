@@ -8,8 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,32 +167,6 @@ def schema_dump(database: str) -> str:
 
 def relation_acl(database: str, relation: str) -> str:
     return psql(f"SELECT relacl::text FROM pg_class WHERE oid = '{relation}'::regclass", database=database)
-
-
-def watch_all_cmdlines(secret: str, stop: threading.Event) -> tuple[list[str], list[str], threading.Thread]:
-    """Scan every process's argv until ``stop``: (argv lines holding ``secret``, program names seen)."""
-    leaks: list[str] = []
-    programs: list[str] = []
-
-    def scan():
-        while not stop.is_set():
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if not raw:
-                    continue
-                programs.append(os.path.basename(raw.split(b"\0")[0].decode(errors="replace")))
-                if secret.encode() in raw:
-                    leaks.append(raw.replace(b"\0", b" ").decode(errors="replace"))
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=scan, daemon=True)
-    thread.start()
-    return leaks, programs, thread
 
 
 @dataclass

@@ -5,9 +5,6 @@ Screenshots go to OPS_UI_SCREENSHOT_DIR when it is set."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -15,15 +12,9 @@ import httpx
 import pytest
 
 from ops_platform.defs.resources import OpsSlackResource
-from ops_platform_tests.conftest import TEST_DATABASES, free_port, psql, reset_database
+from ops_platform_tests.conftest import TEST_DATABASES, psql, reset_database
 from ops_platform_tests.insight_helpers import run_job, run_report, run_stats
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
-
+from ops_platform_tests.webserver import CHROMIUM, CHROMIUM_FLAGS, serve
 
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory):
@@ -38,24 +29,7 @@ def webserver(tmp_path_factory):
                  "FROM generate_series(1, 3000) g", database=TEST_DATABASES["production"])
         assert run_job(instance, "insight_history_job", "production").success
         assert run_report(instance, "weekly", slack=OpsSlackResource()).success
-    port = free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(home))
-    process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("dagster-webserver did not start within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    yield from serve(dict(os.environ, DAGSTER_HOME=str(home)))
 
 
 def test_insight_lineage_over_graphql(webserver):

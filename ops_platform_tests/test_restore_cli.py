@@ -25,7 +25,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from ops_platform_tests.backup_helpers import fill_big_table
+from ops_platform_tests.backup_helpers import fill_big_table, watch_argv
 from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, free_port, psql
 from ops_platform_tests.restore_e2e_helpers import (
     BUCKET,
@@ -659,31 +659,6 @@ def test_a_terminal_asks_for_the_name_then_restores_from_s3_when_the_local_folde
 KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 ECHO_SECRETS = ('echo "rollback=$ROLLBACK_WEBHOOK_URL production-rollback=$PRODUCTION_ROLLBACK_WEBHOOK_URL '
                 'token=$OPS_PLATFORM_TOKEN slack=$SLACK_WEBHOOK_URL db=$DATABASE_URL"')
-
-
-def watch_argv(secrets: list[str], stop) -> tuple[list[str], set[str], threading.Thread]:
-    """Scan every process's argv until ``stop``: (argv lines holding a secret, program names seen)."""
-    leaks: list[str] = []
-    programs: set[str] = set()
-
-    def scan():
-        while not stop.is_set():
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if raw:
-                    programs.add(os.path.basename(raw.split(b"\0")[0].decode(errors="replace")))
-                    if any(secret.encode() in raw for secret in secrets):
-                        leaks.append(raw.replace(b"\0", b" ").decode(errors="replace"))
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=scan, daemon=True)
-    thread.start()
-    return leaks, programs, thread
 
 
 def test_a_restore_keeps_every_secret_out_of_argv_logs_run_config_and_slack(base, site, slack_server):

@@ -30,6 +30,7 @@ from ops_platform.lib.restore.fetch import (
 from ops_platform.lib.restore.pg_restore import plan_grants, restore_into
 from ops_platform.lib.restore.resolve import resolve_backup
 from ops_platform.lib.restore.verify import verify_restored_database
+from ops_platform_tests.backup_helpers import watch_argv
 from ops_platform_tests.conftest import DB_PASSWORD, psql
 from ops_platform_tests.restore_helpers import (  # noqa: F401 - fixtures
     CHECKS_SQL,
@@ -43,7 +44,6 @@ from ops_platform_tests.restore_helpers import (  # noqa: F401 - fixtures
     schema_dump,
     table_fingerprints,
     url_for,
-    watch_all_cmdlines,
 )
 from ops_platform_tests.restore_helpers import create_database as create_test_database
 
@@ -80,7 +80,7 @@ def test_round_trip_of_a_rich_database(backup_set, cleanup_databases, tmp_path):
     scratch = scratch_name(SOURCE_DB, make_stamp())
     create_database(SOURCE_URL, scratch, like=SOURCE_DB)
     stop = threading.Event()
-    leaks, programs, scanner = watch_all_cmdlines(DB_PASSWORD, stop)
+    leaks, programs, scanner = watch_argv([DB_PASSWORD], stop)
     progress: list[tuple[int, int]] = []
     run = restore_into(SOURCE_URL, scratch, fetched.path, jobs=2, grants=grants,
                        progress=lambda done, total: progress.append((done, total)))
@@ -530,7 +530,7 @@ def test_migrate_command_runs_against_the_scratch_database(cleanup_databases):
                "'select current_database()').fetchone()[0]); print('url', os.environ['DATABASE_URL'])\"; "
                "echo \"restoring $OPS_RESTORE_DATABASE\"; sleep 0.3")
     stop = threading.Event()
-    leaks, programs, scanner = watch_all_cmdlines(DB_PASSWORD, stop)
+    leaks, programs, scanner = watch_argv([DB_PASSWORD], stop)
     result = run_migrations(command, url_for(f"{PREFIX}app"), scratch, timeout=30)
     stop.set()
     scanner.join()

@@ -8,10 +8,9 @@ from __future__ import annotations
 import subprocess
 import time
 
-import httpx
 import pytest
 
-from ops_platform_tests.conftest import DB_PASSWORD, free_port
+from ops_platform_tests.conftest import DB_PASSWORD
 from ops_platform_tests.restore_e2e_helpers import (
     BIN,
     PREFIX,
@@ -26,6 +25,7 @@ from ops_platform_tests.restore_e2e_helpers import (
     make_env,
     run_sql_as,
 )
+from ops_platform_tests.webserver import graphql, start_webserver, stop, wait_until_up
 
 LIVE = PREFIX + "ui"
 STEPS = ["resolve_restore", "fetch_backup", "take_safety_backup", "restore_database", "run_migrations",
@@ -85,45 +85,6 @@ RUNS = """
 }"""
 
 
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
-def start_webserver(env: dict, logs, *options: str) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    with open(logs / f"webserver-{port}.log", "w") as log:
-        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *options],
-                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    return f"http://127.0.0.1:{port}", process
-
-
-def wait_until_up(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"dagster-webserver at {url} did not start within {timeout:g} s")
-
-
-def stop(processes) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def launch_params(**config) -> dict:
     return {
         "selector": {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
@@ -157,7 +118,7 @@ def dagster_ui(tmp_path_factory, slack_server_session):
     run_sql_as(LIVE, "INSERT INTO customers (email) VALUES ('after@example.com');")
     logs = root / "logs"
     logs.mkdir()
-    url, webserver = start_webserver(env, logs)
+    url, webserver = start_webserver(env, logs / "webserver.log")
     with open(logs / "daemon.log", "w") as daemon_log:
         daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=daemon_log)
@@ -175,7 +136,7 @@ def read_only_ui(dagster_ui):
     """A second webserver on the same instance, started with --read-only: for people who should
     see runs but not launch them."""
     url, site, _, _ = dagster_ui
-    read_only, process = start_webserver(site.env, site.home.parent / "logs", "--read-only")
+    read_only, process = start_webserver(site.env, site.home.parent / "logs" / "webserver-read-only.log", "--read-only")
     try:
         wait_until_up(read_only)
         yield read_only

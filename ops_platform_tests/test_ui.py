@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from ops_platform_tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
+from ops_platform_tests.webserver import BIN, CHROMIUM, CHROMIUM_FLAGS, graphql, serve
 
 
 @pytest.fixture(scope="module")
@@ -34,31 +25,8 @@ def webserver(tmp_path_factory):
                             capture_output=True, text=True, timeout=180)
     assert backup.returncode == 0, backup.stderr
     run_id = backup.stdout.strip().splitlines()[-1].split()[-1]
-    port = free_port()
-    process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("dagster-webserver did not start within 120 s")
-    yield url, run_id
-    process.terminate()
-    process.wait(timeout=30)
-
-
-def graphql(url: str, query: str) -> dict:
-    response = httpx.post(f"{url}/graphql", json={"query": query}, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
+    for url in serve(env):
+        yield url, run_id
 
 
 def test_lineage_and_checks_over_graphql(webserver):

@@ -1,0 +1,69 @@
+"""A real dagster-webserver for the UI tests, its GraphQL endpoint, and the Chromium they drive."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops_platform_tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+def start_webserver(env: dict, log: Path | None, *options: str) -> tuple[str, subprocess.Popen]:
+    """dagster-webserver on a free loopback port (not yet up: see ``wait_until_up``)."""
+    port = free_port()
+    with open(log if log else "/dev/null", "w") as stderr:
+        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *options],
+                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    return f"http://127.0.0.1:{port}", process
+
+
+def wait_until_up(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"dagster-webserver at {url} did not start within {timeout:g} s")
+
+
+def stop(processes) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve(env: dict, log: Path | None = None):
+    """A generator for module fixtures: yields the URL of a running webserver, stops it after."""
+    url, process = start_webserver(env, log)
+    try:
+        wait_until_up(url)
+        yield url
+    finally:
+        stop([process])
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
