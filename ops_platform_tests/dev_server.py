@@ -76,7 +76,7 @@ class DevServer:
         with _suppress_missing():
             os.killpg(self.process.pid, signal.SIGINT)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _group_alive(self.process.pid):
+        while time.monotonic() < deadline and (self.process.poll() is None or _group_alive(self.process.pid)):
             time.sleep(0.5)
         if _group_alive(self.process.pid):
             with _suppress_missing():

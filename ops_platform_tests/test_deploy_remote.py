@@ -20,18 +20,11 @@ import httpx
 import pytest
 
 from ops_platform_tests.conftest import SLACK_TOKEN, free_port
+from ops_platform_tests.webserver import graphql
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KEPT_RUNNING = {"run_failure_slack_sensor"}
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 def wait_for(condition, seconds: float, what: str):

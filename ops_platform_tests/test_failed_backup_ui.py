@@ -32,12 +32,9 @@ from ops_platform_tests.dev_server import (
     start_make_dev,
     wait_for,
 )
+from ops_platform_tests.webserver import LAUNCH_RUN
 
 EMPTY = f"ops_test_empty_{os.getpid()}"
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +131,7 @@ def test_a_failure_after_a_good_backup_is_not_green(empty_database_platform, tmp
     params = {"selector": {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
                            "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["database_backup"]}]},
               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "development"}]}}
-    launched = server.graphql(LAUNCH, {"params": params})["launchRun"]
+    launched = server.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     assert finished(server, launched["run"]["runId"]) == "SUCCESS"
     assert partition_statuses(server, "database_backup")["materializedPartitions"] == ["development"]

@@ -32,13 +32,10 @@ from ops_platform_tests.dev_server import (
     start_make_dev,
     wait_for,
 )
+from ops_platform_tests.webserver import LAUNCH_RUN
 
 LOG_SECONDS = 120
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - ")
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +128,7 @@ def test_backup_job_runs_retention_once(newcomer):
     params = {"selector": {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
                            "jobName": "backup_job"},
               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "development"}]}}
-    launched = newcomer.graphql(LAUNCH, {"params": params})["launchRun"]
+    launched = newcomer.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     wait_for(lambda: run_status(newcomer, run_id) in ("SUCCESS", "FAILURE", "CANCELED"), 240,

@@ -25,23 +25,12 @@ from ops_platform_tests.restore_e2e_helpers import (
     make_env,
     run_sql_as,
 )
-from ops_platform_tests.webserver import graphql, start_webserver, stop, wait_until_up
+from ops_platform_tests.webserver import LAUNCH_RUN, graphql, start_webserver, stop, wait_until_up
 
 LIVE = PREFIX + "ui"
 STEPS = ["resolve_restore", "fetch_backup", "take_safety_backup", "restore_database", "run_migrations",
          "verify_restore", "swap_into_place"]
 
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-  }
-}"""
 
 RUN = """
 query Run($runId: ID!) {
@@ -147,7 +136,7 @@ def read_only_ui(dagster_ui):
 def test_restore_job_launched_over_graphql_runs_from_the_queue(dagster_ui, slack_server):
     url, site, backup_id, expected = dagster_ui
     before = fingerprint(LIVE)
-    launched = graphql(url, LAUNCH, {"params": launch_params(confirm="development")})["launchRun"]
+    launched = graphql(url, LAUNCH_RUN, {"params": launch_params(confirm="development")})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
@@ -186,7 +175,7 @@ def test_replacing_the_database_from_the_ui_needs_the_typed_confirmation(dagster
     before, names = fingerprint(LIVE), database_names(LIVE)
     runs = {}
     for confirm, said in (("", "nothing was typed"), ("production", "got 'production'")):
-        launched = graphql(url, LAUNCH, {"params": launch_params(confirm=confirm)})["launchRun"]
+        launched = graphql(url, LAUNCH_RUN, {"params": launch_params(confirm=confirm)})["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         runs[launched["run"]["runId"]] = said
     for run_id, said in runs.items():
@@ -211,6 +200,6 @@ def test_a_read_only_webserver_shows_the_runs_and_refuses_to_launch(dagster_ui, 
     assert {run.run_id for run in site.runs()} == set(shown) and "backup_job" in shown.values()
     assert {p["permission"]: p["value"] for p in before["permissions"]}["launch_pipeline_execution"] is False
 
-    refused = graphql(read_only_ui, LAUNCH, {"params": launch_params(confirm="development")})["launchRun"]
+    refused = graphql(read_only_ui, LAUNCH_RUN, {"params": launch_params(confirm="development")})["launchRun"]
     assert refused["__typename"] == "UnauthorizedError", refused
     assert len(graphql(url, RUNS)["runsOrError"]["results"]) == len(shown)

@@ -67,3 +67,15 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     body = response.json()
     assert "errors" not in body, body
     return body["data"]
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message }
+  }
+}"""
