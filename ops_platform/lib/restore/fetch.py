@@ -29,6 +29,7 @@ from ops_platform.lib.files import PRIVATE_DIR, open_private, private_dir
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import RestoreStepError, describe, step_error
 from ops_platform.lib.restore.resolve import BackupCandidate
+from ops_platform.lib.stores import new_boto3_session
 
 READ_CHUNK = 1 << 20
 S3_PART_SIZE = 8 << 20
@@ -211,11 +212,10 @@ def _download_client(client):
     ``response_checksum_validation="when_required"`` (the project's default client), s3transfer
     0.19 writing to a stream it cannot seek deadlocks from the 11th part on: the first part's
     callback queues the rest while it still holds one of the 10 in-memory slots."""
-    import boto3
     from botocore.config import Config
 
     config = client.meta.config.merge(Config(response_checksum_validation="when_supported"))
-    return boto3.session.Session().client("s3", config=config, endpoint_url=client.meta.endpoint_url,
+    return new_boto3_session().client("s3", config=config, endpoint_url=client.meta.endpoint_url,
                                           region_name=client.meta.region_name)
 
 
