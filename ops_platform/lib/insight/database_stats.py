@@ -278,10 +278,10 @@ def _parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _iso(moment: datetime | None) -> str | None:
+def _iso(moment: datetime | None, timespec: str = "seconds") -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def sanitize_statement(text: str | None, limit: int = MAX_STATEMENT_CHARS) -> str:
@@ -515,7 +515,7 @@ def _read_all(session: _Session, top_tables: int, top_statements: int, exact_siz
                 "stats_reset": _iso(reset)}
     by_state = dict(session.rows("connections", _CONNECTIONS))
     snapshot = DatabaseSnapshot(
-        database=name, collected_at=_iso(now), server_version=version.split()[0], server_version_num=version_num,
+        database=name, collected_at=_iso(now, "milliseconds"), server_version=version.split()[0], server_version_num=version_num,
         in_recovery=in_recovery, size_bytes=size,
         connections=ConnectionStats(max_conn, su_reserved, reserved, sum(by_state.values()), by_state),
         counters=counters)

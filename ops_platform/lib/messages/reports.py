@@ -295,7 +295,7 @@ def database_section(report: EnvironmentReport) -> list[str]:
     snapshot, before = report.snapshot, report.snapshot_before
     if snapshot is None:
         return lines + ["No database snapshot.", ""]
-    growth = f", {_growth(snapshot.size_bytes, before.size_bytes)} since {before.collected_at}" if before else ""
+    growth = f", {_growth(snapshot.size_bytes, before.size_bytes)} since {before.collected:%Y-%m-%dT%H:%M:%SZ}" if before else ""
     lines.append(f"`{snapshot.database}` (PostgreSQL {snapshot.server_version}): "
                  f"{human_bytes(snapshot.size_bytes)}{growth}; {snapshot.table_count:,} tables.")
     activity, _ = activity_since(before, snapshot) if before else (None, None)
