@@ -125,11 +125,15 @@ def dagster(args: dict) -> dict:
     }
 
 
-def main() -> None:
+def run_mode(modes: dict) -> None:
+    """``python -m <child> MODE '<json>'``: run ``modes[MODE]`` on the arguments, print its result as one JSON line."""
     mode, args = sys.argv[1], json.loads(sys.argv[2])
-    result = {"pipeline": pipeline, "dagster": dagster}[mode](args)
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(json.dumps(modes[mode](args)) + "\n")
     sys.stdout.flush()
+
+
+def main() -> None:
+    run_mode({"pipeline": pipeline, "dagster": dagster})
 
 
 if __name__ == "__main__":

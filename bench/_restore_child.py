@@ -11,14 +11,12 @@ Both remove what they wrote. AWS_* variables (the moto endpoint) are set by the 
 Prints one JSON line: wall time, bytes, peak RSS (VmHWM) and CPU of this process.
 """
 
-import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
-from bench._child import cpu_ticks, vm_hwm_kib
+from bench._child import cpu_ticks, run_mode, vm_hwm_kib
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,10 +69,7 @@ def download(args: dict) -> dict:
 
 
 def main() -> None:
-    mode, args = sys.argv[1], json.loads(sys.argv[2])
-    result = {"fetch": fetch, "download": download}[mode](args)
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    run_mode({"fetch": fetch, "download": download})
 
 
 if __name__ == "__main__":

@@ -3,10 +3,16 @@ health check) all get the instance; none fails creating its storage."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import time
+
+import pytest
+
+from ops_platform.cli import runs
+from ops_platform.cli.errors import CommandError
 
 NEEDS_SERVICES = False
 
@@ -31,3 +37,22 @@ def test_commands_started_together_on_a_new_instance_all_open_it(tmp_path):
             out, err = command.communicate(timeout=120)
             assert command.returncode == 0, err
             assert out.strip() == "0", out
+
+
+def test_a_command_stuck_opening_the_instance_holds_the_next_one_a_bounded_time(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setattr(runs, "STORAGE_SETUP_WAIT_SECONDS", 1)
+    holder = os.open(home / ".storage-setup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CommandError, match="another command has been opening the Dagster instance"):
+            with runs.instance_storage():
+                pass
+        assert time.monotonic() - started < 10
+    finally:
+        os.close(holder)
+    with runs.instance_storage() as instance:
+        assert instance.get_runs_count() == 0

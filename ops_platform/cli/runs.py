@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
@@ -20,6 +21,7 @@ from ops_platform.lib.files import private_dir
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
 from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
+STORAGE_SETUP_WAIT_SECONDS = 60
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 
 
@@ -76,7 +78,16 @@ def _storage_setup_lock(home: Path):
     safe to create from two processes at once (\"table secondary_indexes already exists\")."""
     handle = os.open(home / ".storage-setup.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + STORAGE_SETUP_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CommandError(f"another command has been opening the Dagster instance in {home} for "
+                                       f"{STORAGE_SETUP_WAIT_SECONDS} s; try again when it is done") from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(handle)
