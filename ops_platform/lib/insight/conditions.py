@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
 from ops_platform.lib import settings as settings_table
+from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.insight.database_stats import XID_LIMIT, DatabaseSnapshot, SessionInfo
 
@@ -166,7 +167,7 @@ def check_dead_tuples(snapshot: DatabaseSnapshot, thresholds: StatsThresholds, n
         dead, live = table.dead_tuples or 0, table.live_tuples or 0
         percent = 100.0 * dead / (dead + live) if dead + live else 0.0
         vacuumed = table.last_vacuumed
-        days = (now - datetime.fromisoformat(vacuumed.replace("Z", "+00:00"))).total_seconds() / 86400 if vacuumed else None
+        days = (now - parse_utc(vacuumed)).total_seconds() / 86400 if vacuumed else None
         if dead >= thresholds.dead_tuples_min and percent >= thresholds.dead_tuples_percent and (
                 days is None or days > thresholds.vacuum_max_days):
             bloated.append({"table": table.qualified_name, "dead_tuples": dead, "dead_percent": round(percent, 1),

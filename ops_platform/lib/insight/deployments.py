@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED = "succeeded", "failed", "rolled_back", "rollback_failed"
-OUTCOMES = (SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED)
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,6 @@ class DeploymentSummary:
     rolled_back: int = 0
     rollback_failed: int = 0
     failures: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def summarize_deployments(environment: str, records: Iterable[DeploymentRecord], now: datetime,

@@ -114,7 +114,7 @@ def backup_items(backups: BackupHistory, now: datetime, expected_after: datetime
                              f"{human_duration((now - created).total_seconds())} old; one was expected after "
                              f"{utc_iso(expected_after)}")
     if backups.last_drill_success is False and backups.last_drill_at:
-        drill_at = datetime.fromisoformat(backups.last_drill_at.replace("Z", "+00:00"))
+        drill_at = parse_utc(backups.last_drill_at)
         if now - drill_at <= timedelta(days=1):
             items.append(f":x: the restore drill failed: {_one_line(backups.last_drill_reason) or 'no reason recorded'}")
     return items
