@@ -13,6 +13,7 @@ import pytest
 
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import RestoreInputError, RestoreStepError
+from ops_platform.lib.restore.archive_offsets import data_positions
 from ops_platform.lib.restore.databases import (
     can_create_databases,
     create_database,
@@ -74,6 +75,8 @@ def test_round_trip_of_a_rich_database(backup_set, cleanup_databases, tmp_path):
     assert fetched.raw_bytes == backup_set.new.raw_bytes and fetched.sha256 == backup_set.new.sha256
     assert seen_progress[-1] == (backup_set.new.stored_bytes, backup_set.new.stored_bytes)
     assert fetched.path.read_bytes()[:5] == b"PGDMP"
+    positions = data_positions(fetched.path)  # written by the fetch: pg_restore -j workers seek
+    assert positions and None not in positions.values() and fetched.warnings == []
 
     grants = plan_grants(SOURCE_URL, fetched.path)
     assert grants.keep_acl and READER_ROLE in grants.roles
@@ -125,6 +128,7 @@ def test_fetch_from_s3_only_when_the_local_folder_is_empty(backup_set, tmp_path)
     from ops_platform.lib.restore.pg_restore import list_entries
 
     assert any("TABLE DATA public customers" in rest for _, rest in list_entries(fetched.path))
+    assert None not in data_positions(fetched.path).values()
 
 
 @pytest.fixture

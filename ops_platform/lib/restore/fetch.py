@@ -3,7 +3,9 @@
 The stored bytes are streamed once (a local file, or S3 through boto3's transfer manager into a
 writable sink), hashed and decompressed on the way, and written to a private file (0600 in a 0700
 folder). Only when the sha256 and sizes match the manifest is the file handed on; anything else
-deletes it and raises RestoreStepError("fetch") before any database is touched.
+deletes it and raises RestoreStepError("fetch") before any database is touched. The archive's
+table of contents then gets its data positions (``archive_offsets``), which a dump streamed
+through a pipe lacks, so ``pg_restore -j`` workers seek straight to their tables.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ops_platform.lib.codecs import StreamDecoder
 from ops_platform.lib.dump import wait_while_progressing
 from ops_platform.lib.files import PRIVATE_DIR, open_private, private_dir
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore.archive_offsets import ArchiveLayoutError, DataOffsetScan
 from ops_platform.lib.restore.errors import RestoreStepError, describe, step_error
 from ops_platform.lib.restore.resolve import BackupCandidate
 from ops_platform.lib.stores import new_boto3_session
@@ -112,9 +115,11 @@ def fetch_candidate(candidate: BackupCandidate, work_dir: Path, *, progress: Pro
     _check_space(work_dir, manifest.raw_bytes, redactor)
     destination = work_dir / f"{manifest.id}.dump"
     started = time.monotonic()
+    scan = None
     try:
         with open_private(destination, buffering=0) as handle:
-            decoder = StreamDecoder(manifest.compression, handle)
+            scan = DataOffsetScan(destination, handle)
+            decoder = StreamDecoder(manifest.compression, scan)
             sink = _Sink(decoder, manifest.stored_bytes, progress, progress_interval)
             if candidate.source == "local":
                 _stream_local(Path(candidate.location), sink)
@@ -124,7 +129,10 @@ def fetch_candidate(candidate: BackupCandidate, work_dir: Path, *, progress: Pro
         problems = _compare(manifest, sink, decoder)
         if problems:
             raise RestoreStepError("fetch", "; ".join(problems))
+        warnings = _write_data_offsets(scan)
     except BaseException as error:
+        if scan is not None:
+            scan.cancel()
         destination.unlink(missing_ok=True)
         if isinstance(error, RestoreStepError):
             raise step_error("fetch", f"{candidate.describe()} is unusable: {error}", redactor) from None
@@ -134,7 +142,17 @@ def fetch_candidate(candidate: BackupCandidate, work_dir: Path, *, progress: Pro
     if progress:
         progress(sink.bytes, manifest.stored_bytes)
     return FetchedDump(destination, candidate, decoder.raw_bytes, sink.bytes, sink.digest.hexdigest(),
-                       time.monotonic() - started)
+                       time.monotonic() - started, warnings)
+
+
+def _write_data_offsets(scan: DataOffsetScan) -> list[str]:
+    """Positions in the TOC make pg_restore faster but are not needed: an archive this cannot
+    read is restored as it is, with a warning."""
+    try:
+        scan.finish()
+    except ArchiveLayoutError as error:
+        return [f"pg_restore will search the archive for each table's data ({error})"]
+    return []
 
 
 def fetch_first_intact(candidates: Sequence[BackupCandidate], work_dir: Path, *,
@@ -155,7 +173,7 @@ def fetch_first_intact(candidates: Sequence[BackupCandidate], work_dir: Path, *,
                     on_fallback(note)
                 rejected[-1] = note
             continue
-        fetched.warnings = rejected
+        fetched.warnings = rejected + fetched.warnings
         return fetched
     if not candidates:
         raise RestoreStepError("fetch", "no backup copy to fetch")
