@@ -26,7 +26,8 @@ CUSTOM_FORMAT = 1
 OLDEST_VERSION, NEWEST_VERSION = (1, 12), (1, 16)
 POSITION_NOT_SET, POSITION_SET = 1, 2
 BLOCK_DATA, BLOCK_LARGE_OBJECTS = 1, 3
-READ_SIZE = 1 << 20
+READ_SIZE = 1 << 16  # small reads: the scan thread holds the GIL only briefly while the fetch decompresses
+END_OF_CHUNKS = bytes(5)  # a zero chunk length: a zero sign byte and four zero bytes
 
 
 class ArchiveLayoutError(ValueError):
@@ -107,6 +108,16 @@ class _Reader:
             if length == 0:
                 return
 
+    def skip_to(self, marker: bytes) -> None:
+        """Just past the next occurrence of ``marker``."""
+        while True:
+            index = self._need(len(marker))
+            found = self.buffer.find(marker, index)
+            if found >= 0:
+                self.position = self.base + found + len(marker)
+                return
+            self.position = self.base + len(self.buffer) - (len(marker) - 1)
+
     def _skip(self, count: int) -> None:
         if count < 0:
             raise ArchiveLayoutError(f"negative chunk length at byte {self.position}")
@@ -116,8 +127,9 @@ class _Reader:
 _INT4 = struct.Struct("<BI")
 
 
-def _read_header(reader: _Reader) -> tuple[tuple[int, int], int]:
-    """(archive version, offset size); the reader is left at the TOC."""
+def _read_header(reader: _Reader) -> tuple[tuple[int, int], int, bool]:
+    """(archive version, offset size, whether the data is uncompressed); the reader is left at
+    the TOC."""
     if reader.bytes(5) != MAGIC:
         raise ArchiveLayoutError("not a pg_dump custom-format archive (no PGDMP header)")
     major, minor, _revision, int_size, offset_size, archive_format = reader.bytes(6)
@@ -129,15 +141,13 @@ def _read_header(reader: _Reader) -> tuple[tuple[int, int], int]:
     if int_size not in (4, 8) or offset_size not in (4, 8):
         raise ArchiveLayoutError(f"unexpected integer/offset sizes {int_size}/{offset_size}")
     reader.int_size = int_size
-    if version >= (1, 15):
-        reader.byte()  # compression algorithm
-    else:
-        reader.int()  # compression level
+    # the compression algorithm (1.15 on) or level; 0 is none either way
+    uncompressed = (reader.byte() if version >= (1, 15) else reader.int()) == 0
     for _ in range(7):  # the creation time
         reader.int()
     for _ in range(3):  # database name, server and pg_dump versions
         reader.text()
-    return version, offset_size
+    return version, offset_size, uncompressed
 
 
 def _read_toc(reader: _Reader, version: tuple[int, int], offset_size: int) -> dict[int, tuple[int, int]]:
@@ -169,8 +179,11 @@ def _read_toc(reader: _Reader, version: tuple[int, int], offset_size: int) -> di
     return fields
 
 
-def _walk_data(reader: _Reader) -> dict[int, int]:
-    """{entry id: file position of its data item}, reading to the end of the file."""
+def _walk_data(reader: _Reader, uncompressed: bool) -> dict[int, int]:
+    """{entry id: file position of its data item}, reading to the end of the file. Uncompressed
+    table data is COPY text, which holds no NUL byte, while every chunk length holds at most four
+    in a row: its end is the first run of five NUL bytes (the zero length), found without
+    stepping through its chunks one by one."""
     positions = {}
     while not reader.at_end():
         start = reader.position
@@ -179,7 +192,9 @@ def _walk_data(reader: _Reader) -> dict[int, int]:
         if dump_id in positions:
             raise ArchiveLayoutError(f"entry {dump_id} has two data items")
         positions[dump_id] = start
-        if block_type == BLOCK_DATA:
+        if block_type == BLOCK_DATA and uncompressed:
+            reader.skip_to(END_OF_CHUNKS)
+        elif block_type == BLOCK_DATA:
             reader.skip_chunks()
         elif block_type == BLOCK_LARGE_OBJECTS:
             while reader.int() != 0:
@@ -198,13 +213,13 @@ class _Layout:
 
 
 def _scan(reader: _Reader) -> _Layout:
-    version, offset_size = _read_header(reader)
+    version, offset_size, uncompressed = _read_header(reader)
     fields = _read_toc(reader, version, offset_size)
     unset = {dump_id: field for dump_id, (field, flag) in fields.items() if flag == POSITION_NOT_SET}
     already_set = sum(1 for _, flag in fields.values() if flag == POSITION_SET)
     if not unset:
         return _Layout(offset_size, {}, already_set, {})
-    positions = _walk_data(reader)
+    positions = _walk_data(reader, uncompressed and reader.int_size == 4)
     unknown = sorted(set(positions) - set(fields))
     missing = sorted(set(unset) - set(positions))
     if unknown or missing:
@@ -319,7 +334,7 @@ def data_positions(path: Path) -> dict[int, int | None]:
     """{entry id: the data position its TOC records, or None when not set} (for checks)."""
     with open(path, "rb") as handle:
         reader = _Reader(handle)
-        version, offset_size = _read_header(reader)
+        version, offset_size, _ = _read_header(reader)
         fields = _read_toc(reader, version, offset_size)
         handle.seek(0)
         head = handle.read(max((field for field, _ in fields.values()), default=0) + 1 + offset_size)
