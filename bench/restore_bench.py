@@ -70,6 +70,7 @@ ZSTD = shutil.which("zstd")
 JOBS = 2
 
 S3_PART_BYTES = 8 << 20  # ops_platform.lib.restore.fetch.S3_PART_SIZE
+WIDE_ROUNDS = 1 if QUICK else 2
 FETCH_TIMEOUT = 45.0 if QUICK else 90.0  # seconds; the download of the largest object takes one or two
 
 TARGET_RATIO = 1.3
@@ -178,14 +179,15 @@ def measure_zstd_decompress(artifact: Path, scratch: Path) -> dict:
 class Project:
     """One dataset's DAGSTER_HOME, backup folder and S3 prefix, with a real backup in them."""
 
-    def __init__(self, db: dataset.Dataset, scratch: Path, moto: Moto):
+    def __init__(self, db: dataset.Dataset, scratch: Path, moto: Moto | None):
         self.db = db
         self.home = scratch / f"home-{db.name}"
         self.backups = scratch / f"backups-{db.name}"
         self.no_local = scratch / f"empty-{db.name}"  # a backup folder without copies: restores read S3
         self.no_local.mkdir(parents=True, exist_ok=True)
         self.s3_prefix = f"bench/{db.name}"
-        self.s3 = {"AWS_S3_BUCKET": BUCKET, "AWS_S3_PREFIX": self.s3_prefix, "AWS_ENDPOINT_URL_S3": moto.endpoint}
+        self.s3 = {"AWS_S3_BUCKET": BUCKET, "AWS_S3_PREFIX": self.s3_prefix,
+                   "AWS_ENDPOINT_URL_S3": moto.endpoint} if moto else {}
         self.env = _cli.cli_env(database_url=db.url, dagster_home=self.home, backup_dir=self.backups, extra=self.s3)
         self.manifest: dict = {}
         self.backup_run: dict = {}
@@ -194,8 +196,9 @@ class Project:
         self.backup_run = _cli.run_cli(["backup", "development"], self.env)
         manifests = sorted((self.backups / "development").glob("*.manifest.json"))
         self.manifest = json.loads(manifests[-1].read_text())
-        if not self.manifest.get("verified") or not any(loc.startswith("s3://") for loc in self.manifest["locations"]):
-            raise RuntimeError(f"the backup of {self.db.name} is not verified with an S3 copy: {self.manifest}")
+        in_s3 = any(location.startswith("s3://") for location in self.manifest["locations"])
+        if not self.manifest.get("verified") or in_s3 != bool(self.s3):
+            raise RuntimeError(f"the backup of {self.db.name} is not verified with the copies asked for: {self.manifest}")
 
     @property
     def artifact(self) -> Path:
@@ -272,6 +275,31 @@ def measure_download(project: Project, scratch: Path, moto: Moto) -> dict:
     key = f"{project.s3_prefix}/development/{project.manifest['artifact']}"
     return run_child("download", {"s3_bucket": BUCKET, "key": key, "path": str(scratch / "download.dump.zst"),
                                   "moto_pid": moto.process.pid}, timeout=FETCH_TIMEOUT)
+
+
+def measure_wide(scratch: Path, runs: dict, sizes: dict, show) -> dict:
+    """The floor and ``ops-platform restore`` of the wide dataset (local copy), interleaved: the
+    same fixed costs over a restore about three times as long."""
+    wide = dataset.WIDE_QUICK if QUICK else dataset.WIDE
+    sizes[wide.name] = dataset.ensure(wide, log)
+    log(f"on {wide.name} ({sizes[wide.name] / 1e6:.0f} MB on disk): floor and ops-platform restore, local copy")
+    project = Project(wide, scratch, None)
+    project.make_backup()
+    raw_file = scratch / "wide_floor.dump"
+    subprocess.run(["pg_dump", "--format=custom", "--compress=0", "--no-password", f"--file={raw_file}",
+                    f"--dbname={wide.url}"], check=True)
+    try:
+        for round_number in range(WIDE_ROUNDS):
+            steps = [("wide_floor", lambda: measure_floor(raw_file)),
+                     ("wide_cli", lambda: project.restore(PREFIX + "wide"))]
+            for name, measure in steps[::-1] if round_number % 2 else steps:
+                runs[name].append(measure())
+                show(name)
+    finally:
+        raw_file.unlink(missing_ok=True)
+        shutil.rmtree(project.backups, ignore_errors=True)
+    return {"dataset": wide.name, "raw_bytes": project.manifest["raw_bytes"],
+            "stored_bytes": project.manifest["stored_bytes"]}
 
 
 # ------------------------------------------------------------------ the run
@@ -363,6 +391,7 @@ def main() -> dict:
                 show("s3_cli_medium")
         runs["s3_cli"].append(project.restore(PREFIX + "large_s3", from_s3=True, timeout=timeout))
         show("s3_cli")
+        setup["wide"] = measure_wide(scratch, runs, sizes, show)
     finally:
         moto.stop()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -392,6 +421,8 @@ LABELS = {
     "small_cli": "ops-platform restore of ops_bench_small",
     "s3_cli_medium": "ops-platform restore of ops_bench_medium from S3",
     "s3_cli": "ops-platform restore of ops_bench_large from S3",
+    "wide_floor": f"wide: pg_restore -j{JOBS} of a -Fc -Z0 file",
+    "wide_cli": "wide: ops-platform restore (end to end)",
 }
 
 
@@ -509,11 +540,21 @@ def summarize(sizes, setup, runs, busy, seconds) -> dict:
         "rss_spread_between_sizes": {"value": round(spread, 3), "target": f"<= {TARGET_RSS_SPREAD}",
                                      "pass": spread <= TARGET_RSS_SPREAD},
     }
+    wide_floor, wide_cli = _walls(runs["wide_floor"]), _walls(_done(runs["wide_cli"]))
+    wide = {}
+    if wide_floor and wide_cli:
+        wide = {**setup.get("wide", {}), "floor_best_seconds": round(min(wide_floor), 3),
+                "cli_best_seconds": round(min(wide_cli), 3), "ratio": round(min(wide_cli) / min(wide_floor), 3),
+                "median_ratio": round(median(wide_cli) / median(wide_floor), 3),
+                "startup_overhead_median": round(median([r["breakdown"]["startup_overhead"]
+                                                         for r in _done(runs["wide_cli"])]), 2),
+                "pg_restore_process_median": median([r["breakdown"].get("pg_restore_process")
+                                                     for r in _done(runs["wide_cli"])])}
     results = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
         "repeat": REPEAT, "quick": QUICK, "jobs": JOBS, "machine_busy_before_rounds": [round(b, 2) for b in busy],
         "databases": {name: {"on_disk_bytes": size} for name, size in sizes.items()}, "setup": setup,
-        "table": table, "where_the_time_goes_median": where, "fetch": fetch, "rss_mib": rss, "targets": targets,
+        "table": table, "where_the_time_goes_median": where, "wide": wide, "fetch": fetch, "rss_mib": rss, "targets": targets,
         "runs": runs, "bench_seconds": round(seconds, 1),
     }
     return results
@@ -571,6 +612,14 @@ def print_report(results: dict) -> None:
     log(f"    pg_restore step / floor (medians): {where['step:pg_restore'] / floor:.2f}x; "
         f"fetch + pg_restore + verify + swap / floor: "
         f"{sum(where[f'step:{s}'] for s in ('fetch', 'pg_restore', 'verify', 'swap')) / floor:.2f}x")
+
+    wide = results.get("wide")
+    if wide:
+        log(f"\n  the same on {wide['dataset']} ({wide['raw_bytes'] / 1e6:.0f} MB raw, "
+            f"{wide['stored_bytes'] / 1e6:.0f} MB zstd), local copy: floor {wide['floor_best_seconds']:.2f} s, "
+            f"ops-platform restore {wide['cli_best_seconds']:.2f} s = {wide['ratio']:.2f}x "
+            f"(medians {wide['median_ratio']:.2f}x); Dagster start-up and overhead {wide['startup_overhead_median']:.2f} s, "
+            f"pg_restore process {wide['pg_restore_process_median'] or 0:.1f} s")
 
     fetch = results["fetch"]
     log("\n  fetching a stored archive (each in a fresh process; moto in its own):")

@@ -3,8 +3,8 @@
 pg_dump records where each table's data starts in the archive's table of contents (TOC) only
 when its output can seek. A backup streams pg_dump's output through compression, so its TOC says
 "position not set", and every ``pg_restore -j`` worker then walks the file block by block to find
-its table: on the benchmark's dataset that made pg_restore about 12 % slower than on the same
-archive written to a file. ``write_data_offsets`` walks the data blocks once and writes their
+its table: on the benchmark's dataset pg_restore took 1.15 x as long as on the same archive
+written to a file. ``write_data_offsets`` walks the data blocks once and writes their
 positions into the TOC in place, as pg_dump does when it can seek; pg_restore checks each
 position against the block's id when it reads it.
 
