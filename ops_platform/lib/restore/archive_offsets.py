@@ -24,7 +24,7 @@ from pathlib import Path
 MAGIC = b"PGDMP"
 CUSTOM_FORMAT = 1
 OLDEST_VERSION, NEWEST_VERSION = (1, 12), (1, 16)
-POSITION_NOT_SET, POSITION_SET = 1, 2
+POSITION_NOT_SET, POSITION_SET, NO_DATA = 1, 2, 3
 BLOCK_DATA, BLOCK_LARGE_OBJECTS = 1, 3
 READ_SIZE = 1 << 16  # small reads: the scan thread holds the GIL only briefly while the fetch decompresses
 END_OF_CHUNKS = bytes(5)  # a zero chunk length: a zero sign byte and four zero bytes
@@ -174,7 +174,10 @@ def _read_toc(reader: _Reader, version: tuple[int, int], offset_size: int) -> di
         reader.text()  # "with oids"
         while reader.text() is not None:  # dependencies
             pass
-        fields[dump_id] = (reader.position, reader.byte())
+        field, flag = reader.position, reader.byte()
+        if flag not in (POSITION_NOT_SET, POSITION_SET, NO_DATA):
+            raise ArchiveLayoutError(f"TOC entry {dump_id} has an unknown data-position flag {flag}")
+        fields[dump_id] = (field, flag)
         reader.bytes(offset_size)
     return fields
 
