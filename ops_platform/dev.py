@@ -30,7 +30,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: dagster requires tomli
     import tomli as tomllib
 
-from ops_platform.cli.runs import ensure_dagster_home
+from ops_platform.cli.errors import CommandError
+from ops_platform.cli.runs import ensure_dagster_home, instance_storage
 from ops_platform.config import (
     DEFAULT_DATABASE_URL,
     load_environments,
@@ -60,17 +61,20 @@ def _say(line: str) -> None:
 def _create_instance_storage() -> None:
     """Create (or migrate) the instance's storage once, before the webserver, the daemon and their
     code servers open it: on a new $DAGSTER_HOME, four processes creating SQLite storage at once
-    race, and a code server fails with "alembic_version has more than one head"."""
-    import dagster as dg
-
-    with dg.DagsterInstance.get():
+    race, and a code server fails with "alembic_version has more than one head". It is the CLI's
+    setup, under its lock, so a CLI command started meanwhile waits for it."""
+    with instance_storage():
         pass
 
 
 def prepare() -> int:
     """The instance home and the development database; 0, or 2 with one line saying what to do."""
     home = ensure_dagster_home()
-    _create_instance_storage()
+    try:
+        _create_instance_storage()
+    except CommandError as error:
+        print(f"ops_platform dev: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_SETUP
     _say(f"instance in {home}")
     if uses_default_database():
         try:

@@ -102,6 +102,23 @@ def test_make_dev_stops_with_one_line_when_postgresql_is_not_there(monkeypatch, 
     assert (tmp_path / "home" / "dagster.yaml").read_text() == (ROOT / "deploy" / "dagster.yaml").read_text()
 
 
+def test_make_dev_stops_with_one_line_when_the_instance_storage_cannot_be_created(monkeypatch, tmp_path, capsys):
+    """The storage is created under the CLI's setup lock; a home where it cannot be (here its
+    ``history`` folder is a file) gives one line, before the demo database or any server."""
+    from ops_platform import dev
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "history").write_text("not a folder")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setattr(dev, "ensure_demo_database", lambda url: pytest.fail("the demo was prepared"))
+    assert dev.prepare() == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith(f"ops_platform dev: error: the Dagster instance's storage in {home} failed")
+    assert (home / ".storage-setup.lock").exists()
+
+
 def test_make_dev_with_a_database_url_leaves_the_demo_alone(monkeypatch, tmp_path, capsys):
     from ops_platform import dev
 
