@@ -259,25 +259,13 @@ def clear_leftovers(local: LocalStore, s3: S3Store | None, environment: str, wai
     """Remove what a dead backup of the environment left: hidden ``.partial`` files, and (waiting
     at most ``wait_seconds`` on S3) incomplete multipart uploads under its folder. Only call it
     while holding the environment's lock: then nothing alive is writing them."""
-    import threading
-
     done = []
     folder = local.env_dir(environment)
     for partial in sorted(folder.glob(".*.partial")) if folder.is_dir() else []:
         partial.unlink(missing_ok=True)
         done.append(f"removed {partial.name}")
     if s3 is not None:
-        aborted: list[str] = []
-
-        def abort() -> None:
-            try:
-                aborted.extend(s3.abort_incomplete_uploads(s3.key(environment, "")))
-            except Exception:  # noqa: BLE001 - S3 down: retention aborts stale uploads later
-                pass
-
-        thread = threading.Thread(target=abort, name="s3-leftovers", daemon=True)
-        thread.start()
-        thread.join(wait_seconds)
+        aborted = s3.abort_incomplete_uploads_within(s3.key(environment, ""), wait_seconds)
         done += [f"aborted the upload of {key}" for key in aborted]
     return done
 

@@ -8,7 +8,7 @@ import zlib
 
 import zstandard
 
-READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20  # the unit of every streamed read and write (dump, verify, fetch, S3)
 
 
 class StreamDecoder:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import zstandard
 
+from ops_platform.lib.codecs import READ_CHUNK
 from ops_platform.lib.files import open_private, private_dir
 from ops_platform.lib.postgres import client_connection
 from ops_platform.lib.redact import Redactor, tail
@@ -36,7 +37,6 @@ from ops_platform.lib.s3_encryption import ServerSideEncryption, put_args
 from ops_platform.lib.stores import fsync_dir
 from ops_platform.lib.verify import ArchiveVerifier, DecodeResult
 
-READ_CHUNK = 1 << 20
 S3_PART_SIZE = 8 << 20
 ZSTD_JOB_SIZE = 2 << 20
 PIPE_SIZE = 1 << 20
@@ -224,18 +224,10 @@ def wait_while_progressing(thread: threading.Thread, last_activity: Callable[[],
 
 
 def abort_multipart(leg: S3Leg, wait_seconds: float = 5.0) -> None:
-    """Abort what a failed upload left under its key, waiting at most ``wait_seconds``: when S3 is
-    the thing that hangs, the backup does not wait for it (retention aborts stale uploads after a
-    day anyway)."""
+    """Abort what a failed upload left under its key, waiting at most ``wait_seconds``."""
     from ops_platform.lib.stores import S3Store
 
-    def work():
-        with contextlib.suppress(Exception):
-            S3Store(leg.client, leg.bucket, "").abort_incomplete_uploads(leg.key)
-
-    thread = threading.Thread(target=work, name="s3-abort", daemon=True)
-    thread.start()
-    thread.join(wait_seconds)
+    S3Store(leg.client, leg.bucket, "").abort_incomplete_uploads_within(leg.key, wait_seconds)
 
 
 class _S3Upload:

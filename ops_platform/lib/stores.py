@@ -16,9 +16,8 @@ from pathlib import Path
 
 from ops_platform.lib import s3_encryption
 from ops_platform.lib.artifacts import MANIFEST_SUFFIX, Manifest
+from ops_platform.lib.codecs import READ_CHUNK
 from ops_platform.lib.files import open_private, private_dir
-
-READ_CHUNK = 1 << 20
 
 
 def fsync_dir(path: Path) -> None:
@@ -280,6 +279,23 @@ class S3Store:
                 )
                 aborted.append(upload["Key"])
         return aborted
+
+    def abort_incomplete_uploads_within(self, key_prefix: str, wait_seconds: float) -> list[str]:
+        """``abort_incomplete_uploads``, waiting at most ``wait_seconds`` for it: when S3 is the
+        thing that hangs, the caller goes on (retention aborts stale uploads after a day anyway).
+        Returns the keys aborted in time; S3 errors are swallowed for the same reason."""
+        aborted: list[str] = []
+
+        def work() -> None:
+            try:
+                aborted.extend(self.abort_incomplete_uploads(key_prefix))
+            except Exception:  # noqa: BLE001, S110 - best effort, see above
+                pass
+
+        thread = threading.Thread(target=work, name="s3-abort", daemon=True)
+        thread.start()
+        thread.join(wait_seconds)
+        return list(aborted)
 
     def delete(self, environment: str, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(environment, name))
