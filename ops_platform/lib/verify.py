@@ -9,24 +9,20 @@ no second read of the archive; ``decode_artifact`` feeds it a file already store
 from __future__ import annotations
 
 import contextlib
-import gzip
 import queue
 import re
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-import zstandard
 
-from ops_platform.lib.codecs import StreamDecoder
+from ops_platform.lib.codecs import READ_CHUNK, StreamDecoder
 from ops_platform.lib.redact import tail
 
-READ_CHUNK = 1 << 20
 _COPY_LINE = re.compile(rb"^COPY (?P<table>.+?) \(.*\) FROM stdin;$")
 _END_OF_DATA = b"\\.\n"
 
@@ -36,20 +32,6 @@ class DecodeResult:
     ok: bool
     table_row_counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-    script_bytes: int = 0
-
-
-@contextlib.contextmanager
-def open_decompressed(path: Path, compression: str) -> Iterator[BinaryIO]:
-    with open(path, "rb") as raw:
-        if compression == "zstd":
-            with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as reader:
-                yield reader
-        elif compression == "gzip":
-            with gzip.GzipFile(fileobj=raw, mode="rb") as reader:
-                yield reader
-        else:
-            raise ValueError(f"unknown compression '{compression}'")
 
 
 def _unquote_table(name: bytes) -> str:
@@ -129,9 +111,7 @@ class ArchiveVerifier:
         self._decoder = StreamDecoder(compression, self._process.stdin)
         self._queue: queue.Queue = queue.Queue(maxsize=max_chunks)
         self._counter = CopyRowCounter()
-        self._script_bytes = 0
         self._feed_error: str | None = None
-        self._expired = threading.Event()
         self._feeder = threading.Thread(target=self._feed, name="verify-feed", daemon=True)
         self._reader = threading.Thread(target=self._read, name="verify-read", daemon=True)
         self._feeder.start()
@@ -164,7 +144,6 @@ class ArchiveVerifier:
 
     def _read(self) -> None:
         while chunk := self._process.stdout.read(READ_CHUNK):
-            self._script_bytes += len(chunk)
             self._counter.feed(chunk)
 
     def finish(self, timeout: float | None = None) -> DecodeResult:
@@ -172,10 +151,11 @@ class ArchiveVerifier:
         ``timeout`` seconds)."""
         self.write(None)
         deadline = time.monotonic() + timeout if timeout else None
+        expired = False
         try:
             self._process.wait(timeout=max(0.0, deadline - time.monotonic()) if deadline else None)
         except subprocess.TimeoutExpired:
-            self._expired.set()
+            expired = True
             self._process.kill()
             self._process.wait()
         self._feeder.join(5)
@@ -184,15 +164,15 @@ class ArchiveVerifier:
         errors = self._stderr.read().decode(errors="replace")
         self._stderr.close()
         counts = self._counter.counts
-        if self._expired.is_set():
+        if expired:
             return DecodeResult(False, counts, f"verification did not finish within {timeout:g}s "
-                                               "(BACKUP_TIMEOUT_MINUTES)", self._script_bytes)
+                                               "(BACKUP_TIMEOUT_MINUTES)")
         if self._feed_error:
-            return DecodeResult(False, counts, f"decompression failed: {self._feed_error}", self._script_bytes)
+            return DecodeResult(False, counts, f"decompression failed: {self._feed_error}")
         if self._process.returncode != 0:
             return DecodeResult(False, counts, f"pg_restore exited with code {self._process.returncode}: "
-                                               f"{tail(errors, 5)}", self._script_bytes)
-        return DecodeResult(True, counts, None, self._script_bytes)
+                                               f"{tail(errors, 5)}")
+        return DecodeResult(True, counts, None)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
