@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ops_platform.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ops_platform.lib.files import private_dir
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
 from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
@@ -102,7 +103,7 @@ def _create_storage(instance) -> None:
 
 
 def _storage_failed(home: Path, error: Exception) -> CommandError:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = describe(error)
     full = "full" in text.lower() or getattr(error, "errno", None) == errno.ENOSPC
     what = "is full" if full else f"failed ({text})"
     return CommandError(f"the Dagster instance's storage in {home} {what}: the command could not run or be recorded; "

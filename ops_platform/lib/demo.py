@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
 
 MAINTENANCE_DATABASE = "postgres"
@@ -77,8 +78,7 @@ class DemoDatabase:
 
 
 def _one_line(error: Exception) -> str:
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return Redactor.from_environ()(text)
+    return Redactor.from_environ()(describe(error))
 
 
 def ensure_demo_database(url: str) -> DemoDatabase:

@@ -1,6 +1,13 @@
-"""Human-readable sizes and durations for terminals and Slack."""
+"""Human-readable sizes, durations and errors for terminals and Slack."""
 
 from __future__ import annotations
+
+
+def describe(error: BaseException) -> str:
+    """The first meaningful line of an exception, or its type's name when it says nothing."""
+    text = str(error).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return first or type(error).__name__
 
 
 def human_bytes(count: float) -> str:

@@ -23,8 +23,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ops_platform.lib import locks
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.restore.errors import describe, step_error, with_secrets
+from ops_platform.lib.restore.errors import step_error, with_secrets
 
 MAINTENANCE_DATABASE = "postgres"
 IDENTIFIER_MAX_BYTES = 63

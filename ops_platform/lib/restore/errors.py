@@ -29,13 +29,6 @@ def one_line(text: object, limit: int = MESSAGE_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def describe(error: BaseException) -> str:
-    """The first meaningful line of an exception, prefixed with its type when it says nothing."""
-    text = str(error).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    return first or type(error).__name__
-
-
 def step_error(step: str, message: str, redactor: Redactor | None = None,
                cls: type[RestoreStepError] = RestoreStepError) -> RestoreStepError:
     """A RestoreStepError whose message has been redacted and made one line."""

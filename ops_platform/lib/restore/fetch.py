@@ -25,17 +25,16 @@ from pathlib import Path
 
 import zstandard
 
-from ops_platform.lib.codecs import StreamDecoder
-from ops_platform.lib.dump import wait_while_progressing
+from ops_platform.lib.codecs import READ_CHUNK, StreamDecoder
+from ops_platform.lib.dump import S3_PART_SIZE, wait_while_progressing
 from ops_platform.lib.files import PRIVATE_DIR, open_private, private_dir
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.archive_offsets import ArchiveLayoutError, DataOffsetScan
-from ops_platform.lib.restore.errors import RestoreStepError, describe, step_error
+from ops_platform.lib.restore.errors import RestoreStepError, step_error
 from ops_platform.lib.restore.resolve import BackupCandidate
 from ops_platform.lib.stores import new_boto3_session
 
-READ_CHUNK = 1 << 20
-S3_PART_SIZE = 8 << 20
 S3_STALL_SECONDS = 120.0
 SPACE_MARGIN_BYTES = 64 << 20
 

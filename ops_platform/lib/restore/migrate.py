@@ -11,9 +11,10 @@ import os
 from collections.abc import Mapping
 
 from ops_platform.lib.commands import CommandResult, run_shell_command
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.databases import database_url_for, redactor_for
-from ops_platform.lib.restore.errors import describe, step_error
+from ops_platform.lib.restore.errors import step_error
 
 DEFAULT_MIGRATE_TIMEOUT_SECONDS = 900.0
 

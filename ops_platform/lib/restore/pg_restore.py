@@ -21,10 +21,11 @@ from pathlib import Path
 import psycopg
 
 from ops_platform.lib.commands import run_process
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.postgres import client_connection
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.databases import connect, redactor_for
-from ops_platform.lib.restore.errors import describe, one_line, step_error
+from ops_platform.lib.restore.errors import one_line, step_error
 
 DEFAULT_TIMEOUT_SECONDS = 6 * 3600.0
 LIST_TIMEOUT_SECONDS = 300.0

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from ops_platform.config import ENVIRONMENT_NAMES, ConfigError, printable
 from ops_platform.lib.artifacts import Manifest, manifest_name, parse_backup_id
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.restore.errors import RestoreInputError, describe, step_error
+from ops_platform.lib.restore.errors import RestoreInputError, step_error
 from ops_platform.lib.stores import LocalStore, S3Store
 
 LATEST = "latest"

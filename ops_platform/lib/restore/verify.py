@@ -24,9 +24,10 @@ import psycopg
 from psycopg import sql
 
 from ops_platform.lib.artifacts import Manifest
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.databases import connect, redactor_for
-from ops_platform.lib.restore.errors import describe, one_line, step_error
+from ops_platform.lib.restore.errors import one_line, step_error
 from ops_platform.lib.verify import count_copy_rows
 
 SHOWN_PER_KIND = 5
