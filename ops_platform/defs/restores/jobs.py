@@ -42,17 +42,13 @@ from ops_platform.defs.settings import (
     RetentionSettings,
 )
 from ops_platform.lib.backup import perform_backup
-from ops_platform.lib.formatting import human_bytes, human_duration
+from ops_platform.lib.formatting import describe, human_bytes, human_duration
 from ops_platform.lib.messages import restores as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.progress import STEP_LOGGER, ProgressLine
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
-from ops_platform.lib.restore.errors import (
-    RestoreInputError,
-    RestoreStepError,
-    describe,
-)
+from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
 from ops_platform.lib.restore.fetch import fetch_first_intact, make_work_dir
 from ops_platform.lib.restore.migrate import run_migrations as run_migrate_command
 from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
@@ -78,18 +74,25 @@ class RestoreConfig(dg.Config):
                                                  "name here (e.g. production). Not needed with target_database.")
 
 
+def _work_paths(restore_settings: RestoreSettings, backup_storage: BackupStorageResource) -> tuple[Path, Path]:
+    """(the work root, the folder up to which it and its parents are kept private): RESTORE_WORK_DIR
+    itself, or ``<backup root>/.restore`` below the backup root."""
+    if restore_settings.work_dir:
+        return Path(restore_settings.work_dir), Path(restore_settings.work_dir)
+    backups = Path(backup_storage.backup_dir or backup_root())
+    return backups / WORK_FOLDER, backups
+
+
 def work_root(restore_settings: RestoreSettings, backup_storage: BackupStorageResource) -> Path:
-    return Path(restore_settings.work_dir) if restore_settings.work_dir else \
-        Path(backup_storage.backup_dir or backup_root()) / WORK_FOLDER
+    return _work_paths(restore_settings, backup_storage)[0]
 
 
 def private_work_folder(log, restore_settings: RestoreSettings, backup_storage: BackupStorageResource,
                         name: str) -> Path:
     """``<work root>/<name>``, created private; it and the folders above it up to RESTORE_WORK_DIR
     (or the backup root, which holds the default work root) are tightened if open to others."""
-    root = Path(restore_settings.work_dir) if restore_settings.work_dir else \
-        Path(backup_storage.backup_dir or backup_root())
-    return private_folder(log, work_root(restore_settings, backup_storage) / name, root, "the restore work folder")
+    root, boundary = _work_paths(restore_settings, backup_storage)
+    return private_folder(log, root / name, boundary, "the restore work folder")
 
 
 def _announce(context: dg.OpExecutionContext, line: str) -> None:
