@@ -12,10 +12,11 @@ outcomes and restore-drill results.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from ops_platform.lib.artifacts import Manifest, utc_iso
+from ops_platform.lib.insight import known_fields
 
 DEFAULT_WINDOW_DAYS = (1, 7, 30)
 
@@ -85,11 +86,8 @@ class BackupHistory:
     @classmethod
     def from_dict(cls, data: Mapping) -> BackupHistory:
         """The inverse of ``to_dict``; unknown keys are ignored, so older readers accept newer data."""
-        names = {f.name for f in fields(cls)}
-        window_names = {f.name for f in fields(BackupWindow)}
-        values = {key: value for key, value in dict(data).items() if key in names}
-        values["windows"] = [BackupWindow(**{k: v for k, v in dict(w).items() if k in window_names})
-                             for w in data.get("windows") or []]
+        values = known_fields(cls, data)
+        values["windows"] = [BackupWindow(**known_fields(BackupWindow, window)) for window in data.get("windows") or []]
         return cls(**values)
 
 

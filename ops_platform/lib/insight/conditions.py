@@ -27,13 +27,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from ops_platform.lib import settings as settings_table
 from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.formatting import human_bytes, human_duration
-from ops_platform.lib.insight.database_stats import XID_LIMIT, DatabaseSnapshot, SessionInfo
+from ops_platform.lib.insight import known_fields
+from ops_platform.lib.insight.database_stats import (
+    XID_LIMIT,
+    DatabaseSnapshot,
+    SessionInfo,
+)
 
 ERROR, WARN = "error", "warn"
 STARTED, REMINDER, CLEARED = "started", "reminder", "cleared"
@@ -92,8 +97,7 @@ class ConditionResult:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> ConditionResult:
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
+        return cls(**known_fields(cls, data))
 
 
 def _result(name: str, failed: bool, description: str, **metadata) -> ConditionResult:

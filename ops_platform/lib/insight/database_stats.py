@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import psycopg
@@ -46,6 +46,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ops_platform.lib import settings as settings_table
+from ops_platform.lib.artifacts import parse_utc
+from ops_platform.lib.insight import known_fields
 from ops_platform.lib.redact import Redactor
 
 APPLICATION_NAME = "ops_platform_insight"
@@ -237,7 +239,7 @@ class DatabaseSnapshot:
 
     @property
     def collected(self) -> datetime:
-        return _parse_time(self.collected_at)
+        return parse_utc(self.collected_at)
 
     @property
     def max_xid_age(self) -> int:
@@ -250,32 +252,22 @@ class DatabaseSnapshot:
     @classmethod
     def from_dict(cls, data: Mapping) -> DatabaseSnapshot:
         """The inverse of ``to_dict``; unknown keys are ignored, so older readers accept newer data."""
-        values = _known(cls, data)
-        values["connections"] = ConnectionStats(**_known(ConnectionStats, data["connections"]))
+        values = known_fields(cls, data)
+        values["connections"] = ConnectionStats(**known_fields(ConnectionStats, data["connections"]))
         values["activity"] = _optional(ActivityDelta, data.get("activity"))
         values["oldest_transaction"] = _optional(SessionInfo, data.get("oldest_transaction"))
         values["oldest_idle_in_transaction"] = _optional(SessionInfo, data.get("oldest_idle_in_transaction"))
         for name, item_cls in (("database_ages", DatabaseAge), ("tables", TableStats),
                                ("dead_tuple_tables", TableStats), ("replication_slots", ReplicationSlot),
                                ("statements", StatementStats)):
-            values[name] = [item_cls(**_known(item_cls, item)) for item in data.get(name) or []]
+            values[name] = [item_cls(**known_fields(item_cls, item)) for item in data.get(name) or []]
         values["counters"] = dict(data.get("counters") or {})
         values["notes"] = list(data.get("notes") or [])
         return cls(**values)
 
 
-def _known(cls, data: Mapping) -> dict:
-    names = {f.name for f in fields(cls)}
-    return {key: value for key, value in dict(data).items() if key in names}
-
-
 def _optional(cls, data):
-    return cls(**_known(cls, data)) if data else None
-
-
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return cls(**known_fields(cls, data)) if data else None
 
 
 def _iso(moment: datetime | None, timespec: str = "seconds") -> str | None:
@@ -619,7 +611,7 @@ def activity_since(previous: DatabaseSnapshot | None, current: DatabaseSnapshot)
              or any(counters.get(n, 0) < before.get(n, 0) for n in names))
     if reset:
         since = counters.get("stats_reset")
-        interval = (current.collected - _parse_time(since)).total_seconds() if since else None
+        interval = (current.collected - parse_utc(since)).total_seconds() if since else None
         delta = ActivityDelta(interval, *(int(counters.get(n, 0)) for n in names), stats_reset=True)
         return delta, f"statistics were reset{' at ' + since if since else ''}: activity counts since then"
     interval = (current.collected - previous.collected).total_seconds()

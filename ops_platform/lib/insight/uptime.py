@@ -29,8 +29,10 @@ import math
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+
+from ops_platform.lib.insight import known_fields
 
 DAY = 86400.0
 DEFAULT_WINDOWS: tuple[tuple[str, float], ...] = (("24h", DAY), ("7d", 7 * DAY), ("30d", 30 * DAY))
@@ -121,8 +123,7 @@ class ComponentUptime:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> ComponentUptime:
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in dict(data).items() if key in names})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass
