@@ -33,6 +33,9 @@ a fetch is killed after FETCH_TIMEOUT, reported as a hang with what it had writt
 retried in later rounds; ``ops-platform restore`` from S3 is run once on each (last, because a
 killed restore leaves its run STARTED on the instance, which refuses further restores).
 
+On ``ops_bench_wide`` (``ops_bench_wide_quick`` with BENCH_QUICK): the floor and ``ops-platform
+restore`` of a local backup, interleaved, over a restore about three times as long (reported).
+
 Peak RSS of the ``ops-platform restore`` process (GNU time: the largest of it and the programs it
 waited for) on ``ops_bench_large`` and ``ops_bench_small`` (a quarter of it), and restoring from
 S3. Targets: end to end <= 1.3 x the floor; S3 fetch <= 1.1 x the download alone; peak RSS
