@@ -66,11 +66,12 @@ def terminate_dump_when_streaming(database: str, folder: Path, timeout: float = 
         while time.monotonic() < deadline:
             partials = list(folder.rglob(".*.partial")) if folder.exists() else []
             if partials and any(p.exists() and p.stat().st_size > 1_000_000 for p in partials):
-                pids = backend_pids(database)
-                if pids:
-                    for pid in pids:
-                        psql(f"SELECT pg_terminate_backend({pid})")
-                    result["terminated"] = pids
+                # one statement finds and ends the dump's session: the dump is still streaming then
+                out = psql(f"WITH dump AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = '{database}' "
+                           "AND application_name = 'ops_platform' AND backend_type = 'client backend') "
+                           "SELECT pid FROM dump WHERE pg_terminate_backend(pid)")
+                if out:
+                    result["terminated"] = [int(pid) for pid in out.split()]
                     return
             time.sleep(0.005)
 
