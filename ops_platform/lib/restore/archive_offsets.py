@@ -16,7 +16,6 @@ zero length; a large-objects item holds (oid, chunks) pairs up to an oid of 0.
 
 from __future__ import annotations
 
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ OLDEST_VERSION, NEWEST_VERSION = (1, 12), (1, 16)
 POSITION_NOT_SET, POSITION_SET, NO_DATA = 1, 2, 3
 BLOCK_DATA, BLOCK_LARGE_OBJECTS = 1, 3
 READ_SIZE = 1 << 16  # small reads: the scan thread holds the GIL only briefly while the fetch decompresses
-END_OF_CHUNKS = bytes(5)  # a zero chunk length: a zero sign byte and four zero bytes
 
 
 class ArchiveLayoutError(ValueError):
@@ -94,19 +92,10 @@ class _Reader:
 
     def skip_chunks(self) -> None:
         """Past a run of (length, bytes) chunks ending with a zero length."""
-        if self.int_size != 4:
-            while (length := self.int()) != 0:
-                self._skip(length)
-            return
-        unpack = _INT4.unpack_from
-        while True:
-            index = self._need(5)
-            sign, length = unpack(self.buffer, index)
-            if sign:
+        while (length := self.int()) != 0:
+            if length < 0:
                 raise ArchiveLayoutError(f"negative chunk length at byte {self.position}")
-            self.position += 5 + length
-            if length == 0:
-                return
+            self.position += length
 
     def skip_to(self, marker: bytes) -> None:
         """Just past the next occurrence of ``marker``."""
@@ -117,14 +106,6 @@ class _Reader:
                 self.position = self.base + found + len(marker)
                 return
             self.position = self.base + len(self.buffer) - (len(marker) - 1)
-
-    def _skip(self, count: int) -> None:
-        if count < 0:
-            raise ArchiveLayoutError(f"negative chunk length at byte {self.position}")
-        self.position += count
-
-
-_INT4 = struct.Struct("<BI")
 
 
 def _read_header(reader: _Reader) -> tuple[tuple[int, int], int, bool]:
@@ -184,9 +165,10 @@ def _read_toc(reader: _Reader, version: tuple[int, int], offset_size: int) -> di
 
 def _walk_data(reader: _Reader, uncompressed: bool) -> dict[int, int]:
     """{entry id: file position of its data item}, reading to the end of the file. Uncompressed
-    table data is COPY text, which holds no NUL byte, while every chunk length holds at most four
-    in a row: its end is the first run of five NUL bytes (the zero length), found without
-    stepping through its chunks one by one."""
+    table data is COPY text, which holds no NUL byte, while a chunk length other than zero holds
+    at most ``int_size`` in a row: the item ends at the first run of ``1 + int_size`` NUL bytes
+    (the zero length), found without stepping through its chunks one by one."""
+    end_of_chunks = bytes(1 + reader.int_size)
     positions = {}
     while not reader.at_end():
         start = reader.position
@@ -196,7 +178,7 @@ def _walk_data(reader: _Reader, uncompressed: bool) -> dict[int, int]:
             raise ArchiveLayoutError(f"entry {dump_id} has two data items")
         positions[dump_id] = start
         if block_type == BLOCK_DATA and uncompressed:
-            reader.skip_to(END_OF_CHUNKS)
+            reader.skip_to(end_of_chunks)
         elif block_type == BLOCK_DATA:
             reader.skip_chunks()
         elif block_type == BLOCK_LARGE_OBJECTS:
@@ -222,7 +204,7 @@ def _scan(reader: _Reader) -> _Layout:
     already_set = sum(1 for _, flag in fields.values() if flag == POSITION_SET)
     if not unset:
         return _Layout(offset_size, {}, already_set, {})
-    positions = _walk_data(reader, uncompressed and reader.int_size == 4)
+    positions = _walk_data(reader, uncompressed)
     unknown = sorted(set(positions) - set(fields))
     missing = sorted(set(unset) - set(positions))
     if unknown or missing:
