@@ -50,12 +50,6 @@ def s3_fault_proxy(moto_server, s3_bucket, monkeypatch):
     proxy.close()
 
 
-def backend_pids(database: str) -> list[int]:
-    out = psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}' "
-               "AND application_name = 'ops_platform' AND backend_type = 'client backend'")
-    return [int(pid) for pid in out.split()] if out else []
-
-
 def terminate_dump_when_streaming(database: str, folder: Path, timeout: float = 30.0) -> threading.Thread:
     """In the background: wait until the dump has written part of its file, then terminate
     pg_dump's backend, as an operator or an OOM kill would."""
