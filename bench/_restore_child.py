@@ -38,7 +38,7 @@ def fetch(args: dict) -> dict:
     moto_before = cpu_ticks(args.get("moto_pid"))
     cpu_before = _cpu()
     started = time.monotonic()
-    fetched = fetch_candidate(candidate, work_dir)
+    fetched = fetch_candidate(candidate, work_dir, s3)
     wall = time.monotonic() - started
     moto_after = cpu_ticks(args.get("moto_pid"))
     out = {"wall_seconds": wall, "raw_bytes": fetched.raw_bytes, "stored_bytes": fetched.stored_bytes,

@@ -5,7 +5,8 @@ UploadPart with HTTP 500 (S3's InternalError), as an endpoint failing mid-upload
 ``fail_heads = True`` answers every HEAD (head_object) with HTTP 500.
 ``fail_first_upload = True`` fails every UploadPart of the first multipart upload only (the next
 upload of the same file goes through).
-``down = True`` refuses everything. ``requests`` records (method, path) of every request.
+``down = True`` refuses everything. ``stall_downloads = True`` accepts every GET of a dump file
+(``.dump.zst``/``.dump.gz``) and never answers it, as an endpoint that hangs mid-download. ``requests`` records (method, path) of every request.
 ``drop_encryption = True`` forwards requests without their ``x-amz-server-side-encryption*``
 headers, as a store that ignores server-side encryption would; ``headers`` records (method, path,
 headers as the client sent them) of every request."""
@@ -33,6 +34,8 @@ class S3FaultProxy:
         self.fail_first_upload = False
         self._first_upload: str | None = None
         self.drop_encryption = False
+        self.stall_downloads = False
+        self._released = threading.Event()
         self.headers: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -48,6 +51,9 @@ class S3FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path))
                 proxy.headers.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                if proxy.stall_downloads and self.command == "GET" and ".dump." in urlsplit(self.path).path:
+                    proxy._released.wait()
+                    return
                 if proxy.down or proxy._should_fail(self.command, self.path):
                     self.send_response(500)
                     self.send_header("Content-Type", "application/xml")
@@ -99,5 +105,6 @@ class S3FaultProxy:
             return True
 
     def close(self):
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -303,6 +303,48 @@ def test_s3_unreachable_when_the_backup_is_only_there(base, site, slack_server):
     assert slack_server.texts() == [] and site.runs() == []
 
 
+def test_latest_never_quietly_restores_an_older_backup(base, site, slack_server, moto_server):
+    """A newer staging backup exists. S3 that cannot be listed, or that hangs while the newest
+    backup (only there) downloads, stops the restore with exit 1 naming the newest and how to
+    restore an older one on purpose; only a newest proven bad brings back the older one, and then
+    the last line says so."""
+    from ops_platform_testkit.s3_fault_proxy import S3FaultProxy
+
+    newest = site.backup("staging")
+    target = TARGETS + "latest"
+    names = database_names()
+    closed = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    unlisted = site.cli("restore", "latest", "staging", "--target-database", target, env=closed)
+    assert_one_line_error(unlisted, 1, "cannot tell which backup of staging is the newest",
+                          f"ops-platform restore {newest} staging", "nothing was touched")
+    assert database_names() == names and site.runs("restore_job") == []
+
+    for name in (f"{newest}.dump.zst", f"{newest}.manifest.json"):
+        (site.backup_dir / "staging" / name).unlink()
+    proxy = S3FaultProxy(moto_server)
+    proxy.stall_downloads = True
+    try:
+        stalled = site.cli("restore", "latest", "staging", "--target-database", target,
+                           env={"AWS_ENDPOINT_URL_S3": proxy.url, "RESTORE_S3_STALL_SECONDS": "2"})
+    finally:
+        proxy.close()
+    line = assert_one_line_error(stalled, 1, f"{newest} could not be fetched, so nothing was restored",
+                                 "S3 sent no data for 2s", f"ops-platform restore {base.staging_id} staging")
+    assert "OLDER" not in stalled.stdout + stalled.stderr and database_names() == names, line
+
+    artifact = f"{site.env['AWS_S3_PREFIX']}/staging/{newest}.dump.zst"
+    s3_client().put_object(Bucket=BUCKET, Key=artifact, Body=b"not the dump it was")
+    older = site.cli("restore", "latest", "staging", "--target-database", target)
+    assert older.returncode == 0, older.stderr
+    assert content(target) == base.staging_content
+    last = older.stdout.strip().splitlines()[-1]
+    assert last == (f"WARNING: restored OLDER backup {base.staging_id}: newest {newest} does not match its "
+                    "manifest"), older.stdout
+    assert any(line.startswith("warning: ") and "restoring the OLDER backup" in line
+               for line in older.stderr.splitlines()), older.stderr
+    assert "restored OLDER backup" in slack_server.texts()[-1]
+
+
 # ---------------------------------------------------------------- 4. faults
 
 
@@ -401,7 +443,9 @@ def test_corrupt_local_artifact_falls_back_to_s3_else_is_refused_before_any_data
     assert content(target) == base.dev_content and fingerprint(DEV) == before
     succeeded = slack_server.texts()[-1]
     assert "Restore succeeded" in succeeded and "(local copy) is unusable" in succeeded
-    assert "falling back to" in succeeded
+    assert f"trying {base.dev_id} (s3 copy)" in succeeded
+    warned = [line for line in fallback.stderr.splitlines() if line.startswith("warning: ")]
+    assert any(f"{base.dev_id} (local copy) is unusable" in line for line in warned), fallback.stderr
     drop_database(target)
 
     client = s3_client()

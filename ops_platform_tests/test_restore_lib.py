@@ -25,7 +25,7 @@ from ops_platform.lib.restore.databases import (
 )
 from ops_platform.lib.restore.fetch import (
     fetch_candidate,
-    fetch_first_intact,
+    fetch_restorable,
     make_work_dir,
 )
 from ops_platform.lib.restore.pg_restore import plan_grants, restore_into
@@ -67,7 +67,8 @@ def test_round_trip_of_a_rich_database(backup_set, cleanup_databases, tmp_path):
     previous_umask = os.umask(0)
     try:
         work = make_work_dir(tmp_path / "work")
-        fetched = fetch_first_intact(resolution.candidates, work, progress=lambda d, t: seen_progress.append((d, t)))
+        fetched = fetch_restorable(resolution, work, backup_set.s3_store(),
+                                   progress=lambda d, t: seen_progress.append((d, t)))
     finally:
         os.umask(previous_umask)
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
@@ -121,7 +122,7 @@ def test_fetch_from_s3_only_when_the_local_folder_is_empty(backup_set, tmp_path)
         (backup_set.new.id, "s3"), (backup_set.old.id, "s3")]
     work = make_work_dir(tmp_path)
     progress: list[tuple[int, int]] = []
-    fetched = fetch_candidate(resolution.first, work, progress=lambda d, t: progress.append((d, t)))
+    fetched = fetch_candidate(resolution.first, work, backup_set.s3_store(), progress=lambda d, t: progress.append((d, t)))
     assert fetched.sha256 == backup_set.new.sha256 and fetched.raw_bytes == backup_set.new.raw_bytes
     assert progress[-1] == (backup_set.new.stored_bytes,) * 2
     assert stat.S_IMODE(fetched.path.stat().st_mode) == 0o600
@@ -140,7 +141,8 @@ def unreachable_s3(monkeypatch):
     return S3Store(make_s3_client(max_attempts=1, connect_timeout=1, read_timeout=2), "nowhere", "backups")
 
 
-def test_s3_unreachable_when_the_backup_is_only_there(backup_set, unreachable_s3, tmp_path):
+def test_s3_unreachable_stops_latest_and_never_brings_back_an_older_backup(backup_set, unreachable_s3, tmp_path):
+    from ops_platform.lib.restore.resolve import Resolution
     from ops_platform.lib.stores import LocalStore
 
     empty = LocalStore(tmp_path / "empty")
@@ -151,19 +153,60 @@ def test_s3_unreachable_when_the_backup_is_only_there(backup_set, unreachable_s3
     with pytest.raises(RestoreStepError, match=f"backup {backup_set.new.id} is not in the local folder .* and S3 is "
                                                "unreachable"):
         resolve_backup("production", backup_set.new.id, empty, unreachable_s3)
-    # S3 down while local copies exist: they are enough, with a warning.
+    # S3 cannot be listed while local copies exist: which backup is the newest cannot be known, so
+    # the restore stops, naming the newest local one and how to restore it on purpose.
     local = backup_set.local_copy(tmp_path / "backups")
-    resolution = resolve_backup("production", "latest", local, unreachable_s3)
-    assert [c.source for c in resolution.candidates] == ["local", "local"]
-    assert any("S3 is unreachable" in warning for warning in resolution.warnings)
-    # S3 going away between resolve and fetch: a clear fetch error, nothing left behind.
-    s3_copy = resolve_backup("production", "latest", empty, backup_set.s3_store()).first
-    broken = type(s3_copy)(s3_copy.manifest, "s3", s3_copy.location, unreachable_s3)
+    with pytest.raises(RestoreStepError) as unknown:
+        resolve_backup("production", "latest", local, unreachable_s3)
+    message = str(unknown.value)
+    assert unknown.value.step == "resolve" and not isinstance(unknown.value, RestoreInputError)
+    assert message.startswith("cannot tell which backup of production is the newest: S3 (s3://nowhere/")
+    assert f"ops-platform restore {backup_set.new.id} production" in message and "nothing was touched" in message
+    # A named backup with its local copy is enough.
+    named = resolve_backup("production", backup_set.new.id, local, unreachable_s3)
+    assert [c.source for c in named.candidates] == ["local"]
+    # S3 going away between resolve and fetch: the newest backup only there is not replaced by the
+    # older local one; the error names both, and how to restore the older one on purpose.
+    only_new_in_s3 = backup_set.local_copy(tmp_path / "older-only")
+    for name in (backup_set.new.artifact, f"{backup_set.new.id}.manifest.json"):
+        only_new_in_s3.path("production", name).unlink()
+    resolution = resolve_backup("production", "latest", only_new_in_s3, backup_set.s3_store())
+    assert [(c.backup_id, c.source) for c in resolution.candidates][0] == (backup_set.new.id, "s3")
     work = make_work_dir(tmp_path)
     with pytest.raises(RestoreStepError) as fetch:
-        fetch_candidate(broken, work)
+        fetch_candidate(resolution.first, work, unreachable_s3)
     assert fetch.value.step == "fetch" and "Could not connect" in str(fetch.value)
+    assert "could not be fetched" in str(fetch.value) and list(work.iterdir()) == []
+    with pytest.raises(RestoreStepError) as stopped:
+        fetch_restorable(resolution, work, unreachable_s3)
+    message = str(stopped.value)
+    assert message.startswith(f"{backup_set.new.id} could not be fetched, so nothing was restored")
+    assert f"ops-platform restore {backup_set.old.id} production" in message and "\n" not in message
     assert list(work.iterdir()) == []
+    assert Resolution(resolution.candidates[:1]).first.source == "s3"
+
+
+def test_no_room_for_the_newest_stops_with_needed_and_free_bytes(backup_set, tmp_path):
+    """The work folder too small for the newest backup's raw dump (it would fit an older, smaller
+    one): the restore stops; the sizes it gives read plainly."""
+    import subprocess
+
+    local = backup_set.local_copy(tmp_path / "backups")
+    resolution = resolve_backup("production", "latest", local)
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        with pytest.raises(RestoreStepError) as stopped:
+            fetch_restorable(resolution, disk, None)
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    message = str(stopped.value)
+    needed = backup_set.new.raw_bytes + (64 << 20)
+    assert f"not enough space in {disk} for the raw dump of {backup_set.new.id}: it needs" in message
+    assert f"({needed} bytes: the " in message and f"({free} bytes) are free" in message
+    assert f"ops-platform restore {backup_set.old.id} production" in message
 
 
 def damage(path: Path, how: str) -> None:
@@ -192,33 +235,66 @@ def test_damaged_artifact_is_refused_before_any_database_is_touched(backup_set, 
     assert database_names("") == databases_before
 
 
-def test_latest_falls_back_to_the_s3_copy_then_the_next_verified_backup(backup_set, tmp_path):
+def test_latest_falls_back_to_the_s3_copy_then_only_to_an_older_backup_proven_needed(backup_set, tmp_path):
+    from ops_platform.lib.restore.errors import CopyUnusable
+
     local = backup_set.local_copy(tmp_path / "backups")
     s3 = backup_set.s3_copy(f"fallback-{os.getpid()}")
     damage(local.path("production", backup_set.new.artifact), "flip")
     notes: list[str] = []
     resolution = resolve_backup("production", "latest", local, s3)
-    fetched = fetch_first_intact(resolution.candidates, make_work_dir(tmp_path), on_fallback=notes.append)
+    fetched = fetch_restorable(resolution, make_work_dir(tmp_path), s3, on_fallback=notes.append)
     assert (fetched.candidate.backup_id, fetched.candidate.source) == (backup_set.new.id, "s3")
     assert len(fetched.warnings) == 1 and fetched.warnings == notes
-    assert f"falling back to {backup_set.new.id} (s3 copy)" in notes[0]
+    assert f"trying {backup_set.new.id} (s3 copy)" in notes[0]
+    assert fetched.passed_over == [] and fetched.older_than_newest is None
     fetched.remove()
 
-    # Both copies of the newest backup damaged: the next verified backup, and each step is said.
+    # Both copies of the newest backup proven bad: the next verified backup, said in words that
+    # cannot be missed.
     s3.client.put_object(Bucket=s3.bucket, Key=s3.key("production", backup_set.new.artifact), Body=b"garbage")
     resolution = resolve_backup("production", "latest", local, s3)
-    fetched = fetch_first_intact(resolution.candidates, make_work_dir(tmp_path))
+    fetched = fetch_restorable(resolution, make_work_dir(tmp_path), s3)
     assert (fetched.candidate.backup_id, fetched.candidate.source) == (backup_set.old.id, "local")
-    assert [w.split(" is unusable")[0] for w in fetched.warnings] == [
-        f"{backup_set.new.id} (local copy)", f"{backup_set.new.id} (s3 copy)"]
-    assert f"falling back to {backup_set.old.id} (local copy)" in fetched.warnings[-1]
+    # (the flipped byte breaks the zstd frame before the sha256 is complete; either proves it bad)
+    assert fetched.older_than_newest == (f"restored OLDER backup {backup_set.old.id}: newest {backup_set.new.id} "
+                                         "does not decompress")
+    assert f"restoring the OLDER backup {backup_set.old.id} instead" in fetched.warnings[-1]
 
-    # Nothing intact at all: one line naming the count.
-    for store in (local,):
-        damage(store.path("production", backup_set.old.artifact), "truncate")
+    # Nothing intact at all: one line naming each backup.
+    damage(local.path("production", backup_set.old.artifact), "truncate")
     s3.client.put_object(Bucket=s3.bucket, Key=s3.key("production", backup_set.old.artifact), Body=b"x")
-    with pytest.raises(RestoreStepError, match="all 4 copies are unusable"):
-        fetch_first_intact(resolve_backup("production", "latest", local, s3).candidates, make_work_dir(tmp_path))
+    with pytest.raises(CopyUnusable) as nothing:
+        fetch_restorable(resolve_backup("production", "latest", local, s3), make_work_dir(tmp_path), s3)
+    assert str(nothing.value).startswith("no intact copy of any backup to restore (4 tried): ")
+    for backup_id in (backup_set.new.id, backup_set.old.id):
+        for source in ("local", "s3"):
+            assert f"{backup_id} ({source} copy) is unusable" in str(nothing.value)
+
+
+def test_a_newest_backup_without_its_dump_file_is_passed_over_out_loud(backup_set, tmp_path):
+    local = backup_set.local_copy(tmp_path / "backups")
+    local.path("production", backup_set.new.artifact).unlink()
+    resolution = resolve_backup("production", "latest", local)
+    assert [c.backup_id for c in resolution.candidates] == [backup_set.old.id]
+    fetched = fetch_restorable(resolution, make_work_dir(tmp_path))
+    assert fetched.older_than_newest == (f"restored OLDER backup {backup_set.old.id}: newest {backup_set.new.id} has "
+                                         "no artifact (its manifest is there, its dump file is gone)")
+
+
+def test_the_restore_state_is_plain_data_that_pickles(backup_set, tmp_path):
+    """A run launched by the daemon pickles what its steps hand each other."""
+    import pickle
+
+    from ops_platform.config import EnvironmentConfig
+    from ops_platform.lib.restore.plan import RestoreRequest, plan_restore
+
+    environment = EnvironmentConfig("production", SOURCE_URL)
+    request = RestoreRequest("production", target_database=f"{PREFIX}pickled")
+    state = plan_restore(request, environment, backup_set.local_copy(tmp_path / "b"), backup_set.s3_store())
+    assert {c.source for c in state.candidates} == {"local", "s3"}
+    copy = pickle.loads(pickle.dumps(state))
+    assert copy == state and copy.resolution.first == state.candidates[0]
 
 
 def test_latest_skips_unverified_backups(backup_set, tmp_path):
@@ -667,7 +743,7 @@ def test_fetch_memory_stays_bounded_for_both_compressions_and_sources(backup_set
     for candidate in resolve_backup("development", "latest", local, s3).candidates:
         tracemalloc.start()
         try:
-            fetched = fetch_candidate(candidate, make_work_dir(tmp_path))
+            fetched = fetch_candidate(candidate, make_work_dir(tmp_path), s3)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -709,11 +785,11 @@ def test_fetch_from_s3_of_more_parts_than_the_transfer_window(tmp_path, moto_ser
                         verified=True)
     store = S3Store(s3_bucket, S3_BUCKET, "parts")
     s3_bucket.put_object(Bucket=S3_BUCKET, Key=store.key("production", manifest.artifact), Body=stored)
-    candidate = BackupCandidate(manifest, "s3", store.location("production", manifest.artifact), store)
+    candidate = BackupCandidate(manifest, "s3", store.location("production", manifest.artifact))
     result: dict = {}
 
     def fetch() -> None:
-        result["fetched"] = fetch_module.fetch_candidate(candidate, tmp_path)
+        result["fetched"] = fetch_module.fetch_candidate(candidate, tmp_path, store)
 
     thread = threading.Thread(target=fetch, daemon=True)
     thread.start()

@@ -79,3 +79,35 @@ mutation Launch($params: ExecutionParams!) {
     ... on InvalidSubsetError { message }
   }
 }"""
+
+
+RUN_STATUS = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status tags { key value } stepStats { stepKey status startTime endTime } }
+  }
+}"""
+
+
+def launch(url: str, job: str, partition: str | None = None, run_config: dict | None = None) -> str:
+    """Launch ``job`` over GraphQL as the Launchpad does (queued; the daemon runs it); its run id."""
+    tags = [{"key": "dagster/partition", "value": partition}] if partition else []
+    params = {"selector": {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
+                           "jobName": job},
+              "runConfigData": run_config or {}, "executionMetadata": {"tags": tags}}
+    launched = graphql(url, LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def wait_for_run(url: str, run_id: str, timeout: float = 90) -> tuple[dict, list[str]]:
+    """The run once it has ended, and the statuses seen on the way."""
+    deadline, statuses = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        run = graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]
+        statuses.append(run["status"])
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return run, statuses
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} did not finish within {timeout:g} s: {statuses[-5:]}")

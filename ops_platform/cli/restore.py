@@ -100,6 +100,8 @@ def restore_command(args) -> int:
     if metadata["kept_database"]:
         print(f"  the previous database is kept as {metadata['kept_database']} (README: \"Going back\")")
     print(f"run {result.run_id}")
+    if metadata.get("older_than_newest"):
+        print(f"WARNING: {metadata['older_than_newest']}")
     return EXIT_OK
 
 

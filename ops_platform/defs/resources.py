@@ -27,6 +27,11 @@ from ops_platform.lib.slack import SlackNotifier, make_web_client, make_webhook_
 from ops_platform.lib.stores import LocalStore, S3Store, make_s3_client
 
 
+# What restore_job's steps hand each other is pickled through this filesystem IO manager however the
+# run is started: execute_in_process (the CLI) swaps only the default "io_manager" for memory.
+RESTORE_STATE_IO_MANAGER = "restore_state_io_manager"
+
+
 class OpsSlackResource(SlackResource):
     """dagster-slack's resource with a configurable API base (for Slack-compatible servers),
     a default channel, and the seed's incoming webhook."""
@@ -191,7 +196,7 @@ def build_resources(environ=None) -> dict:
         **({"invalid_settings": bucket_settings} if bucket_settings else {**attempts, **encryption}),
     )
     return {"slack": slack, "backup_storage": storage, "backup_bucket": bucket, "restore_lock": RestoreLockResource(),
-            **settings_resources(environ)}
+            RESTORE_STATE_IO_MANAGER: dg.FilesystemIOManager(), **settings_resources(environ)}
 
 
 @dg.definitions

@@ -108,12 +108,14 @@ class DeploymentSettings(_Settings):
 
 class RestoreSettings(_Settings):
     """Restores and drills: RESTORE_JOBS (0 = one per CPU), RESTORE_TIMEOUT_MINUTES for pg_restore,
-    RESTORE_MIGRATE_TIMEOUT_SECONDS for the migrate command, and RESTORE_WORK_DIR, where the
-    decompressed archive is written (default: .restore under the backup folder, so on its disk)."""
+    RESTORE_MIGRATE_TIMEOUT_SECONDS for the migrate command, RESTORE_S3_STALL_SECONDS for a fetch
+    from S3 that receives nothing, and RESTORE_WORK_DIR, where the decompressed archive is written
+    (default: .restore under the backup folder, so on its disk)."""
 
     jobs: int = 0
     timeout_minutes: int = 360
     migrate_timeout_seconds: float = 900.0
+    s3_stall_seconds: float = 120.0
     work_dir: str | None = None
 
     def parallel_jobs(self) -> int:

@@ -127,6 +127,8 @@ RESTORE = (
     _int("timeout_minutes", "RESTORE_TIMEOUT_MINUTES", 360, 1, "pg_restore is stopped after this"),
     _seconds("migrate_timeout_seconds", "RESTORE_MIGRATE_TIMEOUT_SECONDS", 900.0,
              "the migrate command is stopped after this"),
+    _seconds("s3_stall_seconds", "RESTORE_S3_STALL_SECONDS", 120.0,
+             "a fetch from S3 that receives nothing for this long stops the restore"),
 )
 
 S3_MAX_ATTEMPTS = _int("max_attempts", "AWS_MAX_ATTEMPTS", 5, 1, "botocore standard-mode attempts per S3 call")

@@ -31,6 +31,7 @@ from ops_platform.defs.databases import DATABASE_KEY
 from ops_platform.defs.environments import environment_partitions
 from ops_platform.defs.private_folders import private_backup_folder, private_folder
 from ops_platform.defs.resources import (
+    RESTORE_STATE_IO_MANAGER,
     BackupBucketResource,
     BackupStorageResource,
     OpsSlackResource,
@@ -49,7 +50,7 @@ from ops_platform.lib.progress import STEP_LOGGER, ProgressLine
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
-from ops_platform.lib.restore.fetch import fetch_first_intact, make_work_dir
+from ops_platform.lib.restore.fetch import fetch_restorable, make_work_dir
 from ops_platform.lib.restore.migrate import run_migrations as run_migrate_command
 from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
 from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, plan_restore
@@ -57,6 +58,8 @@ from ops_platform.lib.restore.verify import verify_restored_database
 from ops_platform.lib.tags import KIND, MAX_RETRIES, RESTORE_LEFT
 
 WORK_FOLDER = ".restore"
+STATE_OUT = dg.Out(io_manager_key=RESTORE_STATE_IO_MANAGER,
+                   description="The restore so far (lib/restore/plan.RestoreState), pickled between steps.")
 
 
 class RestoreConfig(dg.Config):
@@ -98,6 +101,12 @@ def private_work_folder(log, restore_settings: RestoreSettings, backup_storage: 
 def _announce(context: dg.OpExecutionContext, line: str) -> None:
     context.log.info(line)
     STEP_LOGGER.info(line)
+
+
+def _warn(context: dg.OpExecutionContext, line: str) -> None:
+    """A warning in the run's log and, for a CLI restore, on the terminal."""
+    context.log.warning(line)
+    STEP_LOGGER.warning(f"warning: {line}")
 
 
 def _left_as_it_was(state: RestoreState | None, step: str) -> str:
@@ -154,7 +163,7 @@ def restore_step(context: dg.OpExecutionContext, step: str, slack: OpsSlackResou
         state.seconds[step] = round(time.monotonic() - started, 2)
 
 
-@dg.op(description="Check the request, take the restore lock, drop what a killed restore left, and choose the "
+@dg.op(out=STATE_OUT, description="Check the request, take the restore lock, drop what a killed restore left, and choose the "
                    "backup (latest verified, local first, else S3). Nothing is changed yet.")
 def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack: OpsSlackResource,
                     backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
@@ -182,15 +191,16 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
         how = "in place (the role cannot create databases)" if state.in_place else f"via {state.scratch}"
         _announce(context, f"resolve: {state.backup_id} -> {state.describe_target()}, {how}")
         for warning in state.warnings:
-            context.log.warning(warning)
+            _warn(context, warning)
         slack.notifier(context.log).post(messages.restore_started(state, run_url(context.run_id)))
     return state
 
 
-@dg.op(description="Stream the backup (local file, or S3 through the transfer manager), check its sha256 and "
+@dg.op(out=STATE_OUT, description="Stream the backup (local file, or S3 through the transfer manager), check its sha256 and "
                    "size against the manifest, and decompress it into a private file pg_restore can seek.")
 def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
-                 backup_storage: BackupStorageResource, restore_settings: RestoreSettings) -> RestoreState:
+                 backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
+                 restore_settings: RestoreSettings) -> RestoreState:
     with restore_step(context, "fetch", slack, state):
         parent = private_work_folder(context.log, restore_settings, backup_storage, state.target)
         state.work_dir = str(make_work_dir(parent))
@@ -199,17 +209,22 @@ def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: Ops
         def progress(done: int, total: int) -> None:
             show(f"fetch: {human_bytes(done)} of {human_bytes(total)}", done=done >= total)
 
-        fetched = fetch_first_intact(state.candidates, Path(state.work_dir), progress=progress,
-                                     on_fallback=context.log.warning)
+        s3 = _bucket_or_none(backup_bucket, context) if any(c.source == "s3" for c in state.candidates) else None
+        fetched = fetch_restorable(state.resolution, Path(state.work_dir), s3, progress=progress,
+                                   on_fallback=lambda note: _warn(context, note),
+                                   s3_stall_seconds=restore_settings.s3_stall_seconds)
         state.dump_path, state.manifest = str(fetched.path), fetched.candidate.manifest
         state.backup_id, state.fetched_from = fetched.candidate.backup_id, fetched.candidate.location
         state.warnings += fetched.warnings
+        state.older_than_newest = fetched.older_than_newest
         _announce(context, f"fetch: {state.backup_id} from {state.fetched_from}, sha256 matches, "
                            f"{human_bytes(fetched.raw_bytes)} raw in {human_duration(fetched.seconds)}")
+        if state.older_than_newest:
+            _warn(context, state.older_than_newest)
     return state
 
 
-@dg.op(description="Back up the database about to be replaced, through the backup pipeline (kind pre-restore); "
+@dg.op(out=STATE_OUT, description="Back up the database about to be replaced, through the backup pipeline (kind pre-restore); "
                    "the restore stops unless it passes its blocking checks. Skipped when nothing is replaced.")
 def take_safety_backup(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
                        backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource) -> RestoreState:
@@ -244,11 +259,11 @@ def _bucket_or_none(backup_bucket: BackupBucketResource, context):
     try:
         return backup_bucket.store()
     except ConfigError as error:
-        context.log.warning(f"the safety backup stays local: {error}")
+        _warn(context, f"the bucket is not usable, only local copies are: {error}")
         return None
 
 
-@dg.op(description="pg_restore -j into a new scratch database on the same server while the live database keeps "
+@dg.op(out=STATE_OUT, description="pg_restore -j into a new scratch database on the same server while the live database keeps "
                    "serving (or, for a role without CREATEDB, --clean --single-transaction into the target).")
 def restore_database(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
                      restore_settings: RestoreSettings, restore_lock: RestoreLockResource) -> RestoreState:
@@ -270,13 +285,13 @@ def restore_database(context: dg.OpExecutionContext, state: RestoreState, slack:
                                timeout=timeout, progress=progress)
         state.warnings += run.warnings
         for warning in run.warnings:
-            context.log.warning(warning)
+            _warn(context, warning)
         _announce(context, f"pg_restore: {run.items} archive items into {run.database} with {run.jobs} job(s) in "
                            f"{human_duration(run.seconds)}")
     return state
 
 
-@dg.op(description="Run <ENV>_MIGRATE_COMMAND (e.g. npx prisma migrate deploy) against the restored copy, with "
+@dg.op(out=STATE_OUT, description="Run <ENV>_MIGRATE_COMMAND (e.g. npx prisma migrate deploy) against the restored copy, with "
                    "DATABASE_URL pointed there, under a timeout; its redacted output goes to the run log.")
 def run_migrations(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
                    restore_settings: RestoreSettings) -> RestoreState:
@@ -293,7 +308,7 @@ def run_migrations(context: dg.OpExecutionContext, state: RestoreState, slack: O
     return state
 
 
-@dg.op(description="Check the restored copy against the manifest before anything is swapped: every table exists, "
+@dg.op(out=STATE_OUT, description="Check the restored copy against the manifest before anything is swapped: every table exists, "
                    "row counts are equal, no sequence is behind its column, and the operator's SQL checks hold.")
 def verify_restore(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
                    restore_settings: RestoreSettings) -> RestoreState:
@@ -338,6 +353,7 @@ def swap_into_place(context: dg.OpExecutionContext, state: RestoreState, slack: 
         "step_seconds": dg.MetadataValue.json(state.seconds),
         "safety_backup": state.safety_backup_id or "", "kept_database": state.kept_database or "",
         "in_place": state.in_place,
+        "older_than_newest": state.older_than_newest or "",
     }
     if state.own_database:
         context.log_event(dg.AssetMaterialization(asset_key=DATABASE_KEY, partition=state.environment,

@@ -32,6 +32,8 @@ def restore_succeeded(state: RestoreState, run_url: str | None = None) -> SlackM
              f"`{state.backup_id}`{_origin(state)}",
              f"• verified: {state.tables_verified} tables, {state.rows_verified} rows match the manifest",
              f"• steps: {steps}"]
+    if state.older_than_newest:
+        lines.insert(1, f":rotating_light: *{state.older_than_newest}*")
     if state.safety_backup_id:
         lines.append(f"• safety backup: `{state.safety_backup_id}`")
     if state.kept_database:

@@ -18,7 +18,7 @@ from ops_platform.lib.artifacts import Manifest, utc_iso
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreStepError
-from ops_platform.lib.restore.fetch import fetch_first_intact, make_work_dir
+from ops_platform.lib.restore.fetch import fetch_restorable, make_work_dir
 from ops_platform.lib.restore.pg_restore import restore_into
 from ops_platform.lib.restore.resolve import resolve_backup
 from ops_platform.lib.restore.verify import VerificationReport, verify_restored_database
@@ -39,12 +39,14 @@ class DrillOutcome:
     report: VerificationReport | None = None
     error: str | None = None
     failed_step: str | None = None
+    newest_unusable: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.restored and self.report is not None and self.report.ok
+        """The newest backup restored and verified; restoring an older one proves less."""
+        return self.restored and self.report is not None and self.report.ok and not self.newest_unusable
 
     @property
     def total_seconds(self) -> float:
@@ -86,9 +88,10 @@ def run_drill(environment: EnvironmentConfig, local: LocalStore, s3: S3Store | N
             outcome.backup_id, outcome.manifest = resolution.first.backup_id, resolution.first.manifest
             finish_step("resolve")
             work_dir = make_work_dir(Path(work_root) / base)
-            fetched = fetch_first_intact(resolution.candidates, work_dir, redactor=redactor)
+            fetched = fetch_restorable(resolution, work_dir, s3, redactor=redactor)
             outcome.backup_id, outcome.manifest = fetched.candidate.backup_id, fetched.candidate.manifest
             outcome.warnings += fetched.warnings
+            outcome.newest_unusable = fetched.older_than_newest
             finish_step("fetch")
             scratch = databases.scratch_name(base, databases.make_stamp())
             databases.create_database(url, scratch, like=databases.database_name(url), redactor=redactor)
@@ -112,6 +115,8 @@ def run_drill(environment: EnvironmentConfig, local: LocalStore, s3: S3Store | N
             shutil.rmtree(work_dir, ignore_errors=True)
     if outcome.error is None and outcome.report is not None and not outcome.report.ok:
         outcome.error, outcome.failed_step = outcome.report.summary(), "verify"
+    if outcome.error is None and outcome.newest_unusable:
+        outcome.error, outcome.failed_step = outcome.newest_unusable, "fetch"
     return outcome
 
 

@@ -18,6 +18,11 @@ class RestoreStepError(RuntimeError):
         self.step = step
 
 
+class CopyUnusable(RestoreStepError):
+    """A stored copy is proven bad: its bytes differ from the manifest (size, sha256) or do not
+    decompress. Only this lets a restore of ``latest`` move on to an older backup."""
+
+
 class RestoreInputError(RestoreStepError):
     """The operator asked for something that cannot be restored (bad id, wrong environment).
     Raised before any work starts; a CLI maps it to exit code 2."""

@@ -17,7 +17,7 @@ from ops_platform.lib.artifacts import Manifest, parse_backup_id
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreInputError, step_error
-from ops_platform.lib.restore.resolve import LATEST, BackupCandidate, resolve_backup
+from ops_platform.lib.restore.resolve import LATEST, BackupCandidate, PassedOver, Resolution, resolve_backup
 from ops_platform.lib.stores import LocalStore, S3Store
 
 RESERVED_DATABASES = {"postgres", "template0", "template1"}
@@ -39,7 +39,10 @@ class RestoreRequest:
 
 @dataclass
 class RestoreState:
-    """A restore in progress, as the steps pass it on. Times are seconds per step."""
+    """A restore in progress, as the steps pass it on: plain data only (a run launched by the
+    daemon pickles it between steps), with no client or connection. Times are seconds per step.
+    ``older_than_newest`` is set when an older backup was restored because every newer one was
+    proven bad, in words for the last line an operator reads."""
 
     environment: str
     live_database: str
@@ -51,6 +54,8 @@ class RestoreState:
     backup_id: str
     source_environment: str
     candidates: list[BackupCandidate] = field(default_factory=list, repr=False)
+    passed_over: list[PassedOver] = field(default_factory=list)
+    older_than_newest: str | None = None
     skip_migrations: bool = False
     work_dir: str | None = None
     dump_path: str | None = None
@@ -72,6 +77,11 @@ class RestoreState:
     def building(self) -> str:
         """The database the data goes into first: the scratch copy, or the target itself in place."""
         return self.target if self.in_place else self.scratch
+
+    @property
+    def resolution(self) -> Resolution:
+        """The copies to fetch, as resolved."""
+        return Resolution(list(self.candidates), passed_over=list(self.passed_over))
 
     def describe_target(self) -> str:
         return f"{self.environment}'s database {self.target}" if self.own_database else f"database {self.target}"
@@ -168,4 +178,4 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
         environment=environment.name, live_database=live, target=target, replacing=exists, in_place=in_place,
         stamp=stamp, scratch=databases.scratch_name(target, stamp), backup_id=first.backup_id,
         source_environment=first.manifest.environment, candidates=resolution.candidates,
-        skip_migrations=request.skip_migrations, warnings=list(resolution.warnings))
+        passed_over=resolution.passed_over, skip_migrations=request.skip_migrations, warnings=list(resolution.warnings))

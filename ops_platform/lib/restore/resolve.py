@@ -1,8 +1,12 @@
 """Step 1: choose the backup to restore, as an ordered list of copies to try.
 
 ``latest`` is the newest backup with ``verified: true`` that is not a pre-restore safety backup;
-a named id must belong to the environment. Each backup yields its local copy first (no download), then its S3 copy, so the
-caller can fall back to the next copy, and then to the next backup, when one turns out corrupt.
+a named id must belong to the environment. Each backup yields its local copy first (no download),
+then its S3 copy, so the fetch can fall back to the other copy of the same backup, and to an older
+backup only when the newer one is proven bad (``passed_over`` says which and why).
+
+When a bucket is configured and cannot be listed, ``latest`` cannot be known: the restore stops
+and names the newest local backup, to be restored by its id on purpose.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ NOT_LATEST_KINDS = ("pre-restore",)
 
 @dataclass(frozen=True)
 class BackupCandidate:
-    """One stored copy of one backup: ``source`` is "local" or "s3"."""
+    """One stored copy of one backup: ``source`` is "local" or "s3", ``location`` its path or
+    ``s3://`` URL. Plain data: the restore's steps pass it on (pickled between processes) and
+    each builds its own clients."""
 
     manifest: Manifest
     source: str
     location: str
-    store: LocalStore | S3Store = field(compare=False, repr=False)
 
     @property
     def backup_id(self) -> str:
@@ -40,12 +45,25 @@ class BackupCandidate:
         return f"{self.manifest.id} ({self.source} copy)"
 
 
+@dataclass(frozen=True)
+class PassedOver:
+    """A backup newer than the one restored, and the proof that it is bad."""
+
+    backup_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.backup_id} {self.reason}"
+
+
 @dataclass
 class Resolution:
-    """The copies to try, in order, and what the operator should know about the choice."""
+    """The copies to try, in order, and what the operator should know about the choice:
+    ``passed_over`` lists newer backups found unusable before any download."""
 
     candidates: list[BackupCandidate]
     warnings: list[str] = field(default_factory=list)
+    passed_over: list[PassedOver] = field(default_factory=list)
 
     @property
     def first(self) -> BackupCandidate:
@@ -72,63 +90,111 @@ def _s3_where(s3: S3Store, environment: str) -> str:
     return f"s3://{s3.bucket}/{s3.key(environment, '')}"
 
 
-def local_candidates(environment: str, local: LocalStore) -> tuple[dict[str, BackupCandidate], list[str]]:
-    """Local copies by backup id (manifest plus artifact present), and warnings about the rest."""
+@dataclass
+class _Listing:
+    """One store's committed copies by backup id, and what it holds that cannot be restored."""
+
+    found: dict[str, BackupCandidate] = field(default_factory=dict)
+    manifests_without_artifact: dict[str, Manifest] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _local_listing(environment: str, local: LocalStore) -> _Listing:
     listing = local.list_manifests(environment)
-    warnings = [f"skipped unreadable local manifest {name}" for name in listing.unreadable]
-    found = {}
+    result = _Listing(unreadable=dict(listing.unreadable))
+    result.warnings = [f"skipped unreadable local manifest {name}" for name in listing.unreadable]
     for manifest in listing.manifests:
         path = local.path(environment, manifest.artifact)
         if path.is_file():
-            found[manifest.id] = BackupCandidate(manifest, "local", str(path), local)
+            result.found[manifest.id] = BackupCandidate(manifest, "local", str(path))
         else:
-            warnings.append(f"{manifest.id}: local manifest found but its artifact is missing")
-    return found, warnings
+            result.manifests_without_artifact[manifest.id] = manifest
+            result.warnings.append(f"{manifest.id}: local manifest found but its artifact is missing")
+    return result
 
 
-def s3_candidates(environment: str, s3: S3Store) -> tuple[dict[str, BackupCandidate], list[str]]:
-    """S3 copies by backup id (manifest plus artifact present). Raises on S3 errors."""
+def _s3_listing(environment: str, s3: S3Store) -> _Listing:
+    """Raises on S3 errors."""
     names = s3.list_names(environment)
     listing = s3.list_manifests(environment)
-    warnings = [f"skipped unreadable S3 manifest {name}" for name in listing.unreadable]
-    found = {}
+    result = _Listing(unreadable=dict(listing.unreadable))
+    result.warnings = [f"skipped unreadable S3 manifest {name}" for name in listing.unreadable]
     for manifest in listing.manifests:
         if manifest.artifact in names:
-            found[manifest.id] = BackupCandidate(manifest, "s3", s3.location(environment, manifest.artifact), s3)
+            result.found[manifest.id] = BackupCandidate(manifest, "s3", s3.location(environment, manifest.artifact))
         else:
-            warnings.append(f"{manifest.id}: S3 manifest found but its artifact is missing")
-    return found, warnings
+            result.manifests_without_artifact[manifest.id] = manifest
+            result.warnings.append(f"{manifest.id}: S3 manifest found but its artifact is missing")
+    return result
+
+
+def _restorable(manifest: Manifest) -> bool:
+    return manifest.verified and manifest.kind not in NOT_LATEST_KINDS
+
+
+def _passed_over(newest_restorable: Manifest, listings: list[_Listing]) -> list[PassedOver]:
+    """Backups newer than ``newest_restorable`` that would have been ``latest`` but have no copy to
+    restore (a manifest without its artifact, or a manifest that cannot be read), newest first."""
+    found: dict[str, PassedOver] = {}
+    for listing in listings:
+        for backup_id, manifest in listing.manifests_without_artifact.items():
+            if _restorable(manifest) and manifest.created > newest_restorable.created and not any(
+                    backup_id in other.found for other in listings):
+                found.setdefault(backup_id, PassedOver(backup_id, "has no artifact (its manifest is there, its "
+                                                                  "dump file is gone)"))
+        for name, error in listing.unreadable.items():
+            backup_id = name.removesuffix(".manifest.json")
+            try:
+                _, created = parse_backup_id(backup_id)
+            except ConfigError:
+                continue
+            if created > newest_restorable.created and not any(backup_id in other.found for other in listings):
+                found.setdefault(backup_id, PassedOver(backup_id, f"has a manifest that cannot be read ({error})"))
+    return sorted(found.values(), key=lambda item: item.backup_id, reverse=True)
 
 
 def _resolve_latest(environment: str, local: LocalStore, s3: S3Store | None, redactor: Redactor) -> Resolution:
-    local_found, warnings = local_candidates(environment, local)
-    remote_found: dict[str, BackupCandidate] = {}
+    local_listing = _local_listing(environment, local)
+    listings = [local_listing]
     s3_error = None
     if s3 is not None:
         try:
-            remote_found, s3_warnings = s3_candidates(environment, s3)
-            warnings += s3_warnings
-        except Exception as error:  # noqa: BLE001 - local copies may still be enough
+            listings.append(_s3_listing(environment, s3))
+        except Exception as error:  # noqa: BLE001 - said below, with what the local folder holds
             s3_error = f"{type(error).__name__}: {describe(error)}"
-    manifests = {c.backup_id: c.manifest for c in [*remote_found.values(), *local_found.values()]}
-    verified = sorted((m for m in manifests.values() if m.verified and m.kind not in NOT_LATEST_KINDS),
-                      key=lambda m: m.created, reverse=True)
+    manifests = {copy.backup_id: copy.manifest for listing in reversed(listings) for copy in listing.found.values()}
+    verified = sorted((m for m in manifests.values() if _restorable(m)), key=lambda m: m.created, reverse=True)
+    if s3_error:
+        raise step_error("resolve", _cannot_tell_latest(environment, s3, s3_error, verified), redactor)
+    remote_found = listings[1].found if len(listings) > 1 else {}
     candidates = [copy for manifest in verified
-                  for copy in (local_found.get(manifest.id), remote_found.get(manifest.id)) if copy]
+                  for copy in (local_listing.found.get(manifest.id), remote_found.get(manifest.id)) if copy]
     if not candidates:
         where = f"local folder {local.env_dir(environment)}"
         if s3 is not None:
             where += f" and {_s3_where(s3, environment)}"
-        if s3_error:
-            raise step_error("resolve", f"no verified local backup of {environment}, and S3 is unreachable "
-                                        f"({_s3_where(s3, environment)}): {s3_error}", redactor)
         unverified = len(manifests) - len(verified)
         detail = f" ({unverified} found, none verified)" if unverified else ""
         raise step_error("resolve", f"no verified backups of {environment} in {where}{detail}", redactor,
                          RestoreInputError)
-    if s3_error:
-        warnings.append(redactor(f"S3 is unreachable, only local copies are considered: {s3_error}"))
-    return Resolution(candidates, [redactor(w) for w in warnings])
+    warnings = [warning for listing in listings for warning in listing.warnings]
+    newer_unverified = [m.id for m in manifests.values() if not m.verified and m.created > verified[0].created]
+    if newer_unverified:
+        warnings.append(f"newer backup(s) {', '.join(sorted(newer_unverified, reverse=True))} failed their checks at "
+                        f"backup time and are not restored as latest")
+    return Resolution(candidates, [redactor(w) for w in warnings], _passed_over(verified[0], listings))
+
+
+def _cannot_tell_latest(environment: str, s3: S3Store, error: str, local_verified: list[Manifest]) -> str:
+    where = _s3_where(s3, environment)
+    if not local_verified:
+        return (f"no verified local backup of {environment}, and S3 is unreachable ({where}): {error}; nothing "
+                "was touched")
+    newest = local_verified[0]
+    return (f"cannot tell which backup of {environment} is the newest: S3 ({where}) cannot be listed ({error}); "
+            f"nothing was touched. The newest local backup is {newest.id}; to restore it on purpose: "
+            f"ops-platform restore {newest.id} {environment} (backup: {newest.id} in the launchpad)")
 
 
 def _resolve_named(environment: str, backup_id: str, local: LocalStore, s3: S3Store | None,
@@ -186,7 +252,7 @@ def _named_local(environment: str, backup_id: str, local: LocalStore) -> BackupC
     artifact = local.path(environment, manifest.artifact)
     if manifest.id != backup_id or not artifact.is_file():
         return None
-    return BackupCandidate(manifest, "local", str(artifact), local)
+    return BackupCandidate(manifest, "local", str(artifact))
 
 
 def _named_s3(environment: str, backup_id: str, s3: S3Store) -> BackupCandidate | None:
@@ -203,4 +269,4 @@ def _named_s3(environment: str, backup_id: str, s3: S3Store) -> BackupCandidate 
         return None
     if manifest.id != backup_id:
         return None
-    return BackupCandidate(manifest, "s3", s3.location(environment, manifest.artifact), s3)
+    return BackupCandidate(manifest, "s3", s3.location(environment, manifest.artifact))

@@ -1,0 +1,118 @@
+"""Every job launched the way production launches it: ``python -m ops_platform.dev`` (one code
+server, dagster-webserver and dagster-daemon, as ``make dev`` and ``deploy/`` start them) on
+PostgreSQL instance storage (``deploy/dagster.postgres.yaml``), with S3 (moto) and Slack (the test
+server) configured. Runs are launched over GraphQL, queued, and executed by the daemon in a run
+worker, so op outputs go through the filesystem IO manager (pickled), not memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops_platform_tests.conftest import free_port, psql
+from ops_platform_tests.restore_e2e_helpers import (
+    BUCKET,
+    PREFIX,
+    ROOT,
+    ROWS,
+    content,
+    create_live,
+    database_names,
+    drop_database,
+    make_env,
+    run_sql_as,
+    s3_client,
+    s3_keys,
+    wait_for,
+)
+from ops_platform_tests.webserver import launch, stop, wait_for_run, wait_until_up
+
+LIVE = PREFIX + "prodshape"
+COPY = PREFIX + "prodshape_copy"
+INSTANCE_DATABASE = PREFIX + "instance"
+S3_PREFIX = "prodshape"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, moto_server, slack_server_session):
+    """The platform as make dev runs it, on PostgreSQL instance storage, with S3 and Slack set."""
+    root = tmp_path_factory.mktemp("production_runs")
+    home = root / "home"
+    home.mkdir(mode=0o700)
+    shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
+    drop_database(INSTANCE_DATABASE)
+    psql(f'CREATE DATABASE "{INSTANCE_DATABASE}"')
+    create_live(LIVE)
+    client = s3_client()
+    if BUCKET not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+    env = make_env(home, root / "backups", {"development": LIVE}, s3_prefix=S3_PREFIX,
+                   slack_webhook=slack_server_session.webhook_url)
+    env.update({"DAGSTER_POSTGRES_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{INSTANCE_DATABASE}",
+                "AWS_ENDPOINT_URL_S3": moto_server})
+    port = free_port()
+    log = root / "platform.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "ops_platform.dev", "--host", "127.0.0.1", "--port",
+                                    str(port)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, timeout=180)
+        yield url, env, root, log
+    finally:
+        stop([process])
+        for name in database_names(LIVE):
+            drop_database(name)
+        drop_database(INSTANCE_DATABASE)
+
+
+def _succeeded(url: str, run_id: str, log: Path) -> dict:
+    run, statuses = wait_for_run(url, run_id, timeout=180)
+    assert run["status"] == "SUCCESS", (statuses[-3:], log.read_text()[-4000:])
+    return run
+
+
+def test_backup_job_runs_through_the_daemon_into_s3(platform, slack_server_session):
+    url, _, root, log = platform
+    run_id = launch(url, "backup_job", "development")
+    _succeeded(url, run_id, log)
+    keys = s3_keys(s3_client(), S3_PREFIX)
+    assert any(key.endswith(".dump.zst") for key in keys) and any(key.endswith(".manifest.json") for key in keys)
+    assert any("Database backup succeeded" in text for text in slack_server_session.texts())
+
+
+def test_restore_job_from_s3_into_a_new_database_through_the_daemon(platform, slack_server_session):
+    """The local copy is gone, so the copy comes from S3; the state the steps hand each other is
+    pickled between them by the run worker's IO manager."""
+    url, _, root, log = platform
+    expected = content(LIVE)
+    shutil.rmtree(root / "backups" / "development")
+    run_id = launch(url, "restore_job", "development",
+                    {"ops": {"resolve_restore": {"config": {"backup": "latest", "target_database": COPY}}}})
+    _succeeded(url, run_id, log)
+    assert content(COPY) == expected
+    assert sum(int(value.split(":")[0]) for value in content(COPY).values() if ":" in value) == ROWS
+
+
+def test_restore_job_replaces_the_environment_after_its_confirmation(platform, slack_server_session):
+    url, _, _, log = platform
+    expected = content(LIVE)
+    run_sql_as(LIVE, "INSERT INTO customers (email) VALUES ('after-the-backup@example.com');")
+    config = {"backup": "latest", "confirm": "development"}
+    run_id = launch(url, "restore_job", "development", {"ops": {"resolve_restore": {"config": config}}})
+    _succeeded(url, run_id, log)
+    assert content(LIVE) == expected
+    assert [name for name in database_names(LIVE) if "__pre_restore_" in name]
+
+
+def test_restore_drill_runs_through_the_daemon(platform):
+    url, _, _, log = platform
+    run_id = launch(url, "restore_drill_job", "development")
+    _succeeded(url, run_id, log)
+    assert not [name for name in database_names(LIVE) if "__drill" in name]
