@@ -24,7 +24,8 @@ from ops_platform.lib.insight.conditions import (
     snapshot_result,
 )
 from ops_platform.lib.insight.database_stats import XID_LIMIT, DatabaseSnapshot, StatsError, collect_snapshot
-from ops_platform.lib.redact import Redactor
+from ops_platform.lib.redact import Redactor, secrets_from_environ
+from ops_platform.lib.sql_text import sanitize_statement
 from ops_platform.lib.tags import KIND, MAX_RETRIES, MAX_RUNTIME, PARTITION
 
 STATS_KEY = dg.AssetKey("database_stats")
@@ -91,11 +92,12 @@ def table_view(snapshot: DatabaseSnapshot) -> dg.MetadataValue:
 
 
 def statements_view(snapshot: DatabaseSnapshot, redactor: Redactor) -> dg.MetadataValue:
+    """The top statements as a Markdown table, each text masked, redacted, then cut to 200 characters."""
     if not snapshot.statements:
         return dg.MetadataValue.md(redactor(snapshot.statements_note or "No statements recorded."))
     lines = ["| total | calls | mean | rows | statement |", "|---|---|---|---|---|"]
     for statement in snapshot.statements:
-        text = one_line(statement.query, 200).replace("|", "\\|").replace("`", "'")
+        text = sanitize_statement(statement.query, 200, redactor).replace("|", "\\|").replace("`", "'")
         lines.append(f"| {statement.total_ms / 1000:.1f} s | {statement.calls:,} | {statement.mean_ms:.2f} ms | "
                      f"{statement.rows:,} | `{text}` |")
     return dg.MetadataValue.md(redactor("\n".join(lines)))
@@ -227,7 +229,8 @@ def database_stats(context: dg.AssetExecutionContext, insight_settings: InsightS
         database_url = stats_database_url(environment)
         previous = previous_snapshot(context.instance, environment)
         day_ago = size_a_day_ago(context.instance, environment, at)
-        snapshot = collect_snapshot(database_url, previous=previous, **vars(insight_settings.collection()))
+        snapshot = collect_snapshot(database_url, previous=previous, secrets=secrets_from_environ(),
+                                    **vars(insight_settings.collection()))
     except Exception as error:  # noqa: BLE001 - every failure is one line and one failed check
         line = str(error) if isinstance(error, (StatsError, ConfigError)) else f"{type(error).__name__}: {error}"
         line = one_line(redactor(line))

@@ -35,9 +35,8 @@ server every time). Either case gives a note saying what to do instead of statem
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -49,12 +48,10 @@ from ops_platform.lib import settings as settings_table
 from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.insight import known_fields
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.sql_text import sanitize_statement
 
 APPLICATION_NAME = "ops_platform_insight"
 XID_LIMIT = 2 ** 31
-MAX_STATEMENT_CHARS = 300
-_STRING_LITERAL = re.compile(r"(?:[eE])?'(?:[^'\\]|''|\\.)*'")
-_DOLLAR_QUOTED = re.compile(r"\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$", re.DOTALL)
 _IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 
 
@@ -178,8 +175,9 @@ class ReplicationSlot:
 
 @dataclass
 class StatementStats:
-    """A ``pg_stat_statements`` entry; the text is normalized by PostgreSQL, and any literal
-    left in it (utility statements) is masked here."""
+    """A ``pg_stat_statements`` entry. ``query`` is safe to show (``lib/sql_text.py``): a planned
+    statement with its constants masked and comments removed, or only the command tag of any
+    other (``ALTER ROLE (text not shown)``)."""
 
     queryid: int | None
     query: str
@@ -274,14 +272,6 @@ def _iso(moment: datetime | None, timespec: str = "seconds") -> str | None:
     if moment is None:
         return None
     return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
-
-
-def sanitize_statement(text: str | None, limit: int = MAX_STATEMENT_CHARS) -> str:
-    """One line of a statement's text with string literals masked, shortened to ``limit``."""
-    cleaned = _DOLLAR_QUOTED.sub("$$***$$", text or "")
-    cleaned = _STRING_LITERAL.sub("'***'", cleaned)
-    cleaned = " ".join(cleaned.split())
-    return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
 
 
 # --- queries ------------------------------------------------------------------------------------
@@ -470,9 +460,11 @@ def _connect(database_url: str, connect_timeout: int, redactor: Redactor, target
 
 def collect_snapshot(database_url: str, *, statement_timeout_ms: int, lock_timeout_ms: int, top_tables: int,
                      top_statements: int, previous: DatabaseSnapshot | Mapping | None = None,
-                     connect_timeout_seconds: int = 10, exact_sizes: bool = True) -> DatabaseSnapshot:
+                     connect_timeout_seconds: int = 10, exact_sizes: bool = True,
+                     secrets: Iterable[str] = ()) -> DatabaseSnapshot:
     """Read one database's statistics (see the module docstring); ``previous`` (a snapshot or its
-    dict) turns the cumulative counters into an ``activity`` delta. ``exact_sizes=False`` takes
+    dict) turns the cumulative counters into an ``activity`` delta. ``secrets`` (with the URL's
+    password) are redacted from errors and statement texts, before a text is cut to length. ``exact_sizes=False`` takes
     table sizes from ``pg_class.relpages`` (no relation is opened at all; figures as of the last
     VACUUM/ANALYZE), for catalogs so large that reading every table's files is too much.
     Raises StatsError."""
@@ -480,7 +472,7 @@ def collect_snapshot(database_url: str, *, statement_timeout_ms: int, lock_timeo
         raise StatsError("statement_timeout_ms and lock_timeout_ms must be at least 1 (0 would disable them)")
     started = time.monotonic()
     target, password = _describe_target(database_url)
-    redactor = Redactor([password] if password else [])
+    redactor = Redactor([*secrets, password] if password else secrets)
     connection = _connect(database_url, connect_timeout_seconds, redactor, target)
     try:
         session = _Session(connection, redactor, statement_timeout_ms, lock_timeout_ms)
@@ -587,7 +579,8 @@ def _read_statements(session: _Session, snapshot: DatabaseSnapshot, database_oid
             raise
         snapshot.statements_note = f"pg_stat_statements could not be read: {error}"
         return
-    snapshot.statements = [StatementStats(qid, sanitize_statement(text), calls, round(total, 3), round(mean, 3), rows_)
+    snapshot.statements = [StatementStats(qid, sanitize_statement(text, redact=session.redactor), calls,
+                                          round(total, 3), round(mean, 3), rows_)
                            for qid, text, calls, total, mean, rows_ in rows]
     if not snapshot.statements:
         snapshot.statements_note = "pg_stat_statements has no statements for this database yet"

@@ -22,15 +22,17 @@ from ops_platform.lib.artifacts import parse_utc, utc_iso
 from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.insight.backup_history import BackupHistory
 from ops_platform.lib.insight.conditions import ERROR, ConditionResult
-from ops_platform.lib.insight.database_stats import DatabaseSnapshot, activity_since, sanitize_statement
+from ops_platform.lib.insight.database_stats import DatabaseSnapshot, activity_since
 from ops_platform.lib.insight.deployments import ROLLBACK_FAILED, ROLLED_BACK, DeploymentSummary
 from ops_platform.lib.insight.open_incidents import OpenIncident
 from ops_platform.lib.insight.uptime import ComponentUptime
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.slack import SlackMessage
+from ops_platform.lib.sql_text import sanitize_statement
 
 BIGGEST_TABLES = 10
 SLOWEST_STATEMENTS = 5
+CELL_CHARS = 160
 _OUTCOME_TEXT = {ROLLED_BACK: "failed and was rolled back", ROLLBACK_FAILED: "failed and the rollback failed"}
 
 
@@ -190,7 +192,7 @@ def render_digest_markdown(reports: Sequence[EnvironmentReport], now: datetime, 
 
 
 def _cell(text: object) -> str:
-    return _one_line(str(text), 160).replace("|", "\\|").replace("`", "'")
+    return _one_line(str(text), CELL_CHARS).replace("|", "\\|").replace("`", "'")
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -323,7 +325,9 @@ def database_section(report: EnvironmentReport) -> list[str]:
     return lines + [""]
 
 
-def statements_section(snapshot: DatabaseSnapshot | None) -> list[str]:
+def statements_section(snapshot: DatabaseSnapshot | None, redactor: Redactor) -> list[str]:
+    """The slowest statements, each text masked and redacted again (a snapshot stored by an older
+    version may hold more) before it is cut to a table cell."""
     lines = ["### Slowest statements", ""]
     if snapshot is None:
         return lines + ["No database snapshot.", ""]
@@ -332,7 +336,7 @@ def statements_section(snapshot: DatabaseSnapshot | None) -> list[str]:
     lines.append("By total execution time since pg_stat_statements was last reset:")
     lines.append("")
     rows = [[human_duration(s.total_ms / 1000), f"{s.calls:,}", f"{s.mean_ms:.1f} ms",
-             f"`{_cell(sanitize_statement(s.query))}`"]
+             f"`{_cell(sanitize_statement(s.query, CELL_CHARS, redactor))}`"]
             for s in snapshot.statements[:SLOWEST_STATEMENTS]]
     lines += ["| total | calls | mean | statement |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -391,7 +395,7 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
         lines += deployments_section(report.deployments)
         lines += backups_section(report.backups)
         lines += database_section(report)
-        lines += statements_section(report.snapshot)
+        lines += statements_section(report.snapshot, redactor)
     if not reports:
         lines.append("No environments are configured.")
     summary = [f":bar_chart: *Weekly operations report, {period}*"]
