@@ -6,13 +6,11 @@ worker, so op outputs go through the filesystem IO manager (pickled), not memory
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ops_platform_tests.conftest import free_port, psql
@@ -29,7 +27,6 @@ from ops_platform_tests.restore_e2e_helpers import (
     run_sql_as,
     s3_client,
     s3_keys,
-    wait_for,
 )
 from ops_platform_tests.webserver import launch, stop, wait_for_run, wait_until_up
 

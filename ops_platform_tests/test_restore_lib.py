@@ -362,7 +362,7 @@ def test_names_respect_the_63_byte_limit_and_stay_recognisable():
 
 
 def test_swap_ends_open_sessions_and_keeps_the_old_database(backup_set, cleanup_databases):
-    from ops_platform.lib.restore.databases import swap
+    from ops_platform.lib.restore.swap import swap
 
     live, stamp = f"{PREFIX}swap_live", "20260115T070000Z"
     scratch = make_live_and_scratch(live, stamp)
@@ -392,7 +392,7 @@ def test_swap_ends_open_sessions_and_keeps_the_old_database(backup_set, cleanup_
 
 
 def test_swap_failure_renames_the_old_database_back(cleanup_databases):
-    from ops_platform.lib.restore.databases import swap
+    from ops_platform.lib.restore.swap import swap
 
     live, stamp = f"{PREFIX}swap_fail", "20260115T070000Z"
     scratch = make_live_and_scratch(live, stamp)
@@ -413,7 +413,7 @@ def test_swap_failure_renames_the_old_database_back(cleanup_databases):
 
 
 def test_swap_gives_up_cleanly_when_sessions_cannot_be_ended(cleanup_databases):
-    from ops_platform.lib.restore.databases import swap
+    from ops_platform.lib.restore.swap import swap
 
     live, stamp = f"{PREFIX}swap_busy", "20260115T070000Z"
     scratch = make_live_and_scratch(live, stamp)

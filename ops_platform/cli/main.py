@@ -43,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "against its manifest; exit 1 if any copy does not match")
     listing.set_defaults(handler=backups.backups_list_command)
 
-    restoring = commands.add_parser("restore", help="restore a backup (a safety backup first, then swap)")
-    restoring.add_argument("backup", metavar="latest|BACKUP_ID")
-    restoring.add_argument("environment")
+    restoring = commands.add_parser("restore", help="restore a backup (a safety backup first, then swap)",
+                                    usage="%(prog)s (latest|BACKUP_ID) ENV [options] | %(prog)s --recover ENV")
+    restoring.add_argument("backup", metavar="latest|BACKUP_ID", nargs="?")
+    restoring.add_argument("environment", nargs="?")
+    restoring.add_argument("--recover", action="store_true",
+                           help="only finish or undo a swap a stopped restore left half done (ops-platform restore "
+                                "--recover ENV); restores and backups do this first on their own")
     restoring.add_argument("--target-database", metavar="NAME",
                            help="restore into this new database on the same server; the environment's is untouched")
     restoring.add_argument("--replace-target", action="store_true", help="replace --target-database if it exists")

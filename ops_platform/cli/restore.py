@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CommandError
+from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CommandError
 from ops_platform.cli.runs import (
     failure_message,
     in_progress_runs,
@@ -29,6 +29,7 @@ from ops_platform.lib.restore.plan import (
     needs_confirmation,
     plan_restore,
 )
+from ops_platform.lib.restore.swap import recover_interrupted_swaps
 from ops_platform.lib.stores import stores_from_environ
 from ops_platform.lib.tags import RESTORE_LEFT
 
@@ -55,7 +56,13 @@ def confirmation(environment: str, live: str, yes: bool) -> str:
 
 
 def restore_command(args) -> int:
+    if args.recover:
+        return recover_command(args)
+    if not args.backup or not args.environment:
+        raise CommandError("restore needs a backup (latest or an id) and an environment: "
+                           "ops-platform restore latest ENV", EXIT_BAD_INPUT)
     environment = get_environment(args.environment)
+    _recover(environment)
     settings.check(settings.RESTORE + settings.RETENTION + settings.S3_ENCRYPTION)
     if args.replace_target and not args.target_database:
         raise CommandError("--replace-target needs --target-database", EXIT_BAD_INPUT)
@@ -103,6 +110,44 @@ def restore_command(args) -> int:
     if metadata.get("older_than_newest"):
         print(f"WARNING: {metadata['older_than_newest']}")
     return EXIT_OK
+
+
+def recover_command(args) -> int:
+    """``ops-platform restore --recover ENV``: finish or undo a swap a stopped restore left half
+    done, and say which; exit 1 when one needs a person."""
+    if not args.backup or args.environment:
+        raise CommandError("--recover takes the environment only: ops-platform restore --recover ENV", EXIT_BAD_INPUT)
+    environment = get_environment(args.backup)
+    recoveries = _recover(environment, busy_is_error=True, stream=sys.stdout)
+    if not recoveries:
+        print(f"nothing to recover: no swap of {environment.name} was left half done")
+    return EXIT_OK if all(recovery.settled for recovery in recoveries) else EXIT_FAILED
+
+
+def _recover(environment, busy_is_error: bool = False, stream=None) -> list:
+    """Recover every interrupted swap of the environment under its lock (lib/restore/swap.py),
+    each said on ``stream`` (default: a warning on stderr) and in Slack. When the environment is
+    busy, the run holding it recovers them itself."""
+    from ops_platform.config import backup_root
+    from ops_platform.lib import locks
+    from ops_platform.lib.messages.restores import swap_recovered
+    from ops_platform.lib.slack import notifier_from_environ
+
+    try:
+        with locks.environment_lock(environment.database_url, environment.name, holder="cli recovery"):
+            recoveries = recover_interrupted_swaps(environment.database_url, backup_root(), environment.name)
+    except locks.LockBusy as error:
+        if busy_is_error:
+            raise CommandError(f"{error}; it finishes or undoes any interrupted swap itself") from None
+        return []
+    except (locks.LockUnavailable, RestoreStepError) as error:
+        raise CommandError(f"cannot check for interrupted swaps of {environment.name}: {error}") from None
+    slack = notifier_from_environ()
+    for recovery in recoveries:
+        print(recovery.message if stream else f"warning: {recovery.message}", file=stream or sys.stderr)
+        if slack.configured and recovery.action != "busy":
+            slack.post(swap_recovered(environment.name, recovery.action, recovery.message, recovery.record.run_id))
+    return recoveries
 
 
 def _input_error(result) -> bool:

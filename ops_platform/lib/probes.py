@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import certifi
@@ -29,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.restore.swap import swaps_in_the_way
 from ops_platform.lib.s3_encryption import ServerSideEncryption, put_args
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
@@ -218,9 +220,15 @@ def probe_frontend(environment: str, frontend_url: str, settings: ProbeSettings)
     return [ProbeResult(environment, "frontend", status, reason, latency)]
 
 
-def probe_postgres(environment: str, database_url: str, settings: ProbeSettings) -> list[ProbeResult]:
-    """Connect and ``SELECT 1`` with connect and statement timeouts."""
+def probe_postgres(environment: str, database_url: str, settings: ProbeSettings,
+                   swap_root: Path | None = None) -> list[ProbeResult]:
+    """Connect and ``SELECT 1`` with connect and statement timeouts. A restore's swap of the
+    environment left half done (journals under ``swap_root``) is said first, whatever the answer."""
     started = time.monotonic()
+    if swap_root is not None:
+        for running, text in swaps_in_the_way(database_url, swap_root, environment):
+            return [ProbeResult(environment, "postgres", DEGRADED if running else UNHEALTHY, text,
+                                time.monotonic() - started)]
     statement_ms = max(1, int(settings.timeout_seconds * 1000))
     try:
         with psycopg.connect(database_url, connect_timeout=max(1, math.ceil(settings.timeout_seconds)),
@@ -351,10 +359,12 @@ def failed_probe(environment: str, component: str, reason: str) -> Probe:
 
 
 def environment_probes(environment, settings: ProbeSettings, *, s3_client=None, bucket: str | None = None,
-                       prefix: str = "backups", encryption: ServerSideEncryption | None = None) -> list[Probe]:
-    """The probes for one configured environment (an ``EnvironmentConfig``)."""
+                       prefix: str = "backups", encryption: ServerSideEncryption | None = None,
+                       swap_root: Path | None = None) -> list[Probe]:
+    """The probes for one configured environment (an ``EnvironmentConfig``); ``swap_root`` is the
+    backup root, where a restore's swap keeps its journal."""
     name = environment.name
-    probes = [Probe(name, "postgres", lambda: probe_postgres(name, environment.database_url, settings),
+    probes = [Probe(name, "postgres", lambda: probe_postgres(name, environment.database_url, settings, swap_root),
                     settings.timeout_seconds)]
     if environment.api_url:
         probes.append(Probe(name, "api", lambda: probe_api(name, environment.api_url, settings),

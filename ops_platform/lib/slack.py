@@ -8,6 +8,8 @@ With neither configured, messages go to the log with one warning.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,3 +125,15 @@ class SlackNotifier:
                 report.errors.append(f"{name}: {reason}")
                 self.log.warning("Slack delivery via %s failed after retries: %s", name, reason)
         return report
+
+
+def notifier_from_environ(environ: Mapping[str, str] | None = None,
+                          log: logging.Logger | None = None) -> SlackNotifier:
+    """The notifier the Slack variables describe, for work outside a Dagster run (the Dagster
+    resource ``OpsSlackResource`` builds the same from the same variables)."""
+    environ = os.environ if environ is None else environ
+    token, channel, base_url, webhook = (environ.get(name, "").strip() or None for name in (
+        "SLACK_BOT_TOKEN", "SLACK_CHANNEL", "SLACK_API_URL", "SLACK_WEBHOOK_URL"))
+    return SlackNotifier(web_client=make_web_client(token, base_url) if token and channel else None, channel=channel,
+                         webhook_client=make_webhook_client(webhook) if webhook else None,
+                         redactor=Redactor.from_environ(environ), log=log)

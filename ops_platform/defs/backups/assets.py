@@ -10,6 +10,7 @@ from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import environment_partitions
 from ops_platform.defs.private_folders import private_backup_folder
+from ops_platform.defs.restores.recovery import settle_interrupted_swaps
 from ops_platform.defs.resources import (
     BackupBucketResource,
     BackupStorageResource,
@@ -150,6 +151,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     try:
         with environment_guard(context, environment.database_url, environment_name,
                                backup_settings.lock_wait_seconds):
+            settle_interrupted_swaps(context, slack, environment.database_url, local.root, environment_name)
             for cleared in clear_leftovers(local, s3, environment_name):
                 context.log.warning(f"left by a backup that died: {cleared}")
             outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,

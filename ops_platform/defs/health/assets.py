@@ -10,13 +10,14 @@ read it back from the instance.
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from ops_platform.config import ConfigError, load_environments
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
-from ops_platform.defs.resources import BackupBucketResource
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib import probes
 from ops_platform.lib.incidents import SWEEP_JOB
@@ -142,7 +143,8 @@ def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings) -
     return settings
 
 
-def build_probes(environments, settings: probes.ProbeSettings, backup_bucket: BackupBucketResource):
+def build_probes(environments, settings: probes.ProbeSettings, backup_bucket: BackupBucketResource,
+                 swap_root: Path | None = None):
     s3_client, s3_problem, encryption = None, None, None
     if backup_bucket.bucket:
         try:
@@ -154,7 +156,7 @@ def build_probes(environments, settings: probes.ProbeSettings, backup_bucket: Ba
     for environment in environments:
         sweep += probes.environment_probes(environment, settings, s3_client=s3_client,
                                            bucket=backup_bucket.bucket, prefix=backup_bucket.prefix,
-                                           encryption=encryption)
+                                           encryption=encryption, swap_root=swap_root)
         if s3_problem:
             sweep.append(probes.failed_probe(environment.name, "bucket", s3_problem))
     return sweep
@@ -164,7 +166,8 @@ if health_check_specs:
     @dg.multi_asset_check(specs=health_check_specs, can_subset=True, name="health_checks",
                           description="One health sweep of every configured environment, all checks at once.")
     def health_checks(context: dg.AssetCheckExecutionContext, config: HealthSweepConfig,
-                      backup_bucket: BackupBucketResource, health_settings: HealthSettings):
+                      backup_bucket: BackupBucketResource, backup_storage: BackupStorageResource,
+                      health_settings: HealthSettings):
         """Probe every component of the selected environments concurrently, with hard per-check
         timeouts, and record each result with its latency."""
         selected = set(config.environments) or set(ENVIRONMENT_NAMES)
@@ -175,7 +178,8 @@ if health_check_specs:
         environments = [env for name, env in load_environments().items() if name in selected]
         health_settings.require_valid("health sweep")
         settings = sweep_settings(config, health_settings)
-        sweep = probes.run_sweep(build_probes(environments, settings, backup_bucket), Redactor.from_environ())
+        sweep = probes.run_sweep(build_probes(environments, settings, backup_bucket, backup_storage.local_store().root),
+                                 Redactor.from_environ())
         context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
                          f"{sweep.duration_seconds:.2f}s")
         selected_keys = context.selected_asset_check_keys

@@ -30,6 +30,7 @@ from ops_platform.defs.alerts.marking import mark_alerted
 from ops_platform.defs.databases import DATABASE_KEY
 from ops_platform.defs.environments import environment_partitions
 from ops_platform.defs.private_folders import private_backup_folder, private_folder
+from ops_platform.defs.restores.recovery import settle_interrupted_swaps
 from ops_platform.defs.resources import (
     RESTORE_STATE_IO_MANAGER,
     BackupBucketResource,
@@ -54,6 +55,7 @@ from ops_platform.lib.restore.fetch import fetch_restorable, make_work_dir
 from ops_platform.lib.restore.migrate import run_migrations as run_migrate_command
 from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
 from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, plan_restore
+from ops_platform.lib.restore.swap import SwapJournal, swap
 from ops_platform.lib.restore.verify import verify_restored_database
 from ops_platform.lib.tags import KIND, MAX_RETRIES, RESTORE_LEFT
 
@@ -110,6 +112,8 @@ def _warn(context: dg.OpExecutionContext, line: str) -> None:
 
 
 def _left_as_it_was(state: RestoreState | None, step: str) -> str:
+    if state is not None and step == "swap" and state.swap_outcome:
+        return state.swap_outcome
     if state is None or step in ("resolve", "fetch", "safety_backup", "scratch") or not state.in_place:
         if state is not None and state.replacing:
             return f"{state.target} was left untouched"
@@ -181,6 +185,8 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
         live = databases.database_name(environment.database_url)
         lock = restore_lock.acquire(context, environment.database_url, environment.name,
                                     request.target_database or live, backup_settings.lock_wait_seconds)
+        settle_interrupted_swaps(context, slack, environment.database_url, backup_storage.local_store().root,
+                                 environment.name, held=lock)
         state = plan_restore(request, environment, backup_storage.local_store(), backup_bucket.store(),
                              other_environments=load_environments())
         for name in databases.drop_stale_scratch(environment.database_url, state.target, lock):
@@ -327,13 +333,19 @@ def verify_restore(context: dg.OpExecutionContext, state: RestoreState, slack: O
                    "<db>__pre_restore_<time> (kept for BACKUP_PRE_RESTORE_DAYS), rename the copy to <db>. "
                    "A failed rename puts the old name back. Then record the restore and report it.")
 def swap_into_place(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
-                    restore_lock: RestoreLockResource) -> None:
+                    backup_storage: BackupStorageResource, restore_lock: RestoreLockResource) -> None:
     with restore_step(context, "swap", slack, state):
         url = get_environment(state.environment).database_url
         if state.in_place:
             _announce(context, f"swap: nothing to swap, {state.target} was restored in place")
         elif state.replacing:
-            result = databases.swap(url, state.target, state.scratch, state.stamp, lock=restore_lock.held)
+            journal = SwapJournal(backup_storage.local_store().root, state.environment, state.target)
+            try:
+                result = swap(url, state.target, state.scratch, state.stamp, journal=journal,
+                              environment=state.environment, backup_id=state.backup_id, run_id=context.run_id,
+                              lock=restore_lock.held)
+            finally:
+                state.swap_outcome = journal.outcome
             state.scratch_created, state.kept_database = False, result.kept
             state.warnings += result.warnings
             _announce(context, f"swap: {state.target} is the restored copy; the previous one is kept as {result.kept} "

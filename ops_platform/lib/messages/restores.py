@@ -55,3 +55,14 @@ def drill_failed(environment: str, error: str, backup_id: str | None, run_url: s
     what = f"`{backup_id}`" if backup_id else "the latest verified backup"
     return slack_message([f":rotating_light: *Restore drill failed* ({environment}): {what} did not restore cleanly",
                           f"• {error.strip()[:1500]}"], run_url)
+
+
+def swap_recovered(environment: str, action: str, message: str, stopped_run: str | None,
+                   run_url: str | None = None) -> SlackMessage:
+    """A swap that a stopped restore left half done, finished or undone by the next run (or not)."""
+    icon = ":rotating_light:" if action == "unclear" else ":warning:"
+    title = {"finished": "finished", "undone": "undone"}.get(action, "needs a person")
+    lines = [f"{icon} *Interrupted restore swap {title}* ({environment})", f"• {message}"]
+    if stopped_run:
+        lines.append(f"• the restore that stopped: run `{stopped_run}`")
+    return slack_message(lines, run_url)

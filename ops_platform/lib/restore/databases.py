@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -138,7 +137,7 @@ def connect(url: str, dbname: str | None = None, *, connect_timeout: int = 10, s
 
 
 @contextlib.contextmanager
-def _maintenance(url: str, step: str, redactor: Redactor | None, **timeouts) -> Iterator[psycopg.Connection]:
+def maintenance(url: str, step: str, redactor: Redactor | None, **timeouts) -> Iterator[psycopg.Connection]:
     """A maintenance connection whose psycopg errors become RestoreStepError(step)."""
     redactor = redactor_for(url, redactor)
     try:
@@ -148,30 +147,30 @@ def _maintenance(url: str, step: str, redactor: Redactor | None, **timeouts) -> 
         raise step_error(step, describe(error), redactor) from None
 
 
-def _exists(connection: psycopg.Connection, name: str) -> bool:
+def exists(connection: psycopg.Connection, name: str) -> bool:
     return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
 def can_create_databases(url: str, *, redactor: Redactor | None = None) -> bool:
     """Whether the URL's role may create databases (CREATEDB or superuser): the scratch-and-swap
     restore needs it; without it only the in-place fallback is possible."""
-    with _maintenance(url, "scratch", redactor) as connection:
+    with maintenance(url, "scratch", redactor) as connection:
         row = connection.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     return bool(row and row[0])
 
 
 def database_exists(url: str, name: str, *, redactor: Redactor | None = None) -> bool:
     """Whether a database of that exact name exists on the URL's server."""
-    with _maintenance(url, "scratch", redactor) as connection:
-        return _exists(connection, name)
+    with maintenance(url, "scratch", redactor) as connection:
+        return exists(connection, name)
 
 
 def create_database(url: str, name: str, *, like: str | None = None, redactor: Redactor | None = None) -> None:
     """``CREATE DATABASE name TEMPLATE template0``, with the encoding and locale of ``like`` when
     that database exists (so a swapped-in copy sorts and compares text like the one it replaces)."""
-    with _maintenance(url, "scratch", redactor, statement_timeout=600) as connection:
+    with maintenance(url, "scratch", redactor, statement_timeout=600) as connection:
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
-        if like and _exists(connection, like):
+        if like and exists(connection, like):
             statement += _locale_clause(connection, like)
         connection.execute(statement)
 
@@ -191,7 +190,7 @@ def _locale_clause(connection: psycopg.Connection, like: str) -> sql.Composable:
     return clause
 
 
-def _terminate_sessions(connection: psycopg.Connection, name: str) -> tuple[int, set[str]]:
+def terminate_sessions(connection: psycopg.Connection, name: str) -> tuple[int, set[str]]:
     """Terminate every other session on ``name``; returns (terminated, roles that could not be)."""
     wait = ", 5000" if connection.info.server_version >= 140000 else ""
     rows = connection.execute("SELECT pid, usename FROM pg_stat_activity WHERE datname = %s "
@@ -209,10 +208,10 @@ def _terminate_sessions(connection: psycopg.Connection, name: str) -> tuple[int,
 def drop_database(url: str, name: str, *, redactor: Redactor | None = None, step: str = "scratch") -> bool:
     """Terminate the database's sessions, then ``DROP DATABASE IF EXISTS ... WITH (FORCE)``.
     Returns whether it existed."""
-    with _maintenance(url, step, redactor, statement_timeout=600) as connection:
-        if not _exists(connection, name):
+    with maintenance(url, step, redactor, statement_timeout=600) as connection:
+        if not exists(connection, name):
             return False
-        _terminate_sessions(connection, name)
+        terminate_sessions(connection, name)
         connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         return True
 
@@ -255,7 +254,7 @@ def restore_lock(url: str, database: str, *, wait_seconds: float = 0, holder: st
 def list_scratch_databases(url: str, database: str, *, redactor: Redactor | None = None) -> list[str]:
     """Every ``<database>__restore_<stamp>`` database on the server."""
     pattern = _derived_pattern(database, SCRATCH_INFIX)
-    with _maintenance(url, "scratch", redactor) as connection:
+    with maintenance(url, "scratch", redactor) as connection:
         names = [row[0] for row in connection.execute("SELECT datname FROM pg_database")]
     return sorted(name for name in names if pattern.fullmatch(name))
 
@@ -273,18 +272,7 @@ def drop_stale_scratch(url: str, database: str, lock: RestoreLock, *, keep: Iter
     return dropped
 
 
-# ---------------------------------------------------------------- swap
-
-
-@dataclass
-class SwapResult:
-    """``kept`` is the old live database's new name; ``terminated`` counts ended sessions."""
-
-    live: str
-    kept: str
-    terminated: int
-    attempts: int
-    warnings: list[str] = field(default_factory=list)
+# ---------------------------------------------------------------- database-level properties
 
 
 _LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "shared_preload_libraries",
@@ -370,7 +358,7 @@ def copy_database_properties(connection: psycopg.Connection, source: str, target
     return warnings
 
 
-def _set_allow_connections(connection: psycopg.Connection, name: str, allowed: bool) -> str | None:
+def set_allow_connections(connection: psycopg.Connection, name: str, allowed: bool) -> str | None:
     try:
         connection.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
             sql.Identifier(name), sql.SQL("true" if allowed else "false")))
@@ -379,89 +367,12 @@ def _set_allow_connections(connection: psycopg.Connection, name: str, allowed: b
     return None
 
 
-def _rename(connection: psycopg.Connection, old: str, new: str) -> None:
+def rename_database(connection: psycopg.Connection, old: str, new: str) -> None:
     connection.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
 
-def swap(url: str, live: str, scratch: str, stamp: str, *, lock: RestoreLock | None = None, attempts: int = 5,
-         retry_delay: float = 0.5, copy_properties: bool = True, redactor: Redactor | None = None) -> SwapResult:
-    """Put ``scratch`` in place of ``live``, keeping the old one as ``<live>__pre_restore_<stamp>``:
-    copy live's database-level properties to scratch, block new connections to live, terminate its
-    sessions and rename it (retried up to ``attempts`` times while clients reconnect), rename
-    scratch to live, then allow connections on both again. If the second rename fails, the old
-    database is renamed back. Raises RestoreStepError("swap"), which says where everything is."""
-    redactor = redactor_for(url, redactor)
-    kept = pre_restore_name(live, stamp)
-    if lock is not None:
-        lock.require(live, "swap")
-    with _maintenance(url, "swap", redactor) as connection:
-        for name, must_exist in ((live, True), (scratch, True), (kept, False)):
-            if _exists(connection, name) != must_exist:
-                state = "does not exist" if must_exist else "already exists"
-                raise step_error("swap", f"cannot swap: database {name} {state}; nothing was changed", redactor)
-        warnings = copy_database_properties(connection, live, scratch) if copy_properties else []
-        live_allowed = connection.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
-                                          (live,)).fetchone()[0]
-        blocked = _set_allow_connections(connection, live, False) is None
-        if not blocked:
-            warnings.append(f"could not block new connections to {live} (not its owner); relying on retries")
-        terminated, tries = _take_out_of_service(connection, live, kept, attempts, retry_delay, redactor,
-                                                 restore_allowed=live_allowed if blocked else None)
-        _put_in_service(connection, live, scratch, kept, redactor, live_allowed)
-        for name, allowed in ((live, True), (kept, live_allowed)):
-            problem = _set_allow_connections(connection, name, allowed)
-            if problem:
-                warnings.append(f"could not set ALLOW_CONNECTIONS {str(allowed).lower()} on {name}: {problem}")
-    return SwapResult(live, kept, terminated, tries, [redactor(w) for w in warnings])
 
-
-def _take_out_of_service(connection: psycopg.Connection, live: str, kept: str, attempts: int, retry_delay: float,
-                         redactor: Redactor, restore_allowed: bool | None) -> tuple[int, int]:
-    """Terminate live's sessions and rename it to ``kept``, retrying while sessions come back."""
-    terminated, refused, last = 0, set(), ""
-    for attempt in range(1, max(1, attempts) + 1):
-        count, refused = _terminate_sessions(connection, live)
-        terminated += count
-        if refused:  # the rename would wait 5 s for them, then fail
-            last = f"database \"{live}\" is being accessed by other users"
-            time.sleep(retry_delay)
-            continue
-        try:
-            _rename(connection, live, kept)
-            return terminated, attempt
-        except psycopg.errors.ObjectInUse as error:
-            last = describe(error)
-            time.sleep(retry_delay)
-        except psycopg.Error as error:
-            last = describe(error)
-            break
-    if restore_allowed is not None:
-        _set_allow_connections(connection, live, restore_allowed)
-    detail = f"; sessions of {', '.join(sorted(refused))} cannot be ended by this role" if refused else ""
-    raise step_error("swap", f"could not rename {live} to {kept} after {attempt} attempt(s): {last}{detail}; "
-                             f"{live} is unchanged and still in service", redactor)
-
-
-def _put_in_service(connection: psycopg.Connection, live: str, scratch: str, kept: str, redactor: Redactor,
-                    live_allowed: bool) -> None:
-    """Rename scratch to live; on failure rename the kept database back to live."""
-    try:
-        _count, refused = _terminate_sessions(connection, scratch)
-        if not refused:
-            _rename(connection, scratch, live)
-            return
-        failure = f"sessions of {', '.join(sorted(refused))} on it cannot be ended by this role"
-    except psycopg.Error as error:
-        failure = describe(error)
-    try:
-        _rename(connection, kept, live)
-    except psycopg.Error as error:
-        raise step_error("swap", f"renaming {scratch} to {live} failed ({failure}) and renaming the old database "
-                                 f"back failed too ({describe(error)}): the old database is now named {kept}; run "
-                                 f"ALTER DATABASE \"{kept}\" RENAME TO \"{live}\"", redactor) from None
-    _set_allow_connections(connection, live, live_allowed)
-    raise step_error("swap", f"renaming {scratch} to {live} failed ({failure}); the old database was renamed back "
-                             f"to {live} and is unchanged; the restored copy is still {scratch}", redactor)
+# ---------------------------------------------------------------- a new target database
 
 
 def promote_scratch(url: str, scratch: str, target: str, *, lock: RestoreLock | None = None,
@@ -471,14 +382,14 @@ def promote_scratch(url: str, scratch: str, target: str, *, lock: RestoreLock | 
     redactor = redactor_for(url, redactor)
     if lock is not None:
         lock.require(target, "swap")
-    with _maintenance(url, "swap", redactor) as connection:
-        if _exists(connection, target):
+    with maintenance(url, "swap", redactor) as connection:
+        if exists(connection, target):
             raise step_error("swap", f"database {target} already exists; replacing it needs a swap", redactor)
-        _count, refused = _terminate_sessions(connection, scratch)
+        _count, refused = terminate_sessions(connection, scratch)
         if refused:
             raise step_error("swap", f"cannot rename {scratch}: sessions of {', '.join(sorted(refused))} on it "
                                      "cannot be ended by this role", redactor)
-        _rename(connection, scratch, target)
+        rename_database(connection, scratch, target)
 
 
 # ---------------------------------------------------------------- kept databases
@@ -488,7 +399,7 @@ def list_pre_restore_databases(url: str, live: str, *, redactor: Redactor | None
                                ) -> list[tuple[str, datetime]]:
     """The kept ``<live>__pre_restore_<stamp>`` databases with their times, newest first."""
     pattern = _derived_pattern(live, KEPT_INFIX)
-    with _maintenance(url, "swap", redactor) as connection:
+    with maintenance(url, "swap", redactor) as connection:
         names = [row[0] for row in connection.execute("SELECT datname FROM pg_database")]
     found = []
     for name in names:

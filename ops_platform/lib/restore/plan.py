@@ -64,6 +64,7 @@ class RestoreState:
     safety_backup_id: str | None = None
     scratch_created: bool = False
     kept_database: str | None = None
+    swap_outcome: str | None = None
     rows_verified: int = 0
     tables_verified: int = 0
     warnings: list[str] = field(default_factory=list)
