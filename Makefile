@@ -24,9 +24,9 @@ $(BIN)/dagster: pyproject.toml
 
 install: $(BIN)/dagster
 
-$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	install -d -m 700 $(DAGSTER_HOME)
-	install -m 600 deploy/dagster.yaml $@
+	install -m 600 dagster.yaml $@
 
 # The demo database when no database URL is set, then a code server, dagster-webserver and dagster-daemon (ops_platform/dev.py).
 dev: install $(DAGSTER_HOME)/dagster.yaml
@@ -45,7 +45,7 @@ graph-snapshot: install   # after an intended change of the definitions
 	UPDATE_GRAPH_SNAPSHOT=1 $(BIN)/python -m pytest -q ops_platform_tests/test_graph.py
 
 validate: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster definitions validate
+	$(BIN)/dagster definitions validate -w workspace.yaml
 
 bench: install
 	$(BIN)/python -m bench

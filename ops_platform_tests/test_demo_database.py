@@ -99,7 +99,7 @@ def test_make_dev_stops_with_one_line_when_postgresql_is_not_there(monkeypatch, 
     assert len(error.splitlines()) == 1
     assert "cannot prepare the demo database ops_platform_demo on 127.0.0.1:1" in error
     assert "set DATABASE_URL" in error
-    assert (tmp_path / "home" / "dagster.yaml").read_text() == (ROOT / "deploy" / "dagster.yaml").read_text()
+    assert (tmp_path / "home" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
 
 
 def test_make_dev_stops_with_one_line_when_the_instance_storage_cannot_be_created(monkeypatch, tmp_path, capsys):
