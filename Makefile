@@ -12,7 +12,8 @@ DEV_PORT ?= 3000
 TEST_PACKAGES_MISSING = $(strip \
   $(if $(shell command -v pg_dump),,postgresql-client) \
   $(if $(shell command -v zstd),,zstd) \
-  $(if $(wildcard /usr/bin/chromium),,chromium))
+  $(if $(wildcard /usr/bin/chromium),,chromium) \
+  $(if $(shell command -v systemd-analyze),,systemd))
 
 .PHONY: install dev test test-tools test-fast graph-snapshot bench validate clean
 
