@@ -162,7 +162,7 @@ def deployment(tmp_path_factory, slack_server_session):
         site.start(name, command(unit(name)["ExecStart"][0], specifiers, ports, replacements), env)
 
     try:
-        # The order of README "Production": the code server and the daemon (which creates the
+        # The order of README "Instance": the code server and the daemon (which creates the
         # instance's tables), the viewer role, then the webservers.
         launch(CODE_SERVER)
         launch(DAEMON)

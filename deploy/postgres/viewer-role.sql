@@ -2,7 +2,7 @@
 -- the Dagster instance and writes nothing but Dagster's partition-status cache.
 --
 -- Run it in the instance's database once its tables exist (`dagster instance migrate` as the user ops,
--- README "Production"), as an administrator who may create roles and is a member of the instance's role:
+-- README "Instance"), as an administrator who may create roles and is a member of the instance's role:
 --   psql -d ops_platform_dagster -v owner=ops_platform -v viewer=ops_platform_viewer -f viewer-role.sql
 -- Then give the role a password (psql: \password ops_platform_viewer) and write it to
 -- /etc/ops_platform/viewer.pgpass as host:port:database:ops_platform_viewer:password (chmod 600, root).
