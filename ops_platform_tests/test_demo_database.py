@@ -129,7 +129,7 @@ def test_make_dev_with_a_database_url_leaves_the_demo_alone(monkeypatch, tmp_pat
 
 
 def test_make_test_names_the_missing_debian_packages(tmp_path):
-    """`make test` with pg_dump and zstd not installed: one line naming the apt packages."""
+    """`make test` with pg_dump, zstd and systemd-analyze not installed: one line naming the apt packages."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("make", "sh", "test"):
@@ -139,7 +139,7 @@ def test_make_test_names_the_missing_debian_packages(tmp_path):
     assert result.returncode != 0
     assert result.stdout.strip().splitlines() == [
         "make test needs Debian packages that are missing: sudo apt-get install postgresql-client zstd"
-        + ("" if Path("/usr/bin/chromium").exists() else " chromium")]
+        + ("" if Path("/usr/bin/chromium").exists() else " chromium") + " systemd"]
 
 
 def test_the_first_backup_of_a_new_instance_tightens_nothing(tmp_path):
