@@ -65,24 +65,13 @@ def unit_environment(name: str, files: dict[str, dict[str, str]], specifiers: di
     return env
 
 
-def local_path(word: str, root: Path, replacements: dict[str, str]) -> str:
-    if word in replacements:
-        return replacements[word]
-    if word.startswith(f"{INSTALL}/.venv/bin/"):
-        return str(BIN / word.rsplit("/", 1)[1])
-    if word.startswith(f"{INSTALL}/"):
-        return str(root / word[len(INSTALL) + 1:])
-    return word
-
-
 def command(line: str, specifiers: dict[str, str], ports: dict[str, str],
             replacements: dict[str, str] | None = None) -> list[str]:
-    """An Exec*= line as argv: the checkout instead of /opt/ops_platform, the test's files
-    (``replacements``) and ports (``ports``: the unit's port -> the test's)."""
-    words = shlex.split(expand(line, specifiers))
-    argv = []
-    for previous, word in zip([""] + words, words):
-        if previous in ("-p", "--port") and word in ports:
-            word = ports[word]
-        argv.append(local_path(word, ROOT, replacements or {}))
-    return argv
+    """An Exec*= line as argv, wherever in it they appear: the test's files (``replacements``), the
+    checkout instead of /opt/ops_platform, and the test's ports (``ports``: the unit's -> the test's)."""
+    text = expand(line, specifiers)
+    for path, replacement in (replacements or {}).items():
+        text = text.replace(path, replacement)
+    text = text.replace(f"{INSTALL}/.venv/bin/", f"{BIN}/").replace(f"{INSTALL}/", f"{ROOT}/")
+    text = re.sub(r"(?<=-p )(\d+)\b", lambda match: ports.get(match.group(1), match.group(1)), text)
+    return shlex.split(text)

@@ -136,7 +136,7 @@ def test_systemd_analyze_verifies_the_units_and_scores_them(tmp_path):
         shutil.copyfile(target, root / "usr" / "lib" / "systemd" / "system" / target.name)
     for name in ALL_UNITS:
         shutil.copy(UNITS / name, system / name)
-        for key in ("ExecStart", "ExecStartPre"):
+        for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStop", "ExecReload"):
             for line in unit(name).get(key, []):
                 program = root / shlex.split(line)[0].lstrip("+-!@:").lstrip("/")
                 program.parent.mkdir(parents=True, exist_ok=True)

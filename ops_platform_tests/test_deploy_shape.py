@@ -100,7 +100,8 @@ def platform_settings(root: Path, slack_api_url: str, operators_url: str) -> dic
                 "BACKUP_RETRY_DELAY_SECONDS": "0", "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CHANNEL": "#ops",
                 "SLACK_API_URL": slack_api_url, "AWS_ACCESS_KEY_ID": "testing-access-key-id",
                 "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-                "DAGSTER_WEBSERVER_URL": operators_url}
+                "DAGSTER_WEBSERVER_URL": operators_url,
+                "DAGSTER_HOME": ""}  # empty, as in .env.example: instance.env, read after this file, sets it
     documented = env_file(ENV_FILES["/etc/ops_platform/ops_platform.env"])
     assert set(settings) <= set(documented), set(settings) - set(documented)
     return settings
@@ -160,6 +161,9 @@ def deployment(tmp_path_factory, slack_server_session):
         for line in unit(name).get("ExecStartPre", []):
             subprocess.run(command(line, specifiers, ports, replacements), env=env, check=True, timeout=30)
         site.start(name, command(unit(name)["ExecStart"][0], specifiers, ports, replacements), env)
+        timeout = float(unit(name).get("TimeoutStartSec", ["90"])[0])
+        for line in unit(name).get("ExecStartPost", []):  # systemd counts the unit started after these
+            subprocess.run(command(line, specifiers, ports, replacements), env=env, check=True, timeout=timeout)
 
     try:
         # The order of README "Instance": the code server and the daemon (which creates the
@@ -272,6 +276,7 @@ def test_no_webserver_process_holds_a_secret(deployment):
     secrets = [DB_PASSWORD, SLACK_TOKEN, AWS_SECRET, database_url("development")]
     code_server = environ(deployment.processes[CODE_SERVER].pid)
     assert all(secret in code_server for secret in (DB_PASSWORD, SLACK_TOKEN, AWS_SECRET)), "the code server has them"
+    assert deployment.envs[CODE_SERVER]["DAGSTER_HOME"] == deployment.envs[OPERATORS]["DAGSTER_HOME"] != ""
     for name in (OPERATORS, VIEWERS, DAEMON):
         text = environ(deployment.processes[name].pid)
         variables = dict(line.split("=", 1) for line in text.split("\0") if "=" in line)
