@@ -12,7 +12,8 @@ DEV_PORT ?= 3000
 TEST_PACKAGES_MISSING = $(strip \
   $(if $(shell command -v pg_dump),,postgresql-client) \
   $(if $(shell command -v zstd),,zstd) \
-  $(if $(wildcard /usr/bin/chromium),,chromium))
+  $(if $(wildcard /usr/bin/chromium),,chromium) \
+  $(if $(shell command -v systemd-analyze),,systemd))
 
 .PHONY: install dev test test-tools test-fast graph-snapshot bench validate clean
 
@@ -24,9 +25,9 @@ $(BIN)/dagster: pyproject.toml
 
 install: $(BIN)/dagster
 
-$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	install -d -m 700 $(DAGSTER_HOME)
-	install -m 600 deploy/dagster.yaml $@
+	install -m 600 dagster.yaml $@
 
 # The demo database when no database URL is set, then a code server, dagster-webserver and dagster-daemon (ops_platform/dev.py).
 dev: install $(DAGSTER_HOME)/dagster.yaml
@@ -45,7 +46,7 @@ graph-snapshot: install   # after an intended change of the definitions
 	UPDATE_GRAPH_SNAPSHOT=1 $(BIN)/python -m pytest -q ops_platform_tests/test_graph.py
 
 validate: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster definitions validate
+	$(BIN)/dagster definitions validate -w workspace.yaml
 
 bench: install
 	$(BIN)/python -m bench

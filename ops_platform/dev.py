@@ -1,12 +1,12 @@
 """What ``make dev`` runs: ``python -m ops_platform.dev [--host H] [--port P]``.
 
-1. The instance home (``$DAGSTER_HOME``, given the project's ``deploy/dagster.yaml`` if it has none),
+1. The instance home (``$DAGSTER_HOME``, given the project's ``dagster.yaml`` if it has none),
    its storage created before anything else opens it.
 2. With no database URL set, the demo database (``lib/demo.py``): created and filled when missing,
    so the first backup from the UI has something to back up.
-3. One code server for the code location (named in ``pyproject.toml``'s ``[tool.dg.project]``),
-   then ``dagster-webserver`` and ``dagster-daemon run`` using it, until Ctrl-C or SIGTERM; if one
-   stops, so do the others.
+3. One code server for the code location (the entry of the project's ``workspace.yaml``: its module
+   and its name), then ``dagster-webserver`` and ``dagster-daemon run`` using it, until Ctrl-C or
+   SIGTERM; if one stops, so do the others.
 
 This is what ``dagster dev`` does, and how a deployment runs (a code server, a webserver and a
 daemon). ``dagster dev`` itself is superseded by ``dg dev`` and says so on every start, and ``dg dev``
@@ -25,10 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: dagster requires tomli
-    import tomli as tomllib
+import yaml
 
 from ops_platform.cli.errors import CommandError
 from ops_platform.cli.runs import ensure_dagster_home, instance_storage
@@ -44,9 +41,9 @@ STOP_WAIT_SECONDS = 30
 
 
 def project_root() -> Path:
-    """The folder holding this checkout's pyproject.toml (its [tool.dg.project] names the code location)."""
+    """The folder holding this checkout's workspace.yaml (it names the code location)."""
     root = Path(__file__).resolve().parents[1]
-    return root if (root / "pyproject.toml").exists() else Path.cwd()
+    return root if (root / "workspace.yaml").exists() else Path.cwd()
 
 
 def _program(name: str) -> str:
@@ -112,10 +109,12 @@ def _stop(processes: list[subprocess.Popen], interrupted: bool) -> None:
 
 
 def code_location(root: Path) -> tuple[str, str]:
-    """(name, module) of the code location, from pyproject.toml's [tool.dg.project]: its one declaration."""
-    with open(root / "pyproject.toml", "rb") as handle:
-        project = tomllib.load(handle)["tool"]["dg"]["project"]
-    return project["code_location_name"], f"{project['root_module']}.definitions"
+    """(name, module) of the code location, from the python_module entry of the project's workspace.yaml,
+    the file dagster-webserver and dagster-daemon read with -w: the two never disagree."""
+    with open(root / "workspace.yaml") as handle:
+        [entry] = yaml.safe_load(handle)["load_from"]
+    module = entry["python_module"]
+    return module["location_name"], module["module_name"]
 
 
 def _wait_until_serving(socket_path: Path, server: subprocess.Popen, timeout: float = 180) -> bool:

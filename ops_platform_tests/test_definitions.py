@@ -11,6 +11,7 @@ import dagster as dg
 import yaml
 
 from ops_platform.definitions import defs
+from ops_platform_tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def test_only_configured_environments_become_partitions():
 
 def test_dagster_definitions_validate_passes():
     dagster = Path(sys.executable).parent / "dagster"
-    result = subprocess.run([str(dagster), "definitions", "validate"],
+    result = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
@@ -68,7 +69,7 @@ def test_dagster_definitions_validate_passes():
 def test_instance_configs_are_valid_dagster_yaml(tmp_path):
     from ops_platform_tests.dagster_private import dagster_instance_config
 
-    for source in (ROOT / "deploy" / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
+    for source in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
         home = tmp_path / source.stem
         home.mkdir()
         (home / "dagster.yaml").write_text(source.read_text())
@@ -130,12 +131,64 @@ def test_retention_follows_every_backup_with_the_automation_sensor_running():
     assert "default_automation_condition_sensor" not in {s.name for s in definitions.sensors}
 
 
-def test_the_instance_config_is_not_at_the_project_root():
-    """`dagster dev` run from a folder holding a dagster.yaml warns that it "will not be used"."""
+def test_the_top_level_workspace_and_instance_config_are_the_ones_used():
+    """workspace.yaml names the code location (the name pyproject's [tool.dg.project] gives it, so
+    load_from_defs_folder does not warn), make dev's code server is started from its entry, and
+    dagster.yaml at the top level is what the CLI and make dev give a new $DAGSTER_HOME."""
+    from ops_platform import dev
     from ops_platform.cli.runs import REPO_INSTANCE_CONFIG
 
-    assert not (ROOT / "dagster.yaml").exists() and not (ROOT / "dagster.yml").exists()
-    assert REPO_INSTANCE_CONFIG == ROOT / "deploy" / "dagster.yaml" and REPO_INSTANCE_CONFIG.exists()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    [entry] = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    assert entry == {"python_module": {"module_name": "ops_platform.definitions", "location_name": "ops_platform"}}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    assert project["code_location_name"] == "ops_platform"
+    assert dev.code_location(dev.project_root()) == ("ops_platform", "ops_platform.definitions")
+    assert REPO_INSTANCE_CONFIG == ROOT / "dagster.yaml" and REPO_INSTANCE_CONFIG.exists()
+    assert not (ROOT / "deploy" / "dagster.yaml").exists()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(DAGSTER_HOME)/dagster.yaml: dagster.yaml" in makefile and "deploy/dagster.yaml" not in makefile
+
+
+def test_a_fresh_clone_serves_the_code_location_with_the_top_level_workspace(tmp_path):
+    """`dagster-webserver -w workspace.yaml` in a clone whose folder has another name (pitfall 11:
+    the project used to be named after the folder, with a warning on every load)."""
+    from ops_platform_tests.dev_server import copy_checkout, shell_without_settings, wait_for
+    from ops_platform_tests.webserver import BIN, graphql, stop
+
+    clone = copy_checkout(tmp_path / "newcomer")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "dagster.yaml").write_text((clone / "dagster.yaml").read_text())
+    port = free_port()
+    log = tmp_path / "webserver.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                                    "-w", "workspace.yaml"], cwd=clone, stdout=output, stderr=subprocess.STDOUT,
+                                   env=shell_without_settings(DAGSTER_HOME=str(home)))
+    url = f"http://127.0.0.1:{port}"
+
+    def location():
+        assert process.poll() is None, f"dagster-webserver exited: {log.read_text()[-2000:]}"
+        try:
+            data = graphql(url, """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+                locationOrLoadError { __typename ... on RepositoryLocation { repositories { name } } } } } } }""")
+        except Exception:  # noqa: BLE001 - not serving yet
+            return None
+        entries = data["workspaceOrError"]["locationEntries"]
+        return entries if entries and entries[0]["loadStatus"] == "LOADED" else None
+
+    try:
+        [entry] = wait_for(location, 180, "dagster-webserver did not load the code location", interval=0.5)
+    finally:
+        stop([process])
+    text = log.read_text()
+    assert entry["name"] == "ops_platform" and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", text
+    assert "does not match the name" not in text and "will not be used" not in text
 
 
 def test_without_a_bucket_no_asset_carries_the_s3_kind():

@@ -99,7 +99,7 @@ def test_make_dev_stops_with_one_line_when_postgresql_is_not_there(monkeypatch, 
     assert len(error.splitlines()) == 1
     assert "cannot prepare the demo database ops_platform_demo on 127.0.0.1:1" in error
     assert "set DATABASE_URL" in error
-    assert (tmp_path / "home" / "dagster.yaml").read_text() == (ROOT / "deploy" / "dagster.yaml").read_text()
+    assert (tmp_path / "home" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
 
 
 def test_make_dev_stops_with_one_line_when_the_instance_storage_cannot_be_created(monkeypatch, tmp_path, capsys):
@@ -129,7 +129,7 @@ def test_make_dev_with_a_database_url_leaves_the_demo_alone(monkeypatch, tmp_pat
 
 
 def test_make_test_names_the_missing_debian_packages(tmp_path):
-    """`make test` with pg_dump and zstd not installed: one line naming the apt packages."""
+    """`make test` with pg_dump, zstd and systemd-analyze not installed: one line naming the apt packages."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("make", "sh", "test"):
@@ -139,7 +139,7 @@ def test_make_test_names_the_missing_debian_packages(tmp_path):
     assert result.returncode != 0
     assert result.stdout.strip().splitlines() == [
         "make test needs Debian packages that are missing: sudo apt-get install postgresql-client zstd"
-        + ("" if Path("/usr/bin/chromium").exists() else " chromium")]
+        + ("" if Path("/usr/bin/chromium").exists() else " chromium") + " systemd"]
 
 
 def test_the_first_backup_of_a_new_instance_tightens_nothing(tmp_path):

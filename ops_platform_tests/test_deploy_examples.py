@@ -1,17 +1,39 @@
-"""Who can reach the UI: `make dev` binds to loopback, and deploy/ shows the production shape (each
-webserver on loopback behind its own oauth2-proxy, a --read-only webserver for people who should
-see but not launch, no secret in any example file)."""
+"""Who can reach the UI, and what each process of the production shape may do: `make dev` binds to
+loopback, and deploy/ (read here as files, everywhere; test_deploy_shape.py starts it) is one code
+server and its clients, every unit sandboxed (checked with systemd-analyze), each webserver on loopback
+behind its own oauth2-proxy, the operators' proxy admitting only whom it names, and no secret in any
+example file."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
+import yaml
+
+from ops_platform_tests.deploy_units import (
+    DEPLOY,
+    ENV_FILES,
+    PLATFORM_UNITS,
+    ROOT,
+    UNITS,
+    WEBSERVER_UNITS,
+    env_file,
+    unit,
+)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: dagster requires tomli
+    import tomli as tomllib
+
 NEEDS_SERVICES = False
+ALL_UNITS = (*PLATFORM_UNITS, "oauth2-proxy@.service")
+GRPC_WORKSPACE = "/opt/ops_platform/deploy/workspace.grpc.yaml"
+SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 (locked down) .. 10 (exposed); 1.2-1.4 measured
 
 
 def test_make_dev_binds_the_ui_to_loopback():
@@ -26,43 +48,153 @@ def test_make_dev_binds_the_ui_to_loopback():
     assert "0.0.0.0" not in output
 
 
-def unit(name: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
-        if "=" in line and not line.startswith(("#", ";")):
-            key, value = line.split("=", 1)
-            found.setdefault(key.strip(), []).append(value.strip())
-    return found
+def cfg(name: str) -> dict:
+    return tomllib.loads((DEPLOY / "oauth2-proxy" / name).read_text())
 
 
-def cfg(name: str) -> dict[str, str]:
-    text = (DEPLOY / "oauth2-proxy" / name).read_text()
-    return {key: value.strip() for key, value in re.findall(r"^(\w+)[ \t]*=[ \t]*(.+)$", text, re.MULTILINE)}
+def argv(name: str) -> list[str]:
+    return shlex.split(unit(name)["ExecStart"][0])
+
+
+def option(words: list[str], *names: str) -> str:
+    index = next(i for i, word in enumerate(words) if word in names)
+    return words[index + 1]
 
 
 def test_each_webserver_listens_on_loopback_behind_its_own_proxy():
-    operators = unit("ops-platform-webserver.service")["ExecStart"][0].split()
-    viewers = unit("ops-platform-webserver-readonly.service")["ExecStart"][0].split()
+    operators, viewers = argv("ops-platform-webserver.service"), argv("ops-platform-webserver-readonly.service")
     assert operators[0].endswith("/dagster-webserver") and viewers[0].endswith("/dagster-webserver")
     assert "--read-only" not in operators and "--read-only" in viewers
-    for argv in (operators, viewers):
-        assert argv[argv.index("-h") + 1] == "127.0.0.1"
-    ports = {"operators.cfg": operators[operators.index("-p") + 1], "viewers.cfg": viewers[viewers.index("-p") + 1]}
+    ports = {"operators.cfg": option(operators, "-p"), "viewers.cfg": option(viewers, "-p")}
     for name, port in ports.items():
         config = cfg(name)
-        assert config["upstreams"] == f'["http://127.0.0.1:{port}/"]', name
-        assert config["http_address"].startswith('"127.0.0.1:')
-        assert config["cookie_secure"] == "true"
-    assert cfg("operators.cfg")["authenticated_emails_file"], "operators are named one by one"
-    for name in ("ops-platform-webserver.service", "ops-platform-webserver-readonly.service",
-                 "ops-platform-daemon.service"):
-        assert unit(name)["UMask"] == ["0077"], name
-    assert unit("ops-platform-daemon.service")["ExecStart"][0].endswith("dagster-daemon run")
+        assert config["upstreams"] == [f"http://127.0.0.1:{port}/"], name
+        assert config["http_address"].startswith("127.0.0.1:") and config["cookie_secure"] is True
+        assert config["trusted_proxy_ips"] == ["127.0.0.1/32", "::1/128"], "only the host's reverse proxy"
+    for words in (operators, viewers):
+        assert option(words, "-h") == "127.0.0.1"
+
+
+def test_one_code_server_serves_the_webservers_and_the_daemon():
+    """The code server loads workspace.yaml's entry under its name, on the port of workspace.grpc.yaml,
+    which is how the webservers and the daemon (loading no code) reach it; only the code server reads
+    the platform's settings; the read-only webserver runs as a user of its own with the viewer role."""
+    [entry] = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    [grpc] = yaml.safe_load((DEPLOY / "workspace.grpc.yaml").read_text())["load_from"]
+    server = argv("ops-platform-code-server.service")
+    assert server[0].endswith("/dagster") and server[1:3] == ["code-server", "start"]
+    assert option(server, "-m") == entry["python_module"]["module_name"]
+    assert option(server, "--location-name") == entry["python_module"]["location_name"] == grpc["grpc_server"]["location_name"]
+    assert option(server, "-h") == grpc["grpc_server"]["host"] == "127.0.0.1"
+    assert int(option(server, "-p")) == grpc["grpc_server"]["port"]
+    assert unit("ops-platform-code-server.service")["KillSignal"] == ["SIGINT"]
+    daemon = argv("ops-platform-daemon.service")
+    assert daemon[0].endswith("/dagster-daemon") and daemon[1] == "run"
+    for words in (daemon, *(argv(name) for name in WEBSERVER_UNITS)):
+        assert option(words, "-w") == GRPC_WORKSPACE, words
+
+    files = {name: unit(name)["EnvironmentFile"] for name in PLATFORM_UNITS}
+    assert files["ops-platform-code-server.service"] == ["/etc/ops_platform/ops_platform.env", "/etc/ops_platform/instance.env"]
+    assert files["ops-platform-daemon.service"] == files["ops-platform-webserver.service"] == ["/etc/ops_platform/instance.env"]
+    assert files["ops-platform-webserver-readonly.service"] == ["/etc/ops_platform/viewer.env"]
+    assert all(path in ENV_FILES and ENV_FILES[path].exists() for paths in files.values() for path in paths)
+    readonly = unit("ops-platform-webserver-readonly.service")
+    assert readonly["DynamicUser"] == ["yes"] and "User" not in readonly
+    for name in PLATFORM_UNITS:  # the instance's password: a credential, never a variable
+        settings = unit(name)
+        [passfile] = [line.split("=", 1)[1] for line in settings["Environment"] if line.startswith("PGPASSFILE=")]
+        [credential] = settings["LoadCredential"]
+        assert passfile == f"%d/{credential.split(':')[0]}" and credential.split(":")[1].startswith("/etc/ops_platform/"), name
+
+
+def test_every_unit_is_sandboxed():
+    for name in ALL_UNITS:
+        settings = unit(name)
+        single = {key: values[-1] for key, values in settings.items()}
+        assert single["ProtectSystem"] == "strict", name
+        assert single["ProtectHome"] == "yes" and single["PrivateDevices"] == "yes", name
+        assert single["PrivateTmp"] == "yes" and single["NoNewPrivileges"] == "yes", name
+        assert single["CapabilityBoundingSet"] == "", name
+        assert set(single["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}, name
+        assert settings["SystemCallFilter"][0] == "@system-service", name
+        assert single["UMask"] == "0077", name
+        if name in PLATFORM_UNITS:  # they write their instance home (and the code server its backups)
+            assert settings["ReadWritePaths"], name
+            assert "StateDirectory" in settings, name
+
+
+def test_systemd_analyze_verifies_the_units_and_scores_them(tmp_path):
+    """`systemd-analyze verify` on the shipped units (in a root of their own, with stand-ins for the
+    programs they start) has nothing to say, and `systemd-analyze security` rates each one OK."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: apt-get install systemd (.ci/run installs it)"
+    root = tmp_path / "root"
+    system = root / "etc" / "systemd" / "system"
+    system.mkdir(parents=True)
+    (root / "usr" / "lib" / "systemd" / "system").mkdir(parents=True)
+    for target in [*Path("/usr/lib/systemd/system").glob("*.target"), *Path("/usr/lib/systemd/system").glob("*.slice")]:
+        shutil.copyfile(target, root / "usr" / "lib" / "systemd" / "system" / target.name)
+    for name in ALL_UNITS:
+        shutil.copy(UNITS / name, system / name)
+        for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStop", "ExecReload"):
+            for line in unit(name).get(key, []):
+                program = root / shlex.split(line)[0].lstrip("+-!@:").lstrip("/")
+                program.parent.mkdir(parents=True, exist_ok=True)
+                program.write_text("#!/bin/sh\n")
+                program.chmod(0o755)
+    scores = {}
+    for name in ALL_UNITS:
+        loaded = f"/etc/systemd/system/{name.replace('@.', '@operators.')}"
+        verify = subprocess.run([analyze, "verify", f"--root={root}", loaded], capture_output=True, text=True, timeout=120)
+        assert verify.returncode == 0 and (verify.stdout + verify.stderr).strip() == "", (name, verify.stdout, verify.stderr)
+        security = subprocess.run([analyze, "security", "--offline=true", f"--root={root}", loaded],
+                                  capture_output=True, text=True, timeout=120)
+        found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+        assert found, security.stdout + security.stderr
+        scores[name] = float(found.group(1))
+    print("systemd-analyze security exposure:", scores)
+    assert max(scores.values()) <= SECURITY_EXPOSURE_MAX, scores
+
+
+def test_the_operators_proxy_admits_only_the_people_and_the_ci_it_names():
+    """email_domains = ["*"] makes oauth2-proxy admit any account, and ignore the emails file; a
+    GitHub Actions token for the audience is available to any workflow of any repository. So: no
+    wildcard anywhere, the operators named one by one, CI by its token's subject (one repository and
+    one environment or branch)."""
+    for name in ("operators.cfg", "viewers.cfg"):
+        config = cfg(name)
+        for key in ("email_domains", "allowed_groups", "allowed_roles", "whitelist_domains"):
+            values = config.get(key, [])
+            for value in values if isinstance(values, list) else [values]:
+                assert value.strip() and "*" not in value, (name, key, value)
+        # Requests these let through skip the login (or, trusted_ips, come from an address that needs none).
+        for key in ("skip_auth_routes", "skip_auth_regex", "skip_auth_preflight", "trusted_ips", "htpasswd_file",
+                    "insecure_oidc_allow_unverified_email", "ssl_insecure_skip_verify"):
+            assert not config.get(key), (name, key)
+    operators = cfg("operators.cfg")
+    assert "email_domains" not in operators, "any email_domains would admit a whole domain, not the listed people"
+    assert operators["authenticated_emails_file"] == "/etc/oauth2-proxy/operators.txt"
+    for issuer in operators.get("extra_jwt_issuers", []):
+        url, audience = issuer.split("=")
+        assert url == "https://token.actions.githubusercontent.com" and audience == "ops-platform", issuer
+    entries = [line.strip() for line in (DEPLOY / "oauth2-proxy" / "operators.txt.example").read_text().splitlines()
+               if line.strip() and not line.lstrip().startswith("#")]
+    people = [entry for entry in entries if "@" in entry]
+    workflows = [entry for entry in entries if entry.startswith("repo:")]
+    assert people and workflows and len(people) + len(workflows) == len(entries), entries
+    for entry in people:
+        assert re.fullmatch(r"[^@\s*]+@[^@\s*]+\.[a-z]+", entry), entry
+    for entry in workflows:
+        assert re.fullmatch(r"repo:[\w.-]+/[\w.-]+:(environment:[\w.-]+|ref:refs/heads/[\w./-]+)", entry), entry
+    assert cfg("viewers.cfg")["email_domains"] == ["yourstore.com"]
 
 
 def test_no_example_holds_a_secret():
-    for path in (DEPLOY / "oauth2-proxy").iterdir():
+    for path in (*(DEPLOY / "oauth2-proxy").iterdir(), *(DEPLOY / "env").iterdir()):
         for key, value in re.findall(r"^[ \t]*(\w+)[ \t]*=[ \t]*(.*)$", path.read_text(), re.MULTILINE):
             if re.search(r"secret|password|token$", key, re.IGNORECASE):
                 assert path.name.endswith(".env.example") and value == "", (path.name, key)
+    for path in (DEPLOY / "env").iterdir():
+        for key, value in env_file(path).items():
+            assert not re.search(r"://[^/@]*:[^/@]*@", value), (path.name, key, "a password in a URL")
     assert "EnvironmentFile=/etc/oauth2-proxy/%i.env" in (DEPLOY / "systemd" / "oauth2-proxy@.service").read_text()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from ops_platform_tests.conftest import SLACK_TOKEN, free_port
-from ops_platform_tests.webserver import graphql
+from ops_platform_tests.webserver import WORKSPACE, graphql
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,7 +84,7 @@ def start_webserver(home: Path, health, slack, **settings) -> PlatformProcesses:
     """dagster-webserver on ``home`` with the code location loaded; production's API at ``health``,
     Slack at ``slack``, a rollback command, and ``settings``."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, DAGSTER_HOME=str(home), BACKUP_DIR=str(home / "backups"),
@@ -94,7 +94,7 @@ def start_webserver(home: Path, health, slack, **settings) -> PlatformProcesses:
     for variable in ("AWS_S3_BUCKET", "API_URL", "OPS_PLATFORM_URL", "OPS_PLATFORM_TOKEN"):
         env.pop(variable, None)
     processes = PlatformProcesses(home, url, env, health, slack)
-    processes.start(str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port))
+    processes.start(str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE))
 
     def loaded():
         try:
@@ -138,7 +138,7 @@ def platform(tmp_path_factory, slack_server_session):
         graphql(url, """mutation C($s: SensorSelector!, $c: String) { setSensorCursor(cursor: $c,
             sensorSelector: $s) { __typename } }""", {"s": {**processes.selector, "sensorName": "health_alert_sensor"},
                                                        "c": json.dumps({"after": 0})})
-        processes.start(str(BIN / "dagster-daemon"), "run")
+        processes.start(str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE))
         yield processes
     finally:
         processes.close()

@@ -25,7 +25,7 @@ from ops_platform_tests.restore_e2e_helpers import (
     make_env,
     run_sql_as,
 )
-from ops_platform_tests.webserver import LAUNCH_RUN, graphql, start_webserver, stop, wait_until_up
+from ops_platform_tests.webserver import LAUNCH_RUN, WORKSPACE, graphql, start_webserver, stop, wait_until_up
 
 LIVE = PREFIX + "ui"
 STEPS = ["resolve_restore", "fetch_backup", "take_safety_backup", "restore_database", "run_migrations",
@@ -109,7 +109,7 @@ def dagster_ui(tmp_path_factory, slack_server_session):
     logs.mkdir()
     url, webserver = start_webserver(env, logs / "webserver.log")
     with open(logs / "daemon.log", "w") as daemon_log:
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run"], cwd=ROOT, env=env,
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=daemon_log)
     try:
         wait_until_up(url)

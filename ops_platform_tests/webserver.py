@@ -13,6 +13,7 @@ import pytest
 from ops_platform_tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKSPACE = ROOT / "workspace.yaml"  # the code location, under its name, as every webserver loads it
 BIN = Path(sys.executable).parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -20,10 +21,12 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 
 
 def start_webserver(env: dict, log: Path | None, *options: str) -> tuple[str, subprocess.Popen]:
-    """dagster-webserver on a free loopback port (not yet up: see ``wait_until_up``)."""
+    """dagster-webserver on a free loopback port, loading the project's workspace.yaml (not yet up: see
+    ``wait_until_up``)."""
     port = free_port()
     with open(log if log else "/dev/null", "w") as stderr:
-        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *options],
+        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                                    "-w", str(WORKSPACE), *options],
                                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     return f"http://127.0.0.1:{port}", process
 

@@ -23,11 +23,11 @@ from ops_platform.lib.progress import PROGRESS_LOGGER, STEP_LOGGER
 from ops_platform.lib.tags import HOST, LAUNCHED_BY, LOCK_WAIT, PID
 
 STORAGE_SETUP_WAIT_SECONDS = 60
-REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
+REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "dagster.yaml"  # the checkout's instance config
 
 
 def ensure_dagster_home() -> Path:
-    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's deploy/dagster.yaml if it has none.
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), given the project's dagster.yaml if it has none.
 
     It holds the run history with its logs and metadata, so it is made private (0700, whatever the
     umask; an existing folder open to others is tightened, said once on stderr) and its
