@@ -133,9 +133,12 @@ def create_database(name: str, sql: str | None = None, owner: str = DB_USER) -> 
     return name
 
 
-def table_fingerprints(database: str) -> dict[str, str]:
+def table_fingerprints(database: str, user: str = DB_USER, by_name: bool = False) -> dict[str, str]:
     """md5 of every table's and materialized view's rows (``FROM ONLY``, sorted as text), of
-    every large object, and every sequence's state."""
+    every large object, and every sequence's state. ``by_name`` reads each row as its columns by
+    name, not position (pg_dump cannot keep the column order of an inheritance child whose
+    columns are in another order than its parent's)."""
+    row = "to_jsonb(t)::text" if by_name else "t::text"
     query = r"""
     SELECT format('%I.%I', n.nspname, c.relname), c.relkind
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -150,10 +153,10 @@ def table_fingerprints(database: str) -> dict[str, str]:
             parts.append(f"SELECT '{literal}', (SELECT last_value::text || ',' || is_called::text FROM {name})")
         else:
             parts.append(f"SELECT '{literal}', (SELECT count(*)::text || ':' || "
-                         f"coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') FROM ONLY {name} t)")
+                         f"coalesce(md5(string_agg({row}, E'\\n' ORDER BY {row})), '-') FROM ONLY {name} t)")
     parts.append("SELECT 'large objects', (SELECT string_agg(oid::text || '=' || md5(lo_get(oid)), ',' ORDER BY oid) "
                  "FROM pg_largeobject_metadata)")
-    out = run_sql(database, "\n UNION ALL ".join(parts) + ";")
+    out = run_sql(database, "\n UNION ALL ".join(parts) + ";", user=user)
     return dict(line.split("|", 1) for line in out.splitlines())
 
 

@@ -677,8 +677,8 @@ def test_verification_reports_each_kind_of_failure_in_one_line(backup_set, fetch
     assert "division by zero" in report.checks[2].detail
     for fragment in ("1 missing table(s): Billing.Dept.Invoice Lines.v2",
                      "2 row count mismatch(es): public.notes has 19 rows, the manifest says 20",
-                     "1 sequence(s) behind their column: public.customers_id_seq would return 11 but "
-                     "public.customers.id reaches 300",
+                     '2 sequence(s) differ from the source: "Billing.Dept"."Invoice Lines.v2_id_seq" is missing; '
+                     "public.customers_id_seq is at 10 (called: True), the source was at 300 (called: True)",
                      "2 failed SQL check(s): check #2 (SELECT count(*) = 0 FROM customers) returned"):
         assert fragment in summary
     with pytest.raises(RestoreStepError) as failure:

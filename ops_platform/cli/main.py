@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     restoring.add_argument("--allow-other-environment", action="store_true",
                            help="allow another environment's backup (e.g. production's into staging)")
     restoring.add_argument("--skip-migrations", action="store_true", help="do not run <ENV>_MIGRATE_COMMAND")
+    restoring.add_argument("--fix-sequences", action="store_true",
+                           help="move sequences behind the column they feed forward (restored as the source had them)")
+    restoring.add_argument("--create-roles", action="store_true",
+                           help="create the roles the backup's grants name that this server lacks (no passwords)")
     restoring.set_defaults(handler=restore.restore_command)
 
     cleanup = commands.add_parser("retention", help="apply (or plan) the retention policy")

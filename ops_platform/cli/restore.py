@@ -67,7 +67,8 @@ def restore_command(args) -> int:
     if args.replace_target and not args.target_database:
         raise CommandError("--replace-target needs --target-database", EXIT_BAD_INPUT)
     request = RestoreRequest(environment.name, args.backup, args.target_database, args.replace_target,
-                             args.skip_migrations, args.allow_other_environment)
+                             args.skip_migrations, args.allow_other_environment, fix_sequences=args.fix_sequences,
+                             create_roles=args.create_roles)
     live = databases.database_name(environment.database_url)
     local, s3 = stores_from_environ()
     try:
@@ -85,7 +86,8 @@ def restore_command(args) -> int:
                            "nothing was touched")
     config = {"backup": request.backup, "target_database": request.target_database or "",
               "replace_target": request.replace_target, "skip_migrations": request.skip_migrations,
-              "allow_other_environment": request.allow_other_environment, "confirm": request.confirm}
+              "allow_other_environment": request.allow_other_environment, "confirm": request.confirm,
+              "fix_sequences": request.fix_sequences, "create_roles": request.create_roles}
     with progress_on_terminal(sys.stderr), step_lines(sys.stderr):
         result = run_job("restore_job", partition_key=environment.name,
                          run_config={"ops": {"resolve_restore": {"config": config}}})

@@ -79,6 +79,10 @@ class Manifest:
     dagster_run_id: str | None = None
     drill: dict | None = None
     s3_checksum: str | None = None
+    sequence_values: dict[str, list] = field(default_factory=dict)
+    database_properties: dict | None = None
+    roles_sql: str | None = None
+    notes: list[str] = field(default_factory=list)
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:

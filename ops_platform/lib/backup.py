@@ -32,7 +32,8 @@ from ops_platform.lib.dump import (
 from ops_platform.lib.postgres import client_version, server_version
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.stores import LocalStore, S3Store, s3_checksum_of
-from ops_platform.lib.verify import decode_artifact
+from ops_platform.lib.formatting import describe
+from ops_platform.lib.verify import DecodeResult, decode_artifact
 
 SIZE_DROP_RATIO = 0.5
 
@@ -98,13 +99,13 @@ def previous_verified(local: LocalStore, environment: str, before_id: str) -> Ma
 
 
 def check_decodes(dump: DumpResult, compression: Compression,
-                  timeout: float | None = None) -> tuple[CheckOutcome, dict[str, int]]:
+                  timeout: float | None = None) -> tuple[CheckOutcome, DecodeResult]:
     """What pg_restore made of the stored bytes: read in the dump's own pass, or else now."""
     decoded = dump.decode or decode_artifact(dump.local_path, compression.name, timeout)
     description = (f"pg_restore read the whole archive: {len(decoded.table_row_counts)} tables"
                    if decoded.ok else f"the stored archive does not decode: {decoded.error}")
     return CheckOutcome("decodes_completely", decoded.ok, True, description,
-                        {"tables": len(decoded.table_row_counts)}), decoded.table_row_counts
+                        {"tables": len(decoded.table_row_counts)}), decoded
 
 
 def check_not_empty(dump: DumpResult, row_counts: dict[str, int], blocking: bool = True) -> CheckOutcome:
@@ -193,6 +194,7 @@ def perform_backup(
     except Exception as error:  # noqa: BLE001 - the message is what the operator needs
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BackupStepError("connect", redactor(f"cannot connect to the {environment.name} database: {first_line}")) from None
+    properties, roles_sql, notes = database_globals(environment.database_url, redactor)
     created = unused_time(local, environment.name, now())
     backup_id = make_backup_id(environment.name, created)
     name = artifact_name(backup_id, compression.name)
@@ -201,8 +203,9 @@ def perform_backup(
                     s3=s3_leg, redactor=redactor, progress=progress, lock_wait_timeout=limits.lock_wait_seconds,
                     timeout=limits.timeout_seconds, s3_stall_seconds=limits.s3_stall_seconds)
 
-    decodes, row_counts = check_decodes(dump, compression,
-                                        max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
+    decodes, decoded = check_decodes(dump, compression,
+                                     max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
+    row_counts = decoded.table_row_counts
     if s3_leg and dump.s3 and not dump.s3.ok:
         if decodes.passed:
             dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor, limits.s3_stall_seconds,
@@ -237,8 +240,12 @@ def perform_backup(
         locations=[local.location(environment.name, name)],
         dagster_run_id=run_id,
         s3_checksum=s3_check.metadata.get("s3_checksum") if s3_check else None,
+        sequence_values=decoded.sequence_values,
+        database_properties=properties,
+        roles_sql=roles_sql,
+        notes=notes,
     )
-    warnings = [check.description for check in checks if not check.passed and not check.blocking]
+    warnings = [check.description for check in checks if not check.passed and not check.blocking] + notes
     if s3 and s3_check and s3_check.passed:
         manifest.locations.append(s3.location(environment.name, name))
         try:
@@ -253,6 +260,25 @@ def perform_backup(
             f"the backup {backup_id} was dumped and checked but its manifest could not be written "
             f"({type(error).__name__}: {error}); it is not committed and retention will remove it")) from None
     return BackupOutcome(manifest, dump, checks, warnings)
+
+
+def database_globals(database_url: str, redactor: Redactor) -> tuple[dict | None, str | None, list[str]]:
+    """What a restore onto another database or server needs beside the dump: the database's own
+    properties (comment, settings, grants, connection limit) and the cluster's roles. Either one
+    that cannot be read is a note, never a failed backup."""
+    from ops_platform.lib.restore.databases import connect, read_database_properties
+    from ops_platform.lib.roles import dump_roles
+
+    notes, properties = [], None
+    try:
+        with connect(database_url, _database_name(database_url)) as connection:
+            properties = read_database_properties(connection, _database_name(database_url))
+    except Exception as error:  # noqa: BLE001 - the dump goes on; the restore says what it lacks
+        notes.append(redactor(f"the database's properties could not be read: {describe(error)}"))
+    roles_sql, problem = dump_roles(database_url, redactor=redactor)
+    if problem:
+        notes.append(problem)
+    return properties, roles_sql, notes
 
 
 def clear_leftovers(local: LocalStore, s3: S3Store | None, environment: str, wait_seconds: float = 5.0) -> list[str]:

@@ -320,7 +320,15 @@ class _FanOut(io.RawIOBase):
 _LOCK_TIMEOUT = re.compile(r'Query was: LOCK TABLE (\S+) IN ACCESS SHARE MODE|could not obtain lock on relation "?([^"\n]+)"?')
 
 
+_PERMISSION_DENIED = re.compile(r"permission denied for (\w+) (\S+)")
+
+
 def _pg_dump_failure(returncode: int, errors: str, lock_wait_timeout: float | None, redactor: Redactor) -> BackupStepError:
+    denied = _PERMISSION_DENIED.search(errors)
+    if denied:  # pg_dump reports it on its LOCK TABLE query too: it is no lock wait, and no retry helps
+        return BackupStepError("pg_dump", redactor(
+            f"pg_dump may not read {denied.group(1)} {denied.group(2)}: permission denied; the role in the database "
+            "URL needs SELECT on everything it backs up (e.g. GRANT pg_read_all_data TO it)"))
     locked = _LOCK_TIMEOUT.search(errors)
     if locked and lock_wait_timeout:
         return BackupStepError("lock-wait", redactor(

@@ -23,7 +23,10 @@ from pathlib import Path
 from ops_platform.lib.codecs import READ_CHUNK, StreamDecoder
 from ops_platform.lib.redact import tail
 
-_COPY_LINE = re.compile(rb"^COPY (?P<table>.+?) \(.*\) FROM stdin;$")
+# A table with no columns has no column list: "COPY public.t  FROM stdin;".
+_COPY_LINE = re.compile(rb"^COPY (?P<table>.+?) (?:\(.*\))? FROM stdin;$")
+_SETVAL_LINE = re.compile(rb"^SELECT pg_catalog\.setval\('(?P<sequence>(?:[^']|'')+)', (?P<value>-?\d+), "
+                          rb"(?P<called>true|false)\);$")
 _END_OF_DATA = b"\\.\n"
 
 
@@ -32,6 +35,7 @@ class DecodeResult:
     ok: bool
     table_row_counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    sequence_values: dict[str, list] = field(default_factory=dict)
 
 
 def _unquote_table(name: bytes) -> str:
@@ -41,10 +45,13 @@ def _unquote_table(name: bytes) -> str:
 class CopyRowCounter:
     """Rows per table in a pg_restore SQL script fed in pieces of any size: the lines between
     ``COPY ... FROM stdin;`` and ``\\.``. Data lines are counted with ``bytes.count``, never one
-    by one, so counting keeps up with pg_restore."""
+    by one, so counting keeps up with pg_restore. Each sequence's state at dump time, from its
+    ``SELECT pg_catalog.setval('name', value, is_called);`` line, lands in ``sequences``
+    (keyed by the name as pg_dump quotes it, the same as ``format('%I.%I')``)."""
 
     def __init__(self):
         self.counts: dict[str, int] = {}
+        self.sequences: dict[str, list] = {}
         self._table: str | None = None
         self._rows = 0
         self._pending = b""  # a line not yet complete
@@ -63,6 +70,11 @@ class CopyRowCounter:
                     match = _COPY_LINE.match(data[pos:end])
                     if match:
                         self._table, self._rows = _unquote_table(match["table"]), 0
+                elif data.startswith(b"SELECT pg_catalog.setval(", pos):
+                    match = _SETVAL_LINE.match(data[pos:end])
+                    if match:
+                        name = match["sequence"].decode(errors="replace").replace("''", "'")
+                        self.sequences[name] = [int(match["value"]), match["called"] == b"true"]
                 pos = end + 1
                 continue
             if size - pos < len(_END_OF_DATA) and _END_OF_DATA.startswith(data[pos:]):
@@ -165,14 +177,14 @@ class ArchiveVerifier:
         self._stderr.close()
         counts = self._counter.counts
         if expired:
-            return DecodeResult(False, counts, f"verification did not finish within {timeout:g}s "
-                                               "(BACKUP_TIMEOUT_MINUTES)")
-        if self._feed_error:
-            return DecodeResult(False, counts, f"decompression failed: {self._feed_error}")
-        if self._process.returncode != 0:
-            return DecodeResult(False, counts, f"pg_restore exited with code {self._process.returncode}: "
-                                               f"{tail(errors, 5)}")
-        return DecodeResult(True, counts, None)
+            error = f"verification did not finish within {timeout:g}s (BACKUP_TIMEOUT_MINUTES)"
+        elif self._feed_error:
+            error = f"decompression failed: {self._feed_error}"
+        elif self._process.returncode != 0:
+            error = f"pg_restore exited with code {self._process.returncode}: {tail(errors, 5)}"
+        else:
+            error = None
+        return DecodeResult(error is None, counts, error, self._counter.sequences)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):

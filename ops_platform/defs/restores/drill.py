@@ -31,8 +31,14 @@ DRILL_CHECKS = [
                       description="The newest verified backup is fetched (sha256 checked) and restores into a "
                                   "throwaway database with pg_restore --exit-on-error."),
     dg.AssetCheckSpec("row_counts_match", asset="restore_drill",
-                      description="Every table of the restored copy exists with the manifest's row count, and no "
-                                  "sequence is behind its column."),
+                      description="Every table of the restored copy exists with the row count the source had at "
+                                  "dump time (the manifest's)."),
+    dg.AssetCheckSpec("sequences_match", asset="restore_drill",
+                      description="Every sequence of the restored copy has the value the source had at dump time. A "
+                                  "sequence behind its column, as in the source, is a note, not a failure."),
+    dg.AssetCheckSpec("sql_checks_pass", asset="restore_drill",
+                      description="The operator's SQL checks (<ENV>_RESTORE_CHECKS_FILE) each return true on the "
+                                  "restored copy; passes when none are configured."),
 ]
 DRILL_CRONS = {environment: "0 4 * * 0" for environment in BACKUP_CRONS}
 
@@ -85,11 +91,23 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
         description=(f"{outcome.backup_id} restored in {outcome.seconds.get('pg_restore', 0):.1f}s" if outcome.restored
                      else f"failed at {outcome.failed_step}: {outcome.error}"),
         metadata={"backup_id": outcome.backup_id or "", "seconds": dg.MetadataValue.float(outcome.total_seconds)})
+    not_reached = "not reached: the backup did not restore"
     yield dg.AssetCheckResult(
-        check_name="row_counts_match", passed=outcome.passed,
-        description=report.summary() if report else "not reached: the backup did not restore",
+        check_name="row_counts_match", passed=bool(report and report.rows_ok),
+        description=report.rows_summary() if report else not_reached,
         metadata={"tables": dg.MetadataValue.int(report.tables_checked if report else 0),
                   "rows": dg.MetadataValue.int(report.rows_verified if report else 0)})
+    yield dg.AssetCheckResult(
+        check_name="sequences_match", passed=bool(report and report.sequences_ok),
+        description=report.sequences_summary() if report else not_reached,
+        metadata={"compared": dg.MetadataValue.int(report.sequences_compared if report else 0),
+                  "behind_their_column": dg.MetadataValue.int(len(report.sequences_behind) if report else 0)})
+    yield dg.AssetCheckResult(
+        check_name="sql_checks_pass", passed=bool(report and not report.failed_checks),
+        description=report.checks_summary() if report else not_reached,
+        metadata={"checks": dg.MetadataValue.int(len(report.checks) if report else 0)})
+    for note in report.sequence_notes() if report else []:
+        context.log.warning(note)
     if not outcome.passed:
         slack.notifier(context.log).post(messages.drill_failed(environment_name, outcome.error or "failed",
                                                                outcome.backup_id, run_url(context.run.run_id)))

@@ -57,6 +57,7 @@ from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
 from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, plan_restore
 from ops_platform.lib.restore.swap import SwapJournal, swap
 from ops_platform.lib.restore.verify import verify_restored_database
+from ops_platform.lib.roles import create_missing_roles
 from ops_platform.lib.tags import KIND, MAX_RETRIES, RESTORE_LEFT
 
 WORK_FOLDER = ".restore"
@@ -77,6 +78,11 @@ class RestoreConfig(dg.Config):
                                                                      "(e.g. production's into staging).")
     confirm: str = Field(default="", description="Replacing the environment's own database: type the environment's "
                                                  "name here (e.g. production). Not needed with target_database.")
+    fix_sequences: bool = Field(default=False, description="Move sequences that are behind the column they feed "
+                                                           "forward (they are restored as the source had them).")
+    create_roles: bool = Field(default=False, description="Create the roles the backup's grants name that this "
+                                                          "server lacks (from the roles kept with the backup), "
+                                                          "without passwords, before restoring.")
 
 
 def _work_paths(restore_settings: RestoreSettings, backup_storage: BackupStorageResource) -> tuple[Path, Path]:
@@ -180,7 +186,8 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
         environment = get_environment(context.partition_key)
         request = RestoreRequest(environment.name, config.backup.strip() or "latest",
                                  config.target_database.strip() or None, config.replace_target,
-                                 config.skip_migrations, config.allow_other_environment, config.confirm)
+                                 config.skip_migrations, config.allow_other_environment, config.confirm,
+                                 config.fix_sequences, config.create_roles)
         started = time.monotonic()
         live = databases.database_name(environment.database_url)
         lock = restore_lock.acquire(context, environment.database_url, environment.name,
@@ -281,6 +288,7 @@ def restore_database(context: dg.OpExecutionContext, state: RestoreState, slack:
         def progress(done: int, total: int) -> None:
             show(f"pg_restore: {done} of {total} archive items", done=done >= total)
 
+        _create_roles(context, url, state)
         if state.in_place:
             run = restore_in_place(url, state.target, Path(state.dump_path), timeout=timeout, progress=progress)
         else:
@@ -289,12 +297,35 @@ def restore_database(context: dg.OpExecutionContext, state: RestoreState, slack:
             state.scratch_created = True
             run = restore_into(url, state.scratch, Path(state.dump_path), jobs=restore_settings.parallel_jobs(),
                                timeout=timeout, progress=progress)
+        if not run.acl_restored and state.manifest.roles_sql and not state.create_roles:
+            run.warnings.append("the backup keeps the cluster's roles: restore with --create-roles (create_roles: "
+                                "true) to create the missing ones first and keep the grants")
+        if state.manifest.database_properties is not None:
+            with databases.connect(url) as connection:
+                run.warnings += databases.apply_database_properties(connection, state.building,
+                                                                    state.manifest.database_properties)
         state.warnings += run.warnings
         for warning in run.warnings:
             _warn(context, warning)
         _announce(context, f"pg_restore: {run.items} archive items into {run.database} with {run.jobs} job(s) in "
                            f"{human_duration(run.seconds)}")
     return state
+
+
+def _create_roles(context: dg.OpExecutionContext, url: str, state: RestoreState) -> None:
+    """With create_roles, the roles the server lacks, from those kept with the backup."""
+    if not state.create_roles:
+        return
+    if not state.manifest.roles_sql:
+        _warn(context, f"create_roles: backup {state.backup_id} keeps no roles (made before roles were kept, or "
+                       "they could not be read); none were created")
+        return
+    created, warnings = create_missing_roles(url, state.manifest.roles_sql)
+    for warning in warnings:
+        _warn(context, warning)
+    state.warnings += warnings
+    _announce(context, f"roles: created {', '.join(created)} (no passwords: set them before anything logs in)"
+              if created else "roles: every role of the backup exists here")
 
 
 @dg.op(out=STATE_OUT, description="Run <ENV>_MIGRATE_COMMAND (e.g. npx prisma migrate deploy) against the restored copy, with "
@@ -322,9 +353,12 @@ def verify_restore(context: dg.OpExecutionContext, state: RestoreState, slack: O
         environment = get_environment(state.environment)
         report = verify_restored_database(environment.database_url, state.building, state.manifest,
                                           checks_file=environment.restore_checks_file,
-                                          jobs=restore_settings.parallel_jobs())
+                                          fix_sequences=state.fix_sequences, jobs=restore_settings.parallel_jobs())
         report.raise_for_failure()
         state.rows_verified, state.tables_verified = report.rows_verified, report.tables_checked
+        for note in report.sequence_notes():
+            _warn(context, note)
+            state.warnings.append(note)
         _announce(context, f"verify: {report.summary()}")
     return state
 
@@ -343,7 +377,7 @@ def swap_into_place(context: dg.OpExecutionContext, state: RestoreState, slack: 
             try:
                 result = swap(url, state.target, state.scratch, state.stamp, journal=journal,
                               environment=state.environment, backup_id=state.backup_id, run_id=context.run_id,
-                              lock=restore_lock.held)
+                              lock=restore_lock.held, copy_properties=state.manifest.database_properties is None)
             finally:
                 state.swap_outcome = journal.outcome
             state.scratch_created, state.kept_database = False, result.kept

@@ -313,49 +313,65 @@ def _setting_statement(target: str, entry: str, role: str | None) -> sql.Composa
                                                  sql.SQL(", ").join(sql.Literal(v) for v in values))
 
 
-def copy_database_properties(connection: psycopg.Connection, source: str, target: str) -> list[str]:
-    """Give ``target`` the database-level properties of ``source`` that a dump does not carry:
-    owner, connection limit, grants on the database and ``ALTER DATABASE/ROLE ... SET`` settings.
-    Each one that this role may not copy becomes a warning instead of an error."""
+def read_database_properties(connection: psycopg.Connection, name: str) -> dict:
+    """The database-level properties of ``name`` that a dump of its contents does not carry, as
+    plain data (what a manifest records): owner, comment, connection limit, the grants on the
+    database (None: the default ones) and ``ALTER DATABASE/ROLE ... IN DATABASE ... SET`` settings."""
+    oid, owner, comment, connlimit, default_acl = connection.execute(
+        "SELECT d.oid, pg_get_userbyid(d.datdba), shobj_description(d.oid, 'pg_database'), d.datconnlimit, "
+        "d.datacl IS NULL FROM pg_database d WHERE d.datname = %s", (name,)).fetchone()
+    grants = None if default_acl else [list(row) for row in connection.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+        "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s AND a.grantee <> d.datdba "
+        "ORDER BY 1 NULLS FIRST, 2", (oid,))]
+    settings = [[role, entry] for role, entries in connection.execute(
+        "SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END, setconfig "
+        "FROM pg_db_role_setting WHERE setdatabase = %s ORDER BY 1 NULLS FIRST", (oid,)) for entry in entries or []]
+    return {"owner": owner, "comment": comment, "connection_limit": connlimit, "grants": grants,
+            "settings": settings}
+
+
+def apply_database_properties(connection: psycopg.Connection, target: str, properties: dict) -> list[str]:
+    """Give ``target`` the properties ``read_database_properties`` returned (of another database,
+    or from a manifest). Each one this role may not set, or that names a role missing here,
+    becomes a warning instead of an error."""
     warnings: list[str] = []
-    row = connection.execute(
-        "SELECT d.oid, pg_get_userbyid(d.datdba), d.datconnlimit, d.datacl IS NULL, "
-        "(SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s) "
-        "FROM pg_database d WHERE d.datname = %s", (target, source)).fetchone()
-    oid, owner, connlimit, default_acl, target_owner = row
     target_id = sql.Identifier(target)
+    current_owner = connection.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                       (target,)).fetchone()[0]
 
     def attempt(statement: sql.Composable, what: str) -> None:
         try:
             connection.execute(statement)
         except psycopg.Error as error:
-            warnings.append(f"could not copy {what} to the restored database: {describe(error)}")
+            warnings.append(f"could not give the restored database {what}: {describe(error)}")
 
-    if owner != target_owner:
+    owner = properties.get("owner")
+    if owner and owner != current_owner:
         attempt(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(target_id, sql.Identifier(owner)), f"owner {owner}")
-    if connlimit != -1:
-        attempt(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(target_id, sql.Literal(connlimit)),
-                "the connection limit")
-    if not default_acl:
-        grants = connection.execute(
-            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
-            "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s AND a.grantee <> d.datdba",
-            (oid,)).fetchall()
-        attempt(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target_id), "grants")
-        for grantee, privilege, grantable in grants:
+    if properties.get("comment") is not None:
+        attempt(sql.SQL("COMMENT ON DATABASE {} IS {}").format(target_id, sql.Literal(properties["comment"])),
+                "its comment")
+    if properties.get("connection_limit", -1) != -1:
+        attempt(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+            target_id, sql.Literal(properties["connection_limit"])), "its connection limit")
+    if properties.get("grants") is not None:
+        attempt(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target_id), "its grants")
+        for grantee, privilege, grantable in properties["grants"]:
             statement = sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
                 sql.SQL(privilege), target_id, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"))
             if grantable:
                 statement += sql.SQL(" WITH GRANT OPTION")
             attempt(statement, f"grant {privilege} to {grantee or 'PUBLIC'}")
-    settings = connection.execute(
-        "SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END, setconfig "
-        "FROM pg_db_role_setting WHERE setdatabase = %s", (oid,)).fetchall()
-    for role, entries in settings:
-        for entry in entries or []:
-            attempt(_setting_statement(target, entry, role), f"setting {entry.partition('=')[0]}"
-                    + (f" of role {role}" if role else ""))
+    for role, entry in properties.get("settings") or []:
+        attempt(_setting_statement(target, entry, role), f"setting {entry.partition('=')[0]}"
+                + (f" of role {role}" if role else ""))
     return warnings
+
+
+def copy_database_properties(connection: psycopg.Connection, source: str, target: str) -> list[str]:
+    """Give ``target`` the database-level properties of ``source`` (see the two above)."""
+    return apply_database_properties(connection, target, read_database_properties(connection, source))
 
 
 def set_allow_connections(connection: psycopg.Connection, name: str, allowed: bool) -> str | None:

@@ -35,6 +35,8 @@ class RestoreRequest:
     skip_migrations: bool = False
     allow_other_environment: bool = False
     confirm: str = ""
+    fix_sequences: bool = False
+    create_roles: bool = False
 
 
 @dataclass
@@ -57,6 +59,8 @@ class RestoreState:
     passed_over: list[PassedOver] = field(default_factory=list)
     older_than_newest: str | None = None
     skip_migrations: bool = False
+    fix_sequences: bool = False
+    create_roles: bool = False
     work_dir: str | None = None
     dump_path: str | None = None
     manifest: Manifest | None = None
@@ -179,4 +183,5 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
         environment=environment.name, live_database=live, target=target, replacing=exists, in_place=in_place,
         stamp=stamp, scratch=databases.scratch_name(target, stamp), backup_id=first.backup_id,
         source_environment=first.manifest.environment, candidates=resolution.candidates,
-        passed_over=resolution.passed_over, skip_migrations=request.skip_migrations, warnings=list(resolution.warnings))
+        passed_over=resolution.passed_over, skip_migrations=request.skip_migrations,
+        fix_sequences=request.fix_sequences, create_roles=request.create_roles, warnings=list(resolution.warnings))

@@ -2,9 +2,16 @@
 
 - every table of ``table_row_counts`` exists and ``SELECT count(*) FROM ONLY`` it equals the
   manifest (inheritance parents do not count their children; partitioned tables' rows live in
-  their leaf partitions, which is where pg_dump COPYs them);
-- no sequence that feeds a column (serial/owned-by or identity) is behind that column's values;
+  their leaf partitions, which is where pg_dump COPYs them; a table with no columns counts too);
+- every sequence has the value and ``is_called`` the source had at dump time
+  (``sequence_values``, read from the dump's own ``setval`` lines);
 - optional operator SQL checks, each of which must return a single ``true``.
+
+The copy is compared with the source, not with rules the source itself may break: a sequence
+behind the column it feeds (explicit values inserted into an identity column) is behind in the
+source too, since its value matches; it is a note, never a failure, and ``fix_sequences`` moves it
+forward on request. (A manifest from before sequences were recorded has no values to compare:
+then only the note is given.)
 
 Manifest keys come from ``ops_platform.lib.verify.count_copy_rows``, which reads the COPY line
 (``COPY public."Odd.Name" (...) FROM stdin;``) and drops every double quote. Relations are mapped
@@ -68,9 +75,16 @@ class CheckResult:
         return f"check #{self.number} ({one_line(self.statement, 80)}) {self.detail}"
 
 
+def _listed(label: str, items: list) -> str:
+    shown = "; ".join(str(item) for item in items[:SHOWN_PER_KIND])
+    more = f" (+{len(items) - SHOWN_PER_KIND} more)" if len(items) > SHOWN_PER_KIND else ""
+    return f"{len(items)} {label}: {shown}{more}"
+
+
 @dataclass
 class VerificationReport:
-    """What verification found; ``ok`` only when nothing is missing, different or behind."""
+    """What verification found; ``ok`` only when nothing is missing or different from the
+    source. Each part (tables and rows, sequences, SQL checks) has its own verdict and line."""
 
     database: str
     tables_checked: int = 0
@@ -79,6 +93,8 @@ class VerificationReport:
     row_mismatches: list[RowCountMismatch] = field(default_factory=list)
     ambiguous_tables: list[str] = field(default_factory=list)
     sequences_checked: int = 0
+    sequences_compared: int = 0
+    sequence_mismatches: list[str] = field(default_factory=list)
     sequences_behind: list[SequenceState] = field(default_factory=list)
     sequences_fixed: list[SequenceState] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
@@ -89,24 +105,54 @@ class VerificationReport:
         return [check for check in self.checks if not check.passed]
 
     @property
+    def rows_ok(self) -> bool:
+        return not (self.missing_tables or self.row_mismatches)
+
+    @property
+    def sequences_ok(self) -> bool:
+        return not self.sequence_mismatches
+
+    @property
     def ok(self) -> bool:
-        return not (self.missing_tables or self.row_mismatches or self.sequences_behind or self.failed_checks)
+        return self.rows_ok and self.sequences_ok and not self.failed_checks
+
+    def rows_summary(self) -> str:
+        if self.rows_ok:
+            return f"{self.tables_checked} tables, {self.rows_verified} rows as in the source"
+        return " | ".join(_listed(label, items) for label, items in (
+            ("missing table(s)", self.missing_tables), ("row count mismatch(es)", self.row_mismatches)) if items)
+
+    def sequences_summary(self) -> str:
+        if not self.sequences_ok:
+            return _listed("sequence(s) differ from the source", self.sequence_mismatches)
+        compared = (f"{self.sequences_compared} sequences as in the source" if self.sequences_compared
+                    else f"{self.sequences_checked} sequences (the manifest has no values to compare)")
+        return compared + "".join(f"; {note}" for note in self.sequence_notes())
+
+    def checks_summary(self) -> str:
+        if self.failed_checks:
+            return _listed("failed SQL check(s)", self.failed_checks)
+        return f"{len(self.checks)} SQL checks passed" if self.checks else "no SQL checks configured"
+
+    def sequence_notes(self) -> list[str]:
+        """What an operator should know but that is no failure: sequences behind their column
+        (as in the source), and those moved forward on request."""
+        notes = []
+        if self.sequences_behind:
+            notes.append(_listed("sequence(s) behind their column, as in the source (fix_sequences moves them "
+                                 "forward)", self.sequences_behind))
+        if self.sequences_fixed:
+            notes.append(_listed("sequence(s) moved forward", self.sequences_fixed))
+        return notes
 
     def summary(self) -> str:
         """One line: what was verified, or every kind of failure with its first few cases."""
         if self.ok:
-            fixed = f", {len(self.sequences_fixed)} sequence(s) moved forward" if self.sequences_fixed else ""
             return (f"verified {self.database}: {self.tables_checked} tables, {self.rows_verified} rows, "
-                    f"{self.sequences_checked} sequences, {len(self.checks)} SQL checks{fixed}")
-        parts = []
-        for label, items in (("missing table(s)", self.missing_tables),
-                             ("row count mismatch(es)", self.row_mismatches),
-                             ("sequence(s) behind their column", self.sequences_behind),
-                             ("failed SQL check(s)", self.failed_checks)):
-            if items:
-                shown = "; ".join(str(item) for item in items[:SHOWN_PER_KIND])
-                more = f" (+{len(items) - SHOWN_PER_KIND} more)" if len(items) > SHOWN_PER_KIND else ""
-                parts.append(f"{len(items)} {label}: {shown}{more}")
+                    f"{self.sequences_summary()}, {len(self.checks)} SQL checks")
+        parts = [summary() for verdict, summary in ((self.rows_ok, self.rows_summary),
+                                                    (self.sequences_ok, self.sequences_summary),
+                                                    (not self.failed_checks, self.checks_summary)) if not verdict]
         return f"verification of {self.database} failed: " + " | ".join(parts)
 
     def raise_for_failure(self, redactor: Redactor | None = None) -> None:
@@ -208,9 +254,36 @@ ORDER BY 2
 """
 
 
+_ALL_SEQUENCES = """
+SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def compare_sequences(url: str, database: str, expected: dict[str, list], report: VerificationReport, *,
+                      statement_timeout: float = 3600) -> None:
+    """Every sequence the source had (``expected``: name -> [last_value, is_called]) has the
+    same state here."""
+    if not expected:
+        return
+    with connect(url, database, statement_timeout=statement_timeout) as connection:
+        present = {name: (schema, relname) for name, schema, relname in connection.execute(_ALL_SEQUENCES)}
+        for name, (value, called) in sorted(expected.items()):
+            report.sequences_compared += 1
+            if name not in present:
+                report.sequence_mismatches.append(f"{name} is missing")
+                continue
+            actual = connection.execute(sql.SQL("SELECT last_value, is_called FROM {}.{}").format(
+                *(sql.Identifier(part) for part in present[name]))).fetchone()
+            if (actual[0], actual[1]) != (value, called):
+                report.sequence_mismatches.append(f"{name} is at {actual[0]} (called: {actual[1]}), the source was "
+                                                  f"at {value} (called: {called})")
+
+
 def check_sequences(url: str, database: str, report: VerificationReport, *, fix: bool = False,
                     statement_timeout: float = 3600) -> None:
-    """Find sequences whose next value is not past the largest (or, descending, smallest) value
+    """Note sequences whose next value is not past the largest (or, descending, smallest) value
     of the column they feed; with ``fix``, move them forward with setval() instead."""
     with connect(url, database, statement_timeout=statement_timeout) as connection:
         for oid, sequence, schema, table, qualified, column, increment, seq_schema, seq_name in \
@@ -328,6 +401,7 @@ def verify_restored_database(url: str, database: str, manifest: Manifest, *, che
         raise step_error("verify", f"cannot read the SQL checks file: {describe(error)}", redactor) from None
     try:
         check_row_counts(url, database, manifest, report, jobs=jobs, statement_timeout=statement_timeout)
+        compare_sequences(url, database, manifest.sequence_values, report, statement_timeout=statement_timeout)
         check_sequences(url, database, report, fix=fix_sequences, statement_timeout=statement_timeout)
         if statements:
             run_sql_checks(url, database, statements, report, redactor=redactor)
