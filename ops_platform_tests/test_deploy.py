@@ -51,6 +51,7 @@ def test_hanging_app_does_not_stretch_the_budget(silent_listener):
 
 def test_rollback_command_output_is_captured_and_redacted(monkeypatch):
     monkeypatch.setenv("PRODUCTION_ROLLBACK_TOKEN", SECRET)
+    monkeypatch.setenv("COMMAND_VARIABLES", "PRODUCTION_ROLLBACK_TOKEN")
     command = 'echo "rolling back from $OPS_EXPECTED_VERSION to previous, token $PRODUCTION_ROLLBACK_TOKEN"'
     outcome = deploy.run_rollback(production(rollback_command=command), "1.2.3", "1.2.2", "version mismatch", 5)
     assert outcome.ok and outcome.summary == "rollback command succeeded"

@@ -1,11 +1,9 @@
 """Post-deployment verification: poll ``/health`` until the expected version is healthy, and run
-the environment's rollback hook when it is not, under a timeout and with its output captured."""
+the environment's rollback hook when it is not, under a timeout and with its output captured (the
+command through ``lib/commands``, with an allow-listed environment)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +12,8 @@ import httpx
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentConfig
 from ops_platform.lib import probes, settings
+from ops_platform.lib.commands import command_environment, run_shell_command
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor, tail
 
 DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0
@@ -23,7 +23,6 @@ DEFAULT_ROLLBACK_TIMEOUT_SECONDS = 300.0
 # the verification and rollback timeouts.
 RUNTIME_MARGIN_SECONDS = 300.0
 MAX_REQUEST_SECONDS = 10.0
-OUTPUT_LIMIT = 64 * 1024
 
 
 def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_seconds: float | None = None,
@@ -103,7 +102,7 @@ def run_rollback(environment: EnvironmentConfig, expected_version: str, observed
     redactor = redactor or Redactor.from_environ()
     started = time.monotonic()
     if environment.rollback_command:
-        outcome = _run_command(environment, expected_version, observed_version, reason, timeout_seconds)
+        outcome = _run_command(environment, expected_version, observed_version, reason, timeout_seconds, redactor)
     elif environment.rollback_webhook_url:
         outcome = _call_webhook(environment, expected_version, observed_version, reason, timeout_seconds)
     else:
@@ -115,36 +114,22 @@ def run_rollback(environment: EnvironmentConfig, expected_version: str, observed
 
 
 def _run_command(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,
-                 reason: str, timeout_seconds: float) -> tuple[bool, str, str]:
-    env = {**os.environ, "OPS_ENVIRONMENT": environment.name, "OPS_EXPECTED_VERSION": expected_version,
-           "OPS_OBSERVED_VERSION": observed_version or "", "OPS_FAILURE_REASON": reason}
-    process = subprocess.Popen(environment.rollback_command, shell=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                 reason: str, timeout_seconds: float, redactor: Redactor) -> tuple[bool, str, str]:
+    """The rollback command through ``lib/commands`` (the migrate command's runner), with an
+    allow-listed environment: the environment's ``DATABASE_URL`` and the ``OPS_*`` facts."""
     try:
-        raw, _ = process.communicate(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired as expired:
-        os.killpg(process.pid, signal.SIGKILL)
-        try:
-            raw, _ = process.communicate(timeout=5)
-        except subprocess.TimeoutExpired as still_open:
-            # Something left the process group and still holds the pipe: keep what was read.
-            process.stdout.close()
-            process.wait()
-            raw = still_open.output or expired.output or b""
-        return False, f"rollback command timed out after {timeout_seconds:g}s and was killed", \
-            _decoded_tail(raw)
-    output = _decoded_tail(raw)
-    if process.returncode != 0:
-        return False, f"rollback command exited with code {process.returncode}", output
-    return True, "rollback command succeeded", output
-
-
-def _decoded_tail(raw: bytes) -> str:
-    """The last OUTPUT_LIMIT bytes, cut at a line start so no secret is split before redaction."""
-    if len(raw) > OUTPUT_LIMIT:
-        raw = raw[-OUTPUT_LIMIT:]
-        raw = raw[raw.find(b"\n") + 1:] if b"\n" in raw else raw
-    return raw.decode(errors="replace")
+        env = command_environment({"DATABASE_URL": environment.database_url, "OPS_ENVIRONMENT": environment.name,
+                                   "OPS_EXPECTED_VERSION": expected_version,
+                                   "OPS_OBSERVED_VERSION": observed_version or "", "OPS_FAILURE_REASON": reason})
+    except ConfigError as error:
+        return False, f"rollback command not run: {error}", ""
+    try:
+        result = run_shell_command(environment.rollback_command, env, timeout_seconds, redactor,
+                                   name="rollback command")
+    except OSError as error:
+        return False, f"rollback command could not start: {describe(error)}", ""
+    summary = "rollback command succeeded" if result.ok else result.summary
+    return result.ok, summary, result.output
 
 
 def _call_webhook(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,
