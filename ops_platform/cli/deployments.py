@@ -21,19 +21,24 @@ from ops_platform.cli.errors import (
 )
 from ops_platform.cli.remote import Platform, PlatformError
 from ops_platform.cli.runs import failure_message, run_job
-from ops_platform.config import ENVIRONMENT_PREFIXES, get_environment
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
 from ops_platform.lib import settings
-from ops_platform.lib.deploy import max_runtime_seconds
+from ops_platform.lib.deploy import DeploymentLimits, max_runtime_seconds
 from ops_platform.lib.tags import ENVIRONMENT, LAUNCHED_BY, MAX_RUNTIME
 
 JOB = "verify_deployment_job"
 
 
-def _check_arguments(args) -> None:
+def _check_arguments(args, limits: DeploymentLimits | None = None) -> None:
     if not args.expected_version.strip():
         raise CommandError("--expected-version must not be empty", EXIT_BAD_INPUT)
     if not args.timeout > 0:
         raise CommandError(f"--timeout must be > 0 seconds, got {args.timeout:g}", EXIT_BAD_INPUT)
+    if limits is not None:
+        try:
+            limits.check(args.timeout)
+        except ConfigError as error:
+            raise CommandError(f"--{error}", EXIT_BAD_INPUT) from None
 
 
 def verify_deployment_command(args) -> int:
@@ -48,7 +53,7 @@ def verify_deployment_command(args) -> int:
     if not environment.api_url:
         raise CommandError(f"{ENVIRONMENT_PREFIXES[environment.name]}API_URL is not set; cannot verify a "
                            f"deployment of {environment.name}", EXIT_BAD_INPUT)
-    _check_arguments(args)
+    _check_arguments(args, DeploymentLimits.from_environ())
     config = {"environment": environment.name, "expected_version": args.expected_version.strip(),
               "timeout_seconds": float(args.timeout)}
     if sys.stderr.isatty():

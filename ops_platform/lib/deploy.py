@@ -19,6 +19,7 @@ from ops_platform.lib.redact import Redactor, tail
 DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0
 DEFAULT_ROLLBACK_TIMEOUT_SECONDS = 300.0
+DEFAULT_MAX_TIMEOUT_SECONDS = 1800.0
 # Slack posts (started, result), the last /health poll and the rollback's own cleanup on top of
 # the verification and rollback timeouts.
 RUNTIME_MARGIN_SECONDS = 300.0
@@ -36,6 +37,40 @@ def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_s
             rollback_timeout_seconds = DEFAULT_ROLLBACK_TIMEOUT_SECONDS
     return float(timeout_seconds or DEFAULT_VERIFY_TIMEOUT_SECONDS) + float(rollback_timeout_seconds) \
         + RUNTIME_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
+class DeploymentLimits:
+    """What a launch of a verification may ask for, whoever launches it (UI, CLI, CI): a timeout up
+    to ``max_timeout_seconds`` and a rollback timeout up to ``rollback_timeout_seconds``. The health
+    alerts of the environment are held at most ``hold_seconds``."""
+
+    max_timeout_seconds: float = DEFAULT_MAX_TIMEOUT_SECONDS
+    rollback_timeout_seconds: float = DEFAULT_ROLLBACK_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_environ(cls, environ=None) -> DeploymentLimits:
+        """The limits DEPLOY_MAX_TIMEOUT_SECONDS and DEPLOY_ROLLBACK_TIMEOUT_SECONDS set. Raises ConfigError."""
+        return cls(float(settings.value_of(settings.DEPLOY_MAX_TIMEOUT, environ)),
+                   float(settings.value_of(settings.DEPLOY_ROLLBACK_TIMEOUT, environ)))
+
+    @property
+    def hold_seconds(self) -> float:
+        return max_runtime_seconds(self.max_timeout_seconds, self.rollback_timeout_seconds)
+
+    def check(self, timeout_seconds: float, rollback_timeout_seconds: float | None = None,
+              poll_interval_seconds: float | None = None) -> None:
+        """Raise ConfigError (one line) when a launch asks for more than the settings allow."""
+        if not timeout_seconds > 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout_seconds:g}")
+        if timeout_seconds > self.max_timeout_seconds:
+            raise ConfigError(f"timeout may be at most {self.max_timeout_seconds:g}s "
+                              f"({settings.DEPLOY_MAX_TIMEOUT.variable}), got {timeout_seconds:g}")
+        if rollback_timeout_seconds is not None and not 0 < rollback_timeout_seconds <= self.rollback_timeout_seconds:
+            raise ConfigError(f"rollback timeout must be > 0 and at most {self.rollback_timeout_seconds:g}s "
+                              f"({settings.DEPLOY_ROLLBACK_TIMEOUT.variable}), got {rollback_timeout_seconds:g}")
+        if poll_interval_seconds is not None and not poll_interval_seconds > 0:
+            raise ConfigError(f"poll interval must be > 0 seconds, got {poll_interval_seconds:g}")
 
 
 @dataclass

@@ -145,10 +145,15 @@ def command_variables(environ: Mapping[str, str] | None = None) -> tuple[str, ..
 
 
 DEPLOY_ROLLBACK_TIMEOUT = _seconds("rollback_timeout_seconds", "DEPLOY_ROLLBACK_TIMEOUT_SECONDS", 300.0,
-                                   "the rollback command or webhook is stopped after this")
+                                   "the rollback command or webhook is stopped after this; a launch may ask "
+                                   "for less, never more")
+DEPLOY_MAX_TIMEOUT = _seconds("max_timeout_seconds", "DEPLOY_MAX_TIMEOUT_SECONDS", 1800.0,
+                              "the longest verification timeout a launch may ask for; health alerts are held "
+                              "at most this plus DEPLOY_ROLLBACK_TIMEOUT_SECONDS plus 5 minutes")
 DEPLOYMENT = (
     _seconds("poll_interval_seconds", "DEPLOY_POLL_INTERVAL_SECONDS", 5.0, "how often verification polls /health"),
     DEPLOY_ROLLBACK_TIMEOUT,
+    DEPLOY_MAX_TIMEOUT,
     COMMAND_VARIABLES,
 )
 
