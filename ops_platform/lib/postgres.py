@@ -10,7 +10,6 @@ process says so once in its log).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ops_platform.config import ConfigError
+from ops_platform.lib.network import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,6 @@ REQUIRED_SSLMODE = "require"
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 _announced: set[tuple[str, str]] = set()
 _announced_lock = threading.Lock()
-
-
-def is_loopback(host: str) -> bool:
-    """True for a Unix socket (a path, or no host at all), ``localhost`` or a loopback address."""
-    host = host.strip().strip("[]")
-    if not host or host.startswith(("/", "@")):
-        return True
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _hosts(params: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
