@@ -3,34 +3,15 @@ expects, with no comment glued to it, and development's app URLs are not the UI'
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ops_platform import config
 from ops_platform.lib import settings
-
-EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
-
-
-def systemd_environment(text: str) -> dict[str, str]:
-    """KEY=value lines as systemd's EnvironmentFile= parses them: lines starting with # or ; are
-    comments; a value in quotes loses them; an unquoted value keeps everything up to its trailing
-    whitespace, a "# comment" included."""
-    found = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        found[key.strip()] = value
-    return found
+from ops_platform_tests.deploy_units import ENV_FILES, env_file
 
 
 def test_env_example_works_as_a_systemd_environment_file():
-    environ = systemd_environment(EXAMPLE.read_text())
+    environ = env_file(ENV_FILES["/etc/ops_platform/ops_platform.env"])
     glued = {key: value for key, value in environ.items() if " #" in value or "\t#" in value}
     assert not glued, f"a trailing comment becomes part of these values: {glued}"
     assert settings.problems(settings.ALL, environ) == []
