@@ -38,12 +38,17 @@ def unit(name: str) -> dict[str, list[str]]:
 
 
 def env_file(path: Path) -> dict[str, str]:
-    """A KEY=value file as systemd's EnvironmentFile= reads the plain lines of deploy/'s examples."""
+    """A KEY=value file as systemd's EnvironmentFile= reads it: lines starting with # or ; are
+    comments; a value in quotes loses them; an unquoted value keeps everything up to its trailing
+    whitespace, a "# comment" included."""
     values = {}
     for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
+        if line.strip() and not line.lstrip().startswith(("#", ";")):
             key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            values[key.strip()] = value
     return values
 
 

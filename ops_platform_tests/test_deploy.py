@@ -51,6 +51,7 @@ def test_hanging_app_does_not_stretch_the_budget(silent_listener):
 
 def test_rollback_command_output_is_captured_and_redacted(monkeypatch):
     monkeypatch.setenv("PRODUCTION_ROLLBACK_TOKEN", SECRET)
+    monkeypatch.setenv("COMMAND_VARIABLES", "PRODUCTION_ROLLBACK_TOKEN")
     command = 'echo "rolling back from $OPS_EXPECTED_VERSION to previous, token $PRODUCTION_ROLLBACK_TOKEN"'
     outcome = deploy.run_rollback(production(rollback_command=command), "1.2.3", "1.2.2", "version mismatch", 5)
     assert outcome.ok and outcome.summary == "rollback command succeeded"
@@ -158,6 +159,8 @@ def test_cli_rollback_through_the_webhook(deployed, slack_server, capsys, monkey
     (["verify-deployment", "production", "--expected-version", "1", "--timeout", "0"],
      "--timeout must be > 0 seconds, got 0"),
     (["verify-deployment", "production", "--expected-version", "1", "--timeout", "soon"], "invalid float value"),
+    (["verify-deployment", "production", "--expected-version", "1", "--timeout", "86400"],
+     "--timeout may be at most 1800s (DEPLOY_MAX_TIMEOUT_SECONDS), got 86400"),
     (["verify-deployment", "production"], "the following arguments are required: --expected-version"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys, monkeypatch):
@@ -189,13 +192,44 @@ def test_health_alerts_are_held_while_a_real_verification_runs(deployed, slack_s
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [spec.key for spec in health_sensors.health_assets.health_check_specs])
         cursor = json.dumps({"after": max([r.id for r in latest.values()], default=0)})
-        for offset in range(4):
-            record(instance, time.time() + offset, component="api")
+        def tick():
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform_resources(slack=slack))
             health_sensors.health_alert_sensor(context)
-            cursor = context.cursor
+            return context.cursor
+
+        for offset in range(4):
+            record(instance, time.time() + offset, component="api")
+            cursor = tick()
         verification.join()
+        assert json.loads(cursor)["tracker"]["environments"]["production"]["incident"]["announced"] is False
+        cursor = tick()
     assert exit_codes == [1]
-    texts = slack_server.texts()
-    assert len(texts) == 2 and "Deployment started" in texts[0] and "Deployment failed" in texts[1]
-    assert json.loads(cursor)["tracker"]["environments"]["production"]["incident"]["announced"] is False
+    texts = [message.text for message in slack_server.messages() if message.path.startswith("/api/")]
+    assert len(texts) == 5, texts
+    assert "Deployment started" in texts[0] and "production: health alerts held" in texts[1]
+    assert "Deployment failed" in texts[2]
+    assert "production: health alerts resume" in texts[3] and "the verification ended" in texts[3]
+    assert "production: 1 component is down" in texts[4]
+
+
+@pytest.mark.parametrize("asked, message", [
+    ({"timeout_seconds": 7200.0}, "timeout may be at most 1800s (DEPLOY_MAX_TIMEOUT_SECONDS), got 7200"),
+    ({"timeout_seconds": 5.0, "rollback_timeout_seconds": 3600.0},
+     "rollback timeout must be > 0 and at most 300s (DEPLOY_ROLLBACK_TIMEOUT_SECONDS), got 3600"),
+])
+def test_a_launch_that_asks_for_more_than_the_settings_allow_fails_before_any_work(asked, message, deployed,
+                                                                                  slack_server):
+    """However it is launched (here as the UI or the daemon would run it), with any max-runtime tag."""
+    import dagster as dg
+
+    from ops_platform.defs.deployments.jobs import verify_deployment_job
+
+    config = {"environment": "production", "expected_version": "1.2.3", **asked}
+    with dg.instance_for_test() as instance:
+        result = verify_deployment_job.execute_in_process(
+            run_config={"ops": {"verify_deployment": {"config": config}}}, resources=platform_resources(),
+            instance=instance, raise_on_error=False, tags={"dagster/max_runtime_seconds": "999999"})
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == message
+    assert deployed.requests == [] and slack_server.texts() == []

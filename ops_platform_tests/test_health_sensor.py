@@ -150,12 +150,14 @@ def test_alerts_are_held_while_a_deployment_is_verified(instance, daemon, slack_
                      status=DagsterRunStatus.STARTED, tags={ENVIRONMENT: "production"})
     instance.add_run(run)
     index = script(instance, daemon, "xxxx..")
-    assert posted(slack_server) == []
+    [held] = posted(slack_server)
+    assert "production: health alerts held" in held
     index = script(instance, daemon, "xxxx", index)
-    assert posted(slack_server) == []
+    assert len(posted(slack_server)) == 1
     instance.report_run_failed(run)
     script(instance, daemon, "x", index)
-    [text] = posted(slack_server)
+    [_, resumed, text] = posted(slack_server)
+    assert "production: health alerts resume" in resumed and "the verification ended" in resumed
     assert "production: 1 component is down" in text
 
 
@@ -261,16 +263,44 @@ def test_a_dead_verification_run_does_not_hold_alerts_forever(instance, daemon, 
     verify_run(instance, 2 * 3600, run_config={"ops": {"verify_deployment": {"config": {
         "environment": "production", "expected_version": "1", "timeout_seconds": 600,
         "rollback_timeout_seconds": 60}}}})
-    assert health_sensors.environments_being_verified(instance) == set()
+    assert health_sensors.environments_being_verified(instance) == {}
     script(instance, daemon, "xxxx")
     [text] = posted(slack_server)
     assert "production: 1 component is down" in text
 
 
+def test_a_hold_is_bounded_whatever_the_launcher_asked_and_announced_when_it_starts_and_ends(
+        instance, daemon, slack_server, monkeypatch):
+    """A launcher may set any max-runtime tag: the hold lasts at most DEPLOY_MAX_TIMEOUT_SECONDS plus
+    the rollback timeout and a margin (here 600 + 300 + 300 s)."""
+    monkeypatch.setenv("DEPLOY_MAX_TIMEOUT_SECONDS", "600")
+    monkeypatch.setenv("DAGSTER_WEBSERVER_URL", "http://dagster.example")
+    verify_run(instance, 1300, tags={"dagster/max_runtime_seconds": str(30 * 86400)})
+    assert health_sensors.environments_being_verified(instance, limit=1200) == {}
+    daemon.tick()
+    assert posted(slack_server) == []
+    run = verify_run(instance, 60, tags={"dagster/max_runtime_seconds": str(30 * 86400)})
+    daemon.tick()
+    [held] = posted(slack_server)
+    assert held.startswith(":pause_button: *production: health alerts held* while a deployment is verified, until ")
+    assert f"/runs/{run.run_id}|View the verification run in Dagster>" in held
+    hold = json.loads(daemon.cursor)["holds"]["production"]
+    assert hold["run_id"] == run.run_id and hold["until"] - hold["since"] == 1200
+    daemon.tick()
+    assert len(posted(slack_server)) == 1
+    instance.report_run_canceled(instance.get_run_by_id(run.run_id))
+    daemon.tick()
+    resumed = posted(slack_server)[1]
+    assert resumed.startswith(":arrow_forward: *production: health alerts resume* after ")
+    assert resumed.endswith(f": the verification ended.\n<http://dagster.example/runs/{run.run_id}|View the "
+                            "verification run in Dagster>")
+
+
 def test_a_live_verification_run_within_its_time_limit_still_holds(instance, daemon, slack_server):
     verify_run(instance, 600, tags={"dagster/max_runtime_seconds": "900"})
     script(instance, daemon, "xxxx")
-    assert posted(slack_server) == []
+    [held] = posted(slack_server)
+    assert "production: health alerts held" in held
     assert "held for deployment verification: production" in daemon.tick().skip_message
 
 

@@ -726,8 +726,8 @@ def test_a_restore_keeps_every_secret_out_of_argv_logs_run_config_and_slack(base
     assert leaks == []
 
     texts = site.run_texts()  # every run's config and tags, and every event of every run
-    assert "token=*** slack=*** db=postgresql://ops_test:***@" in texts, "the migrate output reached the log"
-    assert "rollback=***" in texts and "production-rollback=***" in texts
+    # The migrate command ran and reached the log, and saw none of the platform's secrets but its own URL.
+    assert "rollback= production-rollback= token= slack= db=postgresql://ops_test:***@" in texts
     for value in values:
         for where, text in (("stdout", result.stdout), ("stderr", result.stderr), ("run log", texts),
                             ("Slack", slack_server.all_bodies())):

@@ -88,3 +88,37 @@ def test_secrets_that_json_escapes_are_redacted_in_every_leaf_of_the_blocks(slac
             leaked = [form for form in _encodings(secret) if form in body]
             assert not leaked, (request.path, leaked)
         assert "***" in body
+
+
+HOSTILE = "<!channel> see <https://evil.example/login|the fix> & <@U123>"
+
+
+def test_text_from_outside_is_escaped_for_mrkdwn_in_every_message(slack_resource, slack_server, health_server,
+                                                                   monkeypatch):
+    """A /health body and a database error carry mentions and links: they reach Slack as text."""
+    from urllib.parse import quote
+
+    from ops_platform.lib import deploy, probes
+    from ops_platform.lib.messages import backups, deployments
+    from ops_platform_tests.conftest import database_url
+
+    health_server.services = {"database": HOSTILE}
+    outcome = deploy.wait_for_version(health_server.url, "1.2.3", 0.5, poll_interval=0.1)
+    missing = database_url("production").rsplit("/", 1)[0] + "/" + quote(f"x{HOSTILE}", safe="")
+    [database_error] = probes.probe_postgres("production", missing, probes.ProbeSettings(timeout_seconds=5))
+    secret = "pw<&>Secret9"
+    monkeypatch.setenv("DEPLOY_HOOK_TOKEN", secret)
+    notifier = slack_resource.notifier()
+    notifier.post(deployments.deployment_failed("production", "1.2.3", outcome.reason, None, "none", "", "http://d/runs/1"))
+    notifier.post(backups.backup_failed("production", "dump", f"{database_error.reason} ({secret})"))
+    notifier.post(f"plain {HOSTILE}")
+    texts = [message.payload["blocks"][0]["text"]["text"] if message.payload.get("blocks") else message.text
+             for message in slack_server.messages()]
+    assert len(texts) == 6
+    escaped = "&lt;!channel&gt; see &lt;https://evil.example/login|the fix&gt; &amp; &lt;@U123&gt;"
+    for text in texts:
+        assert "<!channel>" not in text and "<https://evil" not in text and "<@U123>" not in text, text
+        assert escaped in text, text
+    assert texts[0].endswith("<http://d/runs/1|View the run in Dagster>")
+    body = slack_server.all_bodies()
+    assert "Secret9" not in body and "***" in body

@@ -2,9 +2,9 @@
 ``/health`` for the new version and roll back when it does not arrive, as a Dagster run.
 
 With ``OPS_PLATFORM_URL`` set (a CI runner that is not the platform's host), the run is launched on
-the platform's instance through its webserver and run by its daemon, so the platform's health
-alerts are held while it runs and the platform's configuration (API URL, rollback, Slack) is used;
-this process follows it and exits as a local run would. Without it, the run happens in this
+the platform's instance through its deployment gateway and run by its daemon, so the platform's
+health alerts are held while it runs and the platform's configuration (API URL, rollback, Slack) is
+used; this process follows it and exits as a local run would. Without it, the run happens in this
 process, on the instance in ``$DAGSTER_HOME``."""
 
 from __future__ import annotations
@@ -21,19 +21,24 @@ from ops_platform.cli.errors import (
 )
 from ops_platform.cli.remote import Platform, PlatformError
 from ops_platform.cli.runs import failure_message, run_job
-from ops_platform.config import ENVIRONMENT_PREFIXES, get_environment
+from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
 from ops_platform.lib import settings
-from ops_platform.lib.deploy import max_runtime_seconds
-from ops_platform.lib.tags import ENVIRONMENT, LAUNCHED_BY, MAX_RUNTIME
+from ops_platform.lib.deploy import DeploymentLimits, max_runtime_seconds
+from ops_platform.lib.tags import ENVIRONMENT, MAX_RUNTIME
 
 JOB = "verify_deployment_job"
 
 
-def _check_arguments(args) -> None:
+def _check_arguments(args, limits: DeploymentLimits | None = None) -> None:
     if not args.expected_version.strip():
         raise CommandError("--expected-version must not be empty", EXIT_BAD_INPUT)
     if not args.timeout > 0:
         raise CommandError(f"--timeout must be > 0 seconds, got {args.timeout:g}", EXIT_BAD_INPUT)
+    if limits is not None:
+        try:
+            limits.check(args.timeout)
+        except ConfigError as error:
+            raise CommandError(f"--{error}", EXIT_BAD_INPUT) from None
 
 
 def verify_deployment_command(args) -> int:
@@ -48,7 +53,7 @@ def verify_deployment_command(args) -> int:
     if not environment.api_url:
         raise CommandError(f"{ENVIRONMENT_PREFIXES[environment.name]}API_URL is not set; cannot verify a "
                            f"deployment of {environment.name}", EXIT_BAD_INPUT)
-    _check_arguments(args)
+    _check_arguments(args, DeploymentLimits.from_environ())
     config = {"environment": environment.name, "expected_version": args.expected_version.strip(),
               "timeout_seconds": float(args.timeout)}
     if sys.stderr.isatty():
@@ -72,8 +77,8 @@ def _raise_terminated(signum, frame):
 
 
 def _verify_on_platform(platform: Platform, args) -> int:
-    """Everything is checked against the platform before the run is launched (exit 2 when wrong);
-    after that, the run's outcome decides (exit 0 or 1). Interrupted, the run is terminated there."""
+    """The gateway checks everything against the platform before it launches the run (exit 2 when
+    wrong); after that, the run's outcome decides (exit 0 or 1). Interrupted, the run is terminated."""
     name = args.environment
     if name not in ENVIRONMENT_PREFIXES:
         raise CommandError(f"unknown environment '{name}'; expected one of {', '.join(ENVIRONMENT_PREFIXES)}",
@@ -81,19 +86,10 @@ def _verify_on_platform(platform: Platform, args) -> int:
     _check_arguments(args)
     version = args.expected_version.strip()
     try:
-        selector = platform.find_job(JOB)
-        if not platform.has_asset(f"{name}_api"):
-            raise CommandError(f"{ENVIRONMENT_PREFIXES[name]}API_URL is not set on the platform at {platform.url}; "
-                               f"cannot verify a deployment of {name}", EXIT_BAD_INPUT)
-        problems = platform.invalid_settings(selector, "deployment_settings")
-        if problems:
-            raise CommandError(f"on the platform at {platform.url}: {problems[0]}", EXIT_BAD_INPUT)
-        config = {"environment": name, "expected_version": version, "timeout_seconds": float(args.timeout)}
-        max_runtime = max_runtime_seconds(config["timeout_seconds"])
-        run_id = platform.launch(selector, {"ops": {"verify_deployment": {"config": config}}},
-                                 {ENVIRONMENT: name, MAX_RUNTIME: str(int(max_runtime)), LAUNCHED_BY: "cli-remote"})
+        run_id, max_runtime = platform.start(name, version, float(args.timeout))
     except PlatformError as error:
         raise CommandError(str(error), EXIT_BAD_INPUT) from None
+    max_runtime = max_runtime or max_runtime_seconds(float(args.timeout))
 
     def line(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

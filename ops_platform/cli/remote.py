@@ -1,14 +1,14 @@
-"""Running a job on the platform's own instance from another machine (a CI runner), through the
-webserver's GraphQL API: the run is launched there (``launchRun``), the platform's daemon runs it
-with the platform's configuration and secrets, and this process follows it to the end, printing
-its progress. ``OPS_PLATFORM_URL`` is the webserver's address; ``OPS_PLATFORM_TOKEN``, when set, is
-sent as a bearer token to the auth proxy in front of it (or put ``user:password@`` in the URL).
+"""Verifying a deployment on the platform from another machine (a CI runner), through the
+platform's deployment gateway (``ops_platform/gateway.py``): the run is launched there, the
+platform's daemon runs it with the platform's configuration and secrets, and this process follows
+it to the end, printing its progress. ``OPS_PLATFORM_URL`` is the gateway's address (https, unless
+it is on this machine); ``OPS_PLATFORM_TOKEN`` is sent as a bearer token. That token can start and
+follow verifications of its environment and nothing else: the gateway is not the webserver.
 
 Nothing secret travels in the run config: the platform has its own environment."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ops_platform.lib.network import is_loopback
 from ops_platform.lib.redact import Redactor
 
 PLATFORM_URL = "OPS_PLATFORM_URL"
@@ -45,141 +46,82 @@ class RunOutcome:
         return self.status == "SUCCESS"
 
 
-_LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on Error { message }
-  }
-}"""
-
-_FOLLOW = """
-query Follow($runId: ID!, $after: String) {
-  runOrError(runId: $runId) { __typename ... on Run { status } ... on Error { message } }
-  logsForRun(runId: $runId, afterCursor: $after) {
-    __typename
-    ... on EventConnection {
-      cursor
-      hasMore
-      events {
-        __typename
-        ... on MessageEvent { message level stepKey }
-        ... on ExecutionStepFailureEvent { error { message } failureMetadata { description } }
-      }
-    }
-  }
-}"""
-
-
 @dataclass
 class Platform:
+    """The platform's deployment gateway, as CI reaches it."""
+
     url: str
-    token: str | None = None
-    auth: tuple[str, str] | None = None
+    token: str
     redactor: Redactor = field(default_factory=Redactor.from_environ)
+    run_urls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Platform | None:
-        """The platform named by ``OPS_PLATFORM_URL``, or None (run in this process, as before)."""
+        """The gateway named by ``OPS_PLATFORM_URL``, or None (run in this process, as before).
+        It sends a token, so plain http is refused unless the gateway is on this machine."""
         raw = environ.get(PLATFORM_URL, "").strip()
         if not raw:
             return None
+        redact = Redactor.from_environ(environ)
         try:
             parts = urlsplit(raw)
-            port = parts.port
+            parts.port  # noqa: B018 - a malformed port raises here
         except ValueError:
-            parts, port = None, None
+            parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PlatformError(f"{PLATFORM_URL} must be the webserver's http(s) URL, got "
-                                f"'{Redactor.from_environ(environ)(raw)}'")
-        auth = (parts.username or "", parts.password or "") if parts.username or parts.password else None
-        token = environ.get(PLATFORM_TOKEN, "").strip() or None
-        if auth and token:
-            raise PlatformError(f"set either {PLATFORM_TOKEN} (a bearer token) or credentials in {PLATFORM_URL} "
-                                "(basic auth), not both")
-        netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
-        url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        return cls(url, token, auth, Redactor.from_environ(environ))
+            raise PlatformError(f"{PLATFORM_URL} must be the deployment gateway's https URL, got '{redact(raw)}'")
+        if parts.username or parts.password:
+            raise PlatformError(f"{PLATFORM_URL} must not hold credentials; put the token in {PLATFORM_TOKEN}")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise PlatformError(f"{PLATFORM_URL} must be https:// for {parts.hostname}: verify-deployment sends "
+                                f"{PLATFORM_TOKEN}, which plain http would show to the network")
+        token = environ.get(PLATFORM_TOKEN, "").strip()
+        if not token:
+            raise PlatformError(f"set {PLATFORM_TOKEN}, the token the platform's deployment gateway accepts")
+        return cls(urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", "")), token, redact)
 
     def run_url(self, run_id: str) -> str:
-        return f"{self.url}/runs/{run_id}"
+        return self.run_urls.get(run_id) or f"run {run_id}"
 
-    def query(self, document: str, variables: dict | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def request(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> tuple[int, dict]:
         try:
-            response = httpx.post(f"{self.url}/graphql", json={"query": document, "variables": variables or {}},
-                                  headers=headers, auth=self.auth, timeout=REQUEST_TIMEOUT_SECONDS)
+            response = httpx.request(method, f"{self.url}{path}", json=body, params=params,
+                                     headers={"Authorization": f"Bearer {self.token}"},
+                                     timeout=REQUEST_TIMEOUT_SECONDS, trust_env=False)
         except httpx.HTTPError as error:
             reason = "connection refused" if isinstance(error, httpx.ConnectError) else \
                 f"{type(error).__name__}: {error}"
             raise PlatformError(self.redactor(f"cannot reach the platform at {self.url}: {reason}")) from None
-        if response.status_code in (401, 403):
-            raise PlatformError(f"the platform at {self.url} refused the request (HTTP {response.status_code}); "
-                                f"set {PLATFORM_TOKEN} or the URL's credentials for its auth proxy")
-        if response.status_code != 200:
-            raise PlatformError(f"the platform at {self.url} answered HTTP {response.status_code}")
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            raise PlatformError(f"the platform at {self.url} did not answer GraphQL (is it the Dagster "
-                                "webserver?)") from None
-        if body.get("errors"):
-            raise PlatformError(self.redactor(f"the platform at {self.url}: {body['errors'][0].get('message')}"))
-        return body.get("data") or {}
+            answer = None
+        if not isinstance(answer, dict):
+            raise PlatformError(f"the platform at {self.url} did not answer as a deployment gateway (HTTP "
+                                f"{response.status_code}; is {PLATFORM_URL} the gateway's address?)")
+        return response.status_code, answer
 
-    def find_job(self, job_name: str) -> dict:
-        """The selector (code location and repository) of the job on the platform."""
-        data = self.query("""{ repositoriesOrError { __typename
-            ... on RepositoryConnection { nodes { name location { name } jobs { name } } }
-            ... on Error { message } } }""")
-        repositories = data.get("repositoriesOrError") or {}
-        for node in repositories.get("nodes") or []:
-            if any(job.get("name") == job_name for job in node.get("jobs") or []):
-                return {"repositoryLocationName": node["location"]["name"], "repositoryName": node["name"],
-                        "jobName": job_name}
-        detail = repositories.get("message") or "no code location there has it"
-        raise PlatformError(f"the platform at {self.url} has no {job_name}: {self.redactor(detail)}")
+    def _error(self, status: int, answer: dict) -> PlatformError:
+        detail = self.redactor(str(answer.get("error") or f"HTTP {status}"))
+        if status == 401:
+            return PlatformError(f"the platform at {self.url} refused {PLATFORM_TOKEN}: {detail}")
+        return PlatformError(f"on the platform at {self.url}: {detail}")
 
-    def has_asset(self, key: str) -> bool:
-        data = self.query("query Asset($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) "
-                          "{ __typename } }", {"path": [key]})
-        return (data.get("assetNodeOrError") or {}).get("__typename") == "AssetNode"
-
-    def invalid_settings(self, selector: dict, resource: str) -> list[str]:
-        """The bad values a settings resource lists on the platform (``invalid_settings``)."""
-        data = self.query("""query Resource($selector: ResourceSelector!) {
-            topLevelResourceDetailsOrError(resourceSelector: $selector) {
-              __typename ... on ResourceDetails { configuredValues { key value } } } }""",
-                          {"selector": {"repositoryLocationName": selector["repositoryLocationName"],
-                                        "repositoryName": selector["repositoryName"], "resourceName": resource}})
-        details = data.get("topLevelResourceDetailsOrError") or {}
-        for item in details.get("configuredValues") or []:
-            if item.get("key") == "invalid_settings":
-                try:
-                    found = json.loads(item.get("value") or "[]")
-                except ValueError:
-                    return [str(item.get("value"))]
-                return [str(problem) for problem in found] if isinstance(found, list) else []
-        return []
-
-    def launch(self, selector: dict, run_config: dict, tags: dict[str, str]) -> str:
-        data = self.query(_LAUNCH, {"params": {
-            "selector": selector, "runConfigData": run_config,
-            "executionMetadata": {"tags": [{"key": key, "value": value} for key, value in tags.items()]}}})
-        result = data.get("launchRun") or {}
-        if result.get("__typename") == "LaunchRunSuccess":
-            return result["run"]["runId"]
-        errors = [error.get("message", "") for error in result.get("errors") or []]
-        detail = errors[0] if errors else result.get("message") or result.get("__typename") or "no answer"
-        raise PlatformError(self.redactor(f"the platform at {self.url} did not launch {selector['jobName']}: {detail}"))
+    def start(self, environment: str, version: str, timeout_seconds: float) -> tuple[str, float]:
+        """Launch the verification; returns its run id and the longest it may take."""
+        status, answer = self.request("POST", "/verifications", {
+            "environment": environment, "expected_version": version, "timeout_seconds": timeout_seconds})
+        if status != 201 or not answer.get("run_id"):
+            raise self._error(status, answer)
+        run_id = str(answer["run_id"])
+        if answer.get("run_url"):
+            self.run_urls[run_id] = str(answer["run_url"])
+        return run_id, float(answer.get("max_runtime_seconds") or 0)
 
     def terminate(self, run_id: str) -> None:
-        """Best effort: stop a run (queued ones are canceled)."""
+        """Best effort: stop the run (a queued one is canceled)."""
         try:
-            self.query("mutation Stop($runId: String!) { terminateRun(runId: $runId) { __typename } }",
-                       {"runId": run_id})
+            self.request("POST", f"/verifications/{run_id}/terminate")
         except PlatformError:
             pass
 
@@ -192,7 +134,9 @@ class Platform:
         cursor, status, failure, unreachable_since = None, None, None, None
         while True:
             try:
-                data = self.query(_FOLLOW, {"runId": run_id, "after": cursor})
+                code, page = self.request("GET", f"/verifications/{run_id}", params={"after": cursor} if cursor else None)
+                if code >= 500:
+                    raise self._error(code, page)
                 unreachable_since = None
             except PlatformError as error:
                 unreachable_since = unreachable_since or time.monotonic()
@@ -201,21 +145,14 @@ class Platform:
                                         f"there: {self.run_url(run_id)}") from None
                 time.sleep(POLL_SECONDS)
                 continue
-            logs = data.get("logsForRun") or {}
-            more = False
-            if logs.get("__typename") == "EventConnection":
-                cursor, more = logs.get("cursor") or cursor, bool(logs.get("hasMore"))
-                for event in logs.get("events") or []:
-                    if event.get("__typename") == "ExecutionStepFailureEvent" and failure is None:
-                        failure = _step_failure(event)
-                    elif event.get("__typename") == "LogMessageEvent" and event.get("stepKey") and \
-                            event.get("level") in ("INFO", "WARNING", "ERROR", "CRITICAL"):
-                        on_line(self.redactor(event.get("message", "")))
-            run = data.get("runOrError") or {}
-            if run.get("__typename") != "Run":
-                raise PlatformError(self.redactor(f"run {run_id} on the platform: {run.get('message') or 'not found'}"))
-            if run["status"] != status:
-                status = run["status"]
+            if code != 200:
+                raise self._error(code, page)
+            cursor, more = page.get("cursor") or cursor, bool(page.get("has_more"))
+            failure = failure or page.get("failure")
+            for line in page.get("lines") or []:
+                on_line(self.redactor(str(line)))
+            if page.get("status") != status:
+                status = str(page.get("status"))
                 on_line(f"run {run_id}: {status.lower().replace('_', ' ')}")
             if more:
                 continue
@@ -230,12 +167,3 @@ class Platform:
                 raise PlatformError(f"run {run_id} is still {status.lower()} after {elapsed:.0f}s; it goes on "
                                     f"on the platform: {self.run_url(run_id)}")
             time.sleep(POLL_SECONDS)
-
-
-def _step_failure(event: dict) -> str:
-    """The first line of a step failure, as ``cli/runs.py::failure_message`` shows a local one."""
-    description = (event.get("failureMetadata") or {}).get("description")
-    if description:
-        return description.splitlines()[0]
-    message = ((event.get("error") or {}).get("message") or "").strip()
-    return message.splitlines()[-1] if message else "step failed"

@@ -17,6 +17,7 @@ import dagster as dg
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError
 from ops_platform.lib import settings
 from ops_platform.lib.backup import BackupLimits
+from ops_platform.lib.deploy import DeploymentLimits
 from ops_platform.lib.incidents import IncidentSettings, SweepWatchSettings
 from ops_platform.lib.insight.conditions import ConditionAlertSettings, StatsThresholds
 from ops_platform.lib.insight.database_stats import StatsCollectionSettings
@@ -100,22 +101,31 @@ class HealthSettings(_Settings):
 
 
 class DeploymentSettings(_Settings):
-    """Deployment verification: DEPLOY_POLL_INTERVAL_SECONDS and DEPLOY_ROLLBACK_TIMEOUT_SECONDS."""
+    """Deployment verification: DEPLOY_POLL_INTERVAL_SECONDS, DEPLOY_ROLLBACK_TIMEOUT_SECONDS and
+    DEPLOY_MAX_TIMEOUT_SECONDS (what a launch may ask for, and so how long health alerts are held),
+    and COMMAND_VARIABLES (further variables the rollback command gets)."""
 
     poll_interval_seconds: float = 5.0
     rollback_timeout_seconds: float = 300.0
+    max_timeout_seconds: float = 1800.0
+    command_variables: str | None = None
+
+    def limits(self) -> DeploymentLimits:
+        return DeploymentLimits(self.max_timeout_seconds, self.rollback_timeout_seconds)
 
 
 class RestoreSettings(_Settings):
     """Restores and drills: RESTORE_JOBS (0 = one per CPU), RESTORE_TIMEOUT_MINUTES for pg_restore,
     RESTORE_MIGRATE_TIMEOUT_SECONDS for the migrate command, RESTORE_S3_STALL_SECONDS for a fetch
-    from S3 that receives nothing, and RESTORE_WORK_DIR, where the decompressed archive is written
-    (default: .restore under the backup folder, so on its disk)."""
+    from S3 that receives nothing, RESTORE_WORK_DIR, where the decompressed archive is written
+    (default: .restore under the backup folder, so on its disk), and COMMAND_VARIABLES (further
+    variables the migrate command gets)."""
 
     jobs: int = 0
     timeout_minutes: int = 360
     migrate_timeout_seconds: float = 900.0
     s3_stall_seconds: float = 120.0
+    command_variables: str | None = None
     work_dir: str | None = None
 
     def parallel_jobs(self) -> int:

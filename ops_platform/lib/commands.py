@@ -1,7 +1,9 @@
 """Running external programs under a hard timeout, with bounded, redacted output.
 
 Every program starts in its own session (process group); on timeout, interruption or a child
-that outlives its parent while holding the output pipe, the whole group is killed.
+that outlives its parent while holding the output pipe, the whole group is killed. The
+operators' shell commands (migrate, rollback) get an allow-listed environment
+(``command_environment``), never the platform's own secrets.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ops_platform.lib import settings
 from ops_platform.lib.redact import Redactor, tail
 
+# What any command needs from this process's environment; COMMAND_VARIABLES names more.
+BASE_VARIABLES = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 OUTPUT_LIMIT = 64 * 1024
 READ_SIZE = 64 * 1024
 KILL_GRACE_SECONDS = 2.0
@@ -86,6 +91,16 @@ class _Output:
         if len(self.data) > self.limit and b"\n" in raw:
             raw = raw[raw.find(b"\n") + 1:]
         return raw
+
+
+def command_environment(variables: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a migrate or rollback command: BASE_VARIABLES and the names listed in
+    COMMAND_VARIABLES, taken from ``environ`` (default: this process's), then ``variables`` (its
+    ``DATABASE_URL`` and the like). Nothing else: no AWS key, Slack token, ``OPS_PLATFORM_TOKEN`` or
+    another environment's URL. Raises ConfigError for a bad COMMAND_VARIABLES."""
+    environ = os.environ if environ is None else environ
+    names = (*BASE_VARIABLES, *settings.command_variables(environ))
+    return {**{name: environ[name] for name in names if name in environ}, **variables}
 
 
 def run_process(args: str | Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float,

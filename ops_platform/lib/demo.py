@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from ops_platform.lib.formatting import describe
+from ops_platform.lib import postgres
 from ops_platform.lib.redact import Redactor
 
 MAINTENANCE_DATABASE = "postgres"
@@ -89,10 +90,10 @@ def ensure_demo_database(url: str) -> DemoDatabase:
     host = f"{params.get('host', 'localhost')}:{params.get('port', '5432')}"
     if not name:
         raise DemoDatabaseError("the demo database URL names no database")
-    maintenance = make_conninfo(url, dbname=MAINTENANCE_DATABASE, connect_timeout=str(CONNECT_TIMEOUT_SECONDS))
     created = False
     try:
-        with psycopg.connect(maintenance, autocommit=True) as connection:
+        with postgres.connect(url, dbname=MAINTENANCE_DATABASE, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                              autocommit=True) as connection:
             connection.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))  # released when the connection closes
             exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
@@ -101,7 +102,7 @@ def ensure_demo_database(url: str) -> DemoDatabase:
                     created = True
                 except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                     pass  # created a moment ago by something that does not take the lock
-        with psycopg.connect(make_conninfo(url, connect_timeout=str(CONNECT_TIMEOUT_SECONDS))) as connection:
+        with postgres.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
             with connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
                 filled = not _user_tables(connection)

@@ -1,11 +1,9 @@
 """Post-deployment verification: poll ``/health`` until the expected version is healthy, and run
-the environment's rollback hook when it is not, under a timeout and with its output captured."""
+the environment's rollback hook when it is not, under a timeout and with its output captured (the
+command through ``lib/commands``, with an allow-listed environment)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,16 +12,18 @@ import httpx
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, EnvironmentConfig
 from ops_platform.lib import probes, settings
+from ops_platform.lib.commands import command_environment, run_shell_command
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor, tail
 
 DEFAULT_VERIFY_TIMEOUT_SECONDS = 300.0
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0
 DEFAULT_ROLLBACK_TIMEOUT_SECONDS = 300.0
+DEFAULT_MAX_TIMEOUT_SECONDS = 1800.0
 # Slack posts (started, result), the last /health poll and the rollback's own cleanup on top of
 # the verification and rollback timeouts.
 RUNTIME_MARGIN_SECONDS = 300.0
 MAX_REQUEST_SECONDS = 10.0
-OUTPUT_LIMIT = 64 * 1024
 
 
 def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_seconds: float | None = None,
@@ -37,6 +37,40 @@ def max_runtime_seconds(timeout_seconds: float | None = None, rollback_timeout_s
             rollback_timeout_seconds = DEFAULT_ROLLBACK_TIMEOUT_SECONDS
     return float(timeout_seconds or DEFAULT_VERIFY_TIMEOUT_SECONDS) + float(rollback_timeout_seconds) \
         + RUNTIME_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
+class DeploymentLimits:
+    """What a launch of a verification may ask for, whoever launches it (UI, CLI, CI): a timeout up
+    to ``max_timeout_seconds`` and a rollback timeout up to ``rollback_timeout_seconds``. The health
+    alerts of the environment are held at most ``hold_seconds``."""
+
+    max_timeout_seconds: float = DEFAULT_MAX_TIMEOUT_SECONDS
+    rollback_timeout_seconds: float = DEFAULT_ROLLBACK_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_environ(cls, environ=None) -> DeploymentLimits:
+        """The limits DEPLOY_MAX_TIMEOUT_SECONDS and DEPLOY_ROLLBACK_TIMEOUT_SECONDS set. Raises ConfigError."""
+        return cls(float(settings.value_of(settings.DEPLOY_MAX_TIMEOUT, environ)),
+                   float(settings.value_of(settings.DEPLOY_ROLLBACK_TIMEOUT, environ)))
+
+    @property
+    def hold_seconds(self) -> float:
+        return max_runtime_seconds(self.max_timeout_seconds, self.rollback_timeout_seconds)
+
+    def check(self, timeout_seconds: float, rollback_timeout_seconds: float | None = None,
+              poll_interval_seconds: float | None = None) -> None:
+        """Raise ConfigError (one line) when a launch asks for more than the settings allow."""
+        if not timeout_seconds > 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout_seconds:g}")
+        if timeout_seconds > self.max_timeout_seconds:
+            raise ConfigError(f"timeout may be at most {self.max_timeout_seconds:g}s "
+                              f"({settings.DEPLOY_MAX_TIMEOUT.variable}), got {timeout_seconds:g}")
+        if rollback_timeout_seconds is not None and not 0 < rollback_timeout_seconds <= self.rollback_timeout_seconds:
+            raise ConfigError(f"rollback timeout must be > 0 and at most {self.rollback_timeout_seconds:g}s "
+                              f"({settings.DEPLOY_ROLLBACK_TIMEOUT.variable}), got {rollback_timeout_seconds:g}")
+        if poll_interval_seconds is not None and not poll_interval_seconds > 0:
+            raise ConfigError(f"poll interval must be > 0 seconds, got {poll_interval_seconds:g}")
 
 
 @dataclass
@@ -103,7 +137,7 @@ def run_rollback(environment: EnvironmentConfig, expected_version: str, observed
     redactor = redactor or Redactor.from_environ()
     started = time.monotonic()
     if environment.rollback_command:
-        outcome = _run_command(environment, expected_version, observed_version, reason, timeout_seconds)
+        outcome = _run_command(environment, expected_version, observed_version, reason, timeout_seconds, redactor)
     elif environment.rollback_webhook_url:
         outcome = _call_webhook(environment, expected_version, observed_version, reason, timeout_seconds)
     else:
@@ -115,36 +149,22 @@ def run_rollback(environment: EnvironmentConfig, expected_version: str, observed
 
 
 def _run_command(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,
-                 reason: str, timeout_seconds: float) -> tuple[bool, str, str]:
-    env = {**os.environ, "OPS_ENVIRONMENT": environment.name, "OPS_EXPECTED_VERSION": expected_version,
-           "OPS_OBSERVED_VERSION": observed_version or "", "OPS_FAILURE_REASON": reason}
-    process = subprocess.Popen(environment.rollback_command, shell=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                 reason: str, timeout_seconds: float, redactor: Redactor) -> tuple[bool, str, str]:
+    """The rollback command through ``lib/commands`` (the migrate command's runner), with an
+    allow-listed environment: the environment's ``DATABASE_URL`` and the ``OPS_*`` facts."""
     try:
-        raw, _ = process.communicate(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired as expired:
-        os.killpg(process.pid, signal.SIGKILL)
-        try:
-            raw, _ = process.communicate(timeout=5)
-        except subprocess.TimeoutExpired as still_open:
-            # Something left the process group and still holds the pipe: keep what was read.
-            process.stdout.close()
-            process.wait()
-            raw = still_open.output or expired.output or b""
-        return False, f"rollback command timed out after {timeout_seconds:g}s and was killed", \
-            _decoded_tail(raw)
-    output = _decoded_tail(raw)
-    if process.returncode != 0:
-        return False, f"rollback command exited with code {process.returncode}", output
-    return True, "rollback command succeeded", output
-
-
-def _decoded_tail(raw: bytes) -> str:
-    """The last OUTPUT_LIMIT bytes, cut at a line start so no secret is split before redaction."""
-    if len(raw) > OUTPUT_LIMIT:
-        raw = raw[-OUTPUT_LIMIT:]
-        raw = raw[raw.find(b"\n") + 1:] if b"\n" in raw else raw
-    return raw.decode(errors="replace")
+        env = command_environment({"DATABASE_URL": environment.database_url, "OPS_ENVIRONMENT": environment.name,
+                                   "OPS_EXPECTED_VERSION": expected_version,
+                                   "OPS_OBSERVED_VERSION": observed_version or "", "OPS_FAILURE_REASON": reason})
+    except ConfigError as error:
+        return False, f"rollback command not run: {error}", ""
+    try:
+        result = run_shell_command(environment.rollback_command, env, timeout_seconds, redactor,
+                                   name="rollback command")
+    except OSError as error:
+        return False, f"rollback command could not start: {describe(error)}", ""
+    summary = "rollback command succeeded" if result.ok else result.summary
+    return result.ok, summary, result.output
 
 
 def _call_webhook(environment: EnvironmentConfig, expected_version: str, observed_version: str | None,

@@ -10,6 +10,13 @@ def describe(error: BaseException) -> str:
     return first or type(error).__name__
 
 
+def slack_escape(text: str) -> str:
+    """Plain text for Slack's mrkdwn: ``&``, ``<`` and ``>`` become entities, as Slack asks, so text
+    from outside (a ``/health`` body, a database error) can neither ping (``<!channel>``) nor link
+    (``<url|text>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def human_bytes(count: float) -> str:
     value = float(count)
     for unit in ("B", "KB", "MB", "GB", "TB"):

@@ -9,7 +9,8 @@ the first failure to the first good check. A component whose state changes more 
 no incidents until it settles (half as many changes in the window). While an environment is held
 (a deployment is being verified, or the sensor replays history on its first tick), state keeps
 moving but nothing is announced; an incident still open, or a component still flapping, when the
-hold lifts is announced then, and one that ended during the hold is never announced.
+hold lifts is announced then, and one that ended during the hold is never announced. A hold for a
+verification is itself announced when it starts and when it ends (``hold_events``).
 
 ``SweepWatch`` watches the sweeps themselves, a dead-man's switch: when no result has arrived for
 ``silence_intervals`` sweep intervals, or the latest sweep run failed (a bad setting fails every
@@ -28,6 +29,8 @@ OPENED, REMINDER, RECOVERED, FLAPPING = "opened", "reminder", "recovered", "flap
 CHECKS_STOPPED, CHECKS_FAILING = "checks_stopped", "checks_failing"
 CHECKS_REMINDER, CHECKS_RESUMED = "checks_reminder", "checks_resumed"
 STOPPED, FAILING = "stopped", "failing"
+HOLD_STARTED, HOLD_ENDED = "hold_started", "hold_ended"
+HOLD_LIMIT = "limit"  # a hold that ended because it reached its time limit, not with its run
 SWEEP_JOB = "health_check_job"  # the Dagster job whose runs are the sweeps
 
 
@@ -67,6 +70,25 @@ class AlertEvent:
     run_id: str | None = None
     last_result_at: float | None = None
     environments: list[str] = field(default_factory=list)
+    # Hold events only: when the hold ends at the latest.
+    until: float | None = None
+
+
+def hold_events(previous: dict[str, dict], current: dict[str, dict], now: float) -> list[AlertEvent]:
+    """One event when an environment's health alerts start being held for a deployment
+    verification, one when they stop (its run ended, or the hold reached its limit). A hold is
+    ``{"run_id", "since", "until"}``; ``previous`` is what the last tick saw, ``current`` this one."""
+    events = []
+    for name in sorted(set(previous) - set(current)):
+        hold = previous[name]
+        events.append(AlertEvent(HOLD_ENDED, name, now, started_at=hold.get("since"), run_id=hold.get("run_id"),
+                                 until=hold.get("until"),
+                                 condition=HOLD_LIMIT if now >= (hold.get("until") or now) else None))
+    for name in sorted(set(current) - set(previous)):
+        hold = current[name]
+        events.append(AlertEvent(HOLD_STARTED, name, now, started_at=hold.get("since"), run_id=hold.get("run_id"),
+                                 until=hold.get("until")))
+    return events
 
 
 def _new_component() -> dict:

@@ -23,6 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ops_platform.config import ConfigError
+from ops_platform.lib import postgres
 
 MAINTENANCE_DATABASE = "postgres"
 ENVIRONMENT_NAMESPACE = 0x6F707365  # "opse"
@@ -81,10 +82,10 @@ def describe_holder(connection: psycopg.Connection, namespace: int, name: str) -
 def _connect(url: str, holder: str) -> psycopg.Connection:
     application = f"{APPLICATION_PREFIX} {holder}"[:63] if holder else APPLICATION_PREFIX
     try:
-        connection = psycopg.connect(url, dbname=MAINTENANCE_DATABASE, autocommit=True, connect_timeout=10,
-                                     application_name=application, keepalives=1, keepalives_idle=30,
-                                     keepalives_interval=10, keepalives_count=3,
-                                     options="-c statement_timeout=30000 -c lock_timeout=10000")
+        connection = postgres.connect(url, dbname=MAINTENANCE_DATABASE, autocommit=True, connect_timeout=10,
+                                      application_name=application, keepalives=1, keepalives_idle=30,
+                                      keepalives_interval=10, keepalives_count=3,
+                                      options="-c statement_timeout=30000 -c lock_timeout=10000")
     except psycopg.Error as error:
         raise LockUnavailable(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) \
             from None

@@ -29,6 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ops_platform.lib import postgres
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.swap import swaps_in_the_way
 from ops_platform.lib.s3_encryption import ServerSideEncryption, put_args
@@ -231,8 +232,8 @@ def probe_postgres(environment: str, database_url: str, settings: ProbeSettings,
                                 time.monotonic() - started)]
     statement_ms = max(1, int(settings.timeout_seconds * 1000))
     try:
-        with psycopg.connect(database_url, connect_timeout=max(1, math.ceil(settings.timeout_seconds)),
-                             options=f"-c statement_timeout={statement_ms}", autocommit=True) as connection:
+        with postgres.connect(database_url, connect_timeout=max(1, math.ceil(settings.timeout_seconds)),
+                              options=f"-c statement_timeout={statement_ms}", autocommit=True) as connection:
             connection.execute("SELECT 1").fetchone()
     except psycopg.Error as error:
         host = urlsplit(database_url).hostname or "the database"

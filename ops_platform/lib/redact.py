@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
+from ops_platform.lib.formatting import slack_escape
+
 MASK = "***"
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]*)@")
@@ -54,7 +56,9 @@ def secrets_from_environ(environ: Mapping[str, str] | None = None) -> set[str]:
 
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()):
-        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # A Slack message's text is escaped before it is redacted: its secrets are in that form.
+        known = {s for s in secrets if s}
+        ordered = sorted(known | {slack_escape(s) for s in known}, key=len, reverse=True)
         self._secrets = ordered
 
     @classmethod

@@ -8,7 +8,8 @@ names the variable. Nothing here reads the environment at import time: callers p
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, printable
@@ -27,6 +28,7 @@ class Setting:
     exclusive_minimum: bool = False
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    check: Callable[[str, str], None] | None = None
 
     def parse(self, raw: str, variable: str | None = None) -> int | float | str:
         variable = variable or self.variable
@@ -57,6 +59,8 @@ class Setting:
             return match
         if not value.isprintable() or any(character.isspace() for character in value):
             raise ConfigError(f"{variable} must be one word without spaces, got '{printable(raw)}'")
+        if self.check:
+            self.check(value, variable)
         return value
 
     def variables(self) -> list[str]:
@@ -115,11 +119,42 @@ HEALTH = (
          "sweep intervals (5 minutes each) without a result before 'health checks have stopped'"),
 )
 
+# The platform's own secrets and every environment's connection URLs: never handed to a command.
+_PLATFORM_VARIABLES = re.compile(
+    r"^(AWS_|SLACK_|OPS_PLATFORM_|DAGSTER_)|(^|_)(DATABASE_URL|REDIS_URL|ROLLBACK_WEBHOOK_URL|DEPLOY_TOKEN_SHA256)$")
+
+
+def _variable_names(value: str, variable: str) -> None:
+    for name in filter(None, value.split(",")):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{variable} must list variable names separated by commas, got '{printable(name)}'")
+        if _PLATFORM_VARIABLES.search(name):
+            raise ConfigError(f"{variable} may not pass {name} to a command: it belongs to the platform")
+
+
+COMMAND_VARIABLES = Setting(
+    "command_variables", "COMMAND_VARIABLES", None, str, 0,
+    "names of further variables (comma-separated) that migrate and rollback commands get; they always get "
+    "PATH, HOME, the locale, TZ, TMPDIR, USER and their database's DATABASE_URL, never the platform's secrets",
+    check=_variable_names)
+
+
+def command_variables(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The names COMMAND_VARIABLES lists. Raises ConfigError."""
+    return tuple(filter(None, (value_of(COMMAND_VARIABLES, environ) or "").split(",")))
+
+
 DEPLOY_ROLLBACK_TIMEOUT = _seconds("rollback_timeout_seconds", "DEPLOY_ROLLBACK_TIMEOUT_SECONDS", 300.0,
-                                   "the rollback command or webhook is stopped after this")
+                                   "the rollback command or webhook is stopped after this; a launch may ask "
+                                   "for less, never more")
+DEPLOY_MAX_TIMEOUT = _seconds("max_timeout_seconds", "DEPLOY_MAX_TIMEOUT_SECONDS", 1800.0,
+                              "the longest verification timeout a launch may ask for; health alerts are held "
+                              "at most this plus DEPLOY_ROLLBACK_TIMEOUT_SECONDS plus 5 minutes")
 DEPLOYMENT = (
     _seconds("poll_interval_seconds", "DEPLOY_POLL_INTERVAL_SECONDS", 5.0, "how often verification polls /health"),
     DEPLOY_ROLLBACK_TIMEOUT,
+    DEPLOY_MAX_TIMEOUT,
+    COMMAND_VARIABLES,
 )
 
 RESTORE = (
@@ -129,6 +164,7 @@ RESTORE = (
              "the migrate command is stopped after this"),
     _seconds("s3_stall_seconds", "RESTORE_S3_STALL_SECONDS", 120.0,
              "a fetch from S3 that receives nothing for this long stops the restore"),
+    COMMAND_VARIABLES,
 )
 
 S3_MAX_ATTEMPTS = _int("max_attempts", "AWS_MAX_ATTEMPTS", 5, 1, "botocore standard-mode attempts per S3 call")
@@ -191,7 +227,7 @@ INSIGHT_ALERTS = (
 
 INSIGHT = INSIGHT_COLLECTION + INSIGHT_THRESHOLDS + INSIGHT_ALERTS
 
-ALL = RETENTION + BACKUP + HEALTH + DEPLOYMENT + RESTORE + S3 + INSIGHT
+ALL = tuple(dict.fromkeys(RETENTION + BACKUP + HEALTH + DEPLOYMENT + RESTORE + S3 + INSIGHT))
 
 
 def _raw(environ: Mapping[str, str], variable: str) -> str | None:

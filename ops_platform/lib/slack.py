@@ -1,7 +1,9 @@
 """Slack delivery that never fails the work it reports on.
 
 Messages go through ``slack_sdk``: a bot token (``chat.postMessage``) and/or an incoming webhook
-(``WebhookClient``), each with slack_sdk's own retry handlers. Every text is redacted first.
+(``WebhookClient``), each with slack_sdk's own retry handlers. Every text is redacted first. A
+message is built by ``messages.common.slack_message``, which escapes its text for mrkdwn; a plain
+string posted here is escaped the same way.
 With neither configured, messages go to the log with one warning.
 """
 
@@ -24,6 +26,7 @@ from slack_sdk.http_retry.builtin_interval_calculators import (
 )
 from slack_sdk.webhook import WebhookClient
 
+from ops_platform.lib.formatting import slack_escape
 from ops_platform.lib.redact import Redactor
 
 DEFAULT_TIMEOUT_SECONDS = 10
@@ -98,7 +101,7 @@ class SlackNotifier:
     def post(self, message: SlackMessage | str) -> DeliveryReport:
         """Deliver to every configured destination. Never raises."""
         if isinstance(message, str):
-            message = SlackMessage(message)
+            message = SlackMessage(slack_escape(message))
         text = self.redactor(message.text)
         blocks = self._redact_blocks(message.blocks)
         if not self.configured:

@@ -35,8 +35,16 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
     context.instance.add_run_tags(context.run_id, {ENVIRONMENT: name})
     redactor = Redactor.from_environ()
     deployment_settings.require_valid(f"verification of {name}")
+    try:
+        deployment_settings.limits().check(config.timeout_seconds, config.rollback_timeout_seconds,
+                                           config.poll_interval_seconds)
+    except ConfigError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     poll_interval = config.poll_interval_seconds or deployment_settings.poll_interval_seconds
     rollback_timeout = config.rollback_timeout_seconds or deployment_settings.rollback_timeout_seconds
+    # The hold on health alerts follows this tag, whatever the launcher set: now it is the run's own bound.
+    context.instance.add_run_tags(context.run_id, {
+        MAX_RUNTIME: str(int(deploy.max_runtime_seconds(config.timeout_seconds, rollback_timeout)))})
     try:
         environment = get_environment(name)
     except ConfigError as error:
@@ -44,9 +52,6 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
     if not environment.api_url:
         raise dg.Failure(description=f"{ENVIRONMENT_PREFIXES[name]}API_URL is not set; cannot verify a "
                                      f"deployment of {name}", allow_retries=False)
-    if config.timeout_seconds <= 0:
-        raise dg.Failure(description=f"timeout must be > 0 seconds, got {config.timeout_seconds:g}",
-                         allow_retries=False)
     notifier = slack.notifier(context.log)
     link = run_url(context.run_id)
     notifier.post(messages.deployment_started(name, version, config.timeout_seconds, link))
@@ -92,7 +97,8 @@ def verify_deployment(context: dg.OpExecutionContext, config: VerifyDeploymentCo
                 "healthy at the expected version within the time budget, then post the result. When it is "
                 "not, run <ENV>_ROLLBACK_COMMAND (or POST to <ENV>_ROLLBACK_WEBHOOK_URL) and fail. Periodic "
                 "health alerts for the environment are held while it runs (at most its max runtime: the "
-                "timeouts plus a margin; launches with other timeouts set their own tag).",
+                "timeouts plus a margin, which DEPLOY_MAX_TIMEOUT_SECONDS and DEPLOY_ROLLBACK_TIMEOUT_SECONDS "
+                "bound), and the hold is announced in Slack when it starts and ends.",
     tags={MAX_RETRIES: "0", KIND: "deployment",
           MAX_RUNTIME: str(int(deploy.max_runtime_seconds(deploy.DEFAULT_VERIFY_TIMEOUT_SECONDS,
                                                           deploy.DEFAULT_ROLLBACK_TIMEOUT_SECONDS)))},

@@ -3,7 +3,9 @@
 Its whole state (the last event read, every environment's incident state and the sweep watch)
 lives in the sensor cursor, so a daemon restart neither re-alerts nor loses a recovery notice.
 Environments with a deployment verification in progress are held: their state keeps moving, but
-the verification sends the only message. The first tick (no cursor yet) replays the recorded
+the verification sends the only message. A hold lasts at most the run's own time limit, which
+DEPLOY_MAX_TIMEOUT_SECONDS and DEPLOY_ROLLBACK_TIMEOUT_SECONDS bound whatever a launcher asked for,
+and is announced when it starts and when it ends. The first tick (no cursor yet) replays the recorded
 history the same way, so enabling the sensor on an old instance announces only what is still down.
 
 It also watches the sweeps themselves (a dead-man's switch, ``lib/incidents.py::SweepWatch``):
@@ -30,13 +32,14 @@ from ops_platform.defs.dagster_private import (
 from ops_platform.defs.deployments.jobs import verify_deployment_job
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.resources import OpsSlackResource
-from ops_platform.defs.settings import HealthSettings
+from ops_platform.defs.settings import DeploymentSettings, HealthSettings
 from ops_platform.lib import probes
-from ops_platform.lib.deploy import max_runtime_seconds
+from ops_platform.lib.deploy import DeploymentLimits, max_runtime_seconds
 from ops_platform.lib.incidents import (
     SWEEP_JOB,
     AlertEvent,
     IncidentTracker,
+    hold_events,
     Observation,
     SweepRun,
     SweepWatch,
@@ -58,22 +61,26 @@ class SensorCursor:
     outbox: list[dict] = field(default_factory=list)
     tracker: dict | None = None
     watch: dict | None = None
+    holds: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"after": self.after, "seen": sorted(self.seen),
                            "pending_checks": sorted(self.pending_checks), "outbox": self.outbox,
-                           "tracker": self.tracker, "watch": self.watch}, separators=(",", ":"))
+                           "tracker": self.tracker, "watch": self.watch, "holds": self.holds},
+                          separators=(",", ":"))
 
 
 def _read_cursor(cursor: str | None) -> SensorCursor:
     try:
         data = json.loads(cursor) if cursor else {}
         outbox = [item for item in data.get("outbox") or [] if isinstance(item, dict)]
-        tracker, watch = data.get("tracker"), data.get("watch")
+        tracker, watch, holds = data.get("tracker"), data.get("watch"), data.get("holds")
         return SensorCursor(int(data.get("after") or 0), {int(i) for i in data.get("seen") or []},
                             {str(key) for key in data.get("pending_checks") or []}, outbox,
                             tracker if isinstance(tracker, dict) else None,
-                            watch if isinstance(watch, dict) else None)
+                            watch if isinstance(watch, dict) else None,
+                            {name: hold for name, hold in holds.items() if isinstance(hold, dict)}
+                            if isinstance(holds, dict) else {})
     except (ValueError, AttributeError, TypeError):
         return SensorCursor()
 
@@ -167,25 +174,29 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], c
             still_pending)
 
 
-def verification_time_limit(run) -> float:
-    """How long a verification run may take: its ``dagster/max_runtime_seconds`` tag, else the
-    bound computed from its own config (a run launched before the tag existed)."""
+def verification_time_limit(run, limit: float | None = None) -> float:
+    """How long a verification run may hold alerts: its ``dagster/max_runtime_seconds`` tag, else
+    the bound computed from its own config (a run launched before the tag existed); never more
+    than ``limit`` (``DeploymentLimits.hold_seconds``), whatever the launcher put in the tag."""
+    limit = DeploymentLimits().hold_seconds if limit is None else limit
     try:
-        return float(run.tags[MAX_RUNTIME])
+        return min(float(run.tags[MAX_RUNTIME]), limit)
     except (KeyError, ValueError):
         pass
     config = (((run.run_config or {}).get("ops") or {}).get("verify_deployment") or {}).get("config") or {}
     try:
-        return max_runtime_seconds(config.get("timeout_seconds"), config.get("rollback_timeout_seconds"))
+        return min(max_runtime_seconds(config.get("timeout_seconds"), config.get("rollback_timeout_seconds")), limit)
     except (TypeError, ValueError):
-        return max_runtime_seconds(None, None)
+        return min(max_runtime_seconds(None, None), limit)
 
 
-def environments_being_verified(instance: dg.DagsterInstance, now: float | None = None) -> set[str]:
-    """Environments with a verification run in progress. A run older than its own time limit
-    is dead (its process was killed and nothing marked it finished) and holds nothing."""
+def environments_being_verified(instance: dg.DagsterInstance, now: float | None = None,
+                                limit: float | None = None) -> dict[str, dict]:
+    """Environments with a verification run in progress, each with its hold: ``{"run_id", "since",
+    "until"}`` (the run that holds longest). A run older than its own time limit is dead (its
+    process was killed and nothing marked it finished) or over its bound, and holds nothing."""
     now = time.time() if now is None else now
-    held = set()
+    held: dict[str, dict] = {}
     for run_record in instance.get_run_records(
             filters=dg.RunsFilter(job_name=verify_deployment_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES))):
         run = run_record.dagster_run
@@ -193,8 +204,9 @@ def environments_being_verified(instance: dg.DagsterInstance, now: float | None 
         if not environment:
             continue
         started = run_record.start_time or run_record.create_timestamp.timestamp()
-        if now - started <= verification_time_limit(run):
-            held.add(environment)
+        until = started + verification_time_limit(run, limit)
+        if now <= until and until > held.get(environment, {}).get("until", 0):
+            held[environment] = {"run_id": run.run_id, "since": started, "until": until}
     return held
 
 
@@ -210,9 +222,12 @@ def post_events(slack: OpsSlackResource, log, outbox: list[dict], failure_thresh
     description="Opens an incident after consecutive failed health checks of a component (one Slack message "
                 "per environment), reminds while it stays open, reports recovery with the downtime, and "
                 "sends one notice for a flapping component. Also one incident when the sweeps stop "
-                "(HEALTH_SILENCE_INTERVALS) or health_check_job fails. State lives in the cursor.",
+                "(HEALTH_SILENCE_INTERVALS) or health_check_job fails. Holds an environment's alerts while "
+                "a deployment verification runs (bounded; announced when it starts and ends). State lives "
+                "in the cursor.",
 )
-def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource, health_settings: HealthSettings):
+def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackResource, health_settings: HealthSettings,
+                        deployment_settings: DeploymentSettings):
     cursor = _read_cursor(context.cursor)
     now = current_time()
     settings = health_settings.incident_settings()
@@ -221,9 +236,11 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
     check_keys = [spec.key for spec in health_assets.health_check_specs]
     observations, cursor.after, cursor.seen, cursor.pending_checks = new_observations(
         context.instance, cursor.after, cursor.seen, check_keys, cursor.pending_checks)
-    held = environments_being_verified(context.instance)
+    held = environments_being_verified(context.instance, limit=deployment_settings.limits().hold_seconds)
     environments = set(observations) | set(tracker.state["environments"])
     replaying_history = not context.cursor
+    holds = hold_events(cursor.holds, held, time.time())
+    cursor.holds = held
     events = []
     for environment in sorted(environments):
         events += tracker.observe(environment, observations.get(environment, []),
@@ -235,6 +252,7 @@ def health_alert_sensor(context: dg.SensorEvaluationContext, slack: OpsSlackReso
         events = watch.observe(now, max(results) if results else None,
                                latest_sweep_run(context.instance, watch.state.get("latest_run")),
                                hold=replaying_history, open_incidents=unchecked) + events
+    events = holds + events
     cursor.tracker, cursor.watch = tracker.state, watch.state
     outbox = cursor.outbox + [asdict(event) for event in events]
     cursor.outbox = post_events(slack, context.log, outbox, settings.failure_threshold)

@@ -47,6 +47,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ops_platform.lib import settings as settings_table
 from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.insight import known_fields
+from ops_platform.lib import postgres
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.sql_text import sanitize_statement
 
@@ -450,8 +451,8 @@ def _describe_target(database_url: str) -> tuple[str, str | None]:
 
 def _connect(database_url: str, connect_timeout: int, redactor: Redactor, target: str) -> psycopg.Connection:
     try:
-        return psycopg.connect(database_url, autocommit=True, connect_timeout=connect_timeout,
-                               application_name=APPLICATION_NAME, prepare_threshold=None)
+        return postgres.connect(database_url, autocommit=True, connect_timeout=connect_timeout,
+                                application_name=APPLICATION_NAME, prepare_threshold=None)
     except psycopg.Error as error:
         reason = redactor(str(error).strip() or type(error).__name__)
         reason = " ".join(reason.split())[:300]

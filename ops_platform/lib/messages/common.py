@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from ops_platform.lib.formatting import slack_escape
 from ops_platform.lib.slack import SlackMessage
 
 RUN_LINK_TEXT = "View the run in Dagster"
 
 
 def slack_message(lines: list[str], link: str | None = None, link_text: str = RUN_LINK_TEXT) -> SlackMessage:
-    """Lines joined into one mrkdwn section, with an optional link at the end."""
-    lines = list(lines)
+    """Lines of plain text (mrkdwn's ``*bold*`` and ``:emoji:`` work; ``&``, ``<`` and ``>`` are
+    escaped, so no line can ping or link) joined into one mrkdwn section, with an optional link at the end.
+    Every message is built here."""
+    lines = [slack_escape(line) for line in lines]
     if link:
         lines.append(f"<{link}|{link_text}>")
     text = "\n".join(lines)

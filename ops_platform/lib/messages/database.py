@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from ops_platform.lib.formatting import human_duration
 from ops_platform.lib.insight.conditions import CLEARED, REMINDER, STARTED, ConditionEvent
+from ops_platform.lib.messages.common import slack_message
 from ops_platform.lib.slack import SlackMessage
 
 
@@ -26,7 +27,4 @@ def condition_message(event: ConditionEvent, link: str | None = None) -> SlackMe
         lines = [f":white_check_mark: *{where}: {event.name} is back to normal* {back}", event.description]
     else:
         raise ValueError(f"unknown condition event kind {event.kind!r}")
-    if link:
-        lines.append(f"<{link}|View database_stats in Dagster>")
-    text = "\n".join(lines)
-    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+    return slack_message(lines, link, "View database_stats in Dagster")

@@ -12,6 +12,9 @@ from ops_platform.lib.incidents import (
     CHECKS_STOPPED,
     FAILING,
     FLAPPING,
+    HOLD_ENDED,
+    HOLD_LIMIT,
+    HOLD_STARTED,
     OPENED,
     RECOVERED,
     REMINDER,
@@ -70,9 +73,25 @@ def sweep_message(event: AlertEvent) -> SlackMessage:
     raise ValueError(f"unknown sweep event kind {event.kind!r}")
 
 
+def hold_message(event: AlertEvent) -> SlackMessage:
+    """Health alerts of an environment held for a deployment verification, and released."""
+    link = run_url(event.run_id) if event.run_id else None
+    if event.kind == HOLD_STARTED:
+        return slack_message([f":pause_button: *{event.environment}: health alerts held* while a deployment is "
+                              f"verified, until {_utc(event.until)} at the latest; anything still failing is "
+                              "announced when the hold ends."], link, "View the verification run in Dagster")
+    held = human_duration(event.at - (event.started_at or event.at))
+    why = (f"the hold reached its limit ({human_duration((event.until or event.at) - (event.started_at or event.at))})"
+           " while the verification still runs" if event.condition == HOLD_LIMIT else "the verification ended")
+    return slack_message([f":arrow_forward: *{event.environment}: health alerts resume* after {held}: {why}."],
+                         link, "View the verification run in Dagster")
+
+
 def incident_message(event: AlertEvent, threshold: int | None = None) -> SlackMessage:
     if event.kind in (CHECKS_STOPPED, CHECKS_FAILING, CHECKS_REMINDER, CHECKS_RESUMED):
         return sweep_message(event)
+    if event.kind in (HOLD_STARTED, HOLD_ENDED):
+        return hold_message(event)
     if event.kind == OPENED:
         count = len(event.components)
         noun = "component is" if count == 1 else "components are"

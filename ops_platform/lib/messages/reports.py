@@ -26,6 +26,7 @@ from ops_platform.lib.insight.database_stats import DatabaseSnapshot, activity_s
 from ops_platform.lib.insight.deployments import ROLLBACK_FAILED, ROLLED_BACK, DeploymentSummary
 from ops_platform.lib.insight.open_incidents import OpenIncident
 from ops_platform.lib.insight.uptime import ComponentUptime
+from ops_platform.lib.messages.common import RUN_LINK_TEXT, slack_message
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.slack import SlackMessage
 from ops_platform.lib.sql_text import sanitize_statement
@@ -73,8 +74,8 @@ class WeeklyReport:
     slack: SlackMessage
 
 
-def _slack(text: str) -> SlackMessage:
-    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+def _slack(text: str, link: str | None = None, link_text: str = RUN_LINK_TEXT) -> SlackMessage:
+    return slack_message([text], link, link_text)
 
 
 def _one_line(text: str | None, limit: int = 200) -> str:
@@ -400,6 +401,5 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
         lines.append("No environments are configured.")
     summary = [f":bar_chart: *Weekly operations report, {period}*"]
     summary += [summary_line(report, window) for report in reports]
-    if link:
-        summary.append(f"<{link}|Full report in Dagster>")
-    return WeeklyReport(markdown=redactor("\n".join(lines).rstrip() + "\n"), slack=_slack(redactor("\n".join(summary))))
+    return WeeklyReport(markdown=redactor("\n".join(lines).rstrip() + "\n"),
+                        slack=_slack(redactor("\n".join(summary)), link, "Full report in Dagster"))

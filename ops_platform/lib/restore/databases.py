@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ops_platform.lib import locks
+from ops_platform.lib import locks, postgres
 from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import step_error, with_secrets
@@ -132,8 +132,8 @@ def connect(url: str, dbname: str | None = None, *, connect_timeout: int = 10, s
     """An autocommit connection to ``dbname`` (default: the maintenance database) on the URL's
     server, with timeouts and ``application_name='ops_platform'``."""
     options = f"-c statement_timeout={int(statement_timeout * 1000)} -c lock_timeout={int(lock_timeout * 1000)}"
-    return psycopg.connect(url, dbname=dbname or MAINTENANCE_DATABASE, autocommit=True,
-                           connect_timeout=connect_timeout, application_name=APPLICATION_NAME, options=options)
+    return postgres.connect(url, dbname=dbname or MAINTENANCE_DATABASE, autocommit=True,
+                            connect_timeout=connect_timeout, application_name=APPLICATION_NAME, options=options)
 
 
 @contextlib.contextmanager
