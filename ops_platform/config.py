@@ -41,6 +41,7 @@ class EnvironmentConfig:
     rollback_command: str | None = None
     rollback_webhook_url: str | None = None
     restore_checks_file: str | None = None
+    replaceable_databases: tuple[str, ...] = ()
 
 
 def _get(environ: Mapping[str, str], key: str) -> str | None:
@@ -75,6 +76,9 @@ def load_environments(environ: Mapping[str, str] | None = None) -> dict[str, Env
             rollback_command=_get(environ, f"{prefix}ROLLBACK_COMMAND"),
             rollback_webhook_url=_get(environ, f"{prefix}ROLLBACK_WEBHOOK_URL"),
             restore_checks_file=_get(environ, f"{prefix}RESTORE_CHECKS_FILE"),
+            replaceable_databases=tuple(pattern.strip() for pattern in
+                                        (_get(environ, f"{prefix}RESTORE_REPLACEABLE_DATABASES") or "").split(",")
+                                        if pattern.strip()),
         )
     return environments
 

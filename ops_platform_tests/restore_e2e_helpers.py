@@ -93,6 +93,11 @@ def database_oid(name: str) -> str:
     return psql(f"SELECT oid FROM pg_database WHERE datname = '{name}'")
 
 
+def confirmation(backup_id: str, database: str) -> str:
+    """What the launchpad's confirm must say to restore ``backup_id`` over ``database`` as it is now."""
+    return f"{backup_id} over {database} #{database_oid(database)}"
+
+
 def content(database: str) -> dict[str, str]:
     """Rows of every user table (count and md5 of the sorted rows) and every sequence's state,
     read as the superuser (a restore in place leaves objects owned by another role)."""

@@ -57,9 +57,33 @@ def test_s3_down_still_lists_local_backups_with_a_warning(tmp_path, monkeypatch)
     local = LocalStore(tmp_path)
     put_local(local, manifest("production-20260110T070000Z", "2026-01-10T07:00:00Z"))
     s3 = S3Store(make_s3_client(max_attempts=1, connect_timeout=1), S3_BUCKET, "backups")
+    recorded = manifest("production-20260111T070000Z", "2026-01-11T07:00:00Z")
+    recorded.locations = [s3.location("production", recorded.artifact)]
+    put_local(local, recorded)
     listing = merge_listings("production", local, s3)
-    assert [entry["id"] for entry in listing.entries] == ["production-20260110T070000Z"]
+    assert [entry["id"] for entry in listing.entries] == ["production-20260111T070000Z", "production-20260110T070000Z"]
     assert listing.warnings and "could not list S3" in listing.warnings[0]
+    # The S3 copy its manifest records is still shown, as not checked, and --verify counts it.
+    newest = listing.entries[0]
+    assert newest["locations"][-1] == s3.location("production", recorded.artifact)
+    (unchecked,) = [copy for copy in newest["copies"] if copy["store"] == "s3"]
+    assert unchecked["check"] == "error" and unchecked["size_bytes"] is None
+    assert unchecked["detail"].startswith("not checked: could not list S3")
+    assert [(copy.manifest.id, copy.store) for copy in listing.bad_copies()] == [(recorded.id, "s3")]
+
+
+def test_an_s3_copy_the_manifest_records_but_s3_lost_is_missing(tmp_path, s3_bucket):
+    local, s3 = LocalStore(tmp_path), S3Store(s3_bucket, S3_BUCKET, "backups")
+    lost = manifest("production-20260112T070000Z", "2026-01-12T07:00:00Z")
+    lost.locations = [s3.location("production", lost.artifact)]
+    put_local(local, lost)
+    put_s3(s3, lost)
+    s3_bucket.delete_object(Bucket=S3_BUCKET, Key=s3.key("production", lost.artifact))
+    listing = merge_listings("production", local, s3)
+    (entry,) = listing.entries
+    assert entry["locations"] == [str(local.path("production", lost.artifact)), s3.location("production", lost.artifact)]
+    assert [(copy["store"], copy["check"]) for copy in entry["copies"]] == [("local", None), ("s3", "corrupt")]
+    assert entry["intact"] is False and "missing" in entry["copies"][1]["detail"]
 
 
 def test_manifest_with_an_unreadable_time_is_reported_not_fatal(tmp_path):

@@ -126,6 +126,39 @@ def test_list_shows_real_sizes_and_verify_finds_the_corrupt_copies(databases, cl
         assert all(field in e for e in entries)
 
 
+def test_verify_exits_1_when_an_s3_copy_cannot_be_checked_and_keeps_its_location(databases, cli_env, silent_listener):
+    """S3 refusing connections, S3 that accepts and never answers, and an S3 object deleted: the
+    copy is shown as not checked (or missing) with the reason, its s3:// location stays, and
+    --verify exits 1."""
+    import time
+
+    assert run_cli(cli_env, "backup", "development").returncode == 0
+    (entry,) = json.loads(run_cli(cli_env, "backups", "list", "development", "--json").stdout)
+    (s3_location,) = [location for location in entry["locations"] if location.startswith("s3://")]
+    from ops_platform_tests.conftest import free_port
+
+    for endpoint in (f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{silent_listener.port}"):
+        started = time.monotonic()
+        down = {**cli_env, "AWS_ENDPOINT_URL_S3": endpoint}
+        listed = run_cli(down, "backups", "list", "development", "--json", "--verify")
+        assert listed.returncode == 1 and time.monotonic() - started < 90, listed.stderr
+        (entry,) = json.loads(listed.stdout)
+        assert s3_location in entry["locations"]
+        assert [(copy["store"], copy["check"]) for copy in entry["copies"]] == [("local", "ok"), ("s3", "error")]
+        assert "not checked: could not list S3" in entry["copies"][1]["detail"]
+        assert listed.stderr.strip().splitlines()[-1] == (
+            f"ops-platform: error: 1 copy could not be checked: {entry['id']} (s3)")
+        table = run_cli(down, "backups", "list", "development")
+        assert table.returncode == 0 and "s3 NOT CHECKED" in table.stdout, table.stdout
+
+    key = s3_location.split("/", 3)[3]
+    s3_bucket = __import__("ops_platform.lib.stores", fromlist=["make_s3_client"]).make_s3_client()
+    s3_bucket.delete_object(Bucket=s3_location.split("/")[2], Key=key)
+    missing = run_cli(cli_env, "backups", "list", "development", "--verify")
+    assert missing.returncode == 1 and "s3 MISSING" in missing.stdout, missing.stdout
+    assert "did not pass the check against its manifest" in missing.stderr
+
+
 def test_unknown_environment_names_the_configured_ones(cli_env):
     result = run_cli(cli_env, "backup", "prod")
     assert_one_line_error(result, 2, "unknown environment 'prod'", "production, staging, development")

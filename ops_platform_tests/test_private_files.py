@@ -43,6 +43,7 @@ from ops_platform_tests.restore_e2e_helpers import (
     CLI,
     PREFIX,
     ROOT,
+    confirmation,
     content,
     create_live,
     database_names,
@@ -284,13 +285,14 @@ def test_a_restore_works_from_private_files_and_its_safety_backup_is_private(sta
     archive are private while the restore runs, and so is the safety backup it takes."""
     backup_dir = tmp_path / "backups"
     with umask():
-        perform_backup(EnvironmentConfig("staging", url_for(LIVE)), LocalStore(backup_dir), None,
-                       now=lambda: datetime(2026, 1, 15, 7, 0, tzinfo=timezone.utc))
+        outcome = perform_backup(EnvironmentConfig("staging", url_for(LIVE)), LocalStore(backup_dir), None,
+                                 now=lambda: datetime(2026, 1, 15, 7, 0, tzinfo=timezone.utc))
     expected = content(LIVE)
     run_sql_as(LIVE, "INSERT INTO customers (email) VALUES ('after@example.com');")
     with umask(), Sampler(backup_dir) as sampler:
         result = job("restore_job").execute_in_process(
-            run_config={"ops": {"resolve_restore": {"config": {"confirm": "staging"}}}}, instance=instance,
+            run_config={"ops": {"resolve_restore": {"config": {"confirm": confirmation(outcome.manifest.id, LIVE)}}}},
+            instance=instance,
             partition_key="staging", raise_on_error=False, resources=restore_resources(slack_server, backup_dir))
     assert result.success
     assert content(LIVE) == expected

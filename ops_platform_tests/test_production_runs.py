@@ -6,6 +6,7 @@ worker, so op outputs go through the filesystem IO manager (pickled), not memory
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from ops_platform_tests.conftest import free_port, psql
 from ops_platform_tests.restore_e2e_helpers import (
     BUCKET,
+    confirmation,
     PREFIX,
     ROOT,
     ROWS,
@@ -98,14 +100,31 @@ def test_restore_job_from_s3_into_a_new_database_through_the_daemon(platform, sl
 
 
 def test_restore_job_replaces_the_environment_after_its_confirmation(platform, slack_server_session):
+    """Launched without the confirmation, the run is refused and says the phrase; launched with
+    it, the environment is replaced; the same config launched again is refused."""
     url, _, _, log = platform
     expected = content(LIVE)
     run_sql_as(LIVE, "INSERT INTO customers (email) VALUES ('after-the-backup@example.com');")
-    config = {"backup": "latest", "confirm": "development"}
+    config = {"backup": "latest"}
+    refused, _ = wait_for_run(url, launch(url, "restore_job", "development",
+                                           {"ops": {"resolve_restore": {"config": config}}}), timeout=180)
+    assert refused["status"] == "FAILURE"
+    (backup_id,) = [entry["id"] for entry in backups_in_s3()]
+    config["confirm"] = confirmation(backup_id, LIVE)
     run_id = launch(url, "restore_job", "development", {"ops": {"resolve_restore": {"config": config}}})
     _succeeded(url, run_id, log)
     assert content(LIVE) == expected
     assert [name for name in database_names(LIVE) if "__pre_restore_" in name]
+    replayed, _ = wait_for_run(url, launch(url, "restore_job", "development",
+                                            {"ops": {"resolve_restore": {"config": config}}}), timeout=180)
+    assert replayed["status"] == "FAILURE" and content(LIVE) == expected
+
+
+def backups_in_s3() -> list[dict]:
+    client = s3_client()
+    keys = [key for key in s3_keys(client, S3_PREFIX) if key.endswith(".manifest.json") and "/development/" in key]
+    manifests = [json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read()) for key in keys]
+    return [manifest for manifest in manifests if manifest["kind"] != "pre-restore"]
 
 
 def test_restore_drill_runs_through_the_daemon(platform):

@@ -255,7 +255,16 @@ def test_target_database_is_created_then_refused_then_replaced(base, site, slack
 
     run_sql_as(copy, "DELETE FROM orders WHERE id <= 10;")
     old_copy = fingerprint(copy)
-    replaced = site.cli("restore", base.dev_id, "development", "--target-database", copy, "--replace-target")
+    replace = ["restore", base.dev_id, "development", "--target-database", copy, "--replace-target"]
+    not_allowed = site.cli(*replace, "--yes")
+    assert_one_line_error(not_allowed, 2, f"refusing to replace the existing database {copy}",
+                          "RESTORE_REPLACEABLE_DATABASES (none set)")
+    allowed = {"RESTORE_REPLACEABLE_DATABASES": f"unrelated_*, {TARGETS}*"}
+    unconfirmed = site.cli(*replace, env=allowed)
+    assert_one_line_error(unconfirmed, 2, f"replacing database {copy} needs confirmation", f"to type {copy}",
+                          "--yes")
+    assert fingerprint(copy) == old_copy
+    replaced = site.cli(*replace, "--yes", env=allowed)
     assert replaced.returncode == 0, replaced.stderr
     kept = [name for name in database_names() if name.startswith(f"{copy}__pre_restore_")]
     assert len(kept) == 1 and fingerprint(kept[0]) == old_copy

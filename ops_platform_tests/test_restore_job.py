@@ -26,6 +26,7 @@ from ops_platform_tests.conftest import DB_PASSWORD, platform_resources
 from ops_platform_tests.restore_e2e_helpers import (
     PREFIX,
     ROWS,
+    confirmation,
     content,
     create_live,
     database_names,
@@ -86,27 +87,46 @@ def step_events(result, kind: str) -> list:
     return [event for event in result.all_events if event.event_type_value == kind]
 
 
-@pytest.mark.parametrize("confirm, said", [("", "nothing was typed"), ("production", "got 'production'"),
+@pytest.mark.parametrize("confirm, said", [("", "nothing was typed"), ("staging", "got 'staging'"),
                                             (" Staging", "got ' Staging'")])
-def test_replacing_the_environments_database_without_its_name_fails_at_the_first_step(
+def test_replacing_the_environments_database_without_its_confirmation_is_refused_at_the_first_step(
         backup, live, instance, slack_server, confirm, said):
+    """A refusal: the run fails with its one line (no step past the first, nothing touched, no
+    alert in the channel, which it is not an incident for)."""
     before, names = fingerprint(live), database_names()
     result = run_restore(instance, backup, slack_server, confirm=confirm)
     assert not result.success
     assert [event.step_key for event in step_events(result, "STEP_START")] == ["resolve_restore"]
     (failure,) = step_events(result, "STEP_FAILURE")
     description = failure.step_failure_data.user_failure_data.description
-    assert f"replacing staging's database {live} needs confirm: staging ({said})" in description
-    assert "nothing was touched" in description
+    phrase = confirmation(backup[1].id, live)
+    assert description.startswith(f"restore of staging was refused: replacing staging's database {live} needs "
+                                  f"confirm: '{phrase}' (the backup to restore, over the database as it is now; "
+                                  f"{said}); nothing was touched")
     assert fingerprint(live) == before and database_names() == names
-    (text,) = slack_server.texts()
-    assert "Restore failed* (staging) at resolve" in text and "needs confirm: staging" in text
+    assert slack_server.texts() == []
     assert instance.get_run_by_id(result.run_id).tags.get(ALERTED) == "true"
+
+
+def test_a_remembered_confirmation_never_replays_a_replace(backup, live, instance, slack_server):
+    """The Launchpad keeps the last config: the same confirm, launched again after a replace, no
+    longer matches (the database it named was replaced) and is refused."""
+    phrase = confirmation(backup[1].id, live)
+    first = run_restore(instance, backup, slack_server, backup=backup[1].id, confirm=phrase)
+    assert first.success
+    replaced = fingerprint(live)
+    again = run_restore(instance, backup, slack_server, backup=backup[1].id, confirm=phrase)
+    assert not again.success
+    (failure,) = step_events(again, "STEP_FAILURE")
+    assert f"needs confirm: '{confirmation(backup[1].id, live)}'" in \
+        failure.step_failure_data.user_failure_data.description
+    assert f"got '{phrase}'" in failure.step_failure_data.user_failure_data.description
+    assert fingerprint(live) == replaced
 
 
 def test_confirmed_restore_runs_each_step_and_materializes_the_database(backup, live, instance, slack_server):
     manifest, expected = backup[1], backup[2]
-    result = run_restore(instance, backup, slack_server, backup=manifest.id, confirm="staging")
+    result = run_restore(instance, backup, slack_server, backup=manifest.id, confirm=confirmation(manifest.id, live))
     assert result.success
     assert [event.step_key for event in step_events(result, "STEP_SUCCESS")] == OPS
     stats = {step.step_key: step for step in instance.get_run_step_stats(result.run_id)}
@@ -150,14 +170,15 @@ def test_a_run_that_finds_the_restore_lock_taken_changes_nothing(backup, live, i
     """Runs executed in process skip the run queue's per-environment limit; the lock still holds them apart."""
     before, names = fingerprint(live), database_names()
     with databases.restore_lock(url_for(live), live):
-        result = run_restore(instance, backup, slack_server, confirm="staging")
+        result = run_restore(instance, backup, slack_server, confirm=confirmation(backup[1].id, live))
     assert not result.success
     (failure,) = step_events(result, "STEP_FAILURE")
     assert failure.step_key == "resolve_restore"
-    assert f"another restore of database {live} is running" in failure.step_failure_data.user_failure_data.description
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("restore of staging was refused: ")
+    assert f"another restore of database {live} is running" in description
     assert fingerprint(live) == before and database_names() == names
-    (text,) = slack_server.texts()
-    assert "Restore failed" in text and "nothing was changed" in text
+    assert slack_server.texts() == []  # the restore that holds the lock has said what it does
 
 
 def test_retrying_a_failed_restore_of_latest_picks_the_same_backup(backup, live, instance, slack_server, monkeypatch):
@@ -165,7 +186,7 @@ def test_retrying_a_failed_restore_of_latest_picks_the_same_backup(backup, live,
 
     folder, manifest = backup[0], backup[1]
     monkeypatch.setenv("STAGING_MIGRATE_COMMAND", "exit 3")
-    result = run_restore(instance, backup, slack_server, backup=manifest.id, confirm="staging")
+    result = run_restore(instance, backup, slack_server, backup=manifest.id, confirm=confirmation(manifest.id, live))
     assert [event.step_key for event in step_events(result, "STEP_FAILURE")] == ["run_migrations"]
     newest = resolve_backup("staging", "latest", LocalStore(folder)).first.manifest
     assert (newest.id, newest.kind) == (manifest.id, manifest.kind)

@@ -17,6 +17,7 @@ from ops_platform_tests.restore_e2e_helpers import (
     ROOT,
     ROWS,
     Site,
+    confirmation,
     content,
     create_live,
     database_names,
@@ -136,7 +137,7 @@ def read_only_ui(dagster_ui):
 def test_restore_job_launched_over_graphql_runs_from_the_queue(dagster_ui, slack_server):
     url, site, backup_id, expected = dagster_ui
     before = fingerprint(LIVE)
-    launched = graphql(url, LAUNCH_RUN, {"params": launch_params(confirm="development")})["launchRun"]
+    launched = graphql(url, LAUNCH_RUN, {"params": launch_params(confirm=confirmation(backup_id, LIVE))})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
@@ -169,12 +170,16 @@ def test_restore_job_launched_over_graphql_runs_from_the_queue(dagster_ui, slack
 
 
 def test_replacing_the_database_from_the_ui_needs_the_typed_confirmation(dagster_ui, slack_server):
-    """Launched without the confirmation, or with another environment's name: the run fails at its
-    first step, saying what to type, and nothing on the server changed."""
-    url, _, _, _ = dagster_ui
+    """Launched without the confirmation, with the environment's name, or with the phrase the
+    Launchpad remembers from the restore before (the database it named has been replaced since):
+    the run is refused at its first step, saying what to type, and nothing on the server changed."""
+    url, _, backup_id, _ = dagster_ui
     before, names = fingerprint(LIVE), database_names(LIVE)
+    phrase = confirmation(backup_id, LIVE)
+    remembered = phrase.rsplit("#", 1)[0] + "#1"
     runs = {}
-    for confirm, said in (("", "nothing was typed"), ("production", "got 'production'")):
+    for confirm, said in (("", "nothing was typed"), ("development", "got 'development'"),
+                          (remembered, f"got '{remembered}'")):
         launched = graphql(url, LAUNCH_RUN, {"params": launch_params(confirm=confirm)})["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         runs[launched["run"]["runId"]] = said
@@ -186,11 +191,11 @@ def test_replacing_the_database_from_the_ui_needs_the_typed_confirmation(dagster
         events = graphql(url, FAILURES, {"runId": run_id})["logsForRun"]["events"]
         [failure] = [event for event in events if event["__typename"] == "ExecutionStepFailureEvent"]
         assert failure["stepKey"] == "resolve_restore"
-        assert (f"replacing development's database {LIVE} needs confirm: development ({said}); nothing was touched"
+        assert (f"restore of development was refused: replacing development's database {LIVE} needs confirm: "
+                f"'{phrase}' (the backup to restore, over the database as it is now; {said}); nothing was touched"
                 in failure["failureMetadata"]["description"]), failure
     assert fingerprint(LIVE) == before and database_names(LIVE) == names
-    texts = [text for text in slack_server.texts() if "Restore failed" in text]
-    assert len(texts) == 2 and all("needs confirm: development" in text for text in texts)
+    assert not [text for text in slack_server.texts() if "Restore" in text]
 
 
 def test_a_read_only_webserver_shows_the_runs_and_refuses_to_launch(dagster_ui, read_only_ui):
@@ -200,6 +205,6 @@ def test_a_read_only_webserver_shows_the_runs_and_refuses_to_launch(dagster_ui, 
     assert {run.run_id for run in site.runs()} == set(shown) and "backup_job" in shown.values()
     assert {p["permission"]: p["value"] for p in before["permissions"]}["launch_pipeline_execution"] is False
 
-    refused = graphql(read_only_ui, LAUNCH_RUN, {"params": launch_params(confirm="development")})["launchRun"]
+    refused = graphql(read_only_ui, LAUNCH_RUN, {"params": launch_params(confirm="anything")})["launchRun"]
     assert refused["__typename"] == "UnauthorizedError", refused
     assert len(graphql(url, RUNS)["runsOrError"]["results"]) == len(shown)

@@ -59,9 +59,14 @@ def backups_list_command(args) -> int:
                   f"{_drill(entry['drill']):<17} {', '.join(_copy(copy) for copy in entry['copies'])}")
     bad = listing.bad_copies()
     if args.verify and bad:
-        raise CommandError(f"{len(bad)} cop{'y' if len(bad) == 1 else 'ies'} did not pass the check against "
-                           f"{'its' if len(bad) == 1 else 'their'} manifest: "
-                           + ", ".join(f"{copy.manifest.id} ({copy.store})" for copy in bad))
+        failed = [copy for copy in bad if copy.ok is False]
+        unchecked = [copy for copy in bad if copy.ok is None]
+        parts = [f"{len(items)} cop{'y' if len(items) == 1 else 'ies'} {said(len(items) == 1)}: "
+                 + ", ".join(f"{copy.manifest.id} ({copy.store})" for copy in items)
+                 for items, said in ((failed, lambda one: "did not pass the check against "
+                                                          + ("its manifest" if one else "their manifest")),
+                                     (unchecked, lambda one: "could not be checked")) if items]
+        raise CommandError("; ".join(parts))
     return EXIT_OK
 
 
@@ -73,7 +78,10 @@ def _verified(entry: dict) -> str:
 
 
 def _copy(copy: dict) -> str:
-    """``local 1.2 MB``, with ``ok``/``CORRUPT`` after --verify and the manifest's size on a mismatch."""
+    """``local 1.2 MB``, with ``ok``/``CORRUPT`` after --verify and the manifest's size on a mismatch;
+    ``s3 MISSING`` or ``s3 NOT CHECKED`` when S3 lacks a copy the manifest records or cannot be asked."""
+    if copy["size_bytes"] is None:
+        return f"{copy['store']} {'MISSING' if copy['check'] == 'corrupt' else 'NOT CHECKED'}"
     text = f"{copy['store']} {human_bytes(copy['size_bytes'])}"
     if not copy["size_matches"]:
         text += f" SIZE MISMATCH (manifest: {human_bytes(copy['manifest_size_bytes'])})"

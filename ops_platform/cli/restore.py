@@ -22,13 +22,8 @@ from ops_platform.cli.runs import (
 from ops_platform.config import get_environment, load_environments
 from ops_platform.lib import settings
 from ops_platform.lib.formatting import human_duration
-from ops_platform.lib.restore import databases
 from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
-from ops_platform.lib.restore.plan import (
-    RestoreRequest,
-    needs_confirmation,
-    plan_restore,
-)
+from ops_platform.lib.restore.plan import RestoreRequest, plan_restore
 from ops_platform.lib.restore.swap import recover_interrupted_swaps
 from ops_platform.lib.stores import stores_from_environ
 from ops_platform.lib.tags import RESTORE_LEFT
@@ -36,23 +31,22 @@ from ops_platform.lib.tags import RESTORE_LEFT
 BUSY_JOBS = ("backup_job", "restore_job", "retention_job", "restore_drill_job")
 
 
-def confirmation(environment: str, live: str, yes: bool) -> str:
-    """The environment's name, typed by the person at the terminal (or implied by --yes)."""
+def ask_to_replace(what: str, answer: str, yes: bool) -> None:
+    """A person at the terminal types ``answer`` (the environment's name, or the name of the
+    database replaced) before an existing database is replaced; --yes says it in advance."""
     if yes:
-        return environment
+        return
     if not sys.stdin.isatty():
-        raise CommandError(f"restoring over {environment}'s database {live} needs confirmation: run it on a terminal "
-                           "to type the environment's name, or add --yes", EXIT_BAD_INPUT)
-    print(f"This replaces {environment}'s database {live} with the backup (the current one is backed up and kept).",
-          file=sys.stderr)
-    print(f"Type {environment} to continue: ", end="", file=sys.stderr, flush=True)
+        raise CommandError(f"replacing {what} needs confirmation: run it on a terminal to type {answer}, or add --yes",
+                           EXIT_BAD_INPUT)
+    print(f"This replaces {what} with the backup (the current one is backed up and kept).", file=sys.stderr)
+    print(f"Type {answer} to continue: ", end="", file=sys.stderr, flush=True)
     try:
         typed = input()
     except EOFError:
         typed = ""
-    if typed.strip() != environment:
+    if typed.strip() != answer:
         raise CommandError(f"not confirmed (typed '{typed.strip()[:40]}'); nothing was touched", EXIT_BAD_INPUT)
-    return environment
 
 
 def restore_command(args) -> int:
@@ -69,17 +63,17 @@ def restore_command(args) -> int:
     request = RestoreRequest(environment.name, args.backup, args.target_database, args.replace_target,
                              args.skip_migrations, args.allow_other_environment, fix_sequences=args.fix_sequences,
                              create_roles=args.create_roles)
-    live = databases.database_name(environment.database_url)
     local, s3 = stores_from_environ()
     try:
-        plan_restore(replace(request, confirm=environment.name), environment, local, s3,
-                     other_environments=load_environments())
+        plan = plan_restore(request, environment, local, s3, other_environments=load_environments(), confirm=False)
     except RestoreInputError as error:
         raise CommandError(str(error), EXIT_BAD_INPUT) from None
     except RestoreStepError as error:
         raise CommandError(str(error)) from None
-    if needs_confirmation(request, live):
-        request = replace(request, confirm=confirmation(environment.name, live, args.yes))
+    if plan.confirmation:
+        own = plan.own_database
+        ask_to_replace(plan.describe_target(), environment.name if own else plan.target, args.yes)
+        request = replace(request, confirm=plan.confirmation)
     busy = in_progress_runs(environment.name, BUSY_JOBS)
     if busy:
         raise CommandError(f"a {busy[0].job_name} run of {environment.name} is in progress (run {busy[0].run_id}); "

@@ -16,18 +16,19 @@ class StoredCopy:
     store: str
     location: str
     manifest: Manifest
-    size: int
+    size: int | None
     check: CopyCheck | None = None
 
     @property
     def size_matches(self) -> bool:
-        return self.size == self.manifest.stored_bytes
+        """False only when the stored size is known and differs."""
+        return self.size is None or self.size == self.manifest.stored_bytes
 
     @property
     def ok(self) -> bool | None:
-        """False when the copy is known not to match its manifest, True when --verify found it
-        intact, None when only its size was compared and matched."""
-        if not self.size_matches:
+        """False when the copy is known not to match its manifest (or is gone), True when
+        --verify found it intact, None when only its size was compared, or it could not be checked."""
+        if not self.size_matches or (self.check is not None and self.check.ok is False):
             return False
         return self.check.ok if self.check else None
 
@@ -63,8 +64,9 @@ class BackupListing:
         return None
 
     def bad_copies(self) -> list[StoredCopy]:
+        """Copies known not to match (or gone) and, after --verify, those that could not be checked."""
         return [copy for copies in self.copies.values() for copy in copies if copy.ok is not True
-                and (copy.ok is False or self.verified_content)]
+                and (copy.ok is False or self.verified_content or copy.check is not None)]
 
     @property
     def entries(self) -> list[dict]:
@@ -85,8 +87,12 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, veri
     local_listing = local.list_manifests(environment)
     for name, reason in local_listing.unreadable.items():
         result.warnings.append(f"skipped unreadable manifest {name}: {reason}")
+    recorded_s3: dict[str, str] = {}  # backup id -> the S3 location its local manifest records
     for manifest in local_listing.manifests:
         artifact = local.path(environment, manifest.artifact)
+        expected = s3.location(environment, manifest.artifact) if s3 is not None else None
+        if expected in manifest.locations:
+            recorded_s3[manifest.id] = expected
         manifest.locations = [loc for loc in manifest.locations if not loc.startswith("s3://")]
         manifest.locations.insert(0, str(artifact))
         manifest.locations = list(dict.fromkeys(manifest.locations))
@@ -102,10 +108,21 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, veri
             s3_listing = s3.list_manifests(environment)
             s3_objects = s3.list_names(environment) if s3_listing.manifests else {}
         except Exception as error:  # noqa: BLE001 - S3 being down must not hide local backups
-            result.warnings.append(f"could not list S3 (s3://{s3.bucket}/{s3.prefix}): {type(error).__name__}: {error}")
+            reason = f"could not list S3 (s3://{s3.bucket}/{s3.prefix}): {type(error).__name__}: {error}"
+            result.warnings.append(reason)
+            for backup_id, location in recorded_s3.items():
+                by_id[backup_id].locations.append(location)
+                copies.setdefault(backup_id, []).append(StoredCopy("s3", location, by_id[backup_id], None, CopyCheck(
+                    "s3", by_id[backup_id].artifact, None, f"not checked: {reason}")))
         else:
             for name, reason in s3_listing.unreadable.items():
                 result.warnings.append(f"skipped unreadable S3 manifest {name}: {reason}")
+            for backup_id, location in recorded_s3.items():
+                if by_id[backup_id].artifact not in s3_objects:
+                    by_id[backup_id].locations.append(location)
+                    copies.setdefault(backup_id, []).append(StoredCopy("s3", location, by_id[backup_id], None, CopyCheck(
+                        "s3", by_id[backup_id].artifact, False, "missing: the manifest records it, S3 has no such "
+                                                                "object")))
             for manifest in s3_listing.manifests:
                 if manifest.artifact not in s3_objects:
                     if manifest.id not in by_id:
@@ -128,7 +145,7 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, veri
     result.copies = {manifest.id: copies.get(manifest.id, []) for manifest in result.manifests}
     for manifest in result.manifests:
         for copy in result.copies[manifest.id]:
-            if verify:
+            if verify and copy.check is None:
                 copy.check = (local if copy.store == "local" else s3).check_copy(copy.manifest)
             if copy.ok is False or (verify and copy.ok is None):
                 result.warnings.append(f"{manifest.id}: {copy.store} copy {copy.as_record()['detail']}")

@@ -50,11 +50,12 @@ from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.progress import STEP_LOGGER, ProgressLine
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
-from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
+from ops_platform.lib.locks import LockBusy
+from ops_platform.lib.restore.errors import RestoreBusy, RestoreInputError, RestoreStepError
 from ops_platform.lib.restore.fetch import fetch_restorable, make_work_dir
 from ops_platform.lib.restore.migrate import run_migrations as run_migrate_command
 from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
-from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, plan_restore
+from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, confirmation_phrase, plan_restore
 from ops_platform.lib.restore.swap import SwapJournal, swap
 from ops_platform.lib.restore.verify import verify_restored_database
 from ops_platform.lib.roles import create_missing_roles
@@ -76,8 +77,11 @@ class RestoreConfig(dg.Config):
     skip_migrations: bool = Field(default=False, description="Do not run <ENV>_MIGRATE_COMMAND after the restore.")
     allow_other_environment: bool = Field(default=False, description="Allow a backup of another environment "
                                                                      "(e.g. production's into staging).")
-    confirm: str = Field(default="", description="Replacing the environment's own database: type the environment's "
-                                                 "name here (e.g. production). Not needed with target_database.")
+    confirm: str = Field(default="", description="Replacing an existing database (the environment's own, or "
+                                                 "target_database with replace_target): the phrase the refusal gives, "
+                                                 "e.g. 'production-20261120T070000Z over shop #16384' (the backup, "
+                                                 "and the database as it is now, so a remembered one never "
+                                                 "replays). Not needed for a new target_database.")
     fix_sequences: bool = Field(default=False, description="Move sequences that are behind the column they feed "
                                                            "forward (they are restored as the source had them).")
     create_roles: bool = Field(default=False, description="Create the roles the backup's grants name that this "
@@ -160,13 +164,17 @@ def restore_step(context: dg.OpExecutionContext, step: str, slack: OpsSlackResou
         message = Redactor.from_environ()(message)
         _clean_up(state, environment, context.log)
         left = _left_as_it_was(state, step)
-        slack.notifier(context.log).post(messages.restore_failed(
-            context.partition_key, step, message, left, state.backup_id if state else None, run_url(context.run_id)))
+        refused = isinstance(error, RestoreInputError | RestoreBusy | LockBusy)
+        if not refused:  # a refusal is the answer to whoever asked, not an incident for the channel
+            slack.notifier(context.log).post(messages.restore_failed(
+                context.partition_key, step, message, left, state.backup_id if state else None,
+                run_url(context.run_id)))
         mark_alerted(context.instance, context.run_id)
         context.instance.add_run_tags(context.run_id, {RESTORE_LEFT: left})
         if not isinstance(error, Exception):
             raise
-        raise dg.Failure(description=f"restore of {context.partition_key} failed at {step}: {message}; {left}",
+        what = "was refused" if refused else f"failed at {step}"
+        raise dg.Failure(description=f"restore of {context.partition_key} {what}: {message}; {left}",
                          metadata={"step": step, "input_error": isinstance(error, RestoreInputError)},
                          allow_retries=False) from None
     if state is not None:
@@ -215,6 +223,7 @@ def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: Ops
                  backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
                  restore_settings: RestoreSettings) -> RestoreState:
     with restore_step(context, "fetch", slack, state):
+        url = get_environment(state.environment).database_url
         parent = private_work_folder(context.log, restore_settings, backup_storage, state.target)
         state.work_dir = str(make_work_dir(parent))
         show = ProgressLine(context.log.info)
@@ -230,6 +239,15 @@ def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: Ops
         state.backup_id, state.fetched_from = fetched.candidate.backup_id, fetched.candidate.location
         state.warnings += fetched.warnings
         state.older_than_newest = fetched.older_than_newest
+        if state.older_than_newest and state.replacing:
+            fetched.remove()
+            older = confirmation_phrase(state.backup_id, state.target, databases.database_oid(url, state.target))
+            newest = fetched.passed_over[0]
+            raise RestoreStepError("fetch", f"the newest backup {newest.backup_id} {newest.reason}, and replacing "
+                                            f"{state.describe_target()} with the older {state.backup_id} is a decision "
+                                            f"of its own: restore it by its id (ops-platform restore "
+                                            f"{state.backup_id} {state.environment}; in the launchpad backup: "
+                                            f"{state.backup_id} with confirm: '{older}')")
         _announce(context, f"fetch: {state.backup_id} from {state.fetched_from}, sha256 matches, "
                            f"{human_bytes(fetched.raw_bytes)} raw in {human_duration(fetched.seconds)}")
         if state.older_than_newest:

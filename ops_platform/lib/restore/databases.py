@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ops_platform.lib import locks, postgres
 from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.restore.errors import step_error, with_secrets
+from ops_platform.lib.restore.errors import RestoreBusy, step_error, with_secrets
 
 MAINTENANCE_DATABASE = "postgres"
 IDENTIFIER_MAX_BYTES = 63
@@ -161,8 +161,15 @@ def can_create_databases(url: str, *, redactor: Redactor | None = None) -> bool:
 
 def database_exists(url: str, name: str, *, redactor: Redactor | None = None) -> bool:
     """Whether a database of that exact name exists on the URL's server."""
+    return database_oid(url, name, redactor=redactor) is not None
+
+
+def database_oid(url: str, name: str, *, redactor: Redactor | None = None) -> int | None:
+    """The oid of the database of that exact name on the URL's server, or None: a database
+    renamed away and another renamed in its place have different oids."""
     with maintenance(url, "scratch", redactor) as connection:
-        return exists(connection, name)
+        row = connection.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return int(row[0]) if row else None
 
 
 def create_database(url: str, name: str, *, like: str | None = None, redactor: Redactor | None = None) -> None:
@@ -246,7 +253,7 @@ def restore_lock(url: str, database: str, *, wait_seconds: float = 0, holder: st
         with locks.database_lock(url, database, holder=holder, wait_seconds=wait_seconds) as held:
             yield RestoreLock(database, held.connection)
     except locks.LockBusy as error:
-        raise step_error("scratch", str(error), redactor) from None
+        raise step_error("scratch", str(error), redactor, RestoreBusy) from None
     except locks.LockUnavailable as error:
         raise step_error("scratch", f"cannot connect to take the restore lock: {error}", redactor) from None
 

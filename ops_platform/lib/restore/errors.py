@@ -23,6 +23,10 @@ class CopyUnusable(RestoreStepError):
     decompress. Only this lets a restore of ``latest`` move on to an older backup."""
 
 
+class RestoreBusy(RestoreStepError):
+    """Another restore of the same database holds its lock: a refusal, not a failure to alert on."""
+
+
 class RestoreInputError(RestoreStepError):
     """The operator asked for something that cannot be restored (bad id, wrong environment).
     Raised before any work starts; a CLI maps it to exit code 2."""

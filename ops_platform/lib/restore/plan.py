@@ -9,14 +9,16 @@ a missing confirmation. ``RestoreState`` is what the Dagster steps hand each oth
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 from dataclasses import dataclass, field
 
-from ops_platform.config import EnvironmentConfig, printable
+from ops_platform.config import ENVIRONMENT_PREFIXES, EnvironmentConfig, printable
 from ops_platform.lib.artifacts import Manifest, parse_backup_id
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
-from ops_platform.lib.restore.errors import RestoreInputError, step_error
+from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError, step_error
 from ops_platform.lib.restore.resolve import LATEST, BackupCandidate, PassedOver, Resolution, resolve_backup
 from ops_platform.lib.stores import LocalStore, S3Store
 
@@ -61,6 +63,7 @@ class RestoreState:
     skip_migrations: bool = False
     fix_sequences: bool = False
     create_roles: bool = False
+    confirmation: str | None = None
     work_dir: str | None = None
     dump_path: str | None = None
     manifest: Manifest | None = None
@@ -92,16 +95,47 @@ class RestoreState:
         return f"{self.environment}'s database {self.target}" if self.own_database else f"database {self.target}"
 
 
-def needs_confirmation(request: RestoreRequest, live_database: str) -> bool:
-    """Only a restore over the environment's own database does."""
-    return not request.target_database or request.target_database == live_database
+def confirmation_phrase(backup_id: str, database: str, oid: int) -> str:
+    """What an operator types (or pastes) to replace an existing database: the backup to restore
+    and the database as it is now (its oid). A confirmation remembered by the Launchpad stops
+    matching once the database has been replaced (the copy swapped in has another oid) or a newer
+    backup is the one ``latest`` would restore."""
+    return f"{backup_id} over {database} #{oid}"
 
 
-def check_confirmation(request: RestoreRequest, live_database: str) -> None:
-    if needs_confirmation(request, live_database) and request.confirm.strip() != request.environment:
-        typed = f"got '{printable(request.confirm)}'" if request.confirm.strip() else "nothing was typed"
-        raise RestoreInputError("resolve", f"replacing {request.environment}'s database {live_database} needs "
-                                           f"confirm: {request.environment} ({typed}); nothing was touched")
+def check_confirmation(request: RestoreRequest, what: str, phrase: str) -> None:
+    if request.confirm.strip() != phrase:
+        typed = f"got '{printable(request.confirm, 90)}'" if request.confirm.strip() else "nothing was typed"
+        raise RestoreInputError("resolve", f"replacing {what} needs confirm: '{phrase}' (the backup to restore, over "
+                                           f"the database as it is now; {typed}); nothing was touched")
+
+
+def check_replaceable(target: str, environment: EnvironmentConfig, live: str) -> None:
+    """An existing database a restore may replace: the environment's own, or one matching
+    ``<ENV>_RESTORE_REPLACEABLE_DATABASES``; never another application's."""
+    if target == live or any(fnmatch.fnmatchcase(target, pattern) for pattern in environment.replaceable_databases):
+        return
+    allowed = ", ".join(environment.replaceable_databases) or "none set"
+    raise RestoreInputError("resolve", f"refusing to replace the existing database {target}: {environment.name} may "
+                                       f"replace only its own database {live} and names matching "
+                                       f"{ENVIRONMENT_PREFIXES.get(environment.name, '')}RESTORE_REPLACEABLE_DATABASES "
+                                       f"({allowed}); restore into a new name instead")
+
+
+def check_not_the_instance(target: str, url: str, environ=None) -> None:
+    """The Dagster instance's own database (DAGSTER_POSTGRES_URL on the same server) is never a target."""
+    environ = os.environ if environ is None else environ
+    instance_url = (environ.get("DAGSTER_POSTGRES_URL") or "").replace("postgresql+psycopg2://", "postgresql://")
+    if not instance_url:
+        return
+    try:
+        same = (databases.database_name(instance_url) == target
+                and databases.server_of(instance_url) == databases.server_of(url))
+    except RestoreStepError:
+        return
+    if same:
+        raise RestoreInputError("resolve", f"refusing to restore into {target}: it holds the Dagster instance "
+                                           "(run history, schedules), not an application")
 
 
 def check_database_name(name: str) -> None:
@@ -141,10 +175,12 @@ def _environment_owning(database: str, environment: EnvironmentConfig,
 
 def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local: LocalStore, s3: S3Store | None,
                  *, stamp: str | None = None, redactor: Redactor | None = None,
-                 other_environments: dict[str, EnvironmentConfig] | None = None) -> RestoreState:
+                 other_environments: dict[str, EnvironmentConfig] | None = None, confirm: bool = True) -> RestoreState:
     """Check the request against the stores and the server, and decide what will happen. Touches
-    nothing. Raises RestoreInputError for a request that cannot be done, RestoreStepError("resolve")
-    when the backup cannot be found for another reason (S3 down)."""
+    nothing. Replacing an existing database needs ``request.confirm`` to be the state's
+    ``confirmation`` (unless ``confirm`` is False: the CLI asks a person first, then passes it).
+    Raises RestoreInputError for a request that cannot be done, RestoreStepError("resolve") when
+    the backup cannot be found for another reason (S3 down)."""
     redactor = redactor or Redactor.from_environ()
     url = environment.database_url
     live = databases.database_name(url)
@@ -154,12 +190,11 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
                                            "point it at the application's database to restore it")
     if request.target_database and request.target_database != live:
         check_database_name(request.target_database)
+        check_not_the_instance(request.target_database, url)
         owner = _environment_owning(request.target_database, environment, other_environments or {})
         if owner:
             raise RestoreInputError("resolve", f"{request.target_database} is {owner}'s database: restore it with "
                                                f"'ops-platform restore ... {owner}', which backs it up and asks first")
-    else:
-        check_confirmation(request, live)
     if request.replace_target and not request.target_database:
         raise RestoreInputError("resolve", "replace_target only applies with a target database")
     source_environment = backup_environment(request.backup, environment.name)
@@ -169,10 +204,17 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
                                            "(--allow-other-environment, or allow_other_environment: true)")
     resolution = resolve_backup(environment.name, request.backup, local, s3,
                                 allow_other_environment=request.allow_other_environment, redactor=redactor)
-    exists = databases.database_exists(url, target, redactor=redactor)
-    if exists and request.target_database and request.target_database != live and not request.replace_target:
-        raise RestoreInputError("resolve", f"database {target} already exists; add --replace-target (replace_target: "
-                                           "true) to replace it, or choose another name")
+    oid = databases.database_oid(url, target, redactor=redactor)
+    exists = oid is not None
+    phrase = confirmation_phrase(resolution.first.backup_id, target, oid) if exists else None
+    if exists and target != live:
+        if not request.replace_target:
+            raise RestoreInputError("resolve", f"database {target} already exists; add --replace-target "
+                                               "(replace_target: true) to replace it, or choose another name")
+        check_replaceable(target, environment, live)
+    if exists and confirm:
+        what = f"{environment.name}'s database {live}" if target == live else f"database {target}"
+        check_confirmation(request, what, phrase)
     in_place = not databases.can_create_databases(url, redactor=redactor)
     if in_place and not exists:
         raise step_error("resolve", f"the role in the {environment.name} URL cannot create databases and {target} "
@@ -184,4 +226,5 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
         stamp=stamp, scratch=databases.scratch_name(target, stamp), backup_id=first.backup_id,
         source_environment=first.manifest.environment, candidates=resolution.candidates,
         passed_over=resolution.passed_over, skip_migrations=request.skip_migrations,
-        fix_sequences=request.fix_sequences, create_roles=request.create_roles, warnings=list(resolution.warnings))
+        fix_sequences=request.fix_sequences, create_roles=request.create_roles, confirmation=phrase,
+        warnings=list(resolution.warnings))
