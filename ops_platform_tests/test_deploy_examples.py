@@ -11,12 +11,16 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
+
+from ops_platform.config import ENVIRONMENT_PREFIXES
 
 from ops_platform_tests.deploy_units import (
     DEPLOY,
     ENV_FILES,
+    GATEWAY_UNIT,
     PLATFORM_UNITS,
     ROOT,
     UNITS,
@@ -31,7 +35,7 @@ except ModuleNotFoundError:  # Python 3.10: dagster requires tomli
     import tomli as tomllib
 
 NEEDS_SERVICES = False
-ALL_UNITS = (*PLATFORM_UNITS, "oauth2-proxy@.service")
+ALL_UNITS = (*PLATFORM_UNITS, GATEWAY_UNIT, "oauth2-proxy@.service")
 GRPC_WORKSPACE = "/opt/ops_platform/deploy/workspace.grpc.yaml"
 SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 (locked down) .. 10 (exposed); 1.2-1.4 measured
 
@@ -105,6 +109,33 @@ def test_one_code_server_serves_the_webservers_and_the_daemon():
         [passfile] = [line.split("=", 1)[1] for line in settings["Environment"] if line.startswith("PGPASSFILE=")]
         [credential] = settings["LoadCredential"]
         assert passfile == f"%d/{credential.split(':')[0]}" and credential.split(":")[1].startswith("/etc/ops_platform/"), name
+
+
+def test_the_gateway_is_on_loopback_as_a_user_of_its_own_with_only_the_token_digests():
+    """CI's way in: the deployment gateway listens on loopback (the host's TLS proxy in front), launches
+    through the operators' webserver on loopback rather than through oauth2-proxy, runs as a user of
+    its own that may talk to loopback only, and gets nothing but the CI tokens' digests and the
+    operators' public URL for run links: no instance, no credential, none of the platform's settings."""
+    words = argv(GATEWAY_UNIT)
+    assert words[0] == "/opt/ops_platform/.venv/bin/python" and words[1:3] == ["-m", "ops_platform.gateway"]
+    assert option(words, "--host") == "127.0.0.1"
+    operators_port = option(argv("ops-platform-webserver.service"), "-p")
+    assert option(words, "--webserver") == f"http://127.0.0.1:{operators_port}"
+    port = option(words, "--port")
+    others = {option(argv(name), "-p") for name in PLATFORM_UNITS if "-p" in argv(name)}
+    proxies = {cfg(name)["http_address"].rsplit(":", 1)[1] for name in ("operators.cfg", "viewers.cfg")}
+    assert port not in others | proxies, "a port of its own"
+    settings = unit(GATEWAY_UNIT)
+    assert settings["DynamicUser"] == ["yes"] and "User" not in settings and "Group" not in settings
+    assert settings["IPAddressDeny"] == ["any"] and settings["IPAddressAllow"] == ["localhost"]
+    for key in ("LoadCredential", "Environment", "StateDirectory", "ReadWritePaths", "ExecStartPre"):
+        assert key not in settings, key
+    assert settings["EnvironmentFile"] == ["/etc/ops_platform/gateway.env"]
+    variables = env_file(ENV_FILES["/etc/ops_platform/gateway.env"])
+    digests = {f"{prefix}DEPLOY_TOKEN_SHA256" for prefix in ENVIRONMENT_PREFIXES.values()}
+    assert set(variables) == digests | {"DAGSTER_WEBSERVER_URL"}, set(variables)
+    assert all(variables[name] == "" for name in digests), "each host sets its own"
+    assert urlsplit(variables["DAGSTER_WEBSERVER_URL"]).scheme == "https"
 
 
 def test_every_unit_is_sandboxed():
