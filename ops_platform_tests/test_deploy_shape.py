@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -68,6 +69,8 @@ class Deployment:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         cwd = unit(name)["WorkingDirectory"][0].replace("/opt/ops_platform", str(ROOT))
+        if unit(name).get("MemoryDenyWriteExecute") == ["yes"]:
+            argv = [sys.executable, "-c", DENY_WRITE_EXECUTE, *argv]
         with open(self.log(name), "w") as output:
             self.processes[name] = subprocess.Popen(argv, cwd=cwd, env=env, stdout=output,
                                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -105,6 +108,18 @@ class Deployment:
                 pass
             process.wait()
         return codes
+
+
+# MemoryDenyWriteExecute=yes: the kernel's own prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN), then exec
+# of the unit's command (same pid; the setting survives exec), where the kernel has it (Linux 6.3 and
+# later; older ones run the command without).
+DENY_WRITE_EXECUTE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(66, 0, 0, 0, 0) >= 0 and libc.prctl(65, 1, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 def platform_settings(root: Path, slack_api_url: str, operators_url: str, api_url: str) -> dict[str, str]:
@@ -243,8 +258,20 @@ def run_status(url: str, run_id: str) -> str:
     return data["runOrError"]["status"]
 
 
+CI_BEARER = {"Authorization": f"Bearer {CI_TOKEN}"}
+
+
 @pytest.fixture(scope="module")
-def backup_run(deployment):
+def ci_verification(deployment) -> tuple[dict, httpx.Response]:
+    """CI's request to the gateway, with its token, to verify a deployment of development: made before
+    the backup is launched, so that the two runs overlap (the test's time), as on a deploy day."""
+    verification = {"environment": "development", "expected_version": deployment.health.version, "timeout_seconds": 60}
+    return verification, httpx.post(f"{deployment.urls[GATEWAY]}/verifications", json=verification, headers=CI_BEARER,
+                                     timeout=60)
+
+
+@pytest.fixture(scope="module")
+def backup_run(deployment, ci_verification):
     """A backup launched from the operators' webserver, queued, started by the daemon through the code
     server, and finished. Only the code server has DATABASE_URL, so only a run it executes can succeed."""
     launched = launch_backup(deployment.urls[OPERATORS])
@@ -303,15 +330,14 @@ def test_the_viewer_role_reads_and_writes_only_the_partition_cache(deployment):
     assert psql(f"SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = '{VIEWER}'") == "f"
 
 
-def test_a_ci_token_verifies_a_deployment_through_the_gateway_and_does_nothing_else(deployment):
+def test_a_ci_token_verifies_a_deployment_through_the_gateway_and_does_nothing_else(deployment, ci_verification):
     """The gateway as its unit runs it (its environment file holds only the token's digest and the
     public URL) launches the verification through the operators' webserver; the daemon runs it
     through the code server, which alone knows API_URL. With the same token the gateway answers
     nothing else: no GraphQL, no other job, no UI (the operators' proxy admits no bearer token at all:
     test_deploy_examples)."""
-    gateway, bearer = deployment.urls[GATEWAY], {"Authorization": f"Bearer {CI_TOKEN}"}
-    verification = {"environment": "development", "expected_version": deployment.health.version, "timeout_seconds": 60}
-    started = httpx.post(f"{gateway}/verifications", json=verification, headers=bearer, timeout=60)
+    gateway, bearer = deployment.urls[GATEWAY], CI_BEARER
+    verification, started = ci_verification
     assert started.status_code == 201, started.text
     run_id = started.json()["run_id"]
     assert started.json()["run_url"] == f"https://ops.example.com/runs/{run_id}"
