@@ -17,12 +17,15 @@ BIN = Path(sys.executable).parent
 PLATFORM_UNITS = ("ops-platform-code-server.service", "ops-platform-daemon.service",
                   "ops-platform-webserver.service", "ops-platform-webserver-readonly.service")
 WEBSERVER_UNITS = ("ops-platform-webserver.service", "ops-platform-webserver-readonly.service")
+# CI's way in: no Dagster, no instance, no secret of the platform.
+GATEWAY_UNIT = "ops-platform-gateway.service"
 # The files the units read (EnvironmentFile=) and what deploy/ ships for each. ops_platform.env holds
 # the platform's settings and secrets: .env.example's variables.
 ENV_FILES = {
     "/etc/ops_platform/ops_platform.env": ROOT / ".env.example",
     "/etc/ops_platform/instance.env": DEPLOY / "env" / "instance.env.example",
     "/etc/ops_platform/viewer.env": DEPLOY / "env" / "viewer.env.example",
+    "/etc/ops_platform/gateway.env": DEPLOY / "env" / "gateway.env.example",
 }
 
 
@@ -73,10 +76,12 @@ def unit_environment(name: str, files: dict[str, dict[str, str]], specifiers: di
 def command(line: str, specifiers: dict[str, str], ports: dict[str, str],
             replacements: dict[str, str] | None = None) -> list[str]:
     """An Exec*= line as argv, wherever in it they appear: the test's files (``replacements``), the
-    checkout instead of /opt/ops_platform, and the test's ports (``ports``: the unit's -> the test's)."""
+    checkout instead of /opt/ops_platform, and the test's ports (``ports``: the unit's -> the test's)
+    after -p, --port and in loopback addresses (127.0.0.1:3000)."""
     text = expand(line, specifiers)
     for path, replacement in (replacements or {}).items():
         text = text.replace(path, replacement)
     text = text.replace(f"{INSTALL}/.venv/bin/", f"{BIN}/").replace(f"{INSTALL}/", f"{ROOT}/")
-    text = re.sub(r"(?<=-p )(\d+)\b", lambda match: ports.get(match.group(1), match.group(1)), text)
+    text = re.sub(r"(?:(?<=-p )|(?<=--port )|(?<=--port=)|(?<=127\.0\.0\.1:))(\d+)\b",
+                  lambda match: ports.get(match.group(1), match.group(1)), text)
     return shlex.split(text)

@@ -1,6 +1,6 @@
 """deploy/ started exactly as it describes itself, with processes on loopback instead of systemd units:
-the code server, the operators' webserver, the read-only webserver and the daemon, each with the
-command line of its unit and the environment its unit gives it (its Environment= lines and
+the code server, the operators' webserver, the read-only webserver, the daemon and the deployment
+gateway, each with the command line of its unit and the environment its unit gives it (its Environment= lines and
 EnvironmentFile= files, nothing of the test's own), on PostgreSQL instance storage
 (deploy/dagster.postgres.yaml, a fresh database) with the read-only role of deploy/postgres/viewer-role.sql.
 The units' host paths and ports are replaced by the checkout and free ports; nothing else is."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +30,16 @@ from ops_platform_tests.conftest import (
     psql,
     reset_database,
 )
-from ops_platform_tests.deploy_units import DEPLOY, ENV_FILES, ROOT, command, env_file, unit, unit_environment
+from ops_platform_tests.deploy_units import (
+    DEPLOY,
+    ENV_FILES,
+    GATEWAY_UNIT,
+    ROOT,
+    command,
+    env_file,
+    unit,
+    unit_environment,
+)
 from ops_platform_tests.dev_server import wait_for
 from ops_platform_tests.webserver import LAUNCH_RUN, graphql
 
@@ -37,6 +47,8 @@ INSTANCE_DB = f"ops_test_instance_{os.getpid()}"
 VIEWER = f"ops_test_viewer_{os.getpid()}"
 CODE_SERVER, DAEMON = "ops-platform-code-server.service", "ops-platform-daemon.service"
 OPERATORS, VIEWERS = "ops-platform-webserver.service", "ops-platform-webserver-readonly.service"
+GATEWAY = GATEWAY_UNIT
+CI_TOKEN = "ci-development-Tok3n-secret"  # the gateway's env file holds only its SHA-256
 # What systemd gives every service before its own settings.
 SYSTEMD_BASE = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 SECRET_NAMES = ("DATABASE_URL", "REDIS_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
@@ -45,16 +57,20 @@ SELECTOR = {"repositoryLocationName": "ops_platform", "repositoryName": "__repos
 
 
 class Deployment:
-    """The four processes, their environments and logs, and the URLs of the two webservers."""
+    """The five processes, their environments and logs, the URLs of the webservers and the gateway,
+    and the application's /health (a stand-in)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, health):
         self.root = root
+        self.health = health
         self.processes: dict[str, subprocess.Popen] = {}
         self.envs: dict[str, dict[str, str]] = {}
         self.urls: dict[str, str] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         cwd = unit(name)["WorkingDirectory"][0].replace("/opt/ops_platform", str(ROOT))
+        if unit(name).get("MemoryDenyWriteExecute") == ["yes"]:
+            argv = [sys.executable, "-c", DENY_WRITE_EXECUTE, *argv]
         with open(self.log(name), "w") as output:
             self.processes[name] = subprocess.Popen(argv, cwd=cwd, env=env, stdout=output,
                                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -71,10 +87,11 @@ class Deployment:
             assert process.poll() is None, f"{name} exited with {process.returncode}\n{self.logs()}"
 
     def stop(self) -> dict[str, int | None]:
-        """Each process with its unit's KillSignal (SIGTERM unless the unit says otherwise), webservers and
-        daemon first; its exit code, or None when it was still running 60 s later (then SIGKILL)."""
+        """Each process with its unit's KillSignal (SIGTERM unless the unit says otherwise), the gateway,
+        webservers and daemon first; its exit code, or None when it was still running 60 s later (then
+        SIGKILL)."""
         codes = {}
-        for name in (OPERATORS, VIEWERS, DAEMON, CODE_SERVER):
+        for name in (GATEWAY, OPERATORS, VIEWERS, DAEMON, CODE_SERVER):
             process = self.processes.get(name)
             if process is None:
                 continue
@@ -93,9 +110,21 @@ class Deployment:
         return codes
 
 
-def platform_settings(root: Path, slack_api_url: str, operators_url: str) -> dict[str, str]:
+# MemoryDenyWriteExecute=yes: the kernel's own prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN), then exec
+# of the unit's command (same pid; the setting survives exec), where the kernel has it (Linux 6.3 and
+# later; older ones run the command without).
+DENY_WRITE_EXECUTE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(66, 0, 0, 0, 0) >= 0 and libc.prctl(65, 1, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def platform_settings(root: Path, slack_api_url: str, operators_url: str, api_url: str) -> dict[str, str]:
     """/etc/ops_platform/ops_platform.env for the test: .env.example's variables, with secrets."""
-    settings = {"DATABASE_URL": database_url("development"), "BACKUP_DIR": str(root / "backups"),
+    settings = {"DATABASE_URL": database_url("development"), "API_URL": api_url, "BACKUP_DIR": str(root / "backups"),
                 "BACKUP_RETRY_DELAY_SECONDS": "0", "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_CHANNEL": "#ops",
                 "SLACK_API_URL": slack_api_url, "AWS_ACCESS_KEY_ID": "testing-access-key-id",
                 "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "AWS_DEFAULT_REGION": "us-east-1",
@@ -127,11 +156,14 @@ def credentials(root: Path, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, slack_server_session):
+    from ops_platform.gateway import token_digest
+    from ops_platform_testkit.health_server import HealthServer
+
     root = tmp_path_factory.mktemp("deploy_shape")
     reset_database("development")
     psql(f'DROP DATABASE IF EXISTS "{INSTANCE_DB}" WITH (FORCE)')
     psql(f'CREATE DATABASE "{INSTANCE_DB}" OWNER {DB_USER}')
-    ports = {"4266": str(free_port()), "3000": str(free_port()), "3001": str(free_port())}
+    ports = {"4266": str(free_port()), "3000": str(free_port()), "3001": str(free_port()), "3100": str(free_port())}
     grpc = yaml.safe_load((DEPLOY / "workspace.grpc.yaml").read_text())
     assert grpc["load_from"][0]["grpc_server"]["port"] == 4266
     grpc["load_from"][0]["grpc_server"]["port"] = int(ports["4266"])
@@ -143,15 +175,19 @@ def deployment(tmp_path_factory, slack_server_session):
     (home / "dagster.yaml").write_text((DEPLOY / "dagster.postgres.yaml").read_text())
     (state / "ops-platform-viewer").mkdir(mode=0o700)
     owner_url = f"postgresql+psycopg2://{DB_USER}@{PG_HOST}:{PG_PORT}/{INSTANCE_DB}"
+    health = HealthServer()  # the application's API, for the verification
     files = {
         "/etc/ops_platform/ops_platform.env": platform_settings(root, slack_server_session.api_url,
-                                                                f"http://127.0.0.1:{ports['3000']}"),
+                                                                f"http://127.0.0.1:{ports['3000']}", health.url),
         "/etc/ops_platform/instance.env": example("/etc/ops_platform/instance.env", DAGSTER_HOME=str(home),
                                                   DAGSTER_POSTGRES_URL=owner_url),
         "/etc/ops_platform/viewer.env": example("/etc/ops_platform/viewer.env",
                                                 DAGSTER_POSTGRES_URL=owner_url.replace(DB_USER, VIEWER, 1)),
+        # The shipped file as it is (its public URL for run links too), with the digest of CI's token.
+        "/etc/ops_platform/gateway.env": example("/etc/ops_platform/gateway.env",
+                                                 DEPLOY_TOKEN_SHA256=token_digest(CI_TOKEN)),
     }
-    site = Deployment(root)
+    site = Deployment(root, health)
 
     def launch(name: str) -> None:
         specifiers = {"S": str(state), "d": credentials(root, name), "i": "", "%": "%"}
@@ -178,9 +214,13 @@ def deployment(tmp_path_factory, slack_server_session):
         site.urls = {OPERATORS: f"http://127.0.0.1:{ports['3000']}", VIEWERS: f"http://127.0.0.1:{ports['3001']}"}
         for url in site.urls.values():
             wait_for(lambda: site.alive() or loaded(url), 180, f"{url} did not load the code location from the code server")
+        launch(GATEWAY)
+        site.urls[GATEWAY] = f"http://127.0.0.1:{ports['3100']}"
+        wait_for(lambda: site.alive() or answers(site.urls[GATEWAY]), 30, "the deployment gateway did not start")
         yield site
     finally:
         site.stop()
+        health.close()
         psql(f'DROP DATABASE IF EXISTS "{INSTANCE_DB}" WITH (FORCE)')
         psql(f'DROP ROLE IF EXISTS "{VIEWER}"')
 
@@ -200,6 +240,13 @@ def loaded(url: str) -> bool:
     return [(e["name"], e["loadStatus"]) for e in data["workspaceOrError"]["locationEntries"]] == [("ops_platform", "LOADED")]
 
 
+def answers(gateway: str) -> bool:
+    try:
+        return httpx.get(f"{gateway}/verifications", timeout=2).status_code == 404
+    except httpx.HTTPError:
+        return False
+
+
 def launch_backup(url: str) -> dict:
     params = {"selector": {**SELECTOR, "jobName": "backup_job"},
               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "development"}]}}
@@ -211,8 +258,20 @@ def run_status(url: str, run_id: str) -> str:
     return data["runOrError"]["status"]
 
 
+CI_BEARER = {"Authorization": f"Bearer {CI_TOKEN}"}
+
+
 @pytest.fixture(scope="module")
-def backup_run(deployment):
+def ci_verification(deployment) -> tuple[dict, httpx.Response]:
+    """CI's request to the gateway, with its token, to verify a deployment of development: made before
+    the backup is launched, so that the two runs overlap (the test's time), as on a deploy day."""
+    verification = {"environment": "development", "expected_version": deployment.health.version, "timeout_seconds": 60}
+    return verification, httpx.post(f"{deployment.urls[GATEWAY]}/verifications", json=verification, headers=CI_BEARER,
+                                     timeout=60)
+
+
+@pytest.fixture(scope="module")
+def backup_run(deployment, ci_verification):
     """A backup launched from the operators' webserver, queued, started by the daemon through the code
     server, and finished. Only the code server has DATABASE_URL, so only a run it executes can succeed."""
     launched = launch_backup(deployment.urls[OPERATORS])
@@ -271,6 +330,42 @@ def test_the_viewer_role_reads_and_writes_only_the_partition_cache(deployment):
     assert psql(f"SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = '{VIEWER}'") == "f"
 
 
+def test_a_ci_token_verifies_a_deployment_through_the_gateway_and_does_nothing_else(deployment, ci_verification):
+    """The gateway as its unit runs it (its environment file holds only the token's digest and the
+    public URL) launches the verification through the operators' webserver; the daemon runs it
+    through the code server, which alone knows API_URL. With the same token the gateway answers
+    nothing else: no GraphQL, no other job, no UI (the operators' proxy admits no bearer token at all:
+    test_deploy_examples)."""
+    gateway, bearer = deployment.urls[GATEWAY], CI_BEARER
+    verification, started = ci_verification
+    assert started.status_code == 201, started.text
+    run_id = started.json()["run_id"]
+    assert started.json()["run_url"] == f"https://ops.example.com/runs/{run_id}"
+
+    def finished():
+        deployment.alive()
+        page = httpx.get(f"{gateway}/verifications/{run_id}", headers=bearer, timeout=60).json()
+        return page if page["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    try:
+        page = wait_for(finished, 300, "the verification did not finish", interval=1)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{deployment.logs()}") from None
+    assert page["status"] == "SUCCESS", (page, deployment.logs())
+    data = graphql(deployment.urls[OPERATORS], """query($id: ID!) { runOrError(runId: $id) { ... on Run {
+        jobName tags { key value } } } }""", {"id": run_id})["runOrError"]
+    tags = {tag["key"]: tag["value"] for tag in data["tags"]}
+    assert data["jobName"] == "verify_deployment_job" and tags["ops_platform/launched_by"] == "deploy-gateway"
+
+    launch = {"query": LAUNCH_RUN, "variables": {"params": {"selector": {**SELECTOR, "jobName": "backup_job"}}}}
+    refused = [httpx.post(f"{gateway}/graphql", json=launch, headers=bearer, timeout=30),
+               httpx.get(f"{gateway}/", headers=bearer, timeout=30),
+               httpx.get(f"{gateway}/runs/{run_id}", headers=bearer, timeout=30),
+               httpx.post(f"{gateway}/verifications", json={**verification, "job": "backup_job"}, headers=bearer, timeout=30),
+               httpx.post(f"{gateway}/verifications", json=verification, timeout=30)]
+    assert [answer.status_code for answer in refused] == [404, 404, 404, 400, 401]
+
+
 def test_no_webserver_process_holds_a_secret(deployment):
     secrets = [DB_PASSWORD, SLACK_TOKEN, AWS_SECRET, database_url("development")]
     code_server = environ(deployment.processes[CODE_SERVER].pid)
@@ -284,6 +379,11 @@ def test_no_webserver_process_holds_a_secret(deployment):
         assert urlsplit(variables["DAGSTER_POSTGRES_URL"]).password is None, name
         assert set(variables) <= {*SYSTEMD_BASE, "HOME", "DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "PGPASSFILE"}, name
     assert VIEWER in environ(deployment.processes[VIEWERS].pid)
+    text = environ(deployment.processes[GATEWAY].pid)  # not even the instance, nor CI's token itself
+    variables = dict(line.split("=", 1) for line in text.split("\0") if "=" in line)
+    assert set(variables) <= {*SYSTEMD_BASE, "HOME", "DAGSTER_WEBSERVER_URL", "PRODUCTION_DEPLOY_TOKEN_SHA256",
+                              "STAGING_DEPLOY_TOKEN_SHA256", "DEPLOY_TOKEN_SHA256"}, variables
+    assert [secret for secret in (*secrets, CI_TOKEN, INSTANCE_DB) if secret in text] == []
 
 
 def environ(pid: int) -> str:
