@@ -211,6 +211,31 @@ def test_a_backup_killed_on_another_host_is_found_by_its_silence(databases, tmp_
     assert s3_bucket.list_multipart_uploads(Bucket="ops-backups-test").get("Uploads", []) == []
 
 
+def test_a_retry_of_a_killed_run_is_not_taken_for_dead(databases, tmp_path):
+    """The daemon's retry of a killed run starts with the killed run's tags: its stale heartbeat
+    and its pid. Neither is the retry's own sign of life: a retry that just started is alive."""
+    from ops_platform.defs.alerts.dead_runs import dead_runs
+    from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF, HOST, PARTITION, PID
+
+    with dg.instance_for_test() as instance:
+        parent_tags = {PARTITION: "development", HEARTBEAT: "2026-01-01T00:00:00Z", HOST: __import__("socket").gethostname(),
+                       PID: "999999999"}
+        parent = instance.create_run_for_job(_started_job, tags={**parent_tags, HEARTBEAT_OF: "parent"})
+        retry = instance.create_run_for_job(_started_job, tags={**parent_tags, HEARTBEAT_OF: parent.run_id,
+                                                                 "dagster/parent_run_id": parent.run_id,
+                                                                 "dagster/retry_number": "1"})
+        for run in (parent, retry):
+            instance.handle_run_event(run.run_id, dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name))
+        dead = {record.dagster_run.run_id for record in dead_runs(instance, dead_after_seconds=120)}
+    assert dead == {parent.run_id}
+
+
+@dg.job(name="backup_job")
+def _started_job():
+    pass
+
+
 def test_backup_ids_are_unique_within_one_second(databases, tmp_path):
     from datetime import datetime, timezone
 

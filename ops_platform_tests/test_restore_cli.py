@@ -440,6 +440,29 @@ def test_role_without_createdb_falls_back_to_restoring_in_place(limited_site, sl
     assert_no_secret(result.stdout, result.stderr, slack_server.all_bodies(), site.run_texts())
 
 
+def test_a_restore_in_place_waits_for_a_lock_only_so_long_and_names_who_holds_it(limited_site, slack_server):
+    """A client holds a table of the live database open in a transaction (a long report, a stuck
+    worker): the in-place restore gives up after RESTORE_LOCK_TIMEOUT_SECONDS, names that session,
+    and leaves the database as it was."""
+    site = limited_site
+    backup_id = site.backup()
+    run_sql_as(site.live, AFTER_BACKUP, user=site.extra["role"])
+    before = fingerprint(site.live)
+    reader = psycopg.connect(url_for(site.live, user=site.extra["role"]), autocommit=False,
+                             application_name="nightly-report")
+    try:
+        reader.execute("SELECT count(*) FROM customers WHERE email <> 'hunter2-secret-literal'").fetchone()
+        started = time.monotonic()
+        result = site.cli("restore", backup_id, "development", "--yes", env={"RESTORE_LOCK_TIMEOUT_SECONDS": "2"})
+        elapsed = time.monotonic() - started
+    finally:
+        reader.close()
+    line = assert_one_line_error(result, 1, "failed at pg_restore", "waited 2s (RESTORE_LOCK_TIMEOUT_SECONDS)", "was stopped",
+                                 f"{site.live} is as it was", f"nightly-report", "idle in transaction")
+    assert "hunter2-secret-literal" not in line and elapsed < 120
+    assert fingerprint(site.live) == before
+
+
 def test_corrupt_local_artifact_falls_back_to_s3_else_is_refused_before_any_database(base, site, slack_server):
     artifact = site.backup_dir / "development" / f"{base.dev_id}.dump.zst"
     flip_byte(artifact)
@@ -551,6 +574,23 @@ def test_killed_restore_leaves_the_live_database_and_the_next_restore_cleans_up(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_server_restart_during_pg_restore_is_retried_from_a_new_copy(big, tmp_path):
+    """Every session of the scratch copy ended while pg_restore loads it (what a server restart or
+    failover does to them): the step drops the copy and runs pg_restore again, as a backup would."""
+    site = big_site(big, tmp_path)
+    backup_id, expected = big[1], big[2]
+    process, seen = start_and_wait_for_pg_restore(site, backup_id)
+    try:
+        psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE starts_with(datname, '{site.live}__restore_')")
+        out, err = process.communicate(timeout=240)
+    finally:
+        kill_pids(pid for pid in seen if alive(pid))
+    assert process.returncode == 0, err
+    assert "warning: pg_restore attempt 1 failed, a transient failure" in err and "retrying in 0s" in err
+    assert content(site.live) == expected
+    assert not [name for name in database_names(site.live) if "__restore_" in name and "__pre_" not in name]
 
 
 def test_interrupted_restore_exits_130_and_cleans_up_like_a_failure(big, tmp_path, slack_server):

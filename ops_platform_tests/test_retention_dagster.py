@@ -169,6 +169,41 @@ def test_nothing_deleted_means_no_slack_message(instance, slack_resource, slack_
     assert slack_server.texts() == []
 
 
+def test_retention_drops_scratch_databases_a_killed_restore_or_drill_left(private_database, instance, slack_resource,
+                                                                         slack_server, backup_dir, s3_bucket):
+    """A restore or drill killed mid-way leaves <db>__restore_<stamp>: retention drops it and says
+    so; one whose restore is still running (its lock held) is left alone."""
+    from ops_platform.lib.restore import databases
+
+    live = private_database("staging")
+    url = f"postgresql://{DB_USER}:{DB_PASSWORD}@{PG_HOST}:{PG_PORT}/{live}"
+    left = [databases.scratch_name(live, "20260101T000000Z"), databases.scratch_name(live + "__drill", "20260101T000000Z")]
+    running = databases.scratch_name(live + "__other", "20260101T000000Z")
+    for name in [*left, running]:
+        psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
+
+    def existing() -> list[str]:
+        wanted = ", ".join(f"'{name}'" for name in [*left, running])
+        return [name for name in [*left, running]
+                if name in psql(f"SELECT datname FROM pg_database WHERE datname IN ({wanted})").splitlines()]
+
+    try:
+        with databases.restore_lock(url, live + "__drill"):
+            held = materialize([retention_assets.backup_retention], "staging", instance, slack_resource, backup_dir)
+        assert held.success
+        assert existing() == [left[1], running]  # the drill's lock is held: its scratch is in use
+        result = materialize([retention_assets.backup_retention], "staging", instance, slack_resource, backup_dir)
+        assert result.success
+        metadata = result.asset_materializations_for_node("backup_retention")[0].metadata
+        assert metadata["dropped_leftovers"].value == [left[1]]
+        assert existing() == [running]
+        assert any(f"`{left[0]}`" in text and "left by a stopped restore or drill" in text
+                   for text in slack_server.texts())
+    finally:
+        for name in [*left, running]:
+            psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_oldest_and_newest_kept_say_so_when_no_verified_backup_is_kept(instance, slack_resource, backup_dir,
                                                                        s3_bucket, monkeypatch, capsys):
     """Never a blank value on the asset page: the ids, or in words that none is kept; null in --json."""

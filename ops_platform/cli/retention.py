@@ -32,7 +32,8 @@ from ops_platform.lib.retention.stores import build_plan
 from ops_platform.lib.stores import stores_from_environ
 
 APPLIED_JSON_KEYS = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "newest_kept", "deleted_backups",
-                     "corrupt_backups", "rechecked", "aborted_uploads", "dropped_databases", "warnings")
+                     "corrupt_backups", "rechecked", "aborted_uploads", "dropped_databases", "dropped_leftovers",
+                     "warnings")
 
 
 def format_plan(plan: RetentionPlan) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from ops_platform.lib import locks
 from ops_platform.lib.artifacts import utc_iso
-from ops_platform.lib.tags import HEARTBEAT, LOCK_WAIT
+from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF, LOCK_WAIT
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -24,7 +24,7 @@ def heartbeat(context, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
     def beat() -> None:
         while True:
             with contextlib.suppress(Exception):  # a storage hiccup must not fail the work
-                instance.add_run_tags(run_id, {HEARTBEAT: utc_iso(datetime.now(timezone.utc))})
+                instance.add_run_tags(run_id, {HEARTBEAT: utc_iso(datetime.now(timezone.utc)), HEARTBEAT_OF: run_id})
             if stop.wait(interval):
                 return
 

@@ -125,6 +125,7 @@ class RestoreSettings(_Settings):
     timeout_minutes: int = 360
     migrate_timeout_seconds: float = 900.0
     s3_stall_seconds: float = 120.0
+    lock_timeout_seconds: float = 60.0
     command_variables: str | None = None
     work_dir: str | None = None
 

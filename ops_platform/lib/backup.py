@@ -86,7 +86,7 @@ _NOT_TRANSIENT = re.compile(r"password authentication failed|does not exist|perm
 def is_transient(step: str, message: str) -> bool:
     """A failure worth retrying: the connection or the server went away (a restart, a failover), or
     a table lock was busy. A failed verification, a bad password or a full disk is not."""
-    if step not in ("connect", "pg_dump", "lock-wait"):
+    if step not in ("connect", "pg_dump", "lock-wait", "pg_restore"):
         return False
     return step == "lock-wait" or (bool(_TRANSIENT.search(message)) and not _NOT_TRANSIENT.search(message))
 

@@ -164,6 +164,8 @@ RESTORE = (
              "the migrate command is stopped after this"),
     _seconds("s3_stall_seconds", "RESTORE_S3_STALL_SECONDS", 120.0,
              "a fetch from S3 that receives nothing for this long stops the restore"),
+    _seconds("lock_timeout_seconds", "RESTORE_LOCK_TIMEOUT_SECONDS", 60.0,
+             "a restore in place (a role without CREATEDB) waits this long for each lock, then stops"),
     COMMAND_VARIABLES,
 )
 

@@ -7,6 +7,7 @@ ALERTED = "ops_platform/alerted"
 LAUNCHED_BY = "ops_platform/launched_by"
 KIND = "ops_platform/kind"
 HEARTBEAT = "ops_platform/heartbeat"
+HEARTBEAT_OF = "ops_platform/heartbeat_of"  # the run that wrote HEARTBEAT (a retry inherits its parent's tags)
 LOCK_WAIT = "ops_platform/lock_wait_seconds"
 HOST = "ops_platform/host"
 PID = "ops_platform/pid"

@@ -18,15 +18,19 @@ from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import locks
 from ops_platform.lib.artifacts import parse_utc, utc_iso
 from ops_platform.lib.backup import clear_leftovers
-from ops_platform.lib.tags import HEARTBEAT, HOST, LAUNCHED_BY, PARTITION, PID
+from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF, HOST, LAUNCHED_BY, PARTITION, PID
 
 WATCHED_JOBS = ("backup_job", "retention_job", "restore_job", "restore_drill_job")
+PARENT_RUN_ID = "dagster/parent_run_id"
 
 
 def last_sign_of_life(record: dg.RunRecord) -> datetime:
-    """The run's last heartbeat, or when it started (or was created) if it never beat."""
-    beat = record.dagster_run.tags.get(HEARTBEAT)
-    if beat:
+    """The run's last heartbeat, or when it started (or was created) if it never beat. A retry
+    starts with the tags of the run it retries, the killed run's last heartbeat included: a
+    heartbeat another run wrote (HEARTBEAT_OF) is not this run's sign of life."""
+    run = record.dagster_run
+    beat = run.tags.get(HEARTBEAT)
+    if beat and run.tags.get(HEARTBEAT_OF, run.run_id) == run.run_id:
         try:
             return parse_utc(beat)
         except ValueError:
@@ -37,8 +41,10 @@ def last_sign_of_life(record: dg.RunRecord) -> datetime:
 
 def process_gone(run: dg.DagsterRun) -> bool:
     """A CLI run of this host whose process no longer exists: dead at once, no need to wait for
-    its heartbeat to age (a reused pid only makes this wait for the heartbeat instead)."""
-    if run.tags.get(HOST) != socket.gethostname() or not run.tags.get(PID, "").isdigit():
+    its heartbeat to age (a reused pid only makes this wait for the heartbeat instead). A retry
+    carries the pid of the run it retries, so only its heartbeat counts."""
+    if run.tags.get(HOST) != socket.gethostname() or not run.tags.get(PID, "").isdigit() \
+            or run.tags.get(PARENT_RUN_ID):
         return False
     return not Path(f"/proc/{run.tags[PID]}").exists()
 

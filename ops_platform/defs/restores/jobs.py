@@ -43,7 +43,7 @@ from ops_platform.defs.settings import (
     RestoreSettings,
     RetentionSettings,
 )
-from ops_platform.lib.backup import perform_backup
+from ops_platform.lib.backup import is_transient, perform_backup
 from ops_platform.lib.formatting import describe, human_bytes, human_duration
 from ops_platform.lib.messages import restores as messages
 from ops_platform.lib.messages.common import run_url
@@ -295,26 +295,28 @@ def _bucket_or_none(backup_bucket: BackupBucketResource, context):
 
 
 @dg.op(out=STATE_OUT, description="pg_restore -j into a new scratch database on the same server while the live database keeps "
-                   "serving (or, for a role without CREATEDB, --clean --single-transaction into the target).")
+                   "serving (or, for a role without CREATEDB, --clean --single-transaction into the target). A "
+                   "server that restarts meanwhile is retried like a backup is (BACKUP_RETRIES), from a new copy.")
 def restore_database(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
-                     restore_settings: RestoreSettings, restore_lock: RestoreLockResource) -> RestoreState:
+                     restore_settings: RestoreSettings, backup_settings: BackupSettings,
+                     restore_lock: RestoreLockResource) -> RestoreState:
     with restore_step(context, "pg_restore", slack, state):
         url = get_environment(state.environment).database_url
-        timeout = restore_settings.timeout_minutes * 60.0
-        show = ProgressLine(context.log.info)
-
-        def progress(done: int, total: int) -> None:
-            show(f"pg_restore: {done} of {total} archive items", done=done >= total)
-
         _create_roles(context, url, state)
-        if state.in_place:
-            run = restore_in_place(url, state.target, Path(state.dump_path), timeout=timeout, progress=progress)
-        else:
-            restore_lock.held.require(state.target)
-            databases.create_database(url, state.scratch, like=state.target if state.replacing else None)
-            state.scratch_created = True
-            run = restore_into(url, state.scratch, Path(state.dump_path), jobs=restore_settings.parallel_jobs(),
-                               timeout=timeout, progress=progress)
+        for attempt in range(1, backup_settings.retries + 2):
+            try:
+                run = _load(context, url, state, restore_settings, restore_lock)
+                break
+            except RestoreStepError as error:
+                if attempt > backup_settings.retries or not is_transient("pg_restore", str(error)):
+                    raise
+                delay = backup_settings.retry_delay_seconds * 2 ** (attempt - 1)
+                if state.scratch_created:
+                    databases.drop_database(url, state.scratch)
+                    state.scratch_created = False
+                _warn(context, f"pg_restore attempt {attempt} failed, a transient failure ({error}); the copy was "
+                               f"dropped, retrying in {delay}s")
+                time.sleep(delay)
         if not run.acl_restored and state.manifest.roles_sql and not state.create_roles:
             run.warnings.append("the backup keeps the cluster's roles: restore with --create-roles (create_roles: "
                                 "true) to create the missing ones first and keep the grants")
@@ -328,6 +330,25 @@ def restore_database(context: dg.OpExecutionContext, state: RestoreState, slack:
         _announce(context, f"pg_restore: {run.items} archive items into {run.database} with {run.jobs} job(s) in "
                            f"{human_duration(run.seconds)}")
     return state
+
+
+def _load(context: dg.OpExecutionContext, url: str, state: RestoreState, restore_settings: RestoreSettings,
+          restore_lock: RestoreLockResource):
+    """One pg_restore: into a new scratch copy, or in place."""
+    timeout = restore_settings.timeout_minutes * 60.0
+    show = ProgressLine(context.log.info)
+
+    def progress(done: int, total: int) -> None:
+        show(f"pg_restore: {done} of {total} archive items", done=done >= total)
+
+    if state.in_place:
+        return restore_in_place(url, state.target, Path(state.dump_path), timeout=timeout,
+                                lock_timeout=restore_settings.lock_timeout_seconds, progress=progress)
+    restore_lock.held.require(state.target)
+    databases.create_database(url, state.scratch, like=state.target if state.replacing else None)
+    state.scratch_created = True
+    return restore_into(url, state.scratch, Path(state.dump_path), jobs=restore_settings.parallel_jobs(),
+                        timeout=timeout, progress=progress)
 
 
 def _create_roles(context: dg.OpExecutionContext, url: str, state: RestoreState) -> None:

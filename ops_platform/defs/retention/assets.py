@@ -21,7 +21,8 @@ from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.messages.retention import retention_summary
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore import databases
-from ops_platform.lib.restore.errors import RestoreStepError
+from ops_platform.lib.restore.drill import DRILL_SUFFIX
+from ops_platform.lib.restore.errors import RestoreBusy, RestoreStepError
 from ops_platform.lib.retention import alerts
 from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
 from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
@@ -62,6 +63,7 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
         "rechecked": dg.MetadataValue.json(plan.rechecks),
         "aborted_uploads": dg.MetadataValue.int(len(applied.aborted_uploads)),
         "dropped_databases": dg.MetadataValue.json(applied.dropped_databases),
+        "dropped_leftovers": dg.MetadataValue.json(applied.dropped_leftovers),
         "warnings": dg.MetadataValue.json(warnings),
     }
 
@@ -134,13 +136,19 @@ def _apply_retention(context, slack, environment, database_url, local, s3, polic
         context.log.warning(warnings[-1])
     for name in applied.dropped_databases:
         context.log.info(f"dropped {name}, kept by a restore more than {policy.pre_restore_days} days ago")
+    applied.dropped_leftovers, problems = drop_stopped_restores_scratch(database_url)
+    for name in applied.dropped_leftovers:
+        context.log.warning(f"dropped {name}, a scratch database left by a restore or drill that was stopped")
+    for problem in problems:
+        warnings.append(problem)
+        context.log.warning(problem)
     summary = plan.summary()
     context.log.info(f"{environment}: kept {summary['kept']}, deleted {summary['deleted']}, "
                      f"aborted {len(applied.aborted_uploads)} stale upload(s)")
     state_file = alerts.state_path(local, environment)
     alerted = alerts.load(state_file)
     corrupt, state = alerts.new_corruption(plan, alerted)
-    if plan.deleted or applied.aborted_uploads or applied.dropped_databases or corrupt:
+    if plan.deleted or applied.aborted_uploads or applied.dropped_databases or applied.dropped_leftovers or corrupt:
         report = slack.notifier(context.log).post(retention_summary(plan, applied, run_url(context.run.run_id),
                                                                     corrupt))
         if corrupt and report.errors and not report.delivered:
@@ -148,6 +156,23 @@ def _apply_retention(context, slack, environment, database_url, local, s3, polic
     if state != alerted:
         alerts.save(state_file, state)
     return dg.MaterializeResult(metadata=_metadata(plan, applied, warnings))
+
+
+def drop_stopped_restores_scratch(database_url: str) -> tuple[list[str], list[str]]:
+    """(scratch databases of the environment's database and of its drills that a killed restore
+    or drill left, now dropped; problems). Each under its restore lock, so one in use by a running
+    restore is never touched."""
+    live = databases.database_name(database_url)
+    dropped, problems = [], []
+    for base in (live, live + DRILL_SUFFIX):
+        try:
+            with databases.restore_lock(database_url, base, holder="retention") as lock:
+                dropped += databases.drop_stale_scratch(database_url, base, lock)
+        except RestoreBusy:
+            continue  # a restore or drill is running: its scratch database is in use
+        except RestoreStepError as error:
+            problems.append(f"scratch databases left by stopped restores were not checked: {error}")
+    return dropped, problems
 
 
 retention_job = dg.define_asset_job(

@@ -31,6 +31,9 @@ def retention_summary(plan: RetentionPlan, applied: ApplyResult, run_url: str | 
         lines.append(f"• deleted `{item.id}`: {item.reason}")
     if len(plan.deleted) > MAX_LISTED:
         lines.append(f"• and {len(plan.deleted) - MAX_LISTED} more")
+    if applied.dropped_leftovers:
+        lines.append(f"• dropped {len(applied.dropped_leftovers)} scratch database(s) left by a stopped restore or "
+                     "drill: " + ", ".join(f"`{name}`" for name in applied.dropped_leftovers))
     if applied.dropped_databases:
         lines.append(f"• dropped {len(applied.dropped_databases)} database(s) kept by earlier restores: "
                      + ", ".join(f"`{name}`" for name in applied.dropped_databases))

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from ops_platform.lib.formatting import describe
 from ops_platform.lib.postgres import client_connection
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.databases import connect, redactor_for
-from ops_platform.lib.restore.errors import one_line, step_error
+from ops_platform.lib.restore.errors import RestoreStepError, one_line, step_error
 
 DEFAULT_TIMEOUT_SECONDS = 6 * 3600.0
 LIST_TIMEOUT_SECONDS = 300.0
@@ -198,7 +199,7 @@ class _ProgressTracker:
 
 def _run(url: str, database: str, dump_path: Path, options: list[str], *, timeout: float,
          progress: ProgressCallback | None, redactor: Redactor, jobs: int, grants: GrantPlan,
-         pgoptions: str | None) -> RestoreRun:
+         pgoptions: str | None, application_name: str | None = None) -> RestoreRun:
     entries = list_entries(dump_path)
     tracker = _ProgressTracker({dump_id for dump_id, _ in entries}, progress)
     args = ["pg_restore", "--exit-on-error", "--no-owner", "--no-password", "--verbose", *options]
@@ -207,6 +208,8 @@ def _run(url: str, database: str, dump_path: Path, options: list[str], *, timeou
     started = time.monotonic()
     with client_connection(url, dbname=database) as client:
         env = dict(client.env)
+        if application_name:
+            env["PGAPPNAME"] = application_name
         if pgoptions:
             env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {pgoptions}".strip()
         try:
@@ -242,12 +245,75 @@ def restore_into(url: str, database: str, dump_path: Path, *, jobs: int | None =
 
 
 def restore_in_place(url: str, database: str, dump_path: Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
-                     progress: ProgressCallback | None = None, grants: GrantPlan | None = None,
-                     redactor: Redactor | None = None) -> RestoreRun:
+                     lock_timeout: float = 60.0, progress: ProgressCallback | None = None,
+                     grants: GrantPlan | None = None, redactor: Redactor | None = None) -> RestoreRun:
     """The fallback for a role that cannot create databases: ``pg_restore --clean --if-exists
     --single-transaction --exit-on-error`` straight into ``database``. All or nothing: on any
-    error the transaction rolls back and the database is as it was."""
+    error the transaction rolls back and the database is as it was. A lock it waits for (dropping
+    a table another session reads) is waited for at most ``lock_timeout`` seconds: the archive
+    sets ``lock_timeout = 0`` itself, so a watch cancels the wait, and the error names the
+    sessions in the way."""
     redactor = redactor_for(url, redactor)
     grants = grants or plan_grants(url, dump_path, redactor=redactor)
-    return _run(url, database, dump_path, ["--clean", "--if-exists", "--single-transaction"], timeout=timeout,
-                progress=progress, redactor=redactor, jobs=1, grants=grants, pgoptions=None)
+    watch = _LockWatch(url, database, f"ops_platform restore in place {os.getpid()}.{time.monotonic_ns()}",
+                       lock_timeout, redactor)
+    watch.start()
+    try:
+        return _run(url, database, dump_path, ["--clean", "--if-exists", "--single-transaction"], timeout=timeout,
+                    progress=progress, redactor=redactor, jobs=1, grants=grants, pgoptions=None,
+                    application_name=watch.application_name)
+    except RestoreStepError:
+        if watch.in_the_way is None:
+            raise
+        raise step_error("pg_restore", f"pg_restore waited {lock_timeout:g}s (RESTORE_LOCK_TIMEOUT_SECONDS) for a "
+                                       f"lock on {database} and was stopped; {database} is as it was (the "
+                                       f"single-transaction restore rolled back). In the way: {watch.in_the_way}",
+                         redactor) from None
+    finally:
+        watch.finish()
+
+
+class _LockWatch(threading.Thread):
+    """Cancels the statement of the session named ``application_name`` once it has waited
+    ``limit`` seconds for a lock, and says who held it (``in_the_way``)."""
+
+    def __init__(self, url: str, database: str, application_name: str, limit: float, redactor: Redactor):
+        super().__init__(name="restore-lock-watch", daemon=True)
+        self.url, self.database, self.application_name, self.limit = url, database, application_name, limit
+        self.redactor = redactor
+        self.in_the_way: str | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with connect(self.url) as connection:
+                while not self._stop_event.wait(0.25):
+                    row = connection.execute(
+                        "SELECT a.pid, extract(epoch FROM now() - min(l.waitstart)) FROM pg_stat_activity a "
+                        "JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted WHERE a.application_name = %s "
+                        "GROUP BY a.pid", (self.application_name,)).fetchone()
+                    if row and row[1] is not None and row[1] >= self.limit:
+                        self.in_the_way = sessions_in_the_way(connection, row[0], self.redactor)
+                        connection.execute("SELECT pg_cancel_backend(%s)", (row[0],))
+                        return
+        except psycopg.Error:
+            return  # the restore goes on unwatched; it is bounded by its own timeout
+
+    def finish(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+
+def sessions_in_the_way(connection: psycopg.Connection, pid: int, redactor: Redactor) -> str:
+    """The sessions blocking backend ``pid``, in words: who, from where, doing what."""
+    from ops_platform.lib.sql_text import sanitize_statement
+
+    rows = connection.execute(
+        "SELECT a.pid, a.usename, a.application_name, a.client_addr::text, a.state, "
+        "extract(epoch FROM now() - coalesce(a.xact_start, a.state_change))::int, a.query "
+        "FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(%s)) ORDER BY 6 DESC LIMIT 5", (pid,)).fetchall()
+    if not rows:
+        return "no session holds the lock now (it has gone since)"
+    return "; ".join(f"pid {other} ({user or '?'}{', ' + app if app else ''}{' from ' + address if address else ''}, "
+                     f"{state or 'no state'} for {seconds}s: {sanitize_statement(query or '', 80, redactor)})"
+                     for other, user, app, address, state, seconds, query in rows)

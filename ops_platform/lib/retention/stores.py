@@ -153,6 +153,7 @@ class ApplyResult:
     aborted_uploads: list[str] = field(default_factory=list)
     bytes_freed: int = 0
     dropped_databases: list[str] = field(default_factory=list)
+    dropped_leftovers: list[str] = field(default_factory=list)
 
 
 def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> ApplyResult:
