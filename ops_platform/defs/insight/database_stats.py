@@ -202,6 +202,27 @@ def size_a_day_ago(instance: dg.DagsterInstance, environment: str, now: float) -
     return int(value) if isinstance(value, (int, float)) else None
 
 
+def take_snapshot(instance: dg.DagsterInstance, environment: str, insight_settings: InsightSettings,
+                  at: float) -> tuple[DatabaseSnapshot, int | None]:
+    """A snapshot of the environment's database now (deltas since its previous recorded one), and
+    its size a day ago. Raises ConfigError for a bad setting, StatsError when it cannot be taken."""
+    if insight_settings.invalid_settings:
+        more = len(insight_settings.invalid_settings) - 1
+        raise ConfigError(insight_settings.invalid_settings[0] + (f" (and {more} more)" if more else ""))
+    database_url = stats_database_url(environment)
+    previous = previous_snapshot(instance, environment)
+    day_ago = size_a_day_ago(instance, environment, at)
+    return collect_snapshot(database_url, previous=previous, secrets=secrets_from_environ(),
+                            **vars(insight_settings.collection())), day_ago
+
+
+def failed_snapshot(error: Exception, redactor: Redactor) -> ConditionResult:
+    """The failed `snapshot` check for a snapshot that could not be taken, in one redacted line."""
+    line = str(error) if isinstance(error, (StatsError, ConfigError)) else f"{type(error).__name__}: {error}"
+    kind = getattr(error, "kind", "setting" if isinstance(error, ConfigError) else "error")
+    return snapshot_result(one_line(redactor(line)), error_kind=kind)
+
+
 @dg.asset(
     key=STATS_KEY,
     partitions_def=environment_partitions,
@@ -223,20 +244,12 @@ def database_stats(context: dg.AssetExecutionContext, insight_settings: InsightS
     at = time.time()
     redactor = Redactor.from_environ()
     try:
-        if insight_settings.invalid_settings:
-            more = len(insight_settings.invalid_settings) - 1
-            raise ConfigError(insight_settings.invalid_settings[0] + (f" (and {more} more)" if more else ""))
-        database_url = stats_database_url(environment)
-        previous = previous_snapshot(context.instance, environment)
-        day_ago = size_a_day_ago(context.instance, environment, at)
-        snapshot = collect_snapshot(database_url, previous=previous, secrets=secrets_from_environ(),
-                                    **vars(insight_settings.collection()))
+        snapshot, day_ago = take_snapshot(context.instance, environment, insight_settings, at)
     except Exception as error:  # noqa: BLE001 - every failure is one line and one failed check
-        line = str(error) if isinstance(error, (StatsError, ConfigError)) else f"{type(error).__name__}: {error}"
-        line = one_line(redactor(line))
-        kind = getattr(error, "kind", "setting" if isinstance(error, ConfigError) else "error")
-        yield check_result(snapshot_result(line, error_kind=kind), environment, at, redactor)
-        raise dg.Failure(description=f"database statistics of {environment}: {line}", allow_retries=False) from None
+        failed = failed_snapshot(error, redactor)
+        yield check_result(failed, environment, at, redactor)
+        raise dg.Failure(description=f"database statistics of {environment}: {failed.description}",
+                         allow_retries=False) from None
     results = evaluate(snapshot, insight_settings.thresholds(), day_ago)
     for note in snapshot.notes:
         context.log.info(redactor(note))

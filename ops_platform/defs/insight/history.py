@@ -18,7 +18,7 @@ from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.catalog import merge_listings
 from ops_platform.lib.formatting import human_duration
-from ops_platform.lib.insight.backup_history import DrillResult, summarize_backups
+from ops_platform.lib.insight.backup_history import BackupHistory, DrillResult, summarize_backups
 from ops_platform.lib.insight.uptime import DAY, DEFAULT_WINDOWS, ComponentUptime, UptimeAccumulator
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import KIND
@@ -169,6 +169,30 @@ def backup_history_metadata(history, listing_warnings: list[str]) -> dict:
     return metadata
 
 
+def read_backup_history(instance: dg.DagsterInstance, environment: str, now: datetime,
+                        backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
+                        log) -> tuple[BackupHistory, list[str]]:
+    """The environment's backup history now, from the stores (local and S3), the backup runs and the
+    drills; and the listing's warnings, redacted (each also logged)."""
+    since = now - timedelta(days=HISTORY_DAYS)
+    redactor = Redactor.from_environ()
+    try:
+        s3 = backup_bucket.store()
+    except ConfigError as error:
+        s3 = None
+        log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
+    listing = merge_listings(environment, backup_storage.local_store(), s3)
+    warnings = [redactor(warning) for warning in listing.warnings]
+    for warning in warnings:
+        log.warning(warning)
+    runs = records.backup_runs(instance, environment, since, redactor)
+    drills = drill_results(environment, listing.manifests,
+                           records.failed_drill_runs(instance, environment, since, redactor))
+    log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
+             f"{len(drills)} drills in {HISTORY_DAYS} days")
+    return summarize_backups(environment, listing.manifests, runs, drills, now), warnings
+
+
 @dg.asset(
     key=BACKUP_HISTORY_KEY,
     partitions_def=environment_partitions,
@@ -182,25 +206,9 @@ def backup_history(context: dg.AssetExecutionContext, backup_storage: BackupStor
     and 30 days (failures from the backup runs, whichever way they started), size and duration
     trends, the newest verified backup's age, the bytes held locally and in S3, and the latest and
     last successful restore drill (from the manifests and the drill runs)."""
-    environment = context.partition_key
-    now = datetime.now(timezone.utc)
-    since = now - timedelta(days=HISTORY_DAYS)
-    redactor = Redactor.from_environ()
-    try:
-        s3 = backup_bucket.store()
-    except ConfigError as error:
-        s3 = None
-        context.log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
-    listing = merge_listings(environment, backup_storage.local_store(), s3)
-    for warning in listing.warnings:
-        context.log.warning(redactor(warning))
-    runs = records.backup_runs(context.instance, environment, since, redactor)
-    drills = drill_results(environment, listing.manifests,
-                           records.failed_drill_runs(context.instance, environment, since, redactor))
-    history = summarize_backups(environment, listing.manifests, runs, drills, now)
-    context.log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
-                     f"{len(drills)} drills in {HISTORY_DAYS} days")
-    return dg.MaterializeResult(metadata=backup_history_metadata(history, [redactor(w) for w in listing.warnings]))
+    history, warnings = read_backup_history(context.instance, context.partition_key, datetime.now(timezone.utc),
+                                            backup_storage, backup_bucket, context.log)
+    return dg.MaterializeResult(metadata=backup_history_metadata(history, warnings))
 
 
 insight_history_job = dg.define_asset_job(
