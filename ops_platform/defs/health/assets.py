@@ -16,12 +16,14 @@ import dagster as dg
 from pydantic import Field
 
 from ops_platform.config import ConfigError, load_environments
+from ops_platform.defs import platform_start
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib import probes
 from ops_platform.lib.incidents import SWEEP_JOB
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.tags import PLATFORM_STARTING
 
 HEALTH_GROUP = "health"
 SWEEP_INTERVAL_MINUTES = 5
@@ -134,8 +136,9 @@ def _check_result(environment: str, result: probes.ProbeResult, checked_at: date
     )
 
 
-def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings) -> probes.ProbeSettings:
+def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings, run_tags=None) -> probes.ProbeSettings:
     settings = health_settings.probe_settings()
+    settings.judge_latency = PLATFORM_STARTING not in (run_tags or {})
     if config.timeout_seconds:
         settings.timeout_seconds = config.timeout_seconds
     if config.degraded_ms:
@@ -177,7 +180,7 @@ if health_check_specs:
                              f"{', '.join(ENVIRONMENT_NAMES)}")
         environments = [env for name, env in load_environments().items() if name in selected]
         health_settings.require_valid("health sweep")
-        settings = sweep_settings(config, health_settings)
+        settings = sweep_settings(config, health_settings, context.run.tags)
         sweep = probes.run_sweep(build_probes(environments, settings, backup_bucket, backup_storage.local_store().root),
                                  Redactor.from_environ())
         context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
@@ -210,7 +213,10 @@ if health_check_specs:
         cron_schedule=f"*/{SWEEP_INTERVAL_MINUTES} * * * *",
         job=health_check_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="A health sweep every 5 minutes.",
+        description="A health sweep every 5 minutes (the first one while the platform starts does not judge "
+                    "latency).",
     )
     def health_check_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=f"health-{context.scheduled_execution_time.isoformat()}")
+        starting = platform_start.starting(context.scheduled_execution_time)
+        return dg.RunRequest(run_key=f"health-{context.scheduled_execution_time.isoformat()}",
+                             tags={PLATFORM_STARTING: "latency not judged"} if starting else {})

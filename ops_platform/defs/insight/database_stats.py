@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
+from ops_platform.defs import platform_start
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import ENVIRONMENT_NAMES, environment_partitions
 from ops_platform.defs.insight import records
@@ -270,13 +271,14 @@ database_stats_job = dg.define_asset_job(
 )
 
 
-def environments_waiting(instance: dg.DagsterInstance) -> set[str]:
-    """Environments with a database_stats run queued or in progress (e.g. queued behind the
-    environment's backup, which the instance's one-run-per-environment limit serializes)."""
-    waiting = instance.get_run_records(filters=dg.RunsFilter(job_name=STATS_JOB, statuses=[
+def busy_environments(instance: dg.DagsterInstance) -> set[str]:
+    """Environments with a run queued or in progress (a backup, a restore, a snapshot still
+    waiting...): the instance runs one run of an environment at a time, so a snapshot requested now
+    would make a person's backup wait behind it, or wait behind the backup and measure the dump."""
+    busy = instance.get_run_records(filters=dg.RunsFilter(statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED]), limit=50)
-    return {record.dagster_run.tags.get(PARTITION) for record in waiting}
+        dg.DagsterRunStatus.STARTED]), limit=100)
+    return {record.dagster_run.tags[PARTITION] for record in busy if PARTITION in record.dagster_run.tags}
 
 
 @dg.schedule(
@@ -285,14 +287,18 @@ def environments_waiting(instance: dg.DagsterInstance) -> set[str]:
     job=database_stats_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="A database_stats snapshot of every configured environment every 15 minutes (one run each; an "
-                "environment whose previous snapshot run is still queued or running is skipped this time).",
+                "environment with a run queued or in progress is skipped this time, and so is every environment "
+                "in the platform's first five minutes, so a person's first runs start at once).",
 )
 def database_stats_schedule(context: dg.ScheduleEvaluationContext):
-    waiting = environments_waiting(context.instance)
+    if platform_start.starting(context.scheduled_execution_time):
+        return dg.SkipReason(f"the platform is starting: the first snapshots follow after "
+                             f"{platform_start.startup_ends():%H:%M}, so a person's first runs do not wait behind them")
+    busy = busy_environments(context.instance)
     requests = [dg.RunRequest(run_key=f"{environment}-database-stats-{context.scheduled_execution_time.isoformat()}",
                               partition_key=environment)
-                for environment in ENVIRONMENT_NAMES if environment not in waiting]
+                for environment in ENVIRONMENT_NAMES if environment not in busy]
     if not requests:
-        return dg.SkipReason("every environment's previous snapshot is still queued or running"
+        return dg.SkipReason("every environment has a run queued or in progress"
                              if ENVIRONMENT_NAMES else "no environment is configured")
     return requests
