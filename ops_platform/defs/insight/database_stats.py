@@ -112,6 +112,7 @@ def stats_metadata(snapshot: DatabaseSnapshot, size_a_day_ago: int | None, redac
     activity = snapshot.activity
     slots = snapshot.replication_slots
     metadata = {
+        "database_size": human_bytes(snapshot.size_bytes),
         "database_size_bytes": dg.MetadataValue.int(snapshot.size_bytes),
         "connections_used": dg.MetadataValue.int(connections.used),
         "connections_limit": dg.MetadataValue.int(connections.limit),
@@ -168,7 +169,7 @@ def _metadata_value(value):
 def check_result(result: ConditionResult, environment: str, at: float, redactor: Redactor) -> dg.AssetCheckResult:
     """A condition as a check result. ``environment``, ``collected_at`` and ``severity`` in its
     metadata are what ``database_condition_sensor`` reads."""
-    metadata = {"environment": environment, "collected_at": dg.MetadataValue.float(at), "severity": result.severity}
+    metadata = {"environment": environment, "collected_at": dg.MetadataValue.timestamp(at), "severity": result.severity}
     for key, value in _redacted(result.metadata, redactor).items():
         if value is not None and key not in metadata:
             metadata[key] = _metadata_value(value)

@@ -17,7 +17,7 @@ from ops_platform.defs.resources import BackupBucketResource, BackupStorageResou
 from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.catalog import merge_listings
-from ops_platform.lib.formatting import human_duration
+from ops_platform.lib.formatting import human_bytes, human_duration
 from ops_platform.lib.insight.backup_history import BackupHistory, DrillResult, summarize_backups
 from ops_platform.lib.insight.uptime import DAY, DEFAULT_WINDOWS, ComponentUptime, UptimeAccumulator
 from ops_platform.lib.redact import Redactor
@@ -151,13 +151,16 @@ def backup_history_metadata(history, listing_warnings: list[str]) -> dict:
         metadata[f"failed_runs_{window.days}d"] = dg.MetadataValue.int(window.failed)
     week = history.window(7)
     if week and week.newest_bytes is not None:
+        metadata["newest_backup"] = human_bytes(week.newest_bytes)
         metadata["newest_backup_bytes"] = dg.MetadataValue.int(week.newest_bytes)
     if week and week.mean_duration_seconds is not None:
         metadata["mean_duration_seconds_7d"] = dg.MetadataValue.float(week.mean_duration_seconds)
     if history.newest_verified_age_seconds is not None:
         metadata["newest_verified_age_hours"] = dg.MetadataValue.float(round(history.newest_verified_age_seconds / 3600, 2))
         metadata["newest_verified"] = history.newest_verified_id
+    metadata["held_locally"] = human_bytes(history.local_bytes)
     metadata["local_bytes"] = dg.MetadataValue.int(history.local_bytes)
+    metadata["held_in_s3"] = human_bytes(history.s3_bytes)
     metadata["s3_bytes"] = dg.MetadataValue.int(history.s3_bytes)
     metadata["last_successful_drill"] = (f"{history.last_successful_drill_at} ({history.last_successful_drill_backup})"
                                          if history.last_successful_drill_at else "none on record")
