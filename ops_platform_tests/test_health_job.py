@@ -182,4 +182,4 @@ def test_the_first_sweep_while_the_platform_starts_does_not_judge_latency(instan
         api = evaluations(result)[("staging_api", "health_endpoint")]
         statuses[minute] = (api.metadata["status"].value, api.description)
     assert statuses[5][0] == "healthy" and "latency not judged: the platform was starting" in statuses[5][1]
-    assert statuses[10][0] == "degraded" and statuses[10][1].startswith("slow: answered in 0.3")
+    assert statuses[10][0] == "degraded" and statuses[10][1].startswith("slow: answered in ")

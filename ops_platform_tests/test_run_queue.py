@@ -26,7 +26,7 @@ from ops_platform_tests.dagster_private import (
 )
 
 NEEDS_SERVICES = False
-DAGSTER_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
 @pytest.fixture
