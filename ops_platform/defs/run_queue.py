@@ -31,7 +31,7 @@ def queue_limits(instance: dg.DagsterInstance, pools: set[str]) -> QueueLimits:
 
 @dg.sensor(
     name="queued_run_sensor",
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Tags each queued run with what it waits for (the runs in its way and the dagster.yaml limit).",
 )
