@@ -30,8 +30,9 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	install -m 600 dagster.yaml $@
 
 # The demo database when no database URL is set, then a code server, dagster-webserver and dagster-daemon (ops_platform/dev.py).
+# Their log shows warnings, errors and one line per run; make dev DEV_VERBOSE=1 shows every line.
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m ops_platform.dev --host $(DEV_HOST) --port $(DEV_PORT)
+	$(BIN)/python -m ops_platform.dev --host $(DEV_HOST) --port $(DEV_PORT) $(if $(DEV_VERBOSE),--verbose)
 
 test-tools:
 	@test -z "$(TEST_PACKAGES_MISSING)" || { echo "make test needs Debian packages that are missing: sudo apt-get install $(TEST_PACKAGES_MISSING)"; exit 1; }

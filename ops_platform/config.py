@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops_platform.lib.formatting import did_you_mean
+
 ENVIRONMENT_PREFIXES = {"production": "PRODUCTION_", "staging": "STAGING_", "development": ""}
 ENVIRONMENT_NAMES = tuple(ENVIRONMENT_PREFIXES)
 DATABASE_URL_VARIABLES = tuple(f"{prefix}DATABASE_URL" for prefix in ENVIRONMENT_PREFIXES.values())
@@ -100,7 +102,8 @@ def get_environment(name: str, environ: Mapping[str, str] | None = None) -> Envi
         raise ConfigError(
             f"environment '{name}' is not configured (set {variable}); configured: {configured}"
         )
-    raise ConfigError(f"unknown environment '{printable(name)}'; configured: {configured}")
+    raise ConfigError(f"unknown environment '{printable(name)}'{did_you_mean(name, ENVIRONMENT_NAMES)}; "
+                      f"configured: {configured}")
 
 
 def printable(value: str, limit: int = 60) -> str:

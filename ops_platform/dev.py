@@ -17,11 +17,13 @@ end in the same code.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,8 @@ from ops_platform.config import (
     uses_default_database,
 )
 from ops_platform.lib.demo import DemoDatabaseError, ensure_demo_database
+from ops_platform.lib.dev_log import DevLogFilter
+from ops_platform.lib.slack import slack_configured
 
 EXIT_BAD_SETUP = 2
 STOP_WAIT_SECONDS = 30
@@ -51,8 +55,24 @@ def _program(name: str) -> str:
     return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
+_OUTPUT = threading.Lock()
+
+
 def _say(line: str) -> None:
-    print(f"ops_platform dev: {line}", flush=True)
+    with _OUTPUT:
+        print(f"ops_platform dev: {line}", flush=True)
+
+
+def _show(stream, log_filter: DevLogFilter | None) -> None:
+    """Copy a child's output to ours, through the filter (None: everything), line by line."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace")
+        shown = log_filter.feed(line) if log_filter else line
+        if shown is not None:
+            with _OUTPUT:
+                sys.stdout.write(shown)
+                sys.stdout.flush()
+    stream.close()
 
 
 def _create_instance_storage() -> None:
@@ -85,6 +105,9 @@ def prepare() -> int:
              "your own database)")
     else:
         _say("environments: " + ", ".join(load_environments()))
+    if not slack_configured(os.environ):
+        _say("Slack is not configured (set SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN and SLACK_CHANNEL): alerts and "
+             "reports go to the run logs only")
     if not shutil.which("pg_dump"):
         _say("warning: pg_dump is not on PATH, so backups will fail at their first step "
              "(Debian/Ubuntu: apt-get install postgresql-client)")
@@ -128,11 +151,12 @@ def _wait_until_serving(socket_path: Path, server: subprocess.Popen, timeout: fl
     return False
 
 
-def serve(host: str, port: int) -> int:
+def serve(host: str, port: int, verbose: bool = False) -> int:
     """One code server for the code location, and dagster-webserver and dagster-daemon both using it
     (as dagster dev does): code is loaded once, "Reload definitions" in the UI reloads it for the
     daemon too, and the daemon does not restart a code server of its own every minute (each old one
-    logs "No heartbeat received in 20 seconds, shutting down")."""
+    logs "No heartbeat received in 20 seconds, shutting down"). Their output (and the runs') is
+    shown through ``DevLogFilter`` unless ``verbose``."""
     root = project_root()
     name, module = code_location(root)
     scratch = Path(tempfile.mkdtemp(prefix="ops_platform_dev_"))
@@ -156,7 +180,11 @@ def serve(host: str, port: int) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         for label, command in commands.items():
-            processes.append(subprocess.Popen(command, cwd=root))
+            process = subprocess.Popen(command, cwd=root, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            threading.Thread(target=_show, args=(process.stdout, None if verbose else DevLogFilter()),
+                             name=f"output of {label}", daemon=True).start()
+            processes.append(process)
             if label == "the code server" and not _wait_until_serving(socket_path, processes[0]):
                 print("ops_platform dev: error: the code server did not start (see the lines above)",
                       file=sys.stderr, flush=True)
@@ -183,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run the platform locally: the Dagster UI and daemon.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every line the webserver, the daemon and the runs log (default: warnings, "
+                             "errors and one line per run started and finished)")
     args = parser.parse_args(argv)
     code = prepare()
-    return code if code else serve(args.host, args.port)
+    return code if code else serve(args.host, args.port, args.verbose)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ __all__ = ["DagsterEvent", "DagsterEventType", "DagsterRun", "DagsterRunStatus",
 
 # A sensor's stored state (its cursor) as the daemon keeps it in the instance: the operations report
 # reads the health sensor's open incidents from there (insight tests).
+# A queued run must name the job it came from (a queued run test, test_run_queue.py).
 from dagster._core.remote_origin import (  # noqa: E402
     RegisteredCodeLocationOrigin,
     RemoteInstigatorOrigin,
+    RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
 from dagster._core.scheduler.instigation import (  # noqa: E402
@@ -30,4 +32,4 @@ from dagster._core.scheduler.instigation import (  # noqa: E402
 )
 
 __all__ += ["InstigatorState", "InstigatorStatus", "InstigatorType", "RegisteredCodeLocationOrigin",
-            "RemoteInstigatorOrigin", "RemoteRepositoryOrigin", "SensorInstigatorData"]
+            "RemoteInstigatorOrigin", "RemoteJobOrigin", "RemoteRepositoryOrigin", "SensorInstigatorData"]

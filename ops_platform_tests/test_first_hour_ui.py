@@ -3,7 +3,9 @@ with no settings at all (the demo database, dagster-webserver and dagster-daemon
 then Materialize ``database_backup`` for development on the asset page in Chromium. It ends green
 with its checks passed and retention runs after it; the CLI, run from the checkout with no
 settings, lists the same backup; ``backup_job`` (retention included) does not get a second
-retention; and after two minutes ``make dev``'s log has no repeated warning."""
+retention; ``ops_report`` materializes without asking and has the backup and the sweep; and after
+two minutes ``make dev``'s log has no repeated warning, no routine lines and one line per run
+started and finished."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ops_platform_tests.dev_server import (
     CLI,
     code_location_status,
     copy_checkout,
+    dismiss_welcome,
     latest_check,
     materializations,
     materialize_from_the_asset_page,
@@ -141,6 +144,49 @@ def test_backup_job_runs_retention_once(newcomer):
     assert [run for run in retention_runs(newcomer) if run["runId"] not in before] == []
 
 
+REPORT = """query { assetOrError(assetKey: {path: ["ops_report"]}) { ... on Asset {
+    assetMaterializations(limit: 1) { runId metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }"""
+
+
+def test_the_report_on_day_one_has_the_backup_and_the_sweep_and_asks_nothing(newcomer, tmp_path):
+    """Hours before insight_history_job first runs: Materialize on ops_report launches at once (no
+    "Are you sure? ... have not been materialized") and the report has the backup and the sweep."""
+    from playwright.sync_api import sync_playwright
+
+    sweep = subprocess.run([CLI, "health", "development"], check=False, cwd=newcomer.checkout,
+                           env=shell_without_settings(), capture_output=True, text=True, timeout=180)
+    assert sweep.returncode == 0, sweep.stderr
+    with sync_playwright() as playwright:
+        browser, page = open_browser(playwright)
+        page.goto(f"{newcomer.url}/assets/ops_report")
+        dismiss_welcome(page)
+        page.locator("button", has_text=re.compile(r"^Materialize$")).first.click(timeout=60_000)
+        launched = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).or_(page.get_by_text("Are you sure?"))
+        launched.first.wait_for(timeout=60_000)
+        shown = launched.first.inner_text()
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "first_hour_ops_report_launch.png"))
+        browser.close()
+    assert "Are you sure?" not in shown, "the UI asked before materializing ops_report"
+    short_id = re.search(r"Launched run ([0-9a-f]{8})", shown).group(1)
+    run = wait_for(lambda: next((r for r in all_runs(newcomer) if r["runId"].startswith(short_id)), None), 30,
+                   "the report run is not in the run list")
+    wait_for(lambda: run_status(newcomer, run["runId"]) in ("SUCCESS", "FAILURE", "CANCELED"), 240,
+             "the report run did not finish")
+    assert run_status(newcomer, run["runId"]) == "SUCCESS", newcomer.log_text()[-4000:]
+    [materialization] = newcomer.graphql(REPORT)["assetOrError"]["assetMaterializations"]
+    markdown = next(entry["mdStr"] for entry in materialization["metadataEntries"] if entry["label"] == "report")
+    backup_id = next(entry["text"] for entry in materializations(newcomer, "database_backup")[0]["metadataEntries"]
+                     if entry["label"] == "backup_id")
+    assert "No backup history." not in markdown and "No health-check history." not in markdown, markdown
+    assert "| postgres |" in markdown and f"Newest verified backup: `{backup_id}`" in markdown, markdown
+    assert "never been computed" not in markdown and "never been taken" not in markdown
+
+
+def all_runs(server) -> list[dict]:
+    return server.graphql("""{ runsOrError { ... on Runs { results { runId jobName status
+        tags { key value } } } } }""")["runsOrError"]["results"]
+
+
 def test_make_dev_log_has_no_repeated_warning(newcomer):
     remaining = LOG_SECONDS - (time.monotonic() - newcomer.started)
     if remaining > 0:
@@ -156,3 +202,21 @@ def test_make_dev_log_has_no_repeated_warning(newcomer):
     repeated = {line: count for line, count in warnings.items() if count > 1}
     assert not repeated, repeated
     assert "ops_platform dev: the UI is at http://127.0.0.1:" in text
+
+
+def test_make_dev_log_is_what_a_person_must_read(newcomer):
+    """No routine daemon lines and no run events; one line per run started and one per run finished
+    (the daemon's runs: the CLI's run in its own process); Slack's absence said once, at start-up."""
+    text = newcomer.log_text()
+    assert "Checking for new runs for sensor" not in text
+    assert not re.search(r" - (INFO|DEBUG) - ", text), [line for line in text.splitlines()
+                                                         if re.search(r" - (INFO|DEBUG) - ", line)][:10]
+    finished = [run for run in all_runs(newcomer) if run["status"] in ("SUCCESS", "FAILURE", "CANCELED")
+                and {"key": "ops_platform/launched_by", "value": "cli"} not in run["tags"]]
+    assert len(finished) >= 3  # the backup, its retention, backup_job (and the report)
+    for run in finished:
+        label = f"run {run['runId'][:8]} {run['jobName']}"
+        assert text.count(f"{label} started") == 1, label
+        assert len(re.findall(rf"{label} (succeeded|failed|was canceled)", text)) == 1, label
+    assert text.count("Slack is not configured") == 1
+    assert len(text.splitlines()) < 60, text

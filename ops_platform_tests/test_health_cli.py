@@ -37,13 +37,15 @@ def test_json_for_one_environment_has_the_seed_shape(app, capsys):
 def test_table_for_every_environment_and_exit_1_when_unhealthy(app, capsys):
     app.mode = "degraded"
     assert cli.main(["health"]) == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "production   api_redis      unhealthy" in out
     assert "the app reports redis: disconnected" in out
     assert "development: healthy" in out and "production: unhealthy, version 1.2.3" in out
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs(filters=dg.RunsFilter(job_name="health_check_job"), limit=1)
         assert run.tags["ops_platform/launched_by"] == "cli"
+    # Results on stdout, as backup and restore print theirs; nothing but warnings on stderr.
+    assert out.splitlines()[-1] == f"run {run.run_id}" and err == ""
 
 
 def test_unknown_environment_is_exit_2(capsys):

@@ -161,3 +161,25 @@ def test_secrets_in_urls_stay_out_of_logs_metadata_and_slack(instance, monkeypat
     assert "connection refused" in text
     for secret in (REDIS_SECRET, API_TOKEN, DB_PASSWORD):
         assert secret not in text
+
+
+def test_the_first_sweep_while_the_platform_starts_does_not_judge_latency(instance, app, databases, monkeypatch):
+    """The code server loaded the definitions a minute ago (make dev is still starting the webserver
+    and the daemon): the scheduled sweep records a slow answer as healthy, saying why; five minutes
+    later, or from the CLI, the same answer is degraded."""
+    from ops_platform.defs import platform_start
+
+    schedule = defs().resolve_schedule_def("health_check_schedule")
+    loaded = dt.datetime(2026, 3, 8, 7, 4, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(platform_start, "LOADED_AT", loaded.timestamp())
+    app.delay_seconds = 0.3
+    config = {"ops": {"health_checks": {"config": {"environments": ["staging"], "degraded_ms": 100}}}}
+    statuses = {}
+    for minute in (5, 10):
+        when = loaded.replace(minute=minute)
+        [request] = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when)).run_requests
+        result = health_job().execute_in_process(instance=instance, run_config=config, tags=request.tags)
+        api = evaluations(result)[("staging_api", "health_endpoint")]
+        statuses[minute] = (api.metadata["status"].value, api.description)
+    assert statuses[5][0] == "healthy" and "latency not judged: the platform was starting" in statuses[5][1]
+    assert statuses[10][0] == "degraded" and statuses[10][1].startswith("slow: answered in ")

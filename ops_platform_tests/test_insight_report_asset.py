@@ -186,14 +186,30 @@ def test_a_bad_morning_lists_what_needs_attention_without_secrets(quiet_instance
         assert DB_PASSWORD not in body and PLANTED not in body and SLACK_TOKEN not in body
 
 
-def test_missing_upstreams_and_a_bad_setting(instance, bot_slack, slack_server, monkeypatch):
-    result = run_report(instance, "digest", slack=bot_slack)
+def test_on_day_one_the_report_reflects_what_has_happened(instance, bot_slack, slack_server, tmp_path, monkeypatch):
+    """No insight_history_job and no database_stats_job yet (they run at 08:40 and every 15 minutes):
+    the report reads the backups, the recorded health checks and the database itself."""
+    root = tmp_path / "backups"
+    backup = write_backup(root, "production", hours_ago(2))
+    storage = BackupStorageResource(backup_dir=str(root))
+    now = hours_ago(0).timestamp()
+    for offset in (900, 600, 300):
+        record_health(instance, now - offset, "production", "postgres", ok=True)
+    result = run_report(instance, "weekly", slack=bot_slack, backup_storage=storage)
+    assert result.success
+    markdown, _ = report_markdown(result)
+    assert "never been computed" not in markdown and "never been taken" not in markdown
+    production = markdown.split("## production")[1].split("## staging")[0]
+    assert "No health-check history." not in production and "| postgres |" in production
+    assert "No backup history." not in production and f"Newest verified backup: `{backup.id}`" in production
+    assert "### Database" in production and "| public.orders |" in production
+
+    monkeypatch.setenv("STATS_CONNECTIONS_PERCENT", "eighty")  # fails the snapshot, not the report
+    slack_server.reset()
+    result = run_report(instance, "digest", slack=bot_slack, backup_storage=storage)
     assert result.success
     [text] = posted(slack_server)
-    assert "uptime of production has never been computed (insight_history_job runs daily at 08:40)" in text
-    assert "database statistics of staging have never been taken" in text
-    monkeypatch.setenv("STATS_CONNECTIONS_PERCENT", "eighty")  # fails database_stats, not the report
-    assert run_report(instance, "weekly", slack=bot_slack).success
+    assert "database check *snapshot*: STATS_CONNECTIONS_PERCENT must be a number, got 'eighty'" in text
     monkeypatch.setenv("DIGEST_SILENCE_QUIET_DAYS", "yes")
     result = run_report(instance, "weekly", slack=bot_slack)
     assert not result.success

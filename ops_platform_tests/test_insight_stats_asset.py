@@ -64,6 +64,9 @@ def test_snapshot_metadata_checks_and_deltas(instance):
     assert evaluations["long_transaction"].severity == dg.AssetCheckSeverity.WARN
     assert evaluations["connections"].severity == dg.AssetCheckSeverity.ERROR
     assert evaluations["connections"].metadata["environment"].value == "production"
+    # Readable: the size as a size beside the number the UI plots, the time as a time (not a float plotted)
+    assert metadata["database_size"].value.endswith(("KB", "MB"))
+    assert isinstance(evaluations["connections"].metadata["collected_at"], dg.TimestampMetadataValue)
     assert DB_PASSWORD not in str(metadata) and DB_PASSWORD not in str(evaluations)
 
     psql("SELECT count(*) FROM orders; SELECT count(*) FROM customers", database=TEST_DATABASES["production"])

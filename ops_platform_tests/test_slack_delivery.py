@@ -26,6 +26,17 @@ def test_unconfigured_slack_logs_the_message_with_a_warning(caplog):
     assert "backup done" in caplog.records[0].getMessage()
 
 
+def test_unconfigured_slack_on_a_development_machine_logs_the_message_without_a_warning(caplog, monkeypatch):
+    """make dev says once at start-up that Slack is not set; each run then logs its message as information."""
+    monkeypatch.delenv("PRODUCTION_DATABASE_URL")
+    monkeypatch.delenv("STAGING_DATABASE_URL")
+    caplog.set_level(logging.INFO)
+    report = OpsSlackResource().notifier(logging.getLogger("test")).post("backup done")
+    assert report.ok and report.delivered == []
+    [record] = caplog.records
+    assert record.levelno == logging.INFO and record.getMessage() == "Slack is not configured; message: backup done"
+
+
 def test_token_without_channel_uses_only_the_webhook(slack_server):
     slack = OpsSlackResource(token=SLACK_TOKEN, base_url=slack_server.api_url, webhook_url=slack_server.webhook_url)
     assert slack.notifier().post("x").delivered == ["webhook"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime, timezone
 
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CommandError
@@ -59,6 +58,6 @@ def health_command(args) -> int:
         for name, summary in summaries.items():
             version = f", version {summary['version']}" if summary["version"] else ""
             print(f"{name}: {summary['status']}{version}")
-        print(f"run {result.run_id}", file=sys.stderr)
+        print(f"run {result.run_id}")
     unhealthy = any(probe.status == UNHEALTHY for results in by_environment.values() for probe in results)
     return EXIT_FAILED if unhealthy else EXIT_OK

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import sys
 import threading
 
@@ -17,12 +18,64 @@ from ops_platform.cli import backups, deployments, health, restore, retention
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, CommandError
 from ops_platform.cli.runs import catch_signals, interrupted
 from ops_platform.config import ConfigError
+from ops_platform.lib.formatting import did_you_mean
 from ops_platform.lib.redact import Redactor
 
 
+INVALID_CHOICE = re.compile(r"invalid choice: '(?P<word>[^']*)' \(choose from (?P<choices>.*)\)")
+
+
 class _Parser(argparse.ArgumentParser):
+    """One line for bad input, exit 2, and a guess at what a mistyped word meant."""
+
+    _arguments: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._arguments = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            _chosen(self, namespace).reject_unknown(extras)
+        return namespace
+
+    def reject_unknown(self, words: list[str]):
+        options = [word for word in words if word.startswith("-")]
+        word = options[0] if options else words[0]
+        what = "option" if options else "argument"
+        self.error(f"unrecognized {what} '{word}'{did_you_mean(word, self._option_string_actions)}")
+
     def error(self, message):
+        if message.startswith("the following arguments are required"):
+            unknown = self._unknown_options()
+            if unknown:
+                self.reject_unknown(unknown)
+            if self._subparsers is not None and self._subparsers._group_actions[0].dest in message:
+                action = self._subparsers._group_actions[0]
+                message = f"missing {action.dest.replace('_', ' ')}; choose from {', '.join(action.choices)}"
+        choice = INVALID_CHOICE.search(message)
+        if choice:
+            choices = re.findall(r"[\w-]+", choice["choices"])
+            message = (f"invalid choice: '{choice['word']}'{did_you_mean(choice['word'], choices)}; "
+                       f"choose from {', '.join(choices)}")
         raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_BAD_INPUT)
+
+    def _unknown_options(self) -> list[str]:
+        arguments = self._arguments[:self._arguments.index("--")] if "--" in self._arguments else self._arguments
+        return [word for word in arguments if word.startswith("-") and word.split("=")[0] not in
+                self._option_string_actions and not word.lstrip("-").replace(".", "").isdigit()]
+
+
+def _chosen(parser: _Parser, namespace: argparse.Namespace) -> _Parser:
+    """The (sub)command parser the arguments chose, to suggest from its own options."""
+    while parser._subparsers is not None:
+        action = parser._subparsers._group_actions[0]
+        child = action.choices.get(getattr(namespace, action.dest, None) or "")
+        if child is None:
+            break
+        parser = child
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,9 +21,10 @@ from ops_platform.cli.runs import (
 )
 from ops_platform.config import get_environment, load_environments
 from ops_platform.lib import settings
-from ops_platform.lib.formatting import human_duration
+from ops_platform.lib.formatting import did_you_mean, human_duration
 from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
 from ops_platform.lib.restore.plan import RestoreRequest, plan_restore
+from ops_platform.lib.restore.resolve import LATEST
 from ops_platform.lib.restore.swap import recover_interrupted_swaps
 from ops_platform.lib.stores import stores_from_environ
 from ops_platform.lib.tags import RESTORE_LEFT
@@ -67,7 +68,7 @@ def restore_command(args) -> int:
     try:
         plan = plan_restore(request, environment, local, s3, other_environments=load_environments(), confirm=False)
     except RestoreInputError as error:
-        raise CommandError(str(error), EXIT_BAD_INPUT) from None
+        raise CommandError(f"{error}{did_you_mean(args.backup, [LATEST])}", EXIT_BAD_INPUT) from None
     except RestoreStepError as error:
         raise CommandError(str(error)) from None
     if plan.confirmation:

@@ -37,7 +37,7 @@ APPLIED_JSON_KEYS = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "
 
 
 def format_plan(plan: RetentionPlan) -> str:
-    """The dry-run table."""
+    """The dry-run table (its warnings go to stderr)."""
     lines = [f"retention plan for {plan.environment} as of {utc_iso(plan.as_of)}: {plan.policy.describe()}"]
     if not plan.items:
         lines.append("no backups found")
@@ -58,7 +58,6 @@ def format_plan(plan: RetentionPlan) -> str:
     if by_id:
         lines.append("re-checked against their manifests before deleting: "
                      + "; ".join(f"{backup_id} ({', '.join(found)})" for backup_id, found in by_id.items()))
-    lines += [f"warning: {warning}" for warning in plan.warnings + plan.corrupt_warnings()]
     return "\n".join(lines)
 
 
@@ -87,6 +86,8 @@ def retention_command(args) -> int:
             print(format_plan(plan))
             for name in expired:
                 print(f"DROP    database {name}: kept by a restore more than {policy.pre_restore_days} days ago")
+            for warning in plan.warnings + plan.corrupt_warnings():
+                print(f"warning: {warning}", file=sys.stderr)
         return EXIT_OK
 
     try:

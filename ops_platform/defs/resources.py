@@ -15,7 +15,7 @@ from dagster_slack import SlackResource
 from pydantic import Field, PrivateAttr
 from slack_sdk import WebClient
 
-from ops_platform.config import ConfigError, backup_root
+from ops_platform.config import ConfigError, backup_root, configured_environment_names
 from ops_platform.defs.settings import settings_resources
 from ops_platform.lib import locks
 from ops_platform.lib import settings as settings_lib
@@ -49,10 +49,13 @@ class OpsSlackResource(SlackResource):
         return make_web_client(self.token, self.base_url, self.timeout_seconds, self.max_retries)
 
     def notifier(self, log: logging.Logger | None = None) -> SlackNotifier:
+        """Without Slack on a development machine (no production or staging configured), each
+        message is logged as information: ``make dev`` says once at start-up that Slack is not set."""
         web_client = self.get_client() if self.token and self.channel else None
         webhook = make_webhook_client(self.webhook_url, self.timeout_seconds, self.max_retries) if self.webhook_url else None
+        development_only = set(configured_environment_names()) <= {"development"}
         return SlackNotifier(web_client=web_client, channel=self.channel, webhook_client=webhook,
-                             redactor=Redactor.from_environ(), log=log)
+                             redactor=Redactor.from_environ(), log=log, warn_when_unconfigured=not development_only)
 
 
 class BackupStorageResource(dg.ConfigurableResource):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 def describe(error: BaseException) -> str:
     """The first meaningful line of an exception, or its type's name when it says nothing."""
@@ -38,3 +41,9 @@ def human_duration(seconds: float) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a mistyped ``word``, or ``""``."""
+    found = difflib.get_close_matches(word, [choice for choice in choices if choice != word], n=1, cutoff=0.6)
+    return f" (did you mean '{found[0]}'?)" if found else ""

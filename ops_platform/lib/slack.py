@@ -4,15 +4,15 @@ Messages go through ``slack_sdk``: a bot token (``chat.postMessage``) and/or an 
 (``WebhookClient``), each with slack_sdk's own retry handlers. Every text is redacted first. A
 message is built by ``messages.common.slack_message``, which escapes its text for mrkdwn; a plain
 string posted here is escaped the same way.
-With neither configured, messages go to the log with one warning.
+With neither configured, messages go to the log: as a warning each, or as information when the
+one warning was given elsewhere (``make dev`` gives it once at start-up on a development machine).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
@@ -39,6 +39,14 @@ def retry_handlers(max_retries: int = 3, backoff_factor: float = 0.5):
         ServerErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
         RateLimitErrorRetryHandler(max_retry_count=max_retries),
     ]
+
+
+def slack_configured(environ: Mapping[str, str]) -> bool:
+    """Whether messages have somewhere to go: a webhook, or a bot token with its channel."""
+    def present(name: str) -> bool:
+        return bool(environ.get(name, "").strip())
+
+    return present("SLACK_WEBHOOK_URL") or (present("SLACK_BOT_TOKEN") and present("SLACK_CHANNEL"))
 
 
 def make_web_client(token: str, base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT_SECONDS,
@@ -76,8 +84,10 @@ class SlackNotifier:
         webhook_client: WebhookClient | None = None,
         redactor: Redactor | None = None,
         log: logging.Logger | None = None,
+        warn_when_unconfigured: bool = True,
     ):
         self.web_client = web_client if channel else None
+        self.warn_when_unconfigured = warn_when_unconfigured
         self.channel = channel
         self.webhook_client = webhook_client
         self.redactor = redactor or Redactor.from_environ()
@@ -105,8 +115,11 @@ class SlackNotifier:
         text = self.redactor(message.text)
         blocks = self._redact_blocks(message.blocks)
         if not self.configured:
-            self.log.warning("Slack is not configured (set SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN + "
-                             "SLACK_CHANNEL); message: %s", text)
+            if self.warn_when_unconfigured:
+                self.log.warning("Slack is not configured (set SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN + "
+                                 "SLACK_CHANNEL); message: %s", text)
+            else:
+                self.log.info("Slack is not configured; message: %s", text)
             return DeliveryReport([], [])
         report = DeliveryReport([], [])
         attempts: list[tuple[str, Callable[[], None]]] = []

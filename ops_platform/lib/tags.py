@@ -12,6 +12,8 @@ LOCK_WAIT = "ops_platform/lock_wait_seconds"
 HOST = "ops_platform/host"
 PID = "ops_platform/pid"
 RESTORE_LEFT = "ops_platform/restore_left"
+PLATFORM_STARTING = "ops_platform/platform_starting"
+WAITING_FOR = "ops_platform/waiting_for"
 
 PARTITION = "dagster/partition"
 MAX_RUNTIME = "dagster/max_runtime_seconds"

@@ -74,6 +74,8 @@ def _metadata(outcome: BackupOutcome) -> dict:
     return {
         "backup_id": manifest.id,
         "kind": manifest.kind,
+        "stored": human_bytes(manifest.stored_bytes),
+        "raw": human_bytes(manifest.raw_bytes),
         "stored_bytes": dg.MetadataValue.int(manifest.stored_bytes),
         "raw_bytes": dg.MetadataValue.int(manifest.raw_bytes),
         "compression": f"{manifest.compression} level {manifest.compression_level}",

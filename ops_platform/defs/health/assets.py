@@ -16,12 +16,14 @@ import dagster as dg
 from pydantic import Field
 
 from ops_platform.config import ConfigError, load_environments
+from ops_platform.defs import platform_start
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib import probes
 from ops_platform.lib.incidents import SWEEP_JOB
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.tags import PLATFORM_STARTING
 
 HEALTH_GROUP = "health"
 SWEEP_INTERVAL_MINUTES = 5
@@ -134,8 +136,25 @@ def _check_result(environment: str, result: probes.ProbeResult, checked_at: date
     )
 
 
-def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings) -> probes.ProbeSettings:
+def component_state(asset_key: dg.AssetKey, results: list[probes.ProbeResult], sweep: probes.SweepResult
+                    ) -> dg.AssetMaterialization:
+    """One component's state in a sweep (its worst check), recorded on its asset."""
+    worst = max(results, key=lambda result: probes.STATUS_RANK[result.status])
+    main = next((result for result in results if component_asset_key(result.environment, result.component)
+                 == asset_key), worst)
+    reason = worst.reason if worst is main else f"{worst.component}: {worst.reason}"
+    return dg.AssetMaterialization(asset_key=asset_key, description=f"{worst.status}: {reason}", metadata={
+        "status": worst.status,
+        "reason": reason,
+        "latency_ms": dg.MetadataValue.float(round(main.latency_seconds * 1000, 1)),
+        "checked_at": dg.MetadataValue.timestamp(sweep.started_at),
+        "sweep_id": sweep.sweep_id,
+    })
+
+
+def sweep_settings(config: HealthSweepConfig, health_settings: HealthSettings, run_tags=None) -> probes.ProbeSettings:
     settings = health_settings.probe_settings()
+    settings.judge_latency = PLATFORM_STARTING not in (run_tags or {})
     if config.timeout_seconds:
         settings.timeout_seconds = config.timeout_seconds
     if config.degraded_ms:
@@ -169,7 +188,9 @@ if health_check_specs:
                       backup_bucket: BackupBucketResource, backup_storage: BackupStorageResource,
                       health_settings: HealthSettings):
         """Probe every component of the selected environments concurrently, with hard per-check
-        timeouts, and record each result with its latency."""
+        timeouts, and record each result with its latency, and each component's state as a
+        materialization of its asset: the Catalog shows it (red when a check failed) with its time,
+        and the asset's plots its latency."""
         selected = set(config.environments) or set(ENVIRONMENT_NAMES)
         unknown = selected - set(ENVIRONMENT_NAMES)
         if unknown:
@@ -177,7 +198,7 @@ if health_check_specs:
                              f"{', '.join(ENVIRONMENT_NAMES)}")
         environments = [env for name, env in load_environments().items() if name in selected]
         health_settings.require_valid("health sweep")
-        settings = sweep_settings(config, health_settings)
+        settings = sweep_settings(config, health_settings, context.run.tags)
         sweep = probes.run_sweep(build_probes(environments, settings, backup_bucket, backup_storage.local_store().root),
                                  Redactor.from_environ())
         context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
@@ -187,10 +208,12 @@ if health_check_specs:
             results = sweep.for_environment(environment.name)
             others = {r.component: f"{r.status}: {r.reason}" for r in results
                       if check_key_for(environment.name, r.component) is None}
-            for result in results:
-                key = check_key_for(environment.name, result.component)
-                if key is None or key not in selected_keys:
-                    continue
+            recorded = [(check_key_for(environment.name, result.component), result) for result in results]
+            recorded = [(key, result) for key, result in recorded if key is not None and key in selected_keys]
+            for asset_key in dict.fromkeys(key.asset_key for key, _ in recorded):
+                context.op_execution_context.log_event(component_state(
+                    asset_key, [result for key, result in recorded if key.asset_key == asset_key], sweep))
+            for key, result in recorded:
                 extra = {"other_services": dg.MetadataValue.json(others)} if others and result.component == "api" else None
                 if result.status != probes.HEALTHY:
                     context.log.warning(f"{environment.name} {result.component}: {result.status}: {result.reason}")
@@ -210,7 +233,10 @@ if health_check_specs:
         cron_schedule=f"*/{SWEEP_INTERVAL_MINUTES} * * * *",
         job=health_check_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="A health sweep every 5 minutes.",
+        description="A health sweep every 5 minutes (the first one while the platform starts does not judge "
+                    "latency).",
     )
     def health_check_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=f"health-{context.scheduled_execution_time.isoformat()}")
+        starting = platform_start.starting(context.scheduled_execution_time)
+        return dg.RunRequest(run_key=f"health-{context.scheduled_execution_time.isoformat()}",
+                             tags={PLATFORM_STARTING: "latency not judged"} if starting else {})

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
+from ops_platform.defs import platform_start
 from ops_platform.defs.databases import database_dep
 from ops_platform.defs.environments import ENVIRONMENT_NAMES, environment_partitions
 from ops_platform.defs.insight import records
@@ -111,6 +112,7 @@ def stats_metadata(snapshot: DatabaseSnapshot, size_a_day_ago: int | None, redac
     activity = snapshot.activity
     slots = snapshot.replication_slots
     metadata = {
+        "database_size": human_bytes(snapshot.size_bytes),
         "database_size_bytes": dg.MetadataValue.int(snapshot.size_bytes),
         "connections_used": dg.MetadataValue.int(connections.used),
         "connections_limit": dg.MetadataValue.int(connections.limit),
@@ -167,7 +169,7 @@ def _metadata_value(value):
 def check_result(result: ConditionResult, environment: str, at: float, redactor: Redactor) -> dg.AssetCheckResult:
     """A condition as a check result. ``environment``, ``collected_at`` and ``severity`` in its
     metadata are what ``database_condition_sensor`` reads."""
-    metadata = {"environment": environment, "collected_at": dg.MetadataValue.float(at), "severity": result.severity}
+    metadata = {"environment": environment, "collected_at": dg.MetadataValue.timestamp(at), "severity": result.severity}
     for key, value in _redacted(result.metadata, redactor).items():
         if value is not None and key not in metadata:
             metadata[key] = _metadata_value(value)
@@ -202,6 +204,27 @@ def size_a_day_ago(instance: dg.DagsterInstance, environment: str, now: float) -
     return int(value) if isinstance(value, (int, float)) else None
 
 
+def take_snapshot(instance: dg.DagsterInstance, environment: str, insight_settings: InsightSettings,
+                  at: float) -> tuple[DatabaseSnapshot, int | None]:
+    """A snapshot of the environment's database now (deltas since its previous recorded one), and
+    its size a day ago. Raises ConfigError for a bad setting, StatsError when it cannot be taken."""
+    if insight_settings.invalid_settings:
+        more = len(insight_settings.invalid_settings) - 1
+        raise ConfigError(insight_settings.invalid_settings[0] + (f" (and {more} more)" if more else ""))
+    database_url = stats_database_url(environment)
+    previous = previous_snapshot(instance, environment)
+    day_ago = size_a_day_ago(instance, environment, at)
+    return collect_snapshot(database_url, previous=previous, secrets=secrets_from_environ(),
+                            **vars(insight_settings.collection())), day_ago
+
+
+def failed_snapshot(error: Exception, redactor: Redactor) -> ConditionResult:
+    """The failed `snapshot` check for a snapshot that could not be taken, in one redacted line."""
+    line = str(error) if isinstance(error, (StatsError, ConfigError)) else f"{type(error).__name__}: {error}"
+    kind = getattr(error, "kind", "setting" if isinstance(error, ConfigError) else "error")
+    return snapshot_result(one_line(redactor(line)), error_kind=kind)
+
+
 @dg.asset(
     key=STATS_KEY,
     partitions_def=environment_partitions,
@@ -223,20 +246,12 @@ def database_stats(context: dg.AssetExecutionContext, insight_settings: InsightS
     at = time.time()
     redactor = Redactor.from_environ()
     try:
-        if insight_settings.invalid_settings:
-            more = len(insight_settings.invalid_settings) - 1
-            raise ConfigError(insight_settings.invalid_settings[0] + (f" (and {more} more)" if more else ""))
-        database_url = stats_database_url(environment)
-        previous = previous_snapshot(context.instance, environment)
-        day_ago = size_a_day_ago(context.instance, environment, at)
-        snapshot = collect_snapshot(database_url, previous=previous, secrets=secrets_from_environ(),
-                                    **vars(insight_settings.collection()))
+        snapshot, day_ago = take_snapshot(context.instance, environment, insight_settings, at)
     except Exception as error:  # noqa: BLE001 - every failure is one line and one failed check
-        line = str(error) if isinstance(error, (StatsError, ConfigError)) else f"{type(error).__name__}: {error}"
-        line = one_line(redactor(line))
-        kind = getattr(error, "kind", "setting" if isinstance(error, ConfigError) else "error")
-        yield check_result(snapshot_result(line, error_kind=kind), environment, at, redactor)
-        raise dg.Failure(description=f"database statistics of {environment}: {line}", allow_retries=False) from None
+        failed = failed_snapshot(error, redactor)
+        yield check_result(failed, environment, at, redactor)
+        raise dg.Failure(description=f"database statistics of {environment}: {failed.description}",
+                         allow_retries=False) from None
     results = evaluate(snapshot, insight_settings.thresholds(), day_ago)
     for note in snapshot.notes:
         context.log.info(redactor(note))
@@ -257,13 +272,14 @@ database_stats_job = dg.define_asset_job(
 )
 
 
-def environments_waiting(instance: dg.DagsterInstance) -> set[str]:
-    """Environments with a database_stats run queued or in progress (e.g. queued behind the
-    environment's backup, which the instance's one-run-per-environment limit serializes)."""
-    waiting = instance.get_run_records(filters=dg.RunsFilter(job_name=STATS_JOB, statuses=[
+def busy_environments(instance: dg.DagsterInstance) -> set[str]:
+    """Environments with a run queued or in progress (a backup, a restore, a snapshot still
+    waiting...): the instance runs one run of an environment at a time, so a snapshot requested now
+    would make a person's backup wait behind it, or wait behind the backup and measure the dump."""
+    busy = instance.get_run_records(filters=dg.RunsFilter(statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED]), limit=50)
-    return {record.dagster_run.tags.get(PARTITION) for record in waiting}
+        dg.DagsterRunStatus.STARTED]), limit=100)
+    return {record.dagster_run.tags[PARTITION] for record in busy if PARTITION in record.dagster_run.tags}
 
 
 @dg.schedule(
@@ -272,14 +288,18 @@ def environments_waiting(instance: dg.DagsterInstance) -> set[str]:
     job=database_stats_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="A database_stats snapshot of every configured environment every 15 minutes (one run each; an "
-                "environment whose previous snapshot run is still queued or running is skipped this time).",
+                "environment with a run queued or in progress is skipped this time, and so is every environment "
+                "in the platform's first five minutes, so a person's first runs start at once).",
 )
 def database_stats_schedule(context: dg.ScheduleEvaluationContext):
-    waiting = environments_waiting(context.instance)
+    if platform_start.starting(context.scheduled_execution_time):
+        return dg.SkipReason(f"the platform is starting: the first snapshots follow after "
+                             f"{platform_start.startup_ends():%H:%M}, so a person's first runs do not wait behind them")
+    busy = busy_environments(context.instance)
     requests = [dg.RunRequest(run_key=f"{environment}-database-stats-{context.scheduled_execution_time.isoformat()}",
                               partition_key=environment)
-                for environment in ENVIRONMENT_NAMES if environment not in waiting]
+                for environment in ENVIRONMENT_NAMES if environment not in busy]
     if not requests:
-        return dg.SkipReason("every environment's previous snapshot is still queued or running"
+        return dg.SkipReason("every environment has a run queued or in progress"
                              if ENVIRONMENT_NAMES else "no environment is configured")
     return requests

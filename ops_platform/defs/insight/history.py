@@ -17,8 +17,8 @@ from ops_platform.defs.resources import BackupBucketResource, BackupStorageResou
 from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.lib.artifacts import parse_utc
 from ops_platform.lib.catalog import merge_listings
-from ops_platform.lib.formatting import human_duration
-from ops_platform.lib.insight.backup_history import DrillResult, summarize_backups
+from ops_platform.lib.formatting import human_bytes, human_duration
+from ops_platform.lib.insight.backup_history import BackupHistory, DrillResult, summarize_backups
 from ops_platform.lib.insight.uptime import DAY, DEFAULT_WINDOWS, ComponentUptime, UptimeAccumulator
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import KIND
@@ -151,13 +151,16 @@ def backup_history_metadata(history, listing_warnings: list[str]) -> dict:
         metadata[f"failed_runs_{window.days}d"] = dg.MetadataValue.int(window.failed)
     week = history.window(7)
     if week and week.newest_bytes is not None:
+        metadata["newest_backup"] = human_bytes(week.newest_bytes)
         metadata["newest_backup_bytes"] = dg.MetadataValue.int(week.newest_bytes)
     if week and week.mean_duration_seconds is not None:
         metadata["mean_duration_seconds_7d"] = dg.MetadataValue.float(week.mean_duration_seconds)
     if history.newest_verified_age_seconds is not None:
         metadata["newest_verified_age_hours"] = dg.MetadataValue.float(round(history.newest_verified_age_seconds / 3600, 2))
         metadata["newest_verified"] = history.newest_verified_id
+    metadata["held_locally"] = human_bytes(history.local_bytes)
     metadata["local_bytes"] = dg.MetadataValue.int(history.local_bytes)
+    metadata["held_in_s3"] = human_bytes(history.s3_bytes)
     metadata["s3_bytes"] = dg.MetadataValue.int(history.s3_bytes)
     metadata["last_successful_drill"] = (f"{history.last_successful_drill_at} ({history.last_successful_drill_backup})"
                                          if history.last_successful_drill_at else "none on record")
@@ -167,6 +170,30 @@ def backup_history_metadata(history, listing_warnings: list[str]) -> dict:
         metadata["warnings"] = dg.MetadataValue.json(listing_warnings)
     metadata["history"] = dg.MetadataValue.json(history.to_dict())
     return metadata
+
+
+def read_backup_history(instance: dg.DagsterInstance, environment: str, now: datetime,
+                        backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
+                        log) -> tuple[BackupHistory, list[str]]:
+    """The environment's backup history now, from the stores (local and S3), the backup runs and the
+    drills; and the listing's warnings, redacted (each also logged)."""
+    since = now - timedelta(days=HISTORY_DAYS)
+    redactor = Redactor.from_environ()
+    try:
+        s3 = backup_bucket.store()
+    except ConfigError as error:
+        s3 = None
+        log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
+    listing = merge_listings(environment, backup_storage.local_store(), s3)
+    warnings = [redactor(warning) for warning in listing.warnings]
+    for warning in warnings:
+        log.warning(warning)
+    runs = records.backup_runs(instance, environment, since, redactor)
+    drills = drill_results(environment, listing.manifests,
+                           records.failed_drill_runs(instance, environment, since, redactor))
+    log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
+             f"{len(drills)} drills in {HISTORY_DAYS} days")
+    return summarize_backups(environment, listing.manifests, runs, drills, now), warnings
 
 
 @dg.asset(
@@ -182,25 +209,9 @@ def backup_history(context: dg.AssetExecutionContext, backup_storage: BackupStor
     and 30 days (failures from the backup runs, whichever way they started), size and duration
     trends, the newest verified backup's age, the bytes held locally and in S3, and the latest and
     last successful restore drill (from the manifests and the drill runs)."""
-    environment = context.partition_key
-    now = datetime.now(timezone.utc)
-    since = now - timedelta(days=HISTORY_DAYS)
-    redactor = Redactor.from_environ()
-    try:
-        s3 = backup_bucket.store()
-    except ConfigError as error:
-        s3 = None
-        context.log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
-    listing = merge_listings(environment, backup_storage.local_store(), s3)
-    for warning in listing.warnings:
-        context.log.warning(redactor(warning))
-    runs = records.backup_runs(context.instance, environment, since, redactor)
-    drills = drill_results(environment, listing.manifests,
-                           records.failed_drill_runs(context.instance, environment, since, redactor))
-    history = summarize_backups(environment, listing.manifests, runs, drills, now)
-    context.log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
-                     f"{len(drills)} drills in {HISTORY_DAYS} days")
-    return dg.MaterializeResult(metadata=backup_history_metadata(history, [redactor(w) for w in listing.warnings]))
+    history, warnings = read_backup_history(context.instance, context.partition_key, datetime.now(timezone.utc),
+                                            backup_storage, backup_bucket, context.log)
+    return dg.MaterializeResult(metadata=backup_history_metadata(history, warnings))
 
 
 insight_history_job = dg.define_asset_job(

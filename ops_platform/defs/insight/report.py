@@ -1,26 +1,30 @@
 """``ops_report``: the morning digest (daily, 09:00 New York, posted only when something needs
-attention) and the weekly operations report (Mondays, 09:00), built from the latest
-``database_stats``, ``uptime`` and ``backup_history`` of every environment, the deployment
-verifications and the health sensor's open incidents."""
+attention) and the weekly operations report (Mondays, 09:00), as things stand when it runs: every
+environment's backups (from the stores and the runs), uptime and database statistics (the ones
+``insight_history_job`` and ``database_stats_job`` recorded within the hour, else computed now),
+the deployment verifications and the health sensor's open incidents."""
 
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 import dagster as dg
 
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
+from ops_platform.defs.databases import DATABASE_KEY
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
+from ops_platform.defs.health.assets import health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP, asset_url
-from ops_platform.defs.insight.database_stats import STATS_CHECK_KEYS, STATS_KEY, STATS_JOB
-from ops_platform.defs.insight.history import BACKUP_HISTORY_KEY, HISTORY_JOB, UPTIME_KEY
-from ops_platform.defs.resources import OpsSlackResource
+from ops_platform.defs.insight.database_stats import STATS_CHECK_KEYS, STATS_KEY, failed_snapshot, take_snapshot
+from ops_platform.defs.insight.history import UPTIME_KEY, compute_uptime, read_backup_history
+from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.defs.settings import BackupSettings, InsightSettings
 from ops_platform.lib import freshness
 from ops_platform.lib.formatting import human_duration
-from ops_platform.lib.insight.backup_history import BackupHistory
-from ops_platform.lib.insight.conditions import SNAPSHOT, WARN, ConditionResult
+from ops_platform.lib.insight.conditions import SNAPSHOT, WARN, ConditionResult, evaluate
 from ops_platform.lib.insight.database_stats import DatabaseSnapshot
 from ops_platform.lib.insight.deployments import summarize_deployments
 from ops_platform.lib.insight.uptime import ComponentUptime
@@ -37,8 +41,9 @@ from ops_platform.lib.tags import KIND
 REPORT_KEY = dg.AssetKey("ops_report")
 DAY = 86400.0
 WEEK_DAYS = 7
-# Older than this, a daily upstream (uptime, backup_history) missed its run: the report says so.
-DAILY_STALE_SECONDS = 26 * 3600.0
+# Recorded uptime and database statistics younger than this are used as they are; older, the report
+# computes them itself.
+UPTIME_REUSE_SECONDS = 3600.0
 STATS_STALE_SECONDS = 3600.0
 
 
@@ -56,16 +61,14 @@ def _age(now: float, then: float) -> str:
     return human_duration(max(0.0, now - then))
 
 
-def _daily_upstream(instance, key: dg.AssetKey, environment: str, now: float, what: str, problems: list[str]):
-    """The latest materialization of a daily upstream, and a data problem when it is missing or stale."""
-    found = records.materialization(instance, key, environment)
-    if found is None:
-        problems.append(f"{what} of {environment} has never been computed ({HISTORY_JOB} runs daily "
-                        "at 08:40)")
-    elif now - found.timestamp > DAILY_STALE_SECONDS:
-        problems.append(f"{what} of {environment} was last computed {_age(now, found.timestamp)} ago "
-                        f"(is {HISTORY_JOB} running?)")
-    return found
+def _uptime(instance, environment: str, now: float) -> list[ComponentUptime]:
+    """The environment's uptime: the one ``insight_history_job`` computed within the hour (the
+    09:00 reports read the 08:40 one), else computed now from the recorded health checks."""
+    found = records.materialization(instance, UPTIME_KEY, environment, after=now - UPTIME_REUSE_SECONDS)
+    data = records.metadata_json(found.get("uptime")) if found else None
+    if isinstance(data, list):
+        return [ComponentUptime.from_dict(item) for item in data if isinstance(item, dict)]
+    return compute_uptime(instance, environment, now)[0]
 
 
 def _checks(instance, environment: str) -> list[ConditionResult]:
@@ -94,30 +97,50 @@ def _snapshot(found) -> DatabaseSnapshot | None:
         return None
 
 
-def environment_report(instance: dg.DagsterInstance, environment: str, now: datetime, kind: ReportKind,
-                       deployments, incidents, sweep_problem: str | None, grace_hours: int) -> EnvironmentReport:
-    """What is known about one environment, read from the upstream assets' latest materializations."""
-    stamp = now.timestamp()
-    problems = [sweep_problem] if sweep_problem else []
-    report = EnvironmentReport(environment, data_problems=problems)
-    found = _daily_upstream(instance, BACKUP_HISTORY_KEY, environment, stamp, "backup history", problems)
-    data = records.metadata_json(found.get("history")) if found else None
-    if isinstance(data, dict):
-        report.backups = BackupHistory.from_dict(data)
-    found = _daily_upstream(instance, UPTIME_KEY, environment, stamp, "uptime", problems)
-    data = records.metadata_json(found.get("uptime")) if found else None
-    if isinstance(data, list):
-        report.uptime = [ComponentUptime.from_dict(item) for item in data if isinstance(item, dict)]
+@dataclass
+class ReportSources:
+    """What the report reads besides the instance: the backup stores, and the settings and the log
+    of a database snapshot it takes itself when the recorded one is missing or stale."""
+
+    backup_storage: BackupStorageResource = field(default_factory=BackupStorageResource)
+    backup_bucket: BackupBucketResource = field(default_factory=BackupBucketResource)
+    insight_settings: InsightSettings = field(default_factory=InsightSettings)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("ops_platform.report"))
+
+
+def _database(instance, environment: str, now: float, sources: ReportSources, redactor: Redactor
+              ) -> tuple[DatabaseSnapshot | None, list[ConditionResult]]:
+    """The newest recorded snapshot and its checks when it is under an hour old, else a snapshot
+    taken now (not recorded: database_stats_job records its own), or its one-line failure."""
     latest = records.materialization(instance, STATS_KEY, environment)
-    report.snapshot = _snapshot(latest)
-    report.checks = _checks(instance, environment)
-    snapshot_failed = any(check.name == SNAPSHOT and not check.passed for check in report.checks)
-    if latest is None and not snapshot_failed:
-        problems.append(f"database statistics of {environment} have never been taken ({STATS_JOB} runs every "
-                        "15 minutes)")
-    elif latest is not None and stamp - latest.timestamp > STATS_STALE_SECONDS and not snapshot_failed:
-        problems.append(f"the newest database statistics of {environment} are {_age(stamp, latest.timestamp)} old")
+    if latest is not None and now - latest.timestamp <= STATS_STALE_SECONDS:
+        return _snapshot(latest), _checks(instance, environment)
+    try:
+        snapshot, day_ago = take_snapshot(instance, environment, sources.insight_settings, now)
+    except Exception as error:  # noqa: BLE001 - the report says it, in one line, and goes on
+        return None, [failed_snapshot(error, redactor)]
+    recorded = f"the newest recorded are {_age(now, latest.timestamp)} old" if latest else "none are recorded"
+    sources.log.info(f"{environment}: database statistics taken now ({recorded})")
+    return snapshot, sorted(evaluate(snapshot, sources.insight_settings.thresholds(), day_ago),
+                            key=lambda check: check.name)
+
+
+def environment_report(instance: dg.DagsterInstance, environment: str, now: datetime, kind: ReportKind,
+                       deployments, incidents, sweep_problem: str | None, grace_hours: int,
+                       sources: ReportSources) -> EnvironmentReport:
+    """What is known about one environment now: its backup history from the stores and runs, its
+    uptime and database statistics (recorded within the hour, else computed now), deployments and
+    open incidents."""
+    stamp = now.timestamp()
+    redactor = Redactor.from_environ()
+    report = EnvironmentReport(environment, data_problems=[sweep_problem] if sweep_problem else [])
+    report.backups, _ = read_backup_history(instance, environment, now, sources.backup_storage,
+                                            sources.backup_bucket, sources.log)
     if kind == ReportKind.weekly:
+        report.uptime = _uptime(instance, environment, stamp)
+    report.snapshot, report.checks = _database(instance, environment, stamp, sources, redactor)
+    if kind == ReportKind.weekly:
+        latest = records.materialization(instance, STATS_KEY, environment)
         before = (records.materialization(instance, STATS_KEY, environment, before=stamp - WEEK_DAYS * DAY)
                   or records.materialization(instance, STATS_KEY, environment, after=stamp - WEEK_DAYS * DAY,
                                              oldest=True))
@@ -133,24 +156,31 @@ def environment_report(instance: dg.DagsterInstance, environment: str, now: date
     return report
 
 
-def build_reports(instance: dg.DagsterInstance, now: datetime, kind: ReportKind, grace_hours: int
-                  ) -> list[EnvironmentReport]:
+def build_reports(instance: dg.DagsterInstance, now: datetime, kind: ReportKind, grace_hours: int,
+                  sources: ReportSources | None = None) -> list[EnvironmentReport]:
+    sources = sources or ReportSources()
     redactor = Redactor.from_environ()
     deployments = records.deployment_records(instance, now - timedelta(days=WEEK_DAYS), redactor)
     incidents, sweep_problem = records.health_incidents(instance, now.timestamp())
-    return [environment_report(instance, environment, now, kind, deployments, incidents, sweep_problem, grace_hours)
+    return [environment_report(instance, environment, now, kind, deployments, incidents, sweep_problem, grace_hours,
+                               sources)
             for environment in ENVIRONMENT_NAMES]
 
 
 @dg.asset(
     key=REPORT_KEY,
-    deps=[STATS_KEY, UPTIME_KEY, BACKUP_HISTORY_KEY],
+    # The sources it reads, not database_stats, uptime and backup_history: it brings stale inputs up to
+    # date itself, and the UI asks "Are you sure?" before materializing below an upstream never materialized.
+    deps=[dg.AssetDep(DATABASE_KEY), *(spec.key for spec in health_component_specs)],
     group_name=INSIGHT_GROUP,
     kinds={"slack"},
 )
 def ops_report(context: dg.AssetExecutionContext, config: OpsReportConfig, slack: OpsSlackResource,
-               backup_settings: BackupSettings, insight_settings: InsightSettings) -> dg.Output[str]:
-    """The operations report of every environment, as Markdown. On a weekly run (Mondays): uptime
+               backup_settings: BackupSettings, insight_settings: InsightSettings,
+               backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource) -> dg.Output[str]:
+    """The operations report of every environment, as Markdown, as things stand when it runs: the
+    backups from the stores and the runs, uptime from the recorded health checks and a database
+    snapshot (each reused when recorded within the hour). On a weekly run (Mondays): uptime
     and incidents, deployments (verifications, failures, rollbacks), backups and drills, database
     growth and its biggest tables, the slowest statements; a summary goes to Slack. On a digest run
     (every morning): only what needs attention (failed or missing backups, open incidents, failing
@@ -163,7 +193,8 @@ def ops_report(context: dg.AssetExecutionContext, config: OpsReportConfig, slack
     if bad:
         raise dg.Failure(description=f"operations report: {bad[0]}", allow_retries=False)
     now = datetime.now(timezone.utc)
-    reports = build_reports(context.instance, now, config.kind, backup_settings.freshness_grace_hours)
+    reports = build_reports(context.instance, now, config.kind, backup_settings.freshness_grace_hours,
+                            ReportSources(backup_storage, backup_bucket, insight_settings, context.log))
     notifier = slack.notifier(context.log)
     redactor = Redactor.from_environ()
     if config.kind == ReportKind.weekly:

@@ -16,6 +16,7 @@ from ops_platform.defs.resources import (
 from ops_platform.defs.run_guards import environment_guard
 from ops_platform.defs.settings import BackupSettings, RetentionSettings
 from ops_platform.lib.artifacts import utc_iso
+from ops_platform.lib.formatting import human_bytes
 from ops_platform.lib.locks import LockBusy
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.messages.retention import retention_summary
@@ -50,6 +51,7 @@ def _metadata(plan: RetentionPlan, applied: ApplyResult, warnings: list[str]) ->
         "kept": dg.MetadataValue.int(summary["kept"]),
         "deleted": dg.MetadataValue.int(summary["deleted"]),
         "verified_kept": dg.MetadataValue.int(summary["verified_kept"]),
+        "freed": human_bytes(applied.bytes_freed),
         "bytes_freed": dg.MetadataValue.int(applied.bytes_freed),
         "oldest_kept": summary["oldest_kept"] or NONE_KEPT,
         "newest_kept": summary["newest_kept"] or NONE_KEPT,
