@@ -64,11 +64,15 @@ _PSQL_ENV = {**os.environ, "PGCONNECT_TIMEOUT": "10", "PGOPTIONS": "-c lock_time
 
 
 def psql(sql: str, database: str = "postgres") -> str:
+    """Run ``sql`` as the superuser. The text goes through stdin, never argv: tests scan every
+    process's argv for secrets (and test sessions run side by side)."""
     result = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres",
-         "-d", database, "-At", "-c", sql],
-        capture_output=True, text=True, check=True, timeout=PSQL_TIMEOUT_SECONDS, env=_PSQL_ENV,
+         "-d", database, "-At", "-f", "-"],
+        input=sql, capture_output=True, text=True, timeout=PSQL_TIMEOUT_SECONDS, env=_PSQL_ENV,
     )
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
     return result.stdout.strip()
 
 
@@ -90,8 +94,8 @@ def reset_database(environment: str, customers: int = 500, orders: int = 2000) -
     psql(f'DROP DATABASE IF EXISTS "{name}"')
     psql(f'CREATE DATABASE "{name}" OWNER {DB_USER}')
     sql = SAMPLE_SCHEMA.format(customers=customers, orders=orders)
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-U", DB_USER, "-d", name, "-c", sql],
-                   capture_output=True, text=True, check=True, timeout=PSQL_TIMEOUT_SECONDS, env=_PSQL_ENV)
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_HOST, "-U", DB_USER, "-d", name, "-f", "-"],
+                   input=sql, capture_output=True, text=True, check=True, timeout=PSQL_TIMEOUT_SECONDS, env=_PSQL_ENV)
     return name
 
 
@@ -103,9 +107,9 @@ def test_role(request):
     """The test role on the local PostgreSQL, created once. A test module that sets
     ``NEEDS_SERVICES = False`` runs without any server."""
     if getattr(request.module, "NEEDS_SERVICES", True) and not _services_used:
-        exists = psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{DB_USER}'")
-        if not exists:
-            psql(f"CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'")
+        # Test sessions run side by side (make test: pytest -n 2): the first one creates the role.
+        psql(f"DO $$ BEGIN CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'; "
+             "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$")
         _services_used.append(True)
     yield
 
@@ -235,3 +239,11 @@ os.environ.setdefault("PRODUCTION_API_URL", "http://127.0.0.1:9")
 os.environ.setdefault("PRODUCTION_FRONTEND_URL", "http://127.0.0.1:9")
 os.environ.setdefault("PRODUCTION_REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("STAGING_API_URL", "http://127.0.0.1:9")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (make test) each module runs whole in one session, so
+    its module fixtures are set up once; a module that marks an xdist_group of its own shares it."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -34,6 +34,9 @@ from ops_platform_tests.dev_server import (
 )
 from ops_platform_tests.webserver import LAUNCH_RUN
 
+# make dev backs up the one demo database: never beside another make dev test session.
+pytestmark = pytest.mark.xdist_group("make_dev")
+
 EMPTY = f"ops_test_empty_{os.getpid()}"
 
 

@@ -37,6 +37,9 @@ from ops_platform_tests.dev_server import (
 )
 from ops_platform_tests.webserver import LAUNCH_RUN
 
+# make dev backs up the one demo database: never beside another make dev test session.
+pytestmark = pytest.mark.xdist_group("make_dev")
+
 LOG_SECONDS = 120
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - ")
 
