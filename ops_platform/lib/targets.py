@@ -133,7 +133,8 @@ class TargetEntry:
 @dataclass(frozen=True, repr=False)
 class Destination:
     """An off-site copy of ``destinations:``, its endpoint and credentials read from their
-    variables when the file was loaded (None: the standard AWS variables and endpoint)."""
+    variables when the file was loaded (None: the standard AWS variables, AWS_ENDPOINT_URL_S3
+    included, as for the backup's own S3 copy)."""
 
     name: str
     bucket: str
@@ -561,6 +562,8 @@ class _FileReader:
             if isinstance(error, _DuplicateKey):
                 raise self.fail(where, f"{error.problem} (each name and key may appear once)") from None
             problem = error.problem or error.context or "malformed"
+            if "alias" in (error.context or ""):
+                problem += " (quote a value that starts with *, e.g. schedule: \"*/30 * * * *\")"
             raise self.fail(where, f"not valid YAML: {problem}") from None
         except yaml.YAMLError as error:
             raise self.fail("", f"not valid YAML: {describe(error)}") from None
@@ -733,10 +736,10 @@ class _FileReader:
         seen: dict[tuple, str] = {}
         if main_bucket:
             main_prefix = (self.environ.get("AWS_S3_PREFIX") or "").strip().strip("/") or DEFAULT_DESTINATION_PREFIX
-            main_endpoint = (self.environ.get("AWS_ENDPOINT_URL_S3") or "").strip() or None
-            seen[(main_endpoint, main_bucket, main_prefix)] = "the backup's own S3 copy (AWS_S3_BUCKET)"
+            seen[((self.environ.get("AWS_ENDPOINT_URL_S3") or "").strip() or None, main_bucket, main_prefix)] = "the backup's own S3 copy (AWS_S3_BUCKET)"
+        default_endpoint = (self.environ.get("AWS_ENDPOINT_URL_S3") or "").strip() or None
         for destination in destinations.values():
-            key = (destination.endpoint_url, destination.bucket, destination.prefix)
+            key = (destination.endpoint_url or default_endpoint, destination.bucket, destination.prefix)
             if key in seen:
                 raise self.fail(f"destinations.{destination.name}", f"writes to {destination.location}, where "
                                                                     f"{seen[key]} writes; each copy needs a place "
