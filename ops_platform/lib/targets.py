@@ -601,9 +601,9 @@ class _FileReader:
                 raise self.fail(place, f"would keep a value in the file; secrets stay in the environment: name the "
                                        f"variable that holds it with {key}_env")
             if isinstance(key, str) and _SECRET_LOOKING_KEY.search(key):
-                variables = " or ".join(k for k in allowed if k.endswith("_env")) or "a variable"
-                raise self.fail(place, f"looks like a secret; secrets stay in the environment: the file names "
-                                       f"variables ({variables})")
+                variables = " or ".join(k for k in allowed if k.endswith("_env"))
+                raise self.fail(place, "looks like a secret; secrets stay in the environment: the file names "
+                                       "variables" + (f" ({variables})" if variables else ""))
             hint = did_you_mean(text, allowed)
             raise self.fail(place, f"unknown key{hint}; known: {', '.join(allowed)}")
 
