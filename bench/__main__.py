@@ -1,12 +1,12 @@
 """`make bench`: every benchmark, or the parts named on the command line.
 
-    python -m bench                      # backup, cli-backup, restore, health, insight (in that order)
+    python -m bench                      # backup, cli-backup, restore, health, insight, targets (in that order)
     python -m bench restore              # only the restore benchmark
     python -m bench cli-backup backup    # several parts, in the order given
     BENCH_QUICK=1 python -m bench ...    # one round of each, smaller wide dataset (a few minutes)
     BENCH_REPEAT=N python -m bench ...   # N interleaved rounds (default 4)
 
-Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json).
+Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json, targets.json).
 """
 
 import os
@@ -47,12 +47,19 @@ def _insight() -> None:
     bench_insight.run()
 
 
+def _targets() -> None:
+    from bench import bench_targets
+
+    bench_targets.run()
+
+
 PARTS = {
     "backup": _backup,
     "cli-backup": _cli_backup,
     "restore": _restore,
     "health": _health,
     "insight": _insight,
+    "targets": _targets,
 }
 
 

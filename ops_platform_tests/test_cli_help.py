@@ -26,7 +26,7 @@ COMMANDS = sorted(set(_commands(build_parser())))
 
 def test_every_contract_command_is_there():
     assert {("backup",), ("backups", "list"), ("restore",), ("retention",), ("health",),
-            ("verify-deployment",)} <= set(COMMANDS)
+            ("verify-deployment",), ("targets", "list")} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -46,8 +46,8 @@ def test_unknown_command_is_one_line_with_exit_2():
 @pytest.mark.parametrize("argv, expected", [
     (["--hlep"], "unrecognized option '--hlep' (did you mean '--help'?) (see 'ops-platform --help')"),
     (["bakup", "production"], "invalid choice: 'bakup' (did you mean 'backup'?); choose from backup, backups, "
-                              "restore, retention, health, verify-deployment (see 'ops-platform --help')"),
-    ([], "missing command; choose from backup, backups, restore, retention, health, verify-deployment "
+                              "restore, retention, health, verify-deployment, targets (see 'ops-platform --help')"),
+    ([], "missing command; choose from backup, backups, restore, retention, health, verify-deployment, targets "
          "(see 'ops-platform --help')"),
     (["backup", "--hlep"], "unrecognized option '--hlep' (did you mean '--help'?) (see 'ops-platform backup --help')"),
     (["backups", "lst", "production"], "invalid choice: 'lst' (did you mean 'list'?); choose from list"),
@@ -55,6 +55,9 @@ def test_unknown_command_is_one_line_with_exit_2():
     (["retention", "production", "--dry-rn"], "unrecognized option '--dry-rn' (did you mean '--dry-run'?)"),
     (["backup", "devlopment"], "unknown environment 'devlopment' (did you mean 'development'?); configured: "),
     (["restore", "latset", "production", "--yes"], "(did you mean 'latest'?)"),
+    (["targts", "list"], "invalid choice: 'targts' (did you mean 'targets'?)"),
+    (["targets", "lst"], "invalid choice: 'lst' (did you mean 'list'?); choose from list"),
+    (["targets", "list", "--jsn"], "unrecognized option '--jsn' (did you mean '--json'?)"),
 ])
 def test_a_mistyped_word_gets_a_suggestion_in_one_line_with_exit_2(argv, expected, capsys):
     from ops_platform.cli import main

@@ -14,7 +14,7 @@ import re
 import sys
 import threading
 
-from ops_platform.cli import backups, deployments, health, restore, retention
+from ops_platform.cli import backups, deployments, health, restore, retention, targets
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, CommandError
 from ops_platform.cli.runs import catch_signals, interrupted
 from ops_platform.config import ConfigError
@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--expected-version", required=True)
     verify.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
     verify.set_defaults(handler=deployments.verify_deployment_command)
+
+    targets_group = commands.add_parser("targets", help="the databases the platform knows")
+    targets_commands = targets_group.add_subparsers(dest="targets_command", required=True, parser_class=_Parser)
+    target_listing = targets_commands.add_parser(
+        "list", help="every target, discovered live: the environments, ops_platform.yaml's targets and the "
+                     "databases on its servers")
+    target_listing.add_argument("--json", action="store_true", help="print a JSON array")
+    target_listing.set_defaults(handler=targets.targets_list_command)
     return parser
 
 

@@ -4,8 +4,7 @@ team's time zone."""
 import dagster as dg
 
 from ops_platform.defs.environments import ENVIRONMENT_NAMES
-
-OPERATIONS_TIMEZONE = "America/New_York"
+from ops_platform.lib.targets import OPERATIONS_TIMEZONE
 
 
 def environment_schedules(purpose: str, crons: dict[str, str], job, tags: dict | None = None) -> list:

@@ -8,7 +8,8 @@ still happen and stay distinct.
 from ops_platform.defs.backups.assets import backup_job
 from ops_platform.defs.scheduling import environment_schedules
 from ops_platform.lib.tags import BACKUP_KIND
+from ops_platform.lib.targets import ENVIRONMENT_BACKUP_CRONS
 
-BACKUP_CRONS = {"production": "0 2 * * *", "staging": "0 3 * * *"}
+BACKUP_CRONS = ENVIRONMENT_BACKUP_CRONS  # one table: `ops-platform targets list` shows the same schedules
 
 backup_schedules = environment_schedules("backup", BACKUP_CRONS, backup_job, tags={BACKUP_KIND: "scheduled"})
