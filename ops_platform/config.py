@@ -90,10 +90,17 @@ def configured_environment_names(environ: Mapping[str, str] | None = None) -> li
 
 
 def get_environment(name: str, environ: Mapping[str, str] | None = None) -> EnvironmentConfig:
-    """The named environment, or a ConfigError naming the configured ones."""
+    """The named environment, or a target of ``ops_platform.yaml`` (an entry of ``targets:``, or
+    ``<server>.<database>``), or a ConfigError naming the configured ones."""
     environments = load_environments(environ)
     if name in environments:
         return environments[name]
+    if name not in ENVIRONMENT_PREFIXES:
+        from ops_platform.lib.targets import resolve_target
+
+        target = resolve_target(name, environ)
+        if target is not None:
+            return EnvironmentConfig(name=name, database_url=target.database_url(environ))
     configured = ", ".join(environments) or "none"
     if uses_default_database(environ):
         configured += f" (no database URL is set, so development is the demo database {DEMO_DATABASE})"

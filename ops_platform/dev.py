@@ -79,9 +79,14 @@ def _create_instance_storage() -> None:
     """Create (or migrate) the instance's storage once, before the webserver, the daemon and their
     code servers open it: on a new $DAGSTER_HOME, four processes creating SQLite storage at once
     race, and a code server fails with "alembic_version has more than one head". It is the CLI's
-    setup, under its lock, so a CLI command started meanwhile waits for it."""
-    with instance_storage():
-        pass
+    setup, under its lock, so a CLI command started meanwhile waits for it. The environments and
+    the file's targets are registered as partitions now, so the UI offers them at once (the
+    discovery sensor adds the databases it finds on the servers within a minute)."""
+    from ops_platform.defs.environments import ensure_partitions
+    from ops_platform.lib.targets import load_targets
+
+    with instance_storage() as instance:
+        ensure_partitions(instance, load_targets(discover=False).names)
 
 
 def prepare() -> int:

@@ -207,9 +207,14 @@ def backup_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def instance():
+    """A Dagster instance of the test's own, with the environments registered as partitions of
+    ``targets`` (as make dev, the CLI and target_discovery_sensor register them)."""
     import dagster as dg
 
+    from ops_platform.defs.environments import ensure_partitions
+
     with dg.instance_for_test() as test_instance:
+        ensure_partitions(test_instance, TEST_DATABASES)
         yield test_instance
 
 

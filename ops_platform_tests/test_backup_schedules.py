@@ -24,9 +24,12 @@ def fire_times(cron: str, start: datetime, count: int) -> list[datetime]:
 
 
 def evaluate(name: str, when: datetime) -> dg.RunRequest:
+    """The schedule's tick, as the daemon evaluates it (its partition registered on the instance)."""
     repository = defs().get_repository_def()
-    context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=repository)
-    requests = repository.get_schedule_def(name).evaluate_tick(context).run_requests
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, repository_def=repository) as context:
+        requests = repository.get_schedule_def(name).evaluate_tick(context).run_requests
+        assert set(instance.get_dynamic_partitions("targets")) == {request.partition_key for request in requests}
     assert len(requests) == 1
     return requests[0]
 

@@ -137,7 +137,7 @@ def test_verify_exits_1_when_an_s3_copy_cannot_be_checked_and_keeps_its_location
     (s3_location,) = [location for location in entry["locations"] if location.startswith("s3://")]
     from ops_platform_tests.conftest import free_port
 
-    for endpoint in (f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{silent_listener.port}"):
+    for endpoint in (f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{silent_listener.port}"):  # refusing, silent
         started = time.monotonic()
         down = {**cli_env, "AWS_ENDPOINT_URL_S3": endpoint}
         listed = run_cli(down, "backups", "list", "development", "--json", "--verify")
@@ -148,6 +148,8 @@ def test_verify_exits_1_when_an_s3_copy_cannot_be_checked_and_keeps_its_location
         assert "not checked: could not list S3" in entry["copies"][1]["detail"]
         assert listed.stderr.strip().splitlines()[-1] == (
             f"ops-platform: error: 1 copy could not be checked: {entry['id']} (s3)")
+        if endpoint.endswith(f":{silent_listener.port}"):
+            continue  # the table says the same (checked once, with the refusing endpoint)
         table = run_cli(down, "backups", "list", "development")
         assert table.returncode == 0 and "s3 NOT CHECKED" in table.stdout, table.stdout
 

@@ -24,7 +24,7 @@ def test_graph_has_lineage_from_databases_to_backups_to_checks():
     backup = graph.get(dg.AssetKey("database_backup"))
     assert {k.to_user_string() for k in backup.parent_keys} == {"database"}
     assert isinstance(backup.partition_mappings[dg.AssetKey("database")], dg.IdentityPartitionMapping)
-    assert backup.partitions_def.get_partition_keys() == ["production", "staging", "development"]
+    assert isinstance(backup.partitions_def, dg.DynamicPartitionsDefinition) and backup.partitions_def.name == "targets"
     assert graph.get(dg.AssetKey("database")).partitions_def == backup.partitions_def
     assert backup.group_name == "backups"
     check_names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey("database_backup")}
@@ -50,8 +50,7 @@ def test_only_configured_environments_become_partitions():
     env = {k: v for k, v in os.environ.items() if k not in ("STAGING_DATABASE_URL", "DATABASE_URL")}
     code = ("from ops_platform.definitions import defs; d = defs(); "
             "print(sorted(s.name for s in d.schedules if 'backup' in s.name)); "
-            "print(d.resolve_asset_graph().get(__import__('dagster').AssetKey('database_backup'))"
-            ".partitions_def.get_partition_keys())")
+            "from ops_platform.defs.environments import ENVIRONMENT_NAMES; print(ENVIRONMENT_NAMES)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["['production_backup_schedule']", "['production']"]
 
@@ -92,6 +91,9 @@ def test_postgres_instance_storage_records_a_backup_run(databases, tmp_path, mon
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.postgres.yaml").read_text())
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        from ops_platform.defs.environments import ensure_partitions
+
+        ensure_partitions(instance, ["development"])
         result = defs().resolve_job_def("backup_job").execute_in_process(
             instance=instance, partition_key="development", raise_on_error=False)
         assert result.success

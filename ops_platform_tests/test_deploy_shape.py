@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,22 +92,22 @@ class Deployment:
         webservers and daemon first; its exit code, or None when it was still running 60 s later (then
         SIGKILL)."""
         codes = {}
-        for name in (GATEWAY, OPERATORS, VIEWERS, DAEMON, CODE_SERVER):
-            process = self.processes.get(name)
-            if process is None:
-                continue
-            kill = getattr(signal, unit(name).get("KillSignal", ["SIGTERM"])[0])
-            if process.poll() is None:
-                process.send_signal(kill)
-            try:
-                codes[name] = process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                codes[name] = None
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+        for group in ((GATEWAY, OPERATORS, VIEWERS, DAEMON), (CODE_SERVER,)):  # the clients together, then the server
+            processes = {name: self.processes[name] for name in group if name in self.processes}
+            for name, process in processes.items():
+                if process.poll() is None:
+                    process.send_signal(getattr(signal, unit(name).get("KillSignal", ["SIGTERM"])[0]))
+            deadline = time.monotonic() + 60
+            for name, process in processes.items():
+                try:
+                    codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    codes[name] = None
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
         return codes
 
 

@@ -64,6 +64,29 @@ def test_errors_keep_their_traceback_and_a_failed_run_says_why():
     ]
 
 
+def test_a_step_that_failed_on_purpose_is_its_one_line_without_dagsters_frames():
+    """A refused restore (dg.Failure with its description): the reason, not 50 lines of Dagster's
+    own frames; an unexpected error keeps its traceback (the test above)."""
+    lines = [
+        _line("12:00:00", "dagster", "ERROR", f'restore_job - {RUN} - 999 - resolve_restore - STEP_FAILURE - '
+                                              'Execution of step "resolve_restore" failed.'),
+        "\n",
+        "dagster._core.definitions.events.Failure: restore of development was refused: replacing ... needs "
+        "confirm: 'x'; nothing was touched\n",
+        "\n",
+        "Stack Trace:\n",
+        '  File "/venv/dagster/_core/execution/plan/execute_plan.py", line 243, in dagster_event_sequence_for_step\n',
+        "    yield from check.generator(step_events)\n",
+        '  File "/work/ops_platform/defs/restores/jobs.py", line 160, in restore_step\n',
+        _line("12:00:01", "dagster", "ERROR", f'backup_job - {RUN} - 999 - database_backup - STEP_FAILURE - '
+                                              'Execution of step "database_backup" failed.'),
+        "ValueError: boom\n",
+        "Stack Trace:\n",
+        '  File "x.py", line 1, in <module>\n',
+    ]
+    assert shown(lines) == lines[:4] + lines[8:]
+
+
 def test_what_is_not_a_dagster_log_line_is_shown():
     assert shown(["ops_platform dev: the UI is at http://127.0.0.1:3000\n"]) == [
         "ops_platform dev: the UI is at http://127.0.0.1:3000\n"]

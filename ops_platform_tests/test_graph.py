@@ -38,7 +38,10 @@ graph = d.resolve_asset_graph()
 lines = []
 for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
     node = graph.get(key)
-    partitions = ",".join(node.partitions_def.get_partition_keys()) if node.partitions_def else "-"
+    definition = node.partitions_def
+    partitions = ("-" if definition is None else f"dynamic:{definition.name}"
+                  if isinstance(definition, dg.DynamicPartitionsDefinition)
+                  else ",".join(definition.get_partition_keys()))
     kinds = ",".join(sorted(node.kinds)) or "-"
     condition = node.automation_condition
     automation = (condition.get_label() or type(condition).__name__) if condition else "-"
@@ -98,3 +101,4 @@ def test_dagster_packages_share_one_version():
     assert {version(name) for name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes",
                                        "dagster-shared")} == {"1.13.27"}
     assert {version(name) for name in ("dagster-aws", "dagster-slack", "dagster-postgres")} == {"0.29.27"}
+

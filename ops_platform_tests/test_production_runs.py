@@ -17,10 +17,10 @@ import pytest
 from ops_platform_tests.conftest import free_port, psql
 from ops_platform_tests.restore_e2e_helpers import (
     BUCKET,
-    confirmation,
     PREFIX,
     ROOT,
     ROWS,
+    confirmation,
     content,
     create_live,
     database_names,
@@ -29,10 +29,12 @@ from ops_platform_tests.restore_e2e_helpers import (
     run_sql_as,
     s3_client,
     s3_keys,
+    url_for,
 )
 from ops_platform_tests.webserver import launch, stop, wait_for_run, wait_until_up
 
 LIVE = PREFIX + "prodshape"
+ANALYTICS = PREFIX + "prodshape_analytics"
 COPY = PREFIX + "prodshape_copy"
 INSTANCE_DATABASE = PREFIX + "instance"
 S3_PREFIX = "prodshape"
@@ -48,13 +50,17 @@ def platform(tmp_path_factory, moto_server, slack_server_session):
     drop_database(INSTANCE_DATABASE)
     psql(f'CREATE DATABASE "{INSTANCE_DATABASE}"')
     create_live(LIVE)
+    create_live(ANALYTICS, customers=20, orders=30)
+    (root / "ops_platform.yaml").write_text("targets:\n  analytics:\n    url_env: ANALYTICS_DATABASE_URL\n"
+                                            "    schedule: '0 4 * * *'\n")
     client = s3_client()
     if BUCKET not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket=BUCKET)
     env = make_env(home, root / "backups", {"development": LIVE}, s3_prefix=S3_PREFIX,
                    slack_webhook=slack_server_session.webhook_url)
     env.update({"DAGSTER_POSTGRES_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{INSTANCE_DATABASE}",
-                "AWS_ENDPOINT_URL_S3": moto_server})
+                "AWS_ENDPOINT_URL_S3": moto_server, "OPS_PLATFORM_CONFIG": str(root / "ops_platform.yaml"),
+                "ANALYTICS_DATABASE_URL": url_for(ANALYTICS)})
     port = free_port()
     log = root / "platform.log"
     with open(log, "w") as output:
@@ -84,6 +90,16 @@ def test_backup_job_runs_through_the_daemon_into_s3(platform, slack_server_sessi
     keys = s3_keys(s3_client(), S3_PREFIX)
     assert any(key.endswith(".dump.zst") for key in keys) and any(key.endswith(".manifest.json") for key in keys)
     assert any("Database backup succeeded" in text for text in slack_server_session.texts())
+
+
+def test_a_target_of_the_file_is_backed_up_through_the_daemon(platform):
+    """A target of ops_platform.yaml is a partition as soon as make dev starts (the environments and
+    the file's targets are registered then; the discovery sensor adds what it finds on servers)."""
+    url, _, _, log = platform
+    run_id = launch(url, "backup_job", "analytics")
+    _succeeded(url, run_id, log)
+    keys = s3_keys(s3_client(), S3_PREFIX)
+    assert any(key.startswith(f"{S3_PREFIX}/analytics/analytics-") and key.endswith(".manifest.json") for key in keys)
 
 
 def test_restore_job_from_s3_into_a_new_database_through_the_daemon(platform, slack_server_session):

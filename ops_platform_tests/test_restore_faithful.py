@@ -133,7 +133,7 @@ def test_a_source_that_breaks_the_rules_restores_and_verifies_as_it_was(source):
     assert database_properties(target) == database_properties(SOURCE)
 
     fixed = site.cli("restore", backup_id, "development", "--target-database", target, "--replace-target",
-                     "--fix-sequences")
+                     "--fix-sequences", "--yes", env={"RESTORE_REPLACEABLE_DATABASES": f"{PREFIX}regress_*"})
     assert fixed.returncode == 0, fixed.stderr
     assert "2 sequence(s) moved forward" in fixed.stderr
     assert psql("SELECT nextval('ident_id_seq')", database=target) == "102"
@@ -180,7 +180,10 @@ def test_the_drill_passes_and_names_each_check_for_what_it_checks(source, monkey
     from ops_platform.defs.restores.drill import restore_drill
     from ops_platform_tests.conftest import platform_resources
 
+    from ops_platform.defs.environments import ensure_partitions
+
     with dg.instance_for_test() as instance:
+        ensure_partitions(instance, ["development"])
         result = dg.materialize([restore_drill], instance=instance, partition_key="development",
                                 resources=platform_resources(), raise_on_error=False)
     assert result.success

@@ -245,7 +245,10 @@ def test_daily_schedules_are_running_and_keyed_by_time():
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "30 4 * * *" and schedule.execution_timezone == "America/New_York"
     when = datetime(2026, 3, 8, 9, 30, tzinfo=timezone.utc)
-    request = schedule(dg.build_schedule_context(scheduled_execution_time=when))
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when) as context:
+        request = schedule(context)
+        assert "production" in instance.get_dynamic_partitions("targets")
     assert request.partition_key == "production"
     assert request.run_key == f"production-retention-{when.isoformat()}"
     assert schedule.job_name == "retention_job"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import re
 import sys
 import threading
 
-from ops_platform.cli import backups, deployments, health, restore, retention, targets
 from ops_platform.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, CommandError
 from ops_platform.cli.runs import catch_signals, interrupted
 from ops_platform.config import ConfigError
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup = commands.add_parser("backup", help="back up an environment's database now")
     backup.add_argument("environment")
-    backup.set_defaults(handler=backups.backup_command)
+    backup.set_defaults(handler="backups:backup_command")
 
     backups_group = commands.add_parser("backups", help="inspect backups")
     backups_commands = backups_group.add_subparsers(dest="backups_command", required=True, parser_class=_Parser)
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--verify", action="store_true",
                          help="re-hash every local copy and check each S3 copy's size and recorded checksum "
                               "against its manifest; exit 1 if any copy does not match")
-    listing.set_defaults(handler=backups.backups_list_command)
+    listing.set_defaults(handler="backups:backups_list_command")
 
     restoring = commands.add_parser("restore", help="restore a backup (a safety backup first, then swap)",
                                     usage="%(prog)s (latest|BACKUP_ID) ENV [options] | %(prog)s --recover ENV")
@@ -114,25 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
                            help="move sequences behind the column they feed forward (restored as the source had them)")
     restoring.add_argument("--create-roles", action="store_true",
                            help="create the roles the backup's grants name that this server lacks (no passwords)")
-    restoring.set_defaults(handler=restore.restore_command)
+    restoring.set_defaults(handler="restore:restore_command")
 
     cleanup = commands.add_parser("retention", help="apply (or plan) the retention policy")
     cleanup.add_argument("environment")
     cleanup.add_argument("--dry-run", action="store_true")
     cleanup.add_argument("--as-of", metavar="ISO8601")
     cleanup.add_argument("--json", action="store_true")
-    cleanup.set_defaults(handler=retention.retention_command)
+    cleanup.set_defaults(handler="retention:retention_command")
 
     sweep = commands.add_parser("health", help="run one health sweep now")
     sweep.add_argument("environment", nargs="?")
     sweep.add_argument("--json", action="store_true")
-    sweep.set_defaults(handler=health.health_command)
+    sweep.set_defaults(handler="health:health_command")
 
     verify = commands.add_parser("verify-deployment", help="verify a deployment, rolling back on failure")
     verify.add_argument("environment")
     verify.add_argument("--expected-version", required=True)
     verify.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
-    verify.set_defaults(handler=deployments.verify_deployment_command)
+    verify.set_defaults(handler="deployments:verify_deployment_command")
 
     targets_group = commands.add_parser("targets", help="the databases the platform knows")
     targets_commands = targets_group.add_subparsers(dest="targets_command", required=True, parser_class=_Parser)
@@ -140,8 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="every target, discovered live: the environments, ops_platform.yaml's targets and the "
                      "databases on its servers")
     target_listing.add_argument("--json", action="store_true", help="print a JSON array")
-    target_listing.set_defaults(handler=targets.targets_list_command)
+    target_listing.set_defaults(handler="targets:targets_list_command")
     return parser
+
+
+def command(handler: str):
+    """``module:function`` of ops_platform.cli, imported only for the command that runs: a command
+    that needs no Dagster run (``backups list``, ``targets list``, ``--help``) starts without it."""
+    module, function = handler.split(":")
+    return getattr(importlib.import_module(f"ops_platform.cli.{module}"), function)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if threading.current_thread() is threading.main_thread():
             catch_signals()
-        return args.handler(args)
+        return command(args.handler)(args)
     except CommandError as error:
         print(f"ops-platform: error: {error}", file=sys.stderr)
         return error.code

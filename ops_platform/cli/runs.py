@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -121,10 +122,15 @@ def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | Non
     """Run a job of the code location in this process, recorded on the ``$DAGSTER_HOME`` instance."""
     for noisy in ("dagster", "botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    _record_sigterm_during_runs()
     job = load_definitions().resolve_job_def(job_name)
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     config.update(run_config or {})
     with instance_storage() as instance:
+        if partition_key is not None:
+            from ops_platform.defs.environments import ensure_partitions
+
+            ensure_partitions(instance, [partition_key])
         return job.execute_in_process(
             instance=instance, partition_key=partition_key, raise_on_error=False,
             tags={LAUNCHED_BY: "cli", LOCK_WAIT: "0", HOST: socket.gethostname(), PID: str(os.getpid()),
@@ -159,12 +165,16 @@ def _on_signal(signum, frame) -> None:
 
 def catch_signals() -> None:
     """SIGTERM (and SIGINT) stop the work like Ctrl-C: the run is stopped and marked failed, and
-    the command exits 143 (130) with one line."""
-    from ops_platform.defs.dagster_private import record_sigterm_during_runs
-
+    the command exits 143 (130) with one line (``run_job`` teaches Dagster's handler the same)."""
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    record_sigterm_during_runs(lambda: _signals_received.append(signal.SIGTERM))
+
+
+def _record_sigterm_during_runs() -> None:
+    from ops_platform.defs.dagster_private import record_sigterm_during_runs
+
+    if threading.current_thread() is threading.main_thread():
+        record_sigterm_during_runs(lambda: _signals_received.append(signal.SIGTERM))
 
 
 def interrupted(run_id: str | None = None, step: str | None = None) -> CommandError:

@@ -3,7 +3,7 @@ team's time zone."""
 
 import dagster as dg
 
-from ops_platform.defs.environments import ENVIRONMENT_NAMES
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, ensure_partitions
 from ops_platform.lib.targets import OPERATIONS_TIMEZONE
 
 
@@ -22,6 +22,7 @@ def environment_schedules(purpose: str, crons: dict[str, str], job, tags: dict |
             description=f"Run the {environment} {purpose} on the cron '{cron}' ({OPERATIONS_TIMEZONE}).",
         )
         def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+            ensure_partitions(context.instance, [environment])
             return dg.RunRequest(
                 run_key=f"{environment}-{purpose}-{context.scheduled_execution_time.isoformat()}",
                 partition_key=environment,

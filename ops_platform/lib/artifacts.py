@@ -7,14 +7,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from ops_platform.config import ENVIRONMENT_NAMES, ConfigError, printable
+from ops_platform.config import ConfigError, printable
 
 BACKUP_KINDS = ("scheduled", "manual", "pre-restore", "drill")
 COMPRESSION_EXTENSIONS = {"zstd": ".dump.zst", "gzip": ".dump.gz"}
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
 
-_ID_PATTERN = re.compile(r"^(?P<env>[a-z]+)-(?P<stamp>\d{8}T\d{6}Z)$")
+# <target>-<stamp>: an environment (production), a file's target (analytics) or a discovered database
+# (shop.orders); the name pattern is lib/targets.py's TARGET_NAME.
+_ID_PATTERN = re.compile(r"^(?P<env>[a-z0-9][a-z0-9_-]{0,62}(?:\.[a-z0-9][a-z0-9_-]{0,62})?)-(?P<stamp>\d{8}T\d{6}Z)$")
 _STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
@@ -25,7 +27,7 @@ def make_backup_id(environment: str, created_at: datetime) -> str:
 def parse_backup_id(backup_id: str) -> tuple[str, datetime]:
     """(environment, created_at) of a well-formed id; a ConfigError for anything else, `../` included."""
     match = _ID_PATTERN.match(backup_id or "")
-    if not match or match["env"] not in ENVIRONMENT_NAMES:
+    if not match:
         raise ConfigError(
             f"invalid backup id '{printable(backup_id or '', 80)}': expected <environment>-<YYYYMMDDTHHMMSSZ>, "
             "e.g. production-20260115T070000Z"

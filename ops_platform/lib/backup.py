@@ -74,7 +74,8 @@ class BackupOutcome:
 
 
 _TRANSIENT = re.compile(
-    r"server closed the connection unexpectedly|terminating connection|PQgetCopyData|could not receive data|"
+    r"server closed the connection unexpectedly|terminating connection|terminated abnormally|PQgetCopyData|"
+    r"could not receive data|"
     r"connection refused|could not connect|connection to server .* failed|Connection timed out|timeout expired|"
     r"the database system is (starting up|shutting down|in recovery mode)|SSL SYSCALL error|"
     r"no connection to the server|could not translate host name|Temporary failure in name resolution|"

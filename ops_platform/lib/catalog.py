@@ -9,6 +9,9 @@ from ops_platform.lib.artifacts import Manifest
 from ops_platform.lib.stores import CopyCheck, LocalStore, S3Store
 
 
+LIST_S3_READ_TIMEOUT_SECONDS = 5
+
+
 @dataclass
 class StoredCopy:
     """One backup's artifact in one store, with the manifest held in that same store."""
@@ -153,7 +156,8 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, veri
 
 
 def list_backups(environment: str, verify: bool = False) -> BackupListing:
-    """Uses the same settings as the code location (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX)."""
+    """Uses the same settings as the code location (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX), and
+    short S3 timeouts: an operator at a terminal wants the local copies at once when S3 hangs."""
     from ops_platform.lib.stores import stores_from_environ
 
-    return merge_listings(environment, *stores_from_environ(), verify=verify)
+    return merge_listings(environment, *stores_from_environ(read_timeout=LIST_S3_READ_TIMEOUT_SECONDS), verify=verify)

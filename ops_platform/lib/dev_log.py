@@ -4,7 +4,9 @@ the code server starts): what a person must read, not the daemon's routine.
 Kept: warnings and errors with the lines that belong to them (a traceback), Python warnings and
 tracebacks printed outside the log, lines that are not Dagster log lines at all, and one line
 per run started and one per run finished. Dropped: INFO and DEBUG lines ("Checking for new runs
-for sensor: ...", every event of every run) and the warnings in ``HARMLESS_WARNINGS``.
+for sensor: ...", every event of every run), the warnings in ``HARMLESS_WARNINGS``, and the stack
+of a step that failed on purpose (a ``dg.Failure``: a refused restore, a bad setting): its one
+line says everything, and Dagster prints the frames of its own machinery under it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ HARMLESS_WARNINGS = (
     re.compile(r"^No cursor for event type DagsterEventType\.\w+, ignoring older events$"),
 )
 FINISHED = {"RUN_SUCCESS": "succeeded", "RUN_FAILURE": "failed", "RUN_CANCELED": "was canceled"}
+INTENTIONAL_FAILURE = "dagster._core.definitions.events.Failure: "
 
 
 @dataclass
@@ -35,6 +38,7 @@ class DevLogFilter:
     """Feed one process's output line by line; ``feed`` returns the line to show, or None."""
 
     keep_following: bool = True
+    failed_on_purpose: bool = False
     started: dict[str, datetime] = field(default_factory=dict)
 
     def feed(self, line: str) -> str | None:
@@ -42,9 +46,13 @@ class DevLogFilter:
         header = HEADER.match(plain)
         if header is None:
             if OUTSIDE_THE_LOG.match(plain):
-                self.keep_following = True
+                self.keep_following, self.failed_on_purpose = True, False
+            elif plain.startswith(INTENTIONAL_FAILURE):
+                self.failed_on_purpose = True
+            elif self.failed_on_purpose and plain.strip() == "Stack Trace:":
+                self.keep_following = False
             return line if self.keep_following else None
-        self.keep_following = False
+        self.keep_following, self.failed_on_purpose = False, False
         run_event = RUN_EVENT.match(header["message"]) if header["logger"] == "dagster" else None
         if run_event:
             return self._run_line(header["time"], run_event)

@@ -305,6 +305,21 @@ def load_targets(environ: Mapping[str, str] | None = None, discover: bool = True
     return TargetsResult(targets, problems, platform)
 
 
+def resolve_target(name: str, environ: Mapping[str, str] | None = None) -> Target | None:
+    """The target ``name`` names, without asking any server: an entry of ``targets:``, or
+    ``<server>.<database>`` of a server in ``servers:`` (whether that database still exists is the
+    caller's to find out, as for any database). None when the name is neither; ConfigError for a
+    bad file."""
+    platform = load_platform_config(environ)
+    if name in platform.targets:
+        return next(target for target in platform.file_targets() if target.name == name)
+    server_name, dot, database = name.partition(".")
+    server = platform.servers.get(server_name)
+    if not dot or server is None or not NAME_PART_PATTERN.match(database):
+        return None
+    return Target(name, f"{DISCOVERED}:{server.name}", server.schedule, server.url_env, server.name, database)
+
+
 def _already_a_target(server: Server, target: Target, owner: str, platform: PlatformConfig) -> Problem:
     """A discovered database that another target already is: listed once, under the first name.
     Two servers of the file reaching one database is the file's mistake; a server holding an

@@ -11,7 +11,7 @@ import dagster as dg
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError, get_environment
 from ops_platform.defs import platform_start
 from ops_platform.defs.databases import database_dep
-from ops_platform.defs.environments import ENVIRONMENT_NAMES, environment_partitions
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, ensure_partitions, environment_partitions
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP, one_line, partitioned_check_spec
 from ops_platform.defs.settings import InsightSettings
@@ -183,7 +183,8 @@ def stats_database_url(environment: str, environ: Mapping[str, str] | None = Non
     """``<ENV>_STATS_DATABASE_URL`` when set (a monitoring role with pg_monitor, see the README),
     else the environment's own database URL."""
     environ = os.environ if environ is None else environ
-    dedicated = environ.get(f"{ENVIRONMENT_PREFIXES[environment]}STATS_DATABASE_URL", "").strip()
+    prefix = ENVIRONMENT_PREFIXES.get(environment)
+    dedicated = environ.get(f"{prefix}STATS_DATABASE_URL", "").strip() if prefix is not None else ""
     return dedicated or get_environment(environment, environ).database_url
 
 
@@ -296,6 +297,7 @@ def database_stats_schedule(context: dg.ScheduleEvaluationContext):
         return dg.SkipReason(f"the platform is starting: the first snapshots follow after "
                              f"{platform_start.startup_ends():%H:%M}, so a person's first runs do not wait behind them")
     busy = busy_environments(context.instance)
+    ensure_partitions(context.instance, ENVIRONMENT_NAMES)
     requests = [dg.RunRequest(run_key=f"{environment}-database-stats-{context.scheduled_execution_time.isoformat()}",
                               partition_key=environment)
                 for environment in ENVIRONMENT_NAMES if environment not in busy]

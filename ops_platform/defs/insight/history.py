@@ -9,7 +9,7 @@ import dagster as dg
 
 from ops_platform.config import ConfigError
 from ops_platform.defs.databases import identity
-from ops_platform.defs.environments import ENVIRONMENT_NAMES, environment_partitions
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, ensure_partitions, environment_partitions
 from ops_platform.defs.health.assets import SWEEP_INTERVAL_MINUTES, health_check_specs, health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP
@@ -235,5 +235,6 @@ insight_history_job = dg.define_asset_job(
 def insight_history_schedule(context: dg.ScheduleEvaluationContext):
     if not ENVIRONMENT_NAMES:
         return dg.SkipReason("no environment is configured")
+    ensure_partitions(context.instance, ENVIRONMENT_NAMES)
     return [dg.RunRequest(run_key=f"{environment}-insight-history-{context.scheduled_execution_time.isoformat()}",
                           partition_key=environment) for environment in ENVIRONMENT_NAMES]

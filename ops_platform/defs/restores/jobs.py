@@ -434,7 +434,7 @@ def swap_into_place(context: dg.OpExecutionContext, state: RestoreState, slack: 
         "target_database": state.target, "fetched_from": state.fetched_from or "",
         "rows_verified": dg.MetadataValue.int(state.rows_verified),
         "tables_verified": dg.MetadataValue.int(state.tables_verified),
-        "duration_seconds": dg.MetadataValue.float(round(sum(state.seconds.values()), 2)),
+        "duration_seconds": dg.MetadataValue.float(round(float(sum(state.seconds.values())), 2)),
         "step_seconds": dg.MetadataValue.json(state.seconds),
         "safety_backup": state.safety_backup_id or "", "kept_database": state.kept_database or "",
         "in_place": state.in_place,

@@ -50,7 +50,7 @@ class DrillOutcome:
 
     @property
     def total_seconds(self) -> float:
-        return round(sum(self.seconds.values()), 2)
+        return round(float(sum(self.seconds.values())), 2)
 
     def record(self, run_id: str | None = None, now: datetime | None = None) -> dict:
         """The ``drill`` entry written into the backup's manifest."""

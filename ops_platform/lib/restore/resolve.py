@@ -19,6 +19,7 @@ from ops_platform.lib.formatting import describe
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.restore.errors import RestoreInputError, step_error
 from ops_platform.lib.stores import LocalStore, S3Store
+from ops_platform.lib.targets import TARGET_NAME_PATTERN
 
 LATEST = "latest"
 # A pre-restore safety backup holds what a restore replaced (often the very data being recovered
@@ -78,9 +79,9 @@ def resolve_backup(environment: str, selector: str, local: LocalStore, s3: S3Sto
     Raises RestoreInputError for a malformed, unknown or other environment's id, and
     RestoreStepError("resolve") when there is nothing to restore or S3 cannot be read."""
     redactor = redactor or Redactor.from_environ()
-    if environment not in ENVIRONMENT_NAMES:
+    if not TARGET_NAME_PATTERN.match(environment or ""):
         raise step_error("resolve", f"unknown environment '{printable(environment)}'; expected one of "
-                                    f"{', '.join(ENVIRONMENT_NAMES)}", redactor, RestoreInputError)
+                                    f"{', '.join(ENVIRONMENT_NAMES)} or a target's name", redactor, RestoreInputError)
     if selector == LATEST:
         return _resolve_latest(environment, local, s3, redactor)
     return _resolve_named(environment, selector, local, s3, allow_other_environment, allow_unverified, redactor)

@@ -54,7 +54,7 @@ ARTIFACT, MANIFEST, TEMPORARY = "artifact", "manifest", "temporary"
 GRACE = timedelta(days=1)
 
 _SUFFIXES = tuple(COMPRESSION_EXTENSIONS.values()) + (MANIFEST_SUFFIX,)
-_NAME = re.compile(r"^(?P<dot>\.)?(?P<id>[a-z]+-\d{8}T\d{6}Z)(?P<suffix>\.[a-z.]+?)(?P<partial>\.partial)?$")
+_NAME = re.compile(r"^(?P<dot>\.)?(?P<id>[a-z0-9][a-z0-9_.-]*-\d{8}T\d{6}Z)(?P<suffix>\.[a-z.]+?)(?P<partial>\.partial)?$")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""The targets of ``ops_platform.yaml`` on their own schedules: each server's databases (found at
+the tick, so one created an hour ago is backed up tonight) and each file target at its cron, in the
+operations team's time zone; retention daily and the restore drill weekly for every target that
+is not an environment (the environments have schedules of their own).
+
+The schedules are built from the file when the code location loads. A bad file builds none and
+stops nothing: ``target_discovery_sensor`` and ``ops-platform targets list`` say what is wrong."""
+
+import re
+
+import dagster as dg
+
+from ops_platform.config import ConfigError
+from ops_platform.defs.backups.assets import backup_job
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS, ensure_partitions
+from ops_platform.defs.restores.drill import restore_drill_job
+from ops_platform.defs.retention.assets import retention_job
+from ops_platform.lib.tags import BACKUP_KIND
+from ops_platform.lib.targets import (
+    OPERATIONS_TIMEZONE,
+    PlatformConfig,
+    discover_server,
+    load_platform_config,
+)
+
+FLEET_RETENTION_CRON = "15 5 * * *"
+FLEET_DRILL_CRON = "30 4 * * 0"
+
+
+def schedule_name(target: str, purpose: str) -> str:
+    """A Dagster name for a target's schedule (they allow no '.' or '-')."""
+    return f"fleet_{re.sub(r'[^A-Za-z0-9_]', '_', target)}_{purpose}_schedule"
+
+
+def _requests(context: dg.ScheduleEvaluationContext, names: list[str], purpose: str, tags: dict | None = None):
+    ensure_partitions(context.instance, names)
+    return [dg.RunRequest(run_key=f"{name}-{purpose}-{context.scheduled_execution_time.isoformat()}",
+                          partition_key=name, tags=dict(tags or {})) for name in names]
+
+
+def server_backup_schedule(platform: PlatformConfig, server_name: str) -> dg.ScheduleDefinition:
+    server = platform.servers[server_name]
+
+    @dg.schedule(name=schedule_name(server.name, "backup"), cron_schedule=server.schedule,
+                 execution_timezone=OPERATIONS_TIMEZONE, job=backup_job,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=f"Back up every database found on server {server.name} at the tick, on the cron "
+                             f"'{server.schedule}' ({OPERATIONS_TIMEZONE}).")
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        try:
+            found, problems = discover_server(load_platform_config().servers[server.name])
+        except (ConfigError, KeyError) as error:
+            return dg.SkipReason(f"ops_platform.yaml: {error}")
+        if not found:
+            return dg.SkipReason("; ".join(str(problem) for problem in problems) or
+                                 f"no database to back up on server {server.name}")
+        for problem in problems:
+            context.log.warning(str(problem))
+        return _requests(context, [target.name for target in found], "backup", {BACKUP_KIND: "scheduled"})
+
+    return _schedule
+
+
+def target_backup_schedule(platform: PlatformConfig, name: str) -> dg.ScheduleDefinition:
+    entry = platform.targets[name]
+
+    @dg.schedule(name=schedule_name(name, "backup"), cron_schedule=entry.schedule,
+                 execution_timezone=OPERATIONS_TIMEZONE, job=backup_job,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=f"Back up target {name} on the cron '{entry.schedule}' ({OPERATIONS_TIMEZONE}).")
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        return _requests(context, [name], "backup", {BACKUP_KIND: "scheduled"})
+
+    return _schedule
+
+
+def fleet_targets(instance: dg.DagsterInstance) -> list[str]:
+    """Every registered target that is not an environment: a database that has gone from its
+    server keeps its partition, so its backups stay under retention."""
+    return [name for name in instance.get_dynamic_partitions(TARGETS) if name not in ENVIRONMENT_NAMES]
+
+
+@dg.schedule(name="fleet_retention_schedule", cron_schedule=FLEET_RETENTION_CRON,
+             execution_timezone=OPERATIONS_TIMEZONE, job=retention_job,
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Retention daily for every target that is not an environment, those gone from their "
+                         "server included (their backups are kept as the policy says, never all deleted).")
+def fleet_retention_schedule(context: dg.ScheduleEvaluationContext):
+    names = fleet_targets(context.instance)
+    return _requests(context, names, "retention") if names else dg.SkipReason("no target beyond the environments")
+
+
+@dg.schedule(name="fleet_restore_drill_schedule", cron_schedule=FLEET_DRILL_CRON,
+             execution_timezone=OPERATIONS_TIMEZONE, job=restore_drill_job,
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="The weekly restore drill of every target that is not an environment.")
+def fleet_restore_drill_schedule(context: dg.ScheduleEvaluationContext):
+    names = fleet_targets(context.instance)
+    return _requests(context, names, "restore_drill") if names else dg.SkipReason("no target beyond the environments")
+
+
+def _file_schedules() -> list:
+    try:
+        platform = load_platform_config()
+    except ConfigError:
+        return []
+    return ([server_backup_schedule(platform, name) for name in platform.servers]
+            + [target_backup_schedule(platform, name) for name in platform.targets])
+
+
+file_schedules = _file_schedules()

@@ -1,0 +1,136 @@
+"""A fleet from ops_platform.yaml: a server whose databases (new ones included) are targets, backed
+up, listed and restored by name with the real CLI; target_discovery_sensor keeping the ``targets``
+partitions in step with the server and announcing a database found or gone, once; a server's
+schedule backing up what it finds at its tick."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT
+from ops_platform_tests.restore_e2e_helpers import (
+    Site,
+    content,
+    create_live,
+    database_names,
+    drop_database,
+    make_env,
+)
+
+PREFIX = f"ops_fl_{os.getpid()}_"
+ORDERS, USERS, LATER = PREFIX + "orders", PREFIX + "users", PREFIX + "later"
+SERVER_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@{PG_HOST}:{PG_PORT}/postgres"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Server ``shop`` holding this module's databases, in a file; an operator's shell for it."""
+    root = tmp_path_factory.mktemp("fleet")
+    for name in (ORDERS, USERS):
+        create_live(name)
+    config = root / "ops_platform.yaml"
+    config.write_text(f"""
+servers:
+  shop:
+    url_env: SHOP_SERVER_URL
+    databases: ["{PREFIX}*"]
+    exclude: ["*_copy"]
+    schedule: "0 1 * * *"
+""")
+    env = make_env(root / "home", root / "backups", {})
+    env.update({"OPS_PLATFORM_CONFIG": str(config), "SHOP_SERVER_URL": SERVER_URL})
+    yield Site(root / "home", root / "backups", env, ORDERS), config
+    for name in database_names(PREFIX):
+        drop_database(name)
+
+
+def test_a_servers_databases_are_backed_up_listed_and_restored_by_name(fleet):
+    site, _ = fleet
+    target = f"shop.{ORDERS}"
+    listed = site.cli("targets", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith(target) and "server shop" in line for line in listed.stdout.splitlines()), listed.stdout
+
+    backup = site.cli("backup", target)
+    assert backup.returncode == 0, backup.stderr
+    backup_id = backup.stdout.split()[1]
+    assert backup_id.startswith(f"{target}-")
+    assert (site.backup_dir / target / f"{backup_id}.dump.zst").is_file()
+    (entry,) = site.backups(target)
+    assert entry["id"] == backup_id and entry["environment"] == target and entry["verified"]
+
+    copy = PREFIX + "orders_copy"
+    restored = site.cli("restore", "latest", target, "--target-database", copy)
+    assert restored.returncode == 0, restored.stderr
+    assert content(copy) == content(ORDERS)
+    bad = site.cli("backup", "shop.Not-A-Name")
+    assert bad.returncode == 2 and "unknown environment" in bad.stderr
+
+
+def test_discovery_registers_partitions_and_announces_a_database_found_or_gone_once(fleet, monkeypatch,
+                                                                                     slack_server):
+    from ops_platform.defs.environments import TARGETS
+    from ops_platform.defs.fleet.sensors import target_discovery_sensor
+    from ops_platform.defs.resources import OpsSlackResource
+
+    site, config = fleet
+    monkeypatch.setenv("OPS_PLATFORM_CONFIG", str(config))
+    monkeypatch.setenv("SHOP_SERVER_URL", SERVER_URL)
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url, max_retries=0)
+
+    def tick(instance, cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"slack": slack}) as context:
+            result = target_discovery_sensor(context)
+        for request in result.dynamic_partitions_requests:  # as the daemon applies them
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        return result
+
+    with dg.instance_for_test() as instance:
+        first = tick(instance, None)
+        partitions = instance.get_dynamic_partitions(TARGETS)
+        assert {f"shop.{ORDERS}", f"shop.{USERS}"} <= set(partitions) and "development" in partitions
+        assert slack_server.texts() == []  # what exists at the first tick is no news
+        create_live(LATER)
+        second = tick(instance, first.cursor)
+        assert f"shop.{LATER}" in instance.get_dynamic_partitions(TARGETS)
+        (found,) = slack_server.texts()
+        assert f"New database shop.{LATER} found* on server shop, first backup at " in found
+        drop_database(LATER)
+        third = tick(instance, second.cursor)
+        gone = slack_server.texts()[1:]
+        assert len(gone) == 1 and f"Database shop.{LATER} is gone* from server shop" in gone[0]
+        assert f"shop.{LATER}" in instance.get_dynamic_partitions(TARGETS)  # its backups stay under retention
+        tick(instance, third.cursor)
+        assert len(slack_server.texts()) == 2
+
+        # A server that cannot be reached: its databases are not taken for gone.
+        monkeypatch.setenv("SHOP_SERVER_URL", f"postgresql://{DB_USER}@127.0.0.1:1/postgres")
+        unreachable = tick(instance, third.cursor)
+        assert len(slack_server.texts()) == 2 and "shop" in unreachable.skip_reason.skip_message
+        assert f"shop.{ORDERS}" in json.loads(unreachable.cursor)["known"]
+
+
+def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick(fleet, monkeypatch):
+    from ops_platform.defs.environments import TARGETS
+    from ops_platform.defs.fleet.schedules import server_backup_schedule
+    from ops_platform.lib.targets import load_platform_config
+
+    site, config = fleet
+    monkeypatch.setenv("OPS_PLATFORM_CONFIG", str(config))
+    monkeypatch.setenv("SHOP_SERVER_URL", SERVER_URL)
+    schedule = server_backup_schedule(load_platform_config(), "shop")
+    assert schedule.name == "fleet_shop_backup_schedule" and schedule.cron_schedule == "0 1 * * *"
+    with dg.instance_for_test() as instance:
+        tick = datetime(2026, 12, 4, 6, 0, tzinfo=timezone.utc)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
+            requests = schedule(context)
+        keys = sorted(request.partition_key for request in requests)
+        assert keys == sorted([f"shop.{ORDERS}", f"shop.{USERS}"])
+        assert set(keys) <= set(instance.get_dynamic_partitions(TARGETS))
+        assert all(request.tags["ops_platform/backup_kind"] == "scheduled" for request in requests)
+        assert len({request.run_key for request in requests}) == 2
