@@ -246,6 +246,7 @@ os.environ.setdefault("PRODUCTION_REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("STAGING_API_URL", "http://127.0.0.1:9")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n N --dist loadgroup`` (make test) each module runs whole in one session, so
     its module fixtures are set up once; a module that marks an xdist_group of its own shares it."""

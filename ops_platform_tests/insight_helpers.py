@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ops_platform.defs.environments import ensure_partitions
 from ops_platform.defs.health import assets as health_assets
 from ops_platform.defs.insight import database_stats as stats_defs
 from ops_platform.defs.insight import history as history_defs
@@ -36,6 +37,8 @@ def insight_definitions(**resource_overrides) -> dg.Definitions:
 def run_job(instance, job_name: str, partition: str | None = None, run_config: dict | None = None,
             **resource_overrides) -> dg.ExecuteInProcessResult:
     job = insight_definitions(**resource_overrides).resolve_job_def(job_name)
+    if partition:
+        ensure_partitions(instance, [partition])
     return job.execute_in_process(instance=instance, partition_key=partition, run_config=run_config,
                                   raise_on_error=False)
 

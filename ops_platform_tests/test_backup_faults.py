@@ -65,7 +65,8 @@ def test_ctrl_c_stops_a_backup_stuck_on_s3_within_seconds(databases, tmp_path):
                       BACKUP_S3_STALL_SECONDS="600", AWS_MAX_ATTEMPTS="1")
         process = subprocess.Popen([CLI, "backup", "development"], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
-        time.sleep(6)  # the dump is blocked behind the upload that S3 never answers
+        _wait_for(lambda: _pg_dump_running(TEST_DATABASES["development"]), 60)
+        time.sleep(3)  # the dump is blocked behind the upload that S3 never answers
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)

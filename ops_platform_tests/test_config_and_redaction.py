@@ -61,7 +61,7 @@ def test_the_default_never_applies_once_any_database_url_is_set(variable):
 
 
 @pytest.mark.parametrize("bad", ["../production-20260101T000000Z", "production-20260101T000000Z/../../x",
-                                 "prod-20260101T000000Z", "production-20261341T000000Z", "", "production-latest"])
+                                 "Prod-20260101T000000Z", "shop.orders.x-20260101T000000Z", "production-20261341T000000Z", "", "production-latest"])
 def test_backup_ids_with_traversal_or_bad_shape_are_rejected(bad):
     with pytest.raises(ConfigError, match="invalid backup id"):
         parse_backup_id(bad)

@@ -6,7 +6,6 @@ materialization read back over GraphQL."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -26,20 +25,20 @@ from ops_platform_tests.restore_e2e_helpers import (
     make_env,
     run_sql_as,
 )
-from ops_platform_tests.webserver import LAUNCH_RUN, WORKSPACE, graphql, start_webserver, stop, wait_until_up
+from ops_platform_tests.webserver import (
+    LAUNCH_RUN,
+    WORKSPACE,
+    graphql,
+    start_webserver,
+    stop,
+    wait_for_run,
+    wait_until_up,
+)
 
 LIVE = PREFIX + "ui"
 STEPS = ["resolve_restore", "fetch_backup", "take_safety_backup", "restore_database", "run_migrations",
          "verify_restore", "swap_into_place"]
 
-
-RUN = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { status tags { key value } stepStats { stepKey status startTime endTime } }
-  }
-}"""
 
 MATERIALIZATIONS = """
 {
@@ -82,17 +81,6 @@ def launch_params(**config) -> dict:
         "runConfigData": {"ops": {"resolve_restore": {"config": {"backup": "latest", **config}}}},
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "development"}]},
     }
-
-
-def wait_for_run(url: str, run_id: str, timeout: float = 90) -> tuple[dict, list[str]]:
-    deadline, statuses = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        run = graphql(url, RUN, {"runId": run_id})["runOrError"]
-        statuses.append(run["status"])
-        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            return run, statuses
-        time.sleep(0.5)
-    pytest.fail(f"run {run_id} did not finish within {timeout:g} s: {statuses[-5:]}")
 
 
 @pytest.fixture(scope="module")

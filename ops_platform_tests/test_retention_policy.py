@@ -319,7 +319,7 @@ def build_history(specs, stopped_days=0):
     return list(stores.values()), truth
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=st.lists(backup_strategy, max_size=40), policy=policy_strategy,
        stopped_days=st.sampled_from([0, 0, 3, 20, 45, 100]))
 def test_retention_properties(specs, policy, stopped_days):

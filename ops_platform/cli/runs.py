@@ -152,6 +152,8 @@ def failure_message(result) -> str:
                 return (data.error.message or "").strip().splitlines()[-1] if data.error.message else "step failed"
     if any("DagsterExecutionInterruptedError" in (getattr(event, "message", "") or "") for event in result.all_events):
         raise interrupted(result.run_id)
+    if _signals_received:
+        raise interrupted(result.run_id)
     return "the run failed"
 
 
@@ -174,7 +176,7 @@ def _record_sigterm_during_runs() -> None:
     from ops_platform.defs.dagster_private import record_sigterm_during_runs
 
     if threading.current_thread() is threading.main_thread():
-        record_sigterm_during_runs(lambda: _signals_received.append(signal.SIGTERM))
+        record_sigterm_during_runs(_signals_received.append)
 
 
 def interrupted(run_id: str | None = None, step: str | None = None) -> CommandError:

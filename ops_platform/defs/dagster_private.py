@@ -21,11 +21,11 @@ from dagster._core.storage.event_log.base import PartitionKeyFilter
 __all__ = ["AssetCheckExecutionRecordStatus", "FINISHED_STATUSES", "IN_PROGRESS_RUN_STATUSES", "PartitionKeyFilter"]
 
 
-def record_sigterm_during_runs(on_sigterm) -> None:
+def record_sigterm_during_runs(on_signal) -> None:
     """While it runs steps, Dagster points SIGTERM at its own SIGINT handler (interrupts.py,
     ``setup_interrupt_handlers``), so a run stopped by SIGTERM looks like Ctrl-C. The CLI exits 143
-    for SIGTERM and 130 for SIGINT: keep a SIGTERM handler that calls ``on_sigterm`` first and then
-    hands the signal to whatever handles SIGINT at that moment."""
+    for SIGTERM and 130 for SIGINT: keep handlers that call ``on_signal(signum)`` first and then
+    hand the signal to whatever handles SIGINT at that moment."""
     import signal
 
     from dagster._utils import interrupts
@@ -39,11 +39,12 @@ def record_sigterm_during_runs(on_sigterm) -> None:
         current = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            on_sigterm()
+            on_signal(signum)
             if callable(current):
                 current(signal.SIGINT, frame)
 
         signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
 
     setup.records_sigterm = True
     interrupts.setup_interrupt_handlers = setup
