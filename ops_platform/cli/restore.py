@@ -19,14 +19,14 @@ from ops_platform.cli.runs import (
     run_job,
     step_lines,
 )
-from ops_platform.config import get_environment, load_environments
+from ops_platform.config import ConfigError, get_environment, load_environments
 from ops_platform.lib import settings
 from ops_platform.lib.formatting import did_you_mean, human_duration
 from ops_platform.lib.restore.errors import RestoreInputError, RestoreStepError
 from ops_platform.lib.restore.plan import RestoreRequest, plan_restore
 from ops_platform.lib.restore.resolve import LATEST
 from ops_platform.lib.restore.swap import recover_interrupted_swaps
-from ops_platform.lib.stores import stores_from_environ
+from ops_platform.lib.stores import destination_stores, stores_from_environ
 from ops_platform.lib.tags import RESTORE_LEFT
 
 BUSY_JOBS = ("backup_job", "restore_job", "retention_job", "restore_drill_job")
@@ -66,7 +66,13 @@ def restore_command(args) -> int:
                              create_roles=args.create_roles)
     local, s3 = stores_from_environ()
     try:
-        plan = plan_restore(request, environment, local, s3, other_environments=load_environments(), confirm=False)
+        destinations = destination_stores(max_attempts=2, read_timeout=20)
+    except ConfigError as error:
+        print(f"warning: the off-site destinations are not used: {error}", file=sys.stderr)
+        destinations = []
+    try:
+        plan = plan_restore(request, environment, local, s3, other_environments=load_environments(), confirm=False,
+                            destinations=destinations)
     except RestoreInputError as error:
         raise CommandError(f"{error}{did_you_mean(args.backup, [LATEST])}", EXIT_BAD_INPUT) from None
     except RestoreStepError as error:
@@ -97,6 +103,8 @@ def restore_command(args) -> int:
     metadata = _restore_metadata(result)
     print(f"restored {metadata['backup_id']} into {metadata['target_database']}: {metadata['tables_verified']} tables, "
           f"{metadata['rows_verified']} rows verified, in {human_duration(metadata['duration_seconds'])}")
+    if metadata.get("fetched_from"):
+        print(f"  copy used: {metadata['fetched_from']}")
     if metadata["backup_environment"] != environment.name:
         print(f"  the data comes from {metadata['backup_environment']}'s backup")
     if metadata["safety_backup"]:

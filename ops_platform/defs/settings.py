@@ -55,7 +55,7 @@ class RetentionSettings(_Settings):
 
 class BackupSettings(_Settings):
     """Backups: BACKUP_TIMEOUT_MINUTES, BACKUP_LOCK_WAIT_TIMEOUT_SECONDS (pg_dump's table locks),
-    BACKUP_S3_STALL_SECONDS, BACKUP_RETRIES and BACKUP_RETRY_DELAY_SECONDS (transient failures),
+    BACKUP_S3_STALL_SECONDS, BACKUP_MIN_COPIES (verified copies a backup needs; 0: all), BACKUP_RETRIES and BACKUP_RETRY_DELAY_SECONDS (transient failures),
     ENVIRONMENT_LOCK_WAIT_SECONDS (waiting for another run of the environment), RUN_DEAD_AFTER_SECONDS
     (a run without a heartbeat that long is dead), and the alerts:
     BACKUP_FRESHNESS_GRACE_HOURS after the last scheduled backup, DRILL_MAX_AGE_DAYS."""
@@ -63,6 +63,7 @@ class BackupSettings(_Settings):
     timeout_minutes: int = 180
     lock_wait_timeout_seconds: int = 300
     s3_stall_seconds: int = 30
+    min_copies: int = 0
     retries: int = 2
     retry_delay_seconds: int = 60
     lock_wait_seconds: int = 600

@@ -85,6 +85,9 @@ class Manifest:
     database_properties: dict | None = None
     roles_sql: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Each copy written by the backup, in order (local, s3, the destinations in file order), and whether
+    # it was read back intact: [{"name", "location", "verified", "s3_checksum", "detail"}]. Empty in older manifests.
+    copies: list[dict] = field(default_factory=list)
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -108,7 +111,24 @@ class Manifest:
             raise ValueError("verified must be a boolean and stored_bytes an integer")
         if manifest.s3_checksum is not None and not isinstance(manifest.s3_checksum, str):
             raise ValueError("s3_checksum must be a string")
+        if not isinstance(manifest.copies, list) or not all(isinstance(v, dict) and "name" in v
+                                                            for v in manifest.copies):
+            raise ValueError("copies must be a list of records with a name")
         return manifest
+
+    def checksum_in(self, store: str) -> str | None:
+        """The checksum S3 kept for the copy in ``store`` ("s3" or a destination) at upload."""
+        recorded = self.copy_record(store).get("s3_checksum")
+        return recorded if recorded or store != "s3" else self.s3_checksum
+
+    @property
+    def verified_copies(self) -> list[str]:
+        """The copies read back intact at backup time (empty for a manifest from before copies were recorded)."""
+        return [record["name"] for record in self.copies if record.get("verified")]
+
+    def copy_record(self, store: str) -> dict:
+        """What the backup recorded about its copy in ``store``; empty when it recorded none."""
+        return next((record for record in self.copies if record["name"] == store), {})
 
     @property
     def created(self) -> datetime:
@@ -128,4 +148,5 @@ class Manifest:
             "verified": self.verified,
             "locations": list(self.locations),
             "drill": dict(self.drill) if self.drill else None,
+            "verified_copies": self.verified_copies if self.copies else None,
         }

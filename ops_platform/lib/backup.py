@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -125,33 +125,43 @@ def check_s3_copy(dump: DumpResult, s3: S3Store | None, environment: str, name: 
                   redactor: Redactor) -> CheckOutcome | None:
     if s3 is None or dump.s3 is None:
         return None
-    if not dump.s3.ok:
-        return CheckOutcome("s3_copy_matches", False, False, f"S3 upload failed: {dump.s3.error}")
+    return check_copy_read_back(dump, dump.s3, s3, environment, name, redactor)
+
+
+def check_copy_read_back(dump: DumpResult, leg: S3LegResult, s3: S3Store, environment: str, name: str,
+                         redactor: Redactor) -> CheckOutcome:
+    """The copy ``leg`` uploaded to ``s3`` (the main bucket or a destination), read back in full:
+    its sha256 and size against the dump's, and the checksum S3 keeps for it. The check is
+    ``s3_copy_matches`` for the main bucket, ``copy_<name>`` for a destination."""
+    check_name = "s3_copy_matches" if s3.name == "s3" else f"copy_{s3.name}"
+    label = "S3" if s3.name == "s3" else f"destination {s3.name}"
+    if not leg.ok:
+        return CheckOutcome(check_name, False, False, f"{label} upload failed: {leg.error}")
     try:
         remote_sha, remote_size = s3.object_sha256(environment, name)
         head = s3.head(environment, name)
     except Exception as error:  # noqa: BLE001 - reported as the check's reason
-        return CheckOutcome("s3_copy_matches", False, False,
-                            redactor(f"could not read back the S3 copy: {type(error).__name__}: {error}"))
+        return CheckOutcome(check_name, False, False,
+                            redactor(f"could not read back the {label} copy: {type(error).__name__}: {error}"))
     s3_checksum = s3_checksum_of(head)
     same_bytes = remote_sha == dump.sha256 and remote_size == dump.stored_bytes
     unencrypted = s3.encryption_problem(head)
     passed = same_bytes and unencrypted is None
-    retried = (f" (uploaded from the finished file after the streamed upload was given up: {dump.s3.first_error})"
-               if dump.s3.retried_from_file else "")
+    retried = (f" (uploaded from the finished file after the streamed upload was given up: {leg.first_error})"
+               if leg.retried_from_file else "")
     if not same_bytes:
-        description = (f"S3 copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs "
+        description = (f"{label} copy differs: sha256 {remote_sha[:12]} vs {dump.sha256[:12]}, {remote_size} vs "
                        f"{dump.stored_bytes} bytes")
     elif unencrypted:
-        description = (f"S3 copy is not encrypted as configured: {unencrypted} (a bucket policy or the store dropped "
+        description = (f"{label} copy is not encrypted as configured: {unencrypted} (a bucket policy or the store dropped "
                        "it?); the copy is not committed, retention removes it after a day")
     else:
-        description = f"S3 holds the same bytes (sha256 matches){retried}"
+        description = f"{label} holds the same bytes (sha256 matches){retried}"
         if s3.encryption:
             description += f", encrypted with {s3.encryption.describe()}"
         if s3_checksum is None:
             description += "; the store keeps no checksum for it, so later checks compare its size only"
-    return CheckOutcome("s3_copy_matches", passed, False, description,
+    return CheckOutcome(check_name, passed, False, description,
                         {"s3_sha256": remote_sha, "s3_checksum": s3_checksum if passed else None,
                          "s3_encryption": s3_encryption.reported(head) if s3.encryption else None})
 
@@ -184,8 +194,18 @@ def perform_backup(
     progress: Callable[[Progress], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     limits: BackupLimits = BackupLimits(),
+    destinations: Sequence[S3Store] = (),
+    unusable_places: Mapping[str, str] | None = None,
+    min_copies: int = 0,
+    count_copies: bool = False,
 ) -> BackupOutcome:
-    """Dump, verify and commit one backup. Raises BackupStepError naming the failed step."""
+    """Dump, verify and commit one backup. Raises BackupStepError naming the failed step.
+
+    The dump streams once to the local file, ``s3`` and every store of ``destinations`` (the
+    off-site copies of ops_platform.yaml); each copy is read back, and the manifest's ``copies``
+    records which were verified. With ``count_copies``, the check ``enough_copies`` fails (it never
+    blocks) when fewer than ``min_copies`` (0: every configured place, ``unusable_places`` included)
+    are verified, naming each missing copy."""
     if kind not in BACKUP_KINDS:
         raise BackupStepError("prepare", f"unknown backup kind '{kind}'; expected one of {', '.join(BACKUP_KINDS)}")
     redactor = redactor or Redactor.from_environ()
@@ -200,25 +220,33 @@ def perform_backup(
     backup_id = make_backup_id(environment.name, created)
     name = artifact_name(backup_id, compression.name)
     s3_leg = S3Leg(s3.client, s3.bucket, s3.key(environment.name, name), s3.encryption) if s3 else None
+    destination_legs = [S3Leg(store.client, store.bucket, store.key(environment.name, name), store.encryption,
+                              store.name) for store in destinations]
     dump = run_dump(environment.database_url, local.path(environment.name, name), compression=compression,
-                    s3=s3_leg, redactor=redactor, progress=progress, lock_wait_timeout=limits.lock_wait_seconds,
+                    s3=s3_leg, destinations=destination_legs, redactor=redactor, progress=progress, lock_wait_timeout=limits.lock_wait_seconds,
                     timeout=limits.timeout_seconds, s3_stall_seconds=limits.s3_stall_seconds)
 
     decodes, decoded = check_decodes(dump, compression,
                                      max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
     row_counts = decoded.table_row_counts
-    if s3_leg and dump.s3 and not dump.s3.ok:
-        if decodes.passed:
-            dump.s3 = upload_finished_file(s3_leg, dump.local_path, dump.s3, redactor, limits.s3_stall_seconds,
-                                           max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
-        abort_multipart(s3_leg)  # what the given-up stream (and a failed retry) left under the key
+    _upload_failed_legs(dump, s3_leg, destination_legs, decodes.passed, redactor, limits.s3_stall_seconds,
+                        max(60.0, limits.timeout_seconds - (time.monotonic() - started)))
     # A safety backup before a restore may well be of an emptied database: that is the disaster.
     checks = [decodes, check_not_empty(dump, row_counts, blocking=kind != "pre-restore")]
     s3_check = check_s3_copy(dump, s3, environment.name, name, redactor)
     if s3_check:
         checks.append(s3_check)
     checks.append(check_size_drop(dump, previous_verified(local, environment.name, backup_id)))
+    copy_checks = {store.name: (store, check_copy_read_back(dump, dump.destinations[store.name], store,
+                                                            environment.name, name, redactor))
+                   for store in destinations}
     verified = all(check.passed for check in checks if check.blocking)
+    copies = {"local": {"name": "local", "location": local.location(environment.name, name),
+                        "verified": decodes.passed}}
+    if s3 is not None:
+        copies["s3"] = _copy_record("s3", s3.location(environment.name, name), s3_check)
+    for store, check in copy_checks.values():
+        copies[store.name] = _copy_record(store.name, store.location(environment.name, name), check)
 
     manifest = Manifest(
         id=backup_id,
@@ -245,15 +273,36 @@ def perform_backup(
         database_properties=properties,
         roles_sql=roles_sql,
         notes=notes,
+        copies=list(copies.values()),
     )
     warnings = [check.description for check in checks if not check.passed and not check.blocking] + notes
+    warnings += [check.description for _, check in copy_checks.values() if not check.passed]
     if s3 and s3_check and s3_check.passed:
         manifest.locations.append(s3.location(environment.name, name))
         try:
             s3.write_manifest(manifest)
         except Exception as error:  # noqa: BLE001 - the local copy stands; the S3 leg is reported
             manifest.locations.pop()
-            warnings.append(redactor(f"S3 manifest upload failed: {type(error).__name__}: {error}"))
+            problem = redactor(f"S3 manifest upload failed: {type(error).__name__}: {error}")
+            copies["s3"].update(verified=False, detail=problem)
+            warnings.append(problem)
+    for store, check in copy_checks.values():
+        if not check.passed:
+            continue
+        manifest.locations.append(store.location(environment.name, name))
+        try:
+            store.write_manifest(manifest)
+        except Exception as error:  # noqa: BLE001 - the other copies stand; this one is reported missing
+            manifest.locations.pop()
+            problem = redactor(f"destination {store.name}: manifest upload failed: {type(error).__name__}: {error}")
+            copies[store.name].update(verified=False, detail=problem)
+            warnings.append(problem)
+    if count_copies:
+        enough = check_enough_copies(copies, dict(unusable_places or {}), min_copies)
+        checks.append(enough)
+        manifest.verification[enough.name] = enough.as_record()
+        if not enough.passed:
+            warnings.insert(0, enough.description)
     try:
         local.write_manifest(manifest)
     except OSError as error:
@@ -261,6 +310,58 @@ def perform_backup(
             f"the backup {backup_id} was dumped and checked but its manifest could not be written "
             f"({type(error).__name__}: {error}); it is not committed and retention will remove it")) from None
     return BackupOutcome(manifest, dump, checks, warnings)
+
+
+def _copy_record(name: str, location: str, check: CheckOutcome) -> dict:
+    return {"name": name, "location": location, "verified": check.passed,
+            "s3_checksum": check.metadata.get("s3_checksum") if check.passed else None,
+            "detail": None if check.passed else check.description}
+
+
+def _upload_failed_legs(dump: DumpResult, s3_leg: S3Leg | None, destination_legs: list[S3Leg], local_ok: bool,
+                        redactor: Redactor, stall_seconds: float, timeout: float) -> None:
+    """Each leg whose streamed upload was given up gets the finished file uploaded instead (all at
+    once, so a slow one delays no other), when the local copy decoded; then whatever the given-up
+    streams left under their keys is aborted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    failed = [(leg, dump.s3 if leg is s3_leg else dump.destinations[leg.name])
+              for leg in ([s3_leg] if s3_leg else []) + destination_legs]
+    failed = [(leg, result) for leg, result in failed if result is not None and not result.ok]
+    if not failed:
+        return
+    if local_ok:
+        with ThreadPoolExecutor(max_workers=len(failed), thread_name_prefix="s3-retry") as pool:
+            retried = list(pool.map(lambda pair: upload_finished_file(pair[0], dump.local_path, pair[1], redactor,
+                                                                      stall_seconds, timeout), failed))
+        for (leg, _), result in zip(failed, retried):
+            if leg is s3_leg:
+                dump.s3 = result
+            else:
+                dump.destinations[leg.name] = result
+    for leg, _ in failed:
+        abort_multipart(leg)
+
+
+def check_enough_copies(copies: dict[str, dict], unusable: dict[str, str], min_copies: int) -> CheckOutcome:
+    """At least ``min_copies`` copies verified (0: every configured place, those that could not be
+    used at all included). Its description names each missing copy and why."""
+    places = [*copies, *unusable]  # copies: by name, in order
+    required = min_copies or len(places)
+    verified = [name for name, record in copies.items() if record.get("verified")]
+    missing = {name: record.get("detail") or "not verified" for name, record in copies.items()
+               if not record.get("verified")} | unusable
+    missing_text = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
+    passed = len(verified) >= required
+    if passed:
+        description = f"{len(verified)} of {len(places)} copies verified ({', '.join(verified)}), {required} required"
+        if missing:
+            description += f"; missing {missing_text}"
+    else:
+        description = (f"only {len(verified)} verified copies ({', '.join(verified) or 'none'}) of the {required} "
+                       f"required (BACKUP_MIN_COPIES): missing {missing_text or 'places that are not configured'}")
+    return CheckOutcome("enough_copies", passed, False, description,
+                        {"verified_copies": verified, "missing_copies": sorted(missing), "required": required})
 
 
 def database_globals(database_url: str, redactor: Redactor) -> tuple[dict | None, str | None, list[str]]:

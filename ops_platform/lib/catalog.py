@@ -3,9 +3,11 @@ each stored copy's real size (and, when asked, its content checked against its m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ops_platform.lib.artifacts import Manifest
+from ops_platform.lib.formatting import describe
 from ops_platform.lib.stores import CopyCheck, LocalStore, S3Store
 
 
@@ -80,8 +82,9 @@ class BackupListing:
                 for manifest in self.manifests]
 
 
-def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, verify: bool = False) -> BackupListing:
-    """Newest first. A backup present in both places is one entry listing both locations. Each
+def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, verify: bool = False,
+                   destinations: Sequence[S3Store] = ()) -> BackupListing:
+    """Newest first. Each destination of ops_platform.yaml adds its copies (``store`` is its name). A backup present in both places is one entry listing both locations. Each
     copy's size is the stored file's (a stat, or the S3 listing); with ``verify`` each local copy is
     re-hashed and each S3 copy's size and recorded checksum are checked (one HEAD request)."""
     result = BackupListing(verified_content=verify)
@@ -140,24 +143,77 @@ def merge_listings(environment: str, local: LocalStore, s3: S3Store | None, veri
                 else:
                     manifest.locations = [location]
                     by_id[manifest.id] = manifest
+    for store in destinations:
+        _add_destination(environment, store, by_id, copies, result.warnings)
     for manifest_id, manifest in list(by_id.items()):
         if not manifest.locations:
             result.warnings.append(f"{manifest_id}: manifest found but its artifact is missing")
             del by_id[manifest_id]
     result.manifests = sorted(by_id.values(), key=lambda m: m.created, reverse=True)
     result.copies = {manifest.id: copies.get(manifest.id, []) for manifest in result.manifests}
+    stores = {"local": local, "s3": s3, **{store.name: store for store in destinations}}
     for manifest in result.manifests:
         for copy in result.copies[manifest.id]:
             if verify and copy.check is None:
-                copy.check = (local if copy.store == "local" else s3).check_copy(copy.manifest)
+                copy.check = stores[copy.store].check_copy(copy.manifest)
             if copy.ok is False or (verify and copy.ok is None):
                 result.warnings.append(f"{manifest.id}: {copy.store} copy {copy.as_record()['detail']}")
     return result
 
 
-def list_backups(environment: str, verify: bool = False) -> BackupListing:
-    """Uses the same settings as the code location (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX), and
-    short S3 timeouts: an operator at a terminal wants the local copies at once when S3 hangs."""
-    from ops_platform.lib.stores import stores_from_environ
+def _add_destination(environment: str, store: S3Store, by_id: dict[str, Manifest],
+                     copies: dict[str, list[StoredCopy]], warnings: list[str]) -> None:
+    """The destination's copies: each beside the backup's other copies, or a backup of its own
+    when only the destination holds it. A destination that cannot be listed leaves the copies the
+    manifests record as verified there ``not checked``."""
+    try:
+        listing = store.list_manifests(environment)
+        objects = store.list_names(environment) if listing.manifests else {}
+    except Exception as error:  # noqa: BLE001 - one destination down must not hide the other copies
+        reason = f"could not list destination {store.name} ({store.location(environment, '')}): {describe(error)}"
+        warnings.append(reason)
+        for backup_id, manifest in by_id.items():
+            if store.name in manifest.verified_copies:
+                location = store.location(environment, manifest.artifact)
+                copies.setdefault(backup_id, []).append(StoredCopy(store.name, location, manifest, None, CopyCheck(
+                    store.name, manifest.artifact, None, f"not checked: {reason}")))
+        return
+    for name, reason in listing.unreadable.items():
+        warnings.append(f"skipped unreadable manifest {name} in destination {store.name}: {reason}")
+    for manifest in listing.manifests:
+        if manifest.artifact not in objects:
+            continue
+        location = store.location(environment, manifest.artifact)
+        copies.setdefault(manifest.id, []).append(
+            StoredCopy(store.name, location, manifest, int(objects[manifest.artifact].get("Size", 0))))
+        if manifest.id in by_id:
+            if location not in by_id[manifest.id].locations:
+                by_id[manifest.id].locations.append(location)
+        else:
+            manifest.locations = [location]
+            by_id[manifest.id] = manifest
+    for backup_id, manifest in by_id.items():
+        recorded = manifest.copy_record(store.name)
+        if recorded.get("verified") and not any(copy.store == store.name for copy in copies.get(backup_id, [])):
+            location = store.location(environment, manifest.artifact)
+            copies.setdefault(backup_id, []).append(StoredCopy(store.name, location, manifest, None, CopyCheck(
+                store.name, manifest.artifact, False, f"missing: the manifest records it, destination {store.name} "
+                                                      "has no such object")))
 
-    return merge_listings(environment, *stores_from_environ(read_timeout=LIST_S3_READ_TIMEOUT_SECONDS), verify=verify)
+
+def list_backups(environment: str, verify: bool = False) -> BackupListing:
+    """Uses the same settings as the code location (BACKUP_DIR, AWS_S3_BUCKET, AWS_S3_PREFIX, the
+    destinations of ops_platform.yaml), and short S3 timeouts: an operator at a terminal wants the
+    local copies at once when S3 hangs."""
+    from ops_platform.config import ConfigError
+    from ops_platform.lib.stores import destination_stores, stores_from_environ
+
+    problems = []
+    try:
+        destinations = destination_stores(max_attempts=2, read_timeout=LIST_S3_READ_TIMEOUT_SECONDS)
+    except ConfigError as error:
+        destinations, problems = [], [f"the off-site destinations are not listed: {error}"]
+    listing = merge_listings(environment, *stores_from_environ(read_timeout=LIST_S3_READ_TIMEOUT_SECONDS),
+                             verify=verify, destinations=destinations)
+    listing.warnings[:0] = problems
+    return listing

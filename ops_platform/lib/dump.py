@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
@@ -83,6 +83,7 @@ class S3Leg:
     bucket: str
     key: str
     encryption: ServerSideEncryption | None = None
+    name: str = "s3"  # the copy's name: "s3" (AWS_S3_BUCKET) or a destination of ops_platform.yaml
 
     def upload_args(self) -> dict:
         """ExtraArgs of the upload: content type, checksum and the server-side encryption (AWS_S3_SSE)."""
@@ -108,6 +109,7 @@ class DumpResult:
     s3: S3LegResult | None = None
     stderr: str = ""
     decode: DecodeResult | None = None
+    destinations: dict[str, S3LegResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -239,7 +241,8 @@ class _S3Upload:
         self.redactor = redactor
         self.pipe = _UploadPipe(stall_seconds=stall_seconds)
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="s3-upload", daemon=True)
+        self._eof_sent = False
+        self._thread = threading.Thread(target=self._run, name=f"s3-upload-{leg.name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -263,6 +266,12 @@ class _S3Upload:
         except S3Stalled as stalled:
             self._abandon(str(stalled))
 
+    def send_eof(self) -> None:
+        """Deliver EOF once (the dump is known good), so the upload can complete."""
+        if not self._eof_sent:
+            self._eof_sent = True
+            self.feed(b"")
+
     def _abandon(self, reason: str) -> None:
         self.error = self.error or reason
         self.pipe.abort()
@@ -272,7 +281,7 @@ class _S3Upload:
         ``stall_seconds`` gives up), and at most ``timeout`` seconds in all."""
         location = f"s3://{self.leg.bucket}/{self.leg.key}"
         if not self.abandoned:
-            self.feed(b"")
+            self.send_eof()
             if not wait_while_progressing(self._thread, lambda: self.pipe.last_activity, self.pipe.stall_seconds,
                                           timeout):
                 self._abandon(f"the upload did not finish: S3 took no data for {self.pipe.stall_seconds:g}s "
@@ -289,11 +298,11 @@ class _S3Upload:
 
 
 class _FanOut(io.RawIOBase):
-    """The compressor's output: hashed, written to the local file, fed to S3 and to the verifier."""
+    """The compressor's output: hashed, written to the local file, fed to every S3 leg and to the verifier."""
 
-    def __init__(self, handle, upload: _S3Upload | None, verifier: ArchiveVerifier | None = None):
+    def __init__(self, handle, uploads: list[_S3Upload], verifier: ArchiveVerifier | None = None):
         self.handle = handle
-        self.upload = upload
+        self.uploads = uploads
         self.verifier = verifier
         self.digest = hashlib.sha256()
         self.bytes = 0
@@ -304,10 +313,10 @@ class _FanOut(io.RawIOBase):
     def write(self, data) -> int:
         self.digest.update(data)
         self.handle.write(data)
-        if self.upload is not None or self.verifier is not None:
+        if self.uploads or self.verifier is not None:
             data = bytes(data)
-            if self.upload is not None:
-                self.upload.feed(data)
+            for upload in self.uploads:
+                upload.feed(data)
             if self.verifier is not None:
                 self.verifier.write(data)
         size = len(data)
@@ -343,6 +352,7 @@ def run_dump(
     *,
     compression: Compression = Compression(),
     s3: S3Leg | None = None,
+    destinations: tuple[S3Leg, ...] | list[S3Leg] = (),
     redactor: Redactor | None = None,
     progress: Callable[[Progress], None] | None = None,
     progress_interval: float = 2.0,
@@ -353,7 +363,9 @@ def run_dump(
     s3_finish_seconds: float = 3600.0,
     verify: bool = True,
 ) -> DumpResult:
-    """Dump ``database_url`` to ``destination`` (and S3) in one pass. Raises BackupStepError.
+    """Dump ``database_url`` to ``destination`` (and S3, and each off-site leg of ``destinations``)
+    in one pass. Raises BackupStepError. Each leg uploads in its own thread: one that fails or
+    stalls is given up alone (``DumpResult.s3`` / ``DumpResult.destinations`` say why).
 
     Every wait is bounded: pg_dump's table locks (``lock_wait_timeout``), the whole dump
     (``timeout``: pg_dump is killed), S3 accepting data (``s3_stall_seconds``: the S3 leg is given
@@ -368,7 +380,7 @@ def run_dump(
         raise BackupStepError("prepare", f"{destination.name} already exists")
     temporary = destination.with_name(f".{destination.name}.partial")
     started = time.monotonic()
-    upload = _S3Upload(s3, redactor, s3_stall_seconds) if s3 else None
+    uploads = [_S3Upload(leg, redactor, s3_stall_seconds) for leg in ([s3] if s3 else []) + list(destinations)]
     verifier = None
     decode = None
     process = None
@@ -397,7 +409,7 @@ def run_dump(
                 fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             verifier = ArchiveVerifier(compression.name) if verify else None
             with open_private(temporary) as handle:
-                sink = _FanOut(handle, upload, verifier)
+                sink = _FanOut(handle, uploads, verifier)
                 raw_bytes = 0
                 last_report = started
                 with compression.writer(sink) as compressor:
@@ -430,7 +442,7 @@ def run_dump(
             if process and process.poll() is None:
                 process.kill()
                 process.wait()
-            if upload:
+            for upload in uploads:
                 upload.abort()
             if verifier is not None:
                 verifier.abort()
@@ -443,7 +455,13 @@ def run_dump(
         finally:
             if watchdog:
                 watchdog.cancel()
-    s3_result = upload.complete(s3_finish_seconds) if upload else None
+    for upload in uploads:
+        upload.send_eof()
+    finish_by = time.monotonic() + s3_finish_seconds
+    results = [upload.complete(max(1.0, finish_by - time.monotonic())) for upload in uploads]
+    s3_result = results[0] if s3 else None
+    destination_results = {upload.leg.name: result for upload, result in zip(uploads, results)
+                           if upload.leg is not s3}
     duration = time.monotonic() - started
     if progress:
         progress(Progress(raw_bytes, sink.bytes, duration, done=True))
@@ -456,4 +474,5 @@ def run_dump(
         s3=s3_result,
         stderr=redactor(errors),
         decode=decode,
+        destinations=destination_results,
     )

@@ -7,6 +7,7 @@ credential-like query parameters, Slack tokens) are masked even when their value
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -51,7 +52,39 @@ def secrets_from_environ(environ: Mapping[str, str] | None = None) -> set[str]:
             password = url_password(value)
             if password:
                 found.add(password)
+    found |= destination_credentials(environ)
     return {secret for secret in found if len(secret) >= 4}
+
+
+def destination_credentials(environ: Mapping[str, str]) -> set[str]:
+    """The values of the credential variables that ``ops_platform.yaml``'s destinations name
+    (``access_key_id_env``, ``secret_access_key_env``): any variable name may hold them. A file
+    that cannot be read yields none here (it is reported where it is loaded)."""
+    try:
+        from ops_platform.lib.targets import config_path
+
+        path = config_path(environ)
+        if path is None:
+            return set()
+        names = _credential_variables(str(path), path.stat().st_mtime_ns)
+    except Exception:  # noqa: BLE001 - see above
+        return set()
+    return {value.strip() for name in names if (value := environ.get(name, "")).strip()}
+
+
+@functools.lru_cache(maxsize=8)
+def _credential_variables(path: str, _mtime_ns: int) -> tuple[str, ...]:
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        document = yaml.safe_load(handle)
+    destinations = document.get("destinations") if isinstance(document, dict) else None
+    names = []
+    for body in (destinations or {}).values() if isinstance(destinations, dict) else ():
+        if isinstance(body, dict):
+            names += [body[key] for key in ("access_key_id_env", "secret_access_key_env")
+                      if isinstance(body.get(key), str)]
+    return tuple(names)
 
 
 class Redactor:

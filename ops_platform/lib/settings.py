@@ -97,6 +97,9 @@ BACKUP = (
          "pg_dump waits at most this long for a table lock held by another session (a migration)"),
     _int("s3_stall_seconds", "BACKUP_S3_STALL_SECONDS", 30, 1,
          "S3 accepting no data this long gives up the streamed upload; the finished file is uploaded instead"),
+    _int("min_copies", "BACKUP_MIN_COPIES", 0, 0,
+         "a backup with fewer verified copies (local, S3, each destination) fails enough_copies and alerts; "
+         "0: every configured place"),
     _int("retries", "BACKUP_RETRIES", 2, 0, "retries of a backup that failed for a transient reason"),
     _int("retry_delay_seconds", "BACKUP_RETRY_DELAY_SECONDS", 60, 0, "first wait before a retry, doubled each time"),
     _int("lock_wait_seconds", "ENVIRONMENT_LOCK_WAIT_SECONDS", 600, 0,

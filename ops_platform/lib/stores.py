@@ -168,11 +168,14 @@ class S3Store:
     ``encryption_problem`` says when S3 reports an object encrypted otherwise."""
 
     def __init__(self, client, bucket: str, prefix: str = "backups",
-                 encryption: s3_encryption.ServerSideEncryption | None = None):
+                 encryption: s3_encryption.ServerSideEncryption | None = None, name: str = "s3",
+                 credentials: tuple[str, str] | None = None):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.encryption = encryption
+        self.name = name  # "s3" for AWS_S3_BUCKET, else the destination's name in ops_platform.yaml
+        self.credentials = credentials  # a destination's own (access key id, secret); None: the standard variables
 
     def key(self, environment: str, name: str) -> str:
         return f"{self.prefix}/{environment}/{name}" if self.prefix else f"{environment}/{name}"
@@ -238,24 +241,24 @@ class S3Store:
         (``s3_checksum``, recorded at upload), from one HEAD request. A manifest from before
         checksums were recorded can only have its size compared, and says so."""
         name = manifest.artifact
-        recorded = manifest.s3_checksum
+        recorded = manifest.checksum_in(self.name)
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(manifest.environment, name),
                                            ChecksumMode="ENABLED")
         except Exception as error:  # noqa: BLE001 - reported with the copy
-            return CopyCheck("s3", name, None, f"could not be checked: {type(error).__name__}: {error}")
+            return CopyCheck(self.name, name, None, f"could not be checked: {type(error).__name__}: {error}")
         size = int(head["ContentLength"])
-        if mismatch := _size_differs("s3", name, size, manifest):
+        if mismatch := _size_differs(self.name, name, size, manifest):
             return mismatch
         if not recorded:
-            return CopyCheck("s3", name, True, "size matches; no checksum was recorded at upload, "
-                                               "so only the size was compared", size, "size")
+            return CopyCheck(self.name, name, True, "size matches; no checksum was recorded at upload, "
+                                                    "so only the size was compared", size, "size")
         current = s3_checksum_of(head, recorded.split(":", 1)[0])
         if current != recorded:
             found = current or "no checksum"
-            return CopyCheck("s3", name, False, f"S3 keeps {found} for it, but {recorded} was recorded at upload "
-                                                "(the object was replaced)", size, "s3-checksum")
-        return CopyCheck("s3", name, True, "size and S3 checksum match the manifest", size, "s3-checksum")
+            return CopyCheck(self.name, name, False, f"S3 keeps {found} for it, but {recorded} was recorded at "
+                                                     "upload (the object was replaced)", size, "s3-checksum")
+        return CopyCheck(self.name, name, True, "size and S3 checksum match the manifest", size, "s3-checksum")
 
     def object_sha256(self, environment: str, name: str) -> tuple[str, int]:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(environment, name))["Body"]
@@ -313,10 +316,11 @@ class S3Store:
 
 
 def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, read_timeout: float = 60,
-                   region_name: str | None = None, endpoint_url: str | None = None):
+                   region_name: str | None = None, endpoint_url: str | None = None,
+                   credentials: tuple[str, str] | None = None):
     """A boto3 S3 client with botocore's standard retries (``AWS_MAX_ATTEMPTS``, default 5) and
-    timeouts on every call. Credentials, and the endpoint unless given (``AWS_ENDPOINT_URL_S3``),
-    come from the standard AWS variables."""
+    timeouts on every call. Credentials (unless given: a destination's own), and the endpoint
+    unless given (``AWS_ENDPOINT_URL_S3``), come from the standard AWS variables."""
     from botocore.config import Config
 
     from ops_platform.lib import settings
@@ -331,7 +335,8 @@ def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return new_boto3_session().client("s3", config=config, region_name=region_name, endpoint_url=endpoint_url)
+    keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
+    return new_boto3_session().client("s3", config=config, region_name=region_name, endpoint_url=endpoint_url, **keys)
 
 
 _SESSION_LOCK = threading.Lock()
@@ -370,3 +375,23 @@ def stores_from_environ(environ=None, *, max_attempts: int = 2, read_timeout: fl
     prefix = environ.get("AWS_S3_PREFIX", "").strip() or "backups"
     s3 = S3Store(make_s3_client(max_attempts=max_attempts, read_timeout=read_timeout), bucket, prefix) if bucket else None
     return LocalStore(backup_root(environ)), s3
+
+
+def destination_store(destination, *, max_attempts: int | None = None, read_timeout: float = 60) -> S3Store:
+    """An off-site copy of ``destinations:`` (lib/targets.Destination) as a store named after it,
+    with its own endpoint and credentials and the same retries and timeouts as the main bucket."""
+    credentials = ((destination.access_key_id, destination.secret_access_key)
+                   if destination.access_key_id else None)
+    client = make_s3_client(max_attempts=max_attempts, read_timeout=read_timeout, region_name=destination.region,
+                            endpoint_url=destination.endpoint_url, credentials=credentials)
+    return S3Store(client, destination.bucket, destination.prefix, name=destination.name, credentials=credentials)
+
+
+def destination_stores(environ=None, *, max_attempts: int | None = None, read_timeout: float = 60) -> list[S3Store]:
+    """Every destination of ``ops_platform.yaml`` as a store, in file order (none without a file).
+    Raises ConfigError (one line) for a bad file."""
+    from ops_platform.lib.targets import load_platform_config
+
+    platform = load_platform_config(environ)
+    return [destination_store(destination, max_attempts=max_attempts, read_timeout=read_timeout)
+            for destination in platform.destinations.values()]

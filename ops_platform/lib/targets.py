@@ -461,6 +461,17 @@ def load_platform_config(environ: Mapping[str, str] | None = None) -> PlatformCo
     return _FileReader(path, environ).read()
 
 
+def file_names_destinations(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the file has a non-empty ``destinations:`` section, read loosely (the file may be
+    wrong): a backup then counts its off-site copies as missing rather than forgetting them."""
+    try:
+        path = config_path(environ)
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
+    except (ConfigError, OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(document, dict) and bool(document.get("destinations"))
+
+
 def check_schedule(cron: object) -> str | None:
     """Why ``cron`` is not a schedule Dagster accepts (five fields, a day that exists), or None."""
     if not isinstance(cron, str) or not cron.strip():

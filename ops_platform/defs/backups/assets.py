@@ -33,6 +33,8 @@ from ops_platform.lib.messages import backups as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.progress import ProgressLine
 from ops_platform.lib.redact import Redactor
+from ops_platform.lib.stores import destination_stores
+from ops_platform.lib.targets import file_names_destinations, load_platform_config
 from ops_platform.lib.tags import BACKUP_KIND, MAX_RUNTIME
 
 # One dump at a time on this machine (dagster.yaml gives every pool one slot): on the spring-forward
@@ -55,6 +57,25 @@ S3_CHECKS = [
                       description="The sha256 of what S3 holds matches the manifest, and with AWS_S3_SSE "
                                   "S3 reports the object encrypted that way.")
 ] if os.environ.get("AWS_S3_BUCKET", "").strip() else []
+
+
+def _counts_copies() -> bool:
+    """Copies are counted when ops_platform.yaml has destinations (or names some in a file that is
+    wrong: then they are missing copies) or BACKUP_MIN_COPIES is set."""
+    if os.environ.get("BACKUP_MIN_COPIES", "").strip() not in ("", "0"):
+        return True
+    try:
+        return bool(load_platform_config().destinations)
+    except ConfigError:
+        return file_names_destinations()
+
+
+COPY_CHECKS = [
+    dg.AssetCheckSpec("enough_copies", asset="database_backup",
+                      description="At least BACKUP_MIN_COPIES copies (default: every configured place: the local "
+                                  "folder, AWS_S3_BUCKET and each destination of ops_platform.yaml) were read back "
+                                  "intact; a failure names the missing copy and alerts.")
+] if _counts_copies() else []
 
 
 def _progress_reporter(context: dg.AssetExecutionContext, environment: str):
@@ -85,6 +106,7 @@ def _metadata(outcome: BackupOutcome) -> dict:
         "throughput_mb_per_s": dg.MetadataValue.float(round(manifest.raw_bytes / seconds / 1e6, 2)),
         "sha256": manifest.sha256,
         "destinations": dg.MetadataValue.json(manifest.locations),
+        "verified_copies": dg.MetadataValue.json(manifest.verified_copies),
         "server_version": manifest.server_version,
         "pg_dump_version": manifest.pg_dump_version,
         "table_row_counts": dg.MetadataValue.json(manifest.table_row_counts),
@@ -121,7 +143,7 @@ def _check_result(check: CheckOutcome) -> dg.AssetCheckResult:
     deps=[database_dep],
     group_name="backups",
     kinds={"postgres", "s3"} if S3_CHECKS else {"postgres"},
-    check_specs=BACKUP_CHECKS + S3_CHECKS,
+    check_specs=BACKUP_CHECKS + S3_CHECKS + COPY_CHECKS,
     pool=DUMP_POOL,
 )
 def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
@@ -147,6 +169,14 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
     except ConfigError as error:
         s3_unusable = f"S3 is not used, its configuration is wrong: {error}; the backup is local only"
         context.log.warning(s3_unusable)
+    destinations, unusable_places = [], {"s3": s3_unusable} if s3_unusable else {}
+    try:
+        destinations = destination_stores(read_timeout=backup_bucket.read_timeout_seconds)
+    except ConfigError as error:
+        problem = f"the off-site destinations are not used: {error}"
+        context.log.warning(problem)
+        if file_names_destinations():
+            unusable_places["destinations"] = problem
     private_backup_folder(context.log, local, environment_name)
     redactor = Redactor.from_environ()
     attempt = context.retry_number + 1
@@ -159,7 +189,9 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
             outcome = perform_backup(environment, local, s3, compression=compression, kind=kind,
                                      run_id=context.run.run_id, redactor=redactor,
                                      progress=_progress_reporter(context, environment_name),
-                                     limits=backup_settings.limits())
+                                     limits=backup_settings.limits(), destinations=destinations,
+                                     unusable_places=unusable_places, min_copies=backup_settings.min_copies,
+                                     count_copies=bool(COPY_CHECKS))
     except LockBusy as error:
         raise _fail(context, slack, environment_name, "environment lock", str(error)) from None
     except (BackupStepError, LockUnavailable) as error:
@@ -190,9 +222,14 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
         _alert_failure(context, slack, environment_name, "verification", reasons, manifest.id)
         raise dg.Failure(description=f"backup {manifest.id} of {environment_name} is not restorable: {reasons}",
                          metadata=_metadata(outcome), allow_retries=False)
-    slack.notifier(context.log).post(messages.backup_succeeded(
-        environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
-        manifest.duration_seconds, manifest.locations, run_url(context.run.run_id), outcome.warnings))
+    copies = next((check for check in outcome.checks if check.name == "enough_copies"), None)
+    if copies is not None and not copies.passed:
+        slack.notifier(context.log).post(messages.backup_copies_missing(
+            environment_name, manifest.id, copies.description, manifest.locations, run_url(context.run.run_id)))
+    else:
+        slack.notifier(context.log).post(messages.backup_succeeded(
+            environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
+            manifest.duration_seconds, manifest.locations, run_url(context.run.run_id), outcome.warnings))
     yield dg.MaterializeResult(metadata=_metadata(outcome),
                                check_results=[_check_result(check) for check in outcome.checks])
 

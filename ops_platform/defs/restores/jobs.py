@@ -53,6 +53,7 @@ from ops_platform.lib.restore import databases
 from ops_platform.lib.locks import LockBusy
 from ops_platform.lib.restore.errors import RestoreBusy, RestoreInputError, RestoreStepError
 from ops_platform.lib.restore.fetch import fetch_restorable, make_work_dir
+from ops_platform.lib.stores import destination_stores
 from ops_platform.lib.restore.migrate import run_migrations as run_migrate_command
 from ops_platform.lib.restore.pg_restore import restore_in_place, restore_into
 from ops_platform.lib.restore.plan import RestoreRequest, RestoreState, confirmation_phrase, plan_restore
@@ -203,7 +204,7 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
         settle_interrupted_swaps(context, slack, environment.database_url, backup_storage.local_store().root,
                                  environment.name, held=lock)
         state = plan_restore(request, environment, backup_storage.local_store(), backup_bucket.store(),
-                             other_environments=load_environments())
+                             other_environments=load_environments(), destinations=_destinations(context))
         for name in databases.drop_stale_scratch(environment.database_url, state.target, lock):
             context.log.warning(f"dropped {name}, left by a restore that was stopped")
         stale_work = work_root(restore_settings, backup_storage) / state.target
@@ -232,11 +233,16 @@ def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: Ops
             show(f"fetch: {human_bytes(done)} of {human_bytes(total)}", done=done >= total)
 
         s3 = _bucket_or_none(backup_bucket, context) if any(c.source == "s3" for c in state.candidates) else None
+        off_site = (_destinations(context) if any(c.source not in ("local", "s3") for c in state.candidates)
+                    else [])
         fetched = fetch_restorable(state.resolution, Path(state.work_dir), s3, progress=progress,
                                    on_fallback=lambda note: _warn(context, note),
-                                   s3_stall_seconds=restore_settings.s3_stall_seconds)
+                                   s3_stall_seconds=restore_settings.s3_stall_seconds, destinations=off_site)
         state.dump_path, state.manifest = str(fetched.path), fetched.candidate.manifest
         state.backup_id, state.fetched_from = fetched.candidate.backup_id, fetched.candidate.location
+        if fetched.candidate.source not in ("local", "s3"):
+            _warn(context, f"restored from the off-site copy in destination {fetched.candidate.source} "
+                           f"({fetched.candidate.location}): no local or S3 copy of {state.backup_id} was usable")
         state.warnings += fetched.warnings
         state.older_than_newest = fetched.older_than_newest
         if state.older_than_newest and state.replacing:
@@ -284,6 +290,16 @@ def take_safety_backup(context: dg.OpExecutionContext, state: RestoreState, slac
             _announce(context, f"safety backup: {outcome.manifest.id} verified, "
                                f"{human_bytes(outcome.manifest.stored_bytes)}")
     return state
+
+
+def _destinations(context) -> list:
+    """The off-site copies of ops_platform.yaml, built in this op (clients never cross ops); a bad
+    file leaves them out, with a warning."""
+    try:
+        return destination_stores()
+    except ConfigError as error:
+        _warn(context, f"the off-site destinations are not used: {error}")
+        return []
 
 
 def _bucket_or_none(backup_bucket: BackupBucketResource, context):

@@ -28,3 +28,16 @@ def backup_failed(environment: str, step: str, error: str, backup_id: str | None
         lines.append(f"• id: `{backup_id}`")
     lines.append(code_block(error))
     return slack_message(lines, run_url)
+
+
+def backup_copies_missing(environment: str, backup_id: str, reason: str, locations: list[str],
+                          run_url: str | None = None) -> SlackMessage:
+    """A backup that was made and verified locally, but with fewer verified copies than
+    BACKUP_MIN_COPIES asks: ``reason`` names each missing copy."""
+    lines = [
+        f":x: *Backup has too few verified copies* ({environment})",
+        f"• id: `{backup_id}`",
+        f"• stored in: {', '.join(locations)}",
+        code_block(reason),
+    ]
+    return slack_message(lines, run_url)

@@ -119,16 +119,20 @@ class _Sink(io.RawIOBase):
 def fetch_candidate(candidate: BackupCandidate, work_dir: Path, s3: S3Store | None = None, *,
                     progress: ProgressCallback | None = None, progress_interval: float = 1.0,
                     redactor: Redactor | None = None, s3_concurrency: int = 4,
-                    s3_stall_seconds: float = S3_STALL_SECONDS) -> FetchedDump:
+                    s3_stall_seconds: float = S3_STALL_SECONDS,
+                    destinations: Sequence[S3Store] = ()) -> FetchedDump:
     """Stream one copy into ``work_dir`` as a raw archive, checked against its manifest (an S3
-    copy through ``s3``). Leaves no file behind on any error: raises CopyUnusable when the copy is
+    copy through ``s3``, a destination's through its store in ``destinations``). Leaves no file behind on any error: raises CopyUnusable when the copy is
     proven bad, RestoreStepError("fetch") when it could not be read or stored."""
     redactor = redactor or Redactor.from_environ()
     manifest = candidate.manifest
     work_dir = Path(work_dir)
     _check_space(work_dir, candidate, redactor)
-    if candidate.source == "s3" and s3 is None:
-        raise step_error("fetch", f"{candidate.describe()} could not be fetched: no bucket is configured", redactor)
+    store = next((item for item in ([s3] if s3 is not None else []) + list(destinations)
+                  if item.name == candidate.source), None)
+    if candidate.source != "local" and store is None:
+        what = "no bucket is configured" if candidate.source == "s3" else "no such destination is configured"
+        raise step_error("fetch", f"{candidate.describe()} could not be fetched: {what}", redactor)
     destination = work_dir / f"{manifest.id}.dump"
     started = time.monotonic()
     scan = None
@@ -140,7 +144,7 @@ def fetch_candidate(candidate: BackupCandidate, work_dir: Path, s3: S3Store | No
             if candidate.source == "local":
                 _stream_local(Path(candidate.location), sink)
             else:
-                _stream_s3(candidate, s3, sink, s3_concurrency, s3_stall_seconds)
+                _stream_s3(candidate, store, sink, s3_concurrency, s3_stall_seconds)
             decoder.finish()
         problems = _compare(manifest, sink, decoder)
         if problems:
@@ -176,7 +180,8 @@ def _write_data_offsets(scan: DataOffsetScan) -> list[str]:
 def fetch_restorable(resolution: Resolution, work_dir: Path, s3: S3Store | None = None, *,
                      progress: ProgressCallback | None = None, redactor: Redactor | None = None,
                      on_fallback: Callable[[str], None] | None = None,
-                     s3_stall_seconds: float = S3_STALL_SECONDS) -> FetchedDump:
+                     s3_stall_seconds: float = S3_STALL_SECONDS,
+                     destinations: Sequence[S3Store] = ()) -> FetchedDump:
     """The first backup of ``resolution`` with an intact copy, fetched. The other copy of the same
     backup is tried when one fails, for any reason. An older backup is tried only when every copy
     of the newer one is proven bad (CopyUnusable); the result's ``passed_over`` then says which
@@ -200,7 +205,7 @@ def fetch_restorable(resolution: Resolution, work_dir: Path, s3: S3Store | None 
         for number, copy in enumerate(copies):
             try:
                 fetched = fetch_candidate(copy, work_dir, s3, progress=progress, redactor=redactor,
-                                          s3_stall_seconds=s3_stall_seconds)
+                                          s3_stall_seconds=s3_stall_seconds, destinations=destinations)
             except RestoreStepError as error:
                 (unusable if isinstance(error, CopyUnusable) else unavailable).append(str(error))
                 if number + 1 < len(copies):
@@ -278,7 +283,7 @@ def _stream_s3(candidate: BackupCandidate, store: S3Store, sink: _Sink, concurre
     config = TransferConfig(multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE,
                             max_concurrency=concurrency, use_threads=True, io_chunksize=READ_CHUNK, max_io_queue=16,
                             preferred_transfer_client="classic")
-    client = _download_client(store.client)
+    client = _download_client(store.client, store.credentials)
     failure: list[BaseException] = []
 
     def download() -> None:
@@ -295,7 +300,7 @@ def _stream_s3(candidate: BackupCandidate, store: S3Store, sink: _Sink, concurre
         raise failure[0]
 
 
-def _download_client(client):
+def _download_client(client, credentials: tuple[str, str] | None = None):
     """The same client, validating response checksums when S3 sends them. With
     ``response_checksum_validation="when_required"`` (the project's default client), s3transfer
     0.19 writing to a stream it cannot seek deadlocks from the 11th part on: the first part's
@@ -303,8 +308,9 @@ def _download_client(client):
     from botocore.config import Config
 
     config = client.meta.config.merge(Config(response_checksum_validation="when_supported"))
+    keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
     return new_boto3_session().client("s3", config=config, endpoint_url=client.meta.endpoint_url,
-                                          region_name=client.meta.region_name)
+                                      region_name=client.meta.region_name, **keys)
 
 
 def _compare(manifest, sink: _Sink, decoder: StreamDecoder) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, EnvironmentConfig, printable
@@ -175,7 +176,8 @@ def _environment_owning(database: str, environment: EnvironmentConfig,
 
 def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local: LocalStore, s3: S3Store | None,
                  *, stamp: str | None = None, redactor: Redactor | None = None,
-                 other_environments: dict[str, EnvironmentConfig] | None = None, confirm: bool = True) -> RestoreState:
+                 other_environments: dict[str, EnvironmentConfig] | None = None, confirm: bool = True,
+                 destinations: Sequence[S3Store] = ()) -> RestoreState:
     """Check the request against the stores and the server, and decide what will happen. Touches
     nothing. Replacing an existing database needs ``request.confirm`` to be the state's
     ``confirmation`` (unless ``confirm`` is False: the CLI asks a person first, then passes it).
@@ -203,7 +205,8 @@ def plan_restore(request: RestoreRequest, environment: EnvironmentConfig, local:
                                            f"{environment.name}; say so explicitly to restore it here "
                                            "(--allow-other-environment, or allow_other_environment: true)")
     resolution = resolve_backup(environment.name, request.backup, local, s3,
-                                allow_other_environment=request.allow_other_environment, redactor=redactor)
+                                allow_other_environment=request.allow_other_environment, redactor=redactor,
+                                destinations=destinations)
     oid = databases.database_oid(url, target, redactor=redactor)
     exists = oid is not None
     phrase = confirmation_phrase(resolution.first.backup_id, target, oid) if exists else None

@@ -11,6 +11,7 @@ and names the newest local backup, to be restored by its id on purpose.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ops_platform.config import ENVIRONMENT_NAMES, ConfigError, printable
@@ -29,7 +30,7 @@ NOT_LATEST_KINDS = ("pre-restore",)
 
 @dataclass(frozen=True)
 class BackupCandidate:
-    """One stored copy of one backup: ``source`` is "local" or "s3", ``location`` its path or
+    """One stored copy of one backup: ``source`` is "local", "s3" or a destination's name, ``location`` its path or
     ``s3://`` URL. Plain data: the restore's steps pass it on (pickled between processes) and
     each builds its own clients."""
 
@@ -74,8 +75,10 @@ class Resolution:
 
 def resolve_backup(environment: str, selector: str, local: LocalStore, s3: S3Store | None = None, *,
                    allow_other_environment: bool = False, allow_unverified: bool = False,
-                   redactor: Redactor | None = None) -> Resolution:
-    """Candidates for ``selector`` ("latest" or a backup id) of ``environment``, best first.
+                   redactor: Redactor | None = None, destinations: Sequence[S3Store] = ()) -> Resolution:
+    """Candidates for ``selector`` ("latest" or a backup id) of ``environment``, best first: each
+    backup's local copy, its S3 copy, then its copy in each of ``destinations`` (the off-site
+    copies of ops_platform.yaml, in file order; one that cannot be listed is a warning).
     Raises RestoreInputError for a malformed, unknown or other environment's id, and
     RestoreStepError("resolve") when there is nothing to restore or S3 cannot be read."""
     redactor = redactor or Redactor.from_environ()
@@ -83,8 +86,9 @@ def resolve_backup(environment: str, selector: str, local: LocalStore, s3: S3Sto
         raise step_error("resolve", f"unknown environment '{printable(environment)}'; expected one of "
                                     f"{', '.join(ENVIRONMENT_NAMES)} or a target's name", redactor, RestoreInputError)
     if selector == LATEST:
-        return _resolve_latest(environment, local, s3, redactor)
-    return _resolve_named(environment, selector, local, s3, allow_other_environment, allow_unverified, redactor)
+        return _resolve_latest(environment, local, s3, redactor, destinations)
+    return _resolve_named(environment, selector, local, s3, allow_other_environment, allow_unverified, redactor,
+                          destinations)
 
 
 def _s3_where(s3: S3Store, environment: str) -> str:
@@ -120,13 +124,13 @@ def _s3_listing(environment: str, s3: S3Store) -> _Listing:
     names = s3.list_names(environment)
     listing = s3.list_manifests(environment)
     result = _Listing(unreadable=dict(listing.unreadable))
-    result.warnings = [f"skipped unreadable S3 manifest {name}" for name in listing.unreadable]
+    result.warnings = [f"skipped unreadable {_label(s3)} manifest {name}" for name in listing.unreadable]
     for manifest in listing.manifests:
         if manifest.artifact in names:
-            result.found[manifest.id] = BackupCandidate(manifest, "s3", s3.location(environment, manifest.artifact))
+            result.found[manifest.id] = BackupCandidate(manifest, s3.name, s3.location(environment, manifest.artifact))
         else:
             result.manifests_without_artifact[manifest.id] = manifest
-            result.warnings.append(f"{manifest.id}: S3 manifest found but its artifact is missing")
+            result.warnings.append(f"{manifest.id}: {_label(s3)} manifest found but its artifact is missing")
     return result
 
 
@@ -155,7 +159,25 @@ def _passed_over(newest_restorable: Manifest, listings: list[_Listing]) -> list[
     return sorted(found.values(), key=lambda item: item.backup_id, reverse=True)
 
 
-def _resolve_latest(environment: str, local: LocalStore, s3: S3Store | None, redactor: Redactor) -> Resolution:
+def _label(store: S3Store) -> str:
+    return "S3" if store.name == "s3" else f"destination {store.name}"
+
+
+def _destination_listings(environment: str, destinations: Sequence[S3Store]) -> tuple[list[_Listing], list[str]]:
+    """Each destination's listing; one that cannot be listed is left out with a warning (the local
+    folder and the main bucket decide which backup is the newest)."""
+    listings, warnings = [], []
+    for store in destinations:
+        try:
+            listings.append(_s3_listing(environment, store))
+        except Exception as error:  # noqa: BLE001 - a warning, see above
+            warnings.append(f"destination {store.name} ({_s3_where(store, environment)}) cannot be listed, its "
+                            f"copies are not considered: {type(error).__name__}: {describe(error)}")
+    return listings, warnings
+
+
+def _resolve_latest(environment: str, local: LocalStore, s3: S3Store | None, redactor: Redactor,
+                    destinations: Sequence[S3Store] = ()) -> Resolution:
     local_listing = _local_listing(environment, local)
     listings = [local_listing]
     s3_error = None
@@ -164,22 +186,25 @@ def _resolve_latest(environment: str, local: LocalStore, s3: S3Store | None, red
             listings.append(_s3_listing(environment, s3))
         except Exception as error:  # noqa: BLE001 - said below, with what the local folder holds
             s3_error = f"{type(error).__name__}: {describe(error)}"
+    extra, destination_warnings = _destination_listings(environment, destinations) if not s3_error else ([], [])
+    listings += extra
     manifests = {copy.backup_id: copy.manifest for listing in reversed(listings) for copy in listing.found.values()}
     verified = sorted((m for m in manifests.values() if _restorable(m)), key=lambda m: m.created, reverse=True)
     if s3_error:
         raise step_error("resolve", _cannot_tell_latest(environment, s3, s3_error, verified), redactor)
-    remote_found = listings[1].found if len(listings) > 1 else {}
     candidates = [copy for manifest in verified
-                  for copy in (local_listing.found.get(manifest.id), remote_found.get(manifest.id)) if copy]
+                  for copy in (listing.found.get(manifest.id) for listing in listings) if copy]
     if not candidates:
         where = f"local folder {local.env_dir(environment)}"
         if s3 is not None:
             where += f" and {_s3_where(s3, environment)}"
+        for store in destinations:
+            where += f" and {_s3_where(store, environment)}"
         unverified = len(manifests) - len(verified)
         detail = f" ({unverified} found, none verified)" if unverified else ""
         raise step_error("resolve", f"no verified backups of {environment} in {where}{detail}", redactor,
                          RestoreInputError)
-    warnings = [warning for listing in listings for warning in listing.warnings]
+    warnings = [warning for listing in listings for warning in listing.warnings] + destination_warnings
     newer_unverified = [m.id for m in manifests.values() if not m.verified and m.created > verified[0].created]
     if newer_unverified:
         warnings.append(f"newer backup(s) {', '.join(sorted(newer_unverified, reverse=True))} failed their checks at "
@@ -199,7 +224,8 @@ def _cannot_tell_latest(environment: str, s3: S3Store, error: str, local_verifie
 
 
 def _resolve_named(environment: str, backup_id: str, local: LocalStore, s3: S3Store | None,
-                   allow_other_environment: bool, allow_unverified: bool, redactor: Redactor) -> Resolution:
+                   allow_other_environment: bool, allow_unverified: bool, redactor: Redactor,
+                   destinations: Sequence[S3Store] = ()) -> Resolution:
     try:
         owner, _created = parse_backup_id(backup_id)
     except ConfigError as error:
@@ -218,6 +244,15 @@ def _resolve_named(environment: str, backup_id: str, local: LocalStore, s3: S3St
             remote_copy = _named_s3(owner, backup_id, s3)
         except Exception as error:  # noqa: BLE001 - the local copy may still be enough
             s3_error = f"{type(error).__name__}: {describe(error)}"
+        else:
+            if remote_copy:
+                candidates.append(remote_copy)
+    for store in destinations:
+        try:
+            remote_copy = _named_s3(owner, backup_id, store)
+        except Exception as error:  # noqa: BLE001 - the other copies may be enough
+            warnings.append(f"destination {store.name} is unreachable, its copy is not considered: "
+                            f"{type(error).__name__}: {describe(error)}")
         else:
             if remote_copy:
                 candidates.append(remote_copy)
@@ -270,4 +305,4 @@ def _named_s3(environment: str, backup_id: str, s3: S3Store) -> BackupCandidate 
         return None
     if manifest.id != backup_id:
         return None
-    return BackupCandidate(manifest, "s3", s3.location(environment, manifest.artifact))
+    return BackupCandidate(manifest, s3.name, s3.location(environment, manifest.artifact))

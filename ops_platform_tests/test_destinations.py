@@ -1,0 +1,196 @@
+"""Off-site copies: the ``destinations:`` of ops_platform.yaml, each on its own moto server (its own
+endpoint and credentials), written from the one dump stream beside the local file and the main
+bucket. One destination sits behind the S3 fault proxy and fails mid-upload; the real CLI backs
+up, lists, verifies and restores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import dagster as dg
+import pytest
+
+from ops_platform.lib.artifacts import Manifest
+from ops_platform_testkit.s3_fault_proxy import S3FaultProxy
+from ops_platform_tests.backup_helpers import fill_big_table
+from ops_platform_tests.conftest import free_port
+from ops_platform_tests.restore_e2e_helpers import (
+    Site,
+    content,
+    create_live,
+    database_names,
+    drop_database,
+    make_env,
+)
+
+PREFIX = f"ops_dst_{os.getpid()}_"
+LIVE = PREFIX + "app"
+MAIN_BUCKET = f"ops-dst-main-{os.getpid()}"
+BUCKET_A, BUCKET_B = "offsite-a-bucket", "offsite-b-bucket"
+# Under variable names the generic redaction does not take for secrets: only the destinations'
+# own entries in the file make them secrets.
+SECRET_A = "offsiteAsecretValue0123456789"
+KEY_ID_A = "AKIAOFFSITEA0000001"
+
+
+class Offsite:
+    """Two more S3 servers: destination offsite-a direct, offsite-b through a fault proxy."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        from ops_platform.lib.stores import make_s3_client
+
+        self.servers = []
+        endpoints = []
+        for _ in range(2):
+            port = free_port()
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            self.servers.append(server)
+            endpoints.append(f"http://127.0.0.1:{port}")
+        self.endpoint_a, self.endpoint_b = endpoints
+        self.proxy = S3FaultProxy(self.endpoint_b)
+        self.client_a = make_s3_client(endpoint_url=self.endpoint_a, credentials=(KEY_ID_A, SECRET_A))
+        self.client_b = make_s3_client(endpoint_url=self.endpoint_b)
+        self.client_a.create_bucket(Bucket=BUCKET_A)
+        self.client_b.create_bucket(Bucket=BUCKET_B)
+
+    def keys(self, client, bucket: str) -> list[str]:
+        return sorted(item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+    def close(self):
+        self.proxy.close()
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def offsite():
+    servers = Offsite()
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, moto_server, offsite):
+    """An operator's shell: development is this module's database (big enough for two 8 MiB
+    parts), the main bucket on the session's moto server, two destinations in the file."""
+    from ops_platform.lib.stores import make_s3_client
+
+    root = tmp_path_factory.mktemp("destinations")
+    create_live(LIVE)
+    fill_big_table(LIVE, rows=150_000)
+    make_s3_client().create_bucket(Bucket=MAIN_BUCKET)
+    config = root / "ops_platform.yaml"
+    config.write_text("""
+destinations:
+  offsite-a:
+    s3_bucket: offsite-a-bucket
+    endpoint_url_env: OFFSITE_A_ENDPOINT
+    access_key_id_env: OFFSITE_A_ID
+    secret_access_key_env: OFFSITE_A_CREDS
+  offsite-b:
+    s3_bucket: offsite-b-bucket
+    prefix: team/backups
+    endpoint_url_env: OFFSITE_B_ENDPOINT
+""")
+    env = make_env(root / "home", root / "backups", {"development": LIVE})
+    env.update({"OPS_PLATFORM_CONFIG": str(config), "AWS_S3_BUCKET": MAIN_BUCKET, "AWS_MAX_ATTEMPTS": "2",
+                "BACKUP_S3_STALL_SECONDS": "10", "OFFSITE_A_ENDPOINT": offsite.endpoint_a,
+                "OFFSITE_A_ID": KEY_ID_A, "OFFSITE_A_CREDS": SECRET_A, "OFFSITE_B_ENDPOINT": offsite.proxy.url})
+    yield Site(root / "home", root / "backups", env, LIVE)
+    for name in database_names(PREFIX):
+        drop_database(name)
+
+
+def _manifest(site: Site, backup_id: str) -> Manifest:
+    return Manifest.from_json((site.backup_dir / "development" / f"{backup_id}.manifest.json").read_bytes())
+
+
+def _backup(site: Site, **env) -> tuple[str, object]:
+    result = site.cli("backup", "development", env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[1], result
+
+
+def test_each_destination_gets_a_checked_copy_and_a_failed_one_is_named(site, offsite, slack_server):
+    offsite.proxy.fail_parts_after = 1
+    try:
+        backup_id, result = _backup(site, SLACK_WEBHOOK_URL=slack_server.webhook_url)
+    finally:
+        offsite.proxy.fail_parts_after = None
+    assert offsite.proxy.parts_passed >= 1 and offsite.proxy.parts_failed >= 1  # it failed mid-upload
+    manifest = _manifest(site, backup_id)
+    assert manifest.verified
+    assert manifest.verified_copies == ["local", "s3", "offsite-a"]
+    assert [record["name"] for record in manifest.copies] == ["local", "s3", "offsite-a", "offsite-b"]
+    assert not manifest.copy_record("offsite-b")["verified"]
+    assert "InternalError" in manifest.copy_record("offsite-b")["detail"]
+
+    artifact_key = f"backups/development/{manifest.artifact}"
+    body = offsite.client_a.get_object(Bucket=BUCKET_A, Key=artifact_key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == manifest.sha256 and len(body) == manifest.stored_bytes
+    assert manifest.copy_record("offsite-a")["s3_checksum"].startswith("SHA256:")
+    in_a = Manifest.from_json(offsite.client_a.get_object(
+        Bucket=BUCKET_A, Key=f"backups/development/{backup_id}.manifest.json")["Body"].read())
+    assert in_a.sha256 == manifest.sha256
+    assert f"s3://{BUCKET_A}/{artifact_key}" in manifest.locations
+    assert offsite.keys(offsite.client_b, BUCKET_B) == []
+    assert not offsite.client_b.list_multipart_uploads(Bucket=BUCKET_B).get("Uploads")
+
+    enough = manifest.verification["enough_copies"]
+    assert not enough["passed"] and "offsite-b" in enough["description"] and "3" in enough["description"]
+    with dg.DagsterInstance.from_config(str(site.home)) as instance:
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("database_backup"), "enough_copies"), limit=1)
+        assert record.status.value == "FAILED"
+    alerts = [request.text for request in slack_server.requests if "too few verified copies" in request.text]
+    assert len(alerts) == 1 and "offsite-b" in alerts[0] and backup_id in alerts[0]
+    seen = result.stdout + result.stderr + "".join(r.body.decode() for r in slack_server.requests)
+    assert SECRET_A not in seen and SECRET_A not in manifest.to_json()
+
+    listed = site.cli("backups", "list", "development", "--verify", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = [item for item in json.loads(listed.stdout) if item["id"] == backup_id]
+    checks = {copy["store"]: copy["check"] for copy in entry["copies"]}
+    assert checks == {"local": "ok", "s3": "ok", "offsite-a": "ok"}
+    assert entry["verified_copies"] == ["local", "s3", "offsite-a"]
+
+
+def test_a_restore_takes_a_destination_copy_when_local_and_s3_are_gone(site, offsite):
+    from ops_platform.lib.stores import make_s3_client
+
+    backup_id, _ = _backup(site)
+    manifest = _manifest(site, backup_id)
+    assert manifest.verified_copies == ["local", "s3", "offsite-a", "offsite-b"]
+    assert offsite.keys(offsite.client_b, BUCKET_B) == [f"team/backups/development/{manifest.artifact}",
+                                                        f"team/backups/development/{backup_id}.manifest.json"]
+    for path in (site.backup_dir / "development").iterdir():
+        path.unlink()
+    main = make_s3_client()
+    for key in [item["Key"] for item in main.list_objects_v2(Bucket=MAIN_BUCKET).get("Contents", [])]:
+        main.delete_object(Bucket=MAIN_BUCKET, Key=key)
+
+    copy = PREFIX + "copy"
+    restored = site.cli("restore", "latest", "development", "--target-database", copy)
+    assert restored.returncode == 0, restored.stderr
+    assert f"restored {backup_id} into {copy}" in restored.stdout
+    assert f"copy used: s3://{BUCKET_A}/backups/development/{manifest.artifact}" in restored.stdout
+    assert "off-site copy in destination offsite-a" in restored.stderr
+    assert content(copy) == content(LIVE)
+
+
+def test_a_bad_destination_line_is_one_line_naming_it(site, tmp_path):
+    bad = tmp_path / "ops_platform.yaml"
+    bad.write_text("destinations:\n  offsite-c:\n    s3_bucket: s3://not-a-bucket\n")
+    env = {"OPS_PLATFORM_CONFIG": str(bad)}
+    listed = site.cli("targets", "list", env=env)
+    (line,) = listed.stderr.strip().splitlines()
+    assert listed.returncode == 2 and "destinations.offsite-c.s3_bucket: must be an S3 bucket name" in line
+    backups = site.cli("backups", "list", "development", env=env)
+    assert backups.returncode == 0, backups.stderr
+    (warning,) = [line for line in backups.stderr.splitlines() if "destinations" in line]
+    assert warning.startswith("warning: the off-site destinations are not listed:") and "offsite-c.s3_bucket" in warning
