@@ -160,7 +160,7 @@ def test_each_destination_gets_a_checked_copy_and_a_failed_one_is_named(site, of
     assert entry["verified_copies"] == ["local", "s3", "offsite-a"]
 
 
-def test_a_restore_takes_a_destination_copy_when_local_and_s3_are_gone(site, offsite):
+def test_a_restore_takes_a_destination_copy_when_local_and_s3_are_gone(site, offsite, slack_server):
     from ops_platform.lib.stores import make_s3_client
 
     backup_id, _ = _backup(site)
@@ -175,12 +175,15 @@ def test_a_restore_takes_a_destination_copy_when_local_and_s3_are_gone(site, off
         main.delete_object(Bucket=MAIN_BUCKET, Key=key)
 
     copy = PREFIX + "copy"
-    restored = site.cli("restore", "latest", "development", "--target-database", copy)
+    restored = site.cli("restore", "latest", "development", "--target-database", copy,
+                        env={"SLACK_WEBHOOK_URL": slack_server.webhook_url})
     assert restored.returncode == 0, restored.stderr
     assert f"restored {backup_id} into {copy}" in restored.stdout
     assert f"copy used: s3://{BUCKET_A}/backups/development/{manifest.artifact}" in restored.stdout
     assert "off-site copy in destination offsite-a" in restored.stderr
     assert content(copy) == content(LIVE)
+    (done,) = [request.text for request in slack_server.requests if backup_id in request.text
+               and "off-site copy in destination offsite-a" in request.text]
 
 
 def test_a_bad_destination_line_is_one_line_naming_it(site, tmp_path):
@@ -194,3 +197,44 @@ def test_a_bad_destination_line_is_one_line_naming_it(site, tmp_path):
     assert backups.returncode == 0, backups.stderr
     (warning,) = [line for line in backups.stderr.splitlines() if "destinations" in line]
     assert warning.startswith("warning: the off-site destinations are not listed:") and "offsite-c.s3_bucket" in warning
+
+
+def _ids(client, bucket: str, prefix: str) -> set[str]:
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    return {key.rsplit("/", 1)[1].removesuffix(".manifest.json") for key in keys if key.endswith(".manifest.json")}
+
+
+def test_retention_keeps_the_last_good_backup_of_each_place(site, offsite):
+    """Each destination is planned on its own: offsite-b missed the newest backup, so its own newest
+    is kept there although newer ones exist elsewhere; offsite-a keeps only its newest."""
+    _backup(site)
+    offsite.proxy.down = True
+    try:
+        newest, _ = _backup(site)
+    finally:
+        offsite.proxy.down = False
+    in_a = _ids(offsite.client_a, BUCKET_A, "backups/development/")
+    in_b = _ids(offsite.client_b, BUCKET_B, "team/backups/development/")
+    assert newest in in_a and newest not in in_b and len(in_a) >= 2 and in_b
+    later = "2099-01-01T00:00:00Z"
+    env = {"BACKUP_KEEP_MIN": "1", "BACKUP_RETENTION_DAYS": "1"}
+    planned = site.cli("retention", "development", "--dry-run", "--as-of", later, "--json", env=env)
+    assert planned.returncode == 0, planned.stderr
+    plans = json.loads(planned.stdout)["destinations"]
+    deleted = {name: {item["id"] for item in plan["items"] if item["action"] == "delete"}
+               for name, plan in plans.items()}
+    assert deleted == {"offsite-a": in_a - {newest}, "offsite-b": in_b - {max(in_b)}}
+    assert _ids(offsite.client_a, BUCKET_A, "backups/development/") == in_a  # a dry run deletes nothing
+
+    # Applied as the retention run does (a run refuses a time in the future, so the backups cannot age).
+    from ops_platform.lib.artifacts import parse_utc
+    from ops_platform.lib.retention.policy import RetentionPolicy
+    from ops_platform.lib.retention.stores import apply_plan, build_destination_plan
+    from ops_platform.lib.stores import destination_stores
+
+    for store in destination_stores({**site.env, **env}):
+        apply_plan(build_destination_plan("development", store, RetentionPolicy(retention_days=1, keep_min=1),
+                                          parse_utc(later)), None, store)
+    assert _ids(offsite.client_a, BUCKET_A, "backups/development/") == {newest}
+    assert _ids(offsite.client_b, BUCKET_B, "team/backups/development/") == {max(in_b)}
+    assert len(offsite.keys(offsite.client_a, BUCKET_A)) == 2  # its artifact and manifest, nothing else

@@ -28,8 +28,8 @@ from ops_platform.lib.retention.policy import (
     policy_from_environ,
     resolve_as_of,
 )
-from ops_platform.lib.retention.stores import build_plan
-from ops_platform.lib.stores import stores_from_environ
+from ops_platform.lib.retention.stores import build_destination_plan, build_plan
+from ops_platform.lib.stores import destination_stores, stores_from_environ
 
 APPLIED_JSON_KEYS = ("as_of", "kept", "deleted", "bytes_freed", "oldest_kept", "newest_kept", "deleted_backups",
                      "corrupt_backups", "rechecked", "aborted_uploads", "dropped_databases", "dropped_leftovers",
@@ -80,13 +80,28 @@ def retention_command(args) -> int:
         local, s3 = stores_from_environ()
         plan = build_plan(environment, local, s3, policy, as_of)
         expired = _expired_kept_databases(environment, policy.pre_restore_days, as_of, plan.warnings)
+        try:
+            off_site = {store.name: build_destination_plan(environment, store, policy, as_of)
+                        for store in destination_stores(max_attempts=2, read_timeout=20)}
+        except ConfigError as error:
+            off_site = {}
+            plan.warnings.append(f"the off-site destinations are left out: {error}")
         if args.json:
-            print(json.dumps(plan.as_record() | {"expired_databases": expired}, indent=2))
+            record = plan.as_record() | {"expired_databases": expired}
+            if off_site:
+                record["destinations"] = {name: each.as_record() for name, each in off_site.items()}
+            print(json.dumps(record, indent=2))
         else:
             print(format_plan(plan))
             for name in expired:
                 print(f"DROP    database {name}: kept by a restore more than {policy.pre_restore_days} days ago")
-            for warning in plan.warnings + plan.corrupt_warnings():
+            for name, each in off_site.items():
+                print(f"\ndestination {name} (planned on its own):")
+                print(format_plan(each))
+            warnings = plan.warnings + plan.corrupt_warnings() + [
+                f"destination {name}: {warning}" for name, each in off_site.items()
+                for warning in each.warnings + each.corrupt_warnings()]
+            for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         return EXIT_OK
 
@@ -106,7 +121,9 @@ def retention_command(args) -> int:
     if not metadata["verified_kept"]:
         metadata["oldest_kept"] = metadata["newest_kept"] = None
     if args.json:
-        print(json.dumps({key: metadata[key] for key in APPLIED_JSON_KEYS} | {"run_id": result.run_id}, indent=2))
+        off_site = {"destinations": metadata["destinations"]} if "destinations" in metadata else {}
+        print(json.dumps({key: metadata[key] for key in APPLIED_JSON_KEYS} | off_site | {"run_id": result.run_id},
+                         indent=2))
         return EXIT_OK
     print(f"retention for {environment}: kept {metadata['kept']}, deleted {metadata['deleted']}, "
           f"freed {human_bytes(metadata['bytes_freed'])}"
@@ -117,6 +134,9 @@ def retention_command(args) -> int:
         print(f"  deleted {entry['id']}: {entry['reason']}")
     if metadata["newest_kept"]:
         print(f"  newest kept {metadata['newest_kept']}, oldest kept {metadata['oldest_kept']}")
+    for name, each in (metadata.get("destinations") or {}).items():
+        print(f"  destination {name}: kept {each['kept']}, deleted {len(each['deleted'])}"
+              + (f" ({', '.join(each['deleted'])})" if each["deleted"] else ""))
     for warning in metadata["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"run {result.run_id}")

@@ -241,8 +241,10 @@ def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: Ops
         state.dump_path, state.manifest = str(fetched.path), fetched.candidate.manifest
         state.backup_id, state.fetched_from = fetched.candidate.backup_id, fetched.candidate.location
         if fetched.candidate.source not in ("local", "s3"):
-            _warn(context, f"restored from the off-site copy in destination {fetched.candidate.source} "
-                           f"({fetched.candidate.location}): no local or S3 copy of {state.backup_id} was usable")
+            state.warnings.append(f"restored from the off-site copy in destination {fetched.candidate.source} "
+                                  f"({fetched.candidate.location}): no local or S3 copy of {state.backup_id} "
+                                  "was usable")
+            _warn(context, state.warnings[-1])
         state.warnings += fetched.warnings
         state.older_than_newest = fetched.older_than_newest
         if state.older_than_newest and state.replacing:

@@ -26,7 +26,8 @@ from ops_platform.lib.restore.drill import DRILL_SUFFIX
 from ops_platform.lib.restore.errors import RestoreBusy, RestoreStepError
 from ops_platform.lib.retention import alerts
 from ops_platform.lib.retention.policy import RetentionPlan, resolve_as_of
-from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_plan
+from ops_platform.lib.retention.stores import ApplyResult, apply_plan, build_destination_plan, build_plan
+from ops_platform.lib.stores import destination_stores
 from ops_platform.lib.settings import (
     BACKUP,
     RETENTION_RUNTIME_SECONDS,
@@ -115,13 +116,40 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
         s3 = None
         context.log.warning(f"S3 is left as is, its configuration is wrong: {error}; only the local folder is cleaned")
     try:
+        destinations = destination_stores(max_attempts=1, read_timeout=RETENTION_S3_TIMEOUT_SECONDS)
+    except ConfigError as error:
+        destinations = []
+        context.log.warning(f"the off-site destinations are left as they are: {error}")
+    try:
         with environment_guard(context, database_url, environment, backup_settings.lock_wait_seconds, required=False):
-            return _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of)
+            return _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
+                                    destinations)
     except LockBusy as error:
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
 
 
-def _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of) -> dg.MaterializeResult:
+def _apply_destinations(context, environment: str, destinations, policy, as_of, redactor) -> tuple[dict, list[str]]:
+    """Each destination planned and cleaned on its own (its own floor: the last good backup of
+    every place is kept). Returns what each kept and deleted, and the warnings."""
+    results, warnings = {}, []
+    for store in destinations:
+        plan = build_destination_plan(environment, store, policy, as_of)
+        for item in plan.deleted:
+            context.log.info(f"deleting {item.id} from destination {store.name} ({item.status}): {item.reason}")
+        warnings += [redactor(f"destination {store.name}: {warning}")
+                     for warning in plan.warnings + plan.corrupt_warnings()]
+        try:
+            applied = apply_plan(plan, None, store)
+        except Exception as error:  # noqa: BLE001 - the next run tries again; the other places stand
+            warnings.append(redactor(f"destination {store.name}: deleting failed: {type(error).__name__}: {error}"))
+            continue
+        results[store.name] = {"kept": plan.summary()["kept"], "deleted": [item.id for item in plan.deleted],
+                               "aborted_uploads": len(applied.aborted_uploads)}
+    return results, warnings
+
+
+def _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
+                     destinations=()) -> dg.MaterializeResult:
     plan = build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
@@ -130,6 +158,10 @@ def _apply_retention(context, slack, environment, database_url, local, s3, polic
     for warning in warnings:
         context.log.warning(warning)
     applied = apply_plan(plan, local, s3)
+    off_site, off_site_warnings = _apply_destinations(context, environment, destinations, policy, as_of, redactor)
+    for warning in off_site_warnings:
+        context.log.warning(warning)
+    warnings += off_site_warnings
     try:
         applied.dropped_databases = databases.drop_expired_pre_restore(
             database_url, databases.database_name(database_url), policy.pre_restore_days, as_of)
@@ -157,7 +189,10 @@ def _apply_retention(context, slack, environment, database_url, local, s3, polic
             state = {key: detail for key, detail in state.items() if key in alerted}  # post them next time
     if state != alerted:
         alerts.save(state_file, state)
-    return dg.MaterializeResult(metadata=_metadata(plan, applied, warnings))
+    metadata = _metadata(plan, applied, warnings)
+    if destinations:
+        metadata["destinations"] = dg.MetadataValue.json(off_site)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def drop_stopped_restores_scratch(database_url: str) -> tuple[list[str], list[str]]:

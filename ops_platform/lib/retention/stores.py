@@ -61,7 +61,7 @@ def local_inventory(store, environment: str) -> StoreInventory:
 
 
 def s3_inventory(store, environment: str) -> StoreInventory:
-    inventory = StoreInventory("s3")
+    inventory = StoreInventory(store.name)
     for name, item in store.list_names(environment).items():
         inventory.files[name] = (int(item.get("Size", 0)), item.get("LastModified"))
 
@@ -104,7 +104,28 @@ def build_plan(environment: str, local, s3, policy: RetentionPolicy, now: dateti
         except Exception as error:  # noqa: BLE001 - an S3 outage must not stop local cleanup
             skipped.append(f"S3 (s3://{s3.bucket}/{s3.prefix}) could not be listed and was left as is: "
                            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    stores = {"local": local, "s3": s3}
+    return _plan(environment, {"local": local, "s3": s3}, inventories, skipped, policy, now)
+
+
+def build_destination_plan(environment: str, store, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
+    """The same policy applied to one off-site destination on its own (``store.name`` is its
+    location): its floor and tiers count the verified backups that place holds, so the last good
+    backup of every place is kept whatever the others hold. A destination holds a backup's
+    manifest only when its copy there was read back intact. One that cannot be listed is left as
+    is, with a warning."""
+    try:
+        inventories = [s3_inventory(store, environment)]
+    except Exception as error:  # noqa: BLE001 - an outage of one place must not stop the others
+        problem = (f"destination {store.name} ({store.location(environment, '')}) could not be listed and was left "
+                   f"as is: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        plan = plan_retention(environment, [], policy, now, [problem])
+        plan.locations = []
+        return plan
+    return _plan(environment, {store.name: store}, inventories, [], policy, now)
+
+
+def _plan(environment: str, stores: dict, inventories: list[StoreInventory], skipped: list[str],
+          policy: RetentionPolicy, now: datetime) -> RetentionPlan:
     by_location = {inventory.location: inventory for inventory in inventories}
     rechecked: dict[str, list[CopyCheck]] = {}
     while True:
@@ -160,12 +181,14 @@ def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> A
     """Delete what the plan says from each store: every artifact first, then temporary files, then
     manifests, so an interruption leaves a dangling manifest (cleaned up next time), never a listed
     backup without its data. Then abort the S3 multipart uploads under this environment's folder
-    started more than a day before ``now``."""
+    started more than a day before ``now``. ``s3`` may be a destination (its plan from
+    ``build_destination_plan``, whose location is its name)."""
     result = ApplyResult()
+    s3_location = s3.name if s3 is not None else None
     for role in sorted(_DELETE_ORDER, key=_DELETE_ORDER.get):
         files = [f for item in plan.deleted for f in item.files if f.role == role]
         local_files = [f for f in files if f.location == "local"] if local is not None else []
-        s3_files = [f for f in files if f.location == "s3"] if s3 is not None else []
+        s3_files = [f for f in files if f.location == s3_location] if s3 is not None else []
         for f in local_files:
             local.delete(plan.environment, f.name)
         if s3_files:
@@ -173,7 +196,7 @@ def apply_plan(plan: RetentionPlan, local, s3, now: datetime | None = None) -> A
         for f in local_files + s3_files:
             result.deleted_files.append(f"{f.location}:{f.name}")
             result.bytes_freed += f.size
-    if s3 is not None and "s3" in plan.locations:
+    if s3 is not None and s3_location in plan.locations:
         cutoff = (now or plan.as_of) - GRACE
         result.aborted_uploads = s3.abort_incomplete_uploads(s3.key(plan.environment, ""), older_than=cutoff)
     return result
