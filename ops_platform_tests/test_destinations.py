@@ -238,3 +238,45 @@ def test_retention_keeps_the_last_good_backup_of_each_place(site, offsite):
     assert _ids(offsite.client_a, BUCKET_A, "backups/development/") == {newest}
     assert _ids(offsite.client_b, BUCKET_B, "team/backups/development/") == {max(in_b)}
     assert len(offsite.keys(offsite.client_a, BUCKET_A)) == 2  # its artifact and manifest, nothing else
+
+
+def test_enough_copies_counts_every_configured_place_unless_told_fewer():
+    from ops_platform.lib.backup import check_enough_copies
+
+    copies = {"local": {"verified": True}, "s3": {"verified": True},
+              "offsite-a": {"verified": False, "detail": "destination offsite-a upload failed: boom"}}
+    failed = check_enough_copies(copies, {}, 0)
+    assert not failed.passed and not failed.blocking
+    assert "only 2 verified copies (local, s3) of the 3 required" in failed.description
+    assert "offsite-a: destination offsite-a upload failed: boom" in failed.description
+    assert failed.metadata["missing_copies"] == ["offsite-a"]
+    enough = check_enough_copies(copies, {}, 2)
+    assert enough.passed and "missing offsite-a" in enough.description
+    unusable = check_enough_copies({"local": {"verified": True}}, {"destinations": "bad file"}, 0)
+    assert not unusable.passed and "destinations: bad file" in unusable.description
+
+
+def test_older_manifests_without_copies_still_read(tmp_path):
+    older = {"id": "production-20260115T070000Z", "environment": "production", "kind": "scheduled",
+             "created_at": "2026-01-15T07:00:00Z", "database": "app", "server_version": "15", "pg_dump_version": "15",
+             "compression": "zstd", "compression_level": 2, "artifact": "production-20260115T070000Z.dump.zst",
+             "raw_bytes": 10, "stored_bytes": 5, "sha256": "ab", "duration_seconds": 1.0, "verified": True,
+             "s3_checksum": "SHA256:xyz", "manifest_version": 1}
+    manifest = Manifest.from_json(json.dumps(older))
+    assert manifest.copies == [] and manifest.verified_copies == []
+    assert manifest.checksum_in("s3") == "SHA256:xyz" and manifest.checksum_in("offsite-a") is None
+    assert manifest.summary()["verified_copies"] is None
+    with pytest.raises(ValueError, match="copies"):
+        Manifest.from_json(json.dumps({**older, "copies": {"local": {}}}))
+
+
+def test_destination_credentials_are_redacted_whatever_their_variables_are_called(tmp_path):
+    from ops_platform.lib.redact import Redactor
+
+    config = tmp_path / "ops_platform.yaml"
+    config.write_text("destinations:\n  offsite-a:\n    s3_bucket: offsite-a-bucket\n"
+                      "    access_key_id_env: OFFSITE_A_ID\n    secret_access_key_env: OFFSITE_A_CREDS\n")
+    environ = {"OPS_PLATFORM_CONFIG": str(config), "OFFSITE_A_ID": KEY_ID_A, "OFFSITE_A_CREDS": SECRET_A}
+    text = f"signing with {KEY_ID_A} and {SECRET_A} failed"
+    assert Redactor.from_environ(environ)(text) == "signing with *** and *** failed"
+    assert SECRET_A in Redactor.from_environ({k: v for k, v in environ.items() if k != "OPS_PLATFORM_CONFIG"})(text)

@@ -297,6 +297,16 @@ class _S3Upload:
         abort_multipart(self.leg, wait_seconds=5)
 
 
+def _abort_all(uploads: list[_S3Upload]) -> None:
+    """Stop every leg at once, so legs hung on their S3 add no wait to each other's."""
+    threads = [threading.Thread(target=upload.abort, name=f"s3-abort-{upload.leg.name}", daemon=True)
+               for upload in uploads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 class _FanOut(io.RawIOBase):
     """The compressor's output: hashed, written to the local file, fed to every S3 leg and to the verifier."""
 
@@ -442,8 +452,7 @@ def run_dump(
             if process and process.poll() is None:
                 process.kill()
                 process.wait()
-            for upload in uploads:
-                upload.abort()
+            _abort_all(uploads)
             if verifier is not None:
                 verifier.abort()
             temporary.unlink(missing_ok=True)
