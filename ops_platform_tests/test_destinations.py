@@ -197,6 +197,12 @@ def test_a_bad_destination_line_is_one_line_naming_it(site, tmp_path):
     assert backups.returncode == 0, backups.stderr
     (warning,) = [line for line in backups.stderr.splitlines() if "destinations" in line]
     assert warning.startswith("warning: the off-site destinations are not listed:") and "offsite-c.s3_bucket" in warning
+    # A backup goes on without them, and counts them as a missing copy rather than forgetting them.
+    backup_id, result = _backup(site, **env)
+    enough = _manifest(site, backup_id).verification["enough_copies"]
+    assert not enough["passed"] and "missing destinations: " in enough["description"]
+    assert "destinations.offsite-c.s3_bucket" in enough["description"]
+    assert "only 2 verified copies (local, s3) of the 3 required" in result.stderr
 
 
 def _ids(client, bucket: str, prefix: str) -> set[str]:
