@@ -9,7 +9,7 @@ import dagster as dg
 
 from ops_platform.config import ConfigError
 from ops_platform.defs.databases import identity
-from ops_platform.defs.environments import ENVIRONMENT_NAMES, ensure_partitions, environment_partitions
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS, ensure_partitions, environment_partitions
 from ops_platform.defs.health.assets import SWEEP_INTERVAL_MINUTES, health_check_specs, health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP
@@ -205,7 +205,8 @@ def read_backup_history(instance: dg.DagsterInstance, environment: str, now: dat
 )
 def backup_history(context: dg.AssetExecutionContext, backup_storage: BackupStorageResource,
                    backup_bucket: BackupBucketResource):
-    """What the environment's backups have been doing: backups made, verified and failed over 1, 7
+    """What the target's backups have been doing (any target: an environment, a target of
+    ops_platform.yaml or a database found on its servers): backups made, verified and failed over 1, 7
     and 30 days (failures from the backup runs, whichever way they started), size and duration
     trends, the newest verified backup's age, the bytes held locally and in S3, and the latest and
     last successful restore drill (from the manifests and the drill runs)."""
@@ -229,12 +230,16 @@ insight_history_job = dg.define_asset_job(
     execution_timezone=OPERATIONS_TIMEZONE,
     job=insight_history_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=f"uptime and backup_history of every configured environment daily at 08:40 ({OPERATIONS_TIMEZONE}), "
-                "before the 09:00 digest.",
+    description=f"uptime and backup_history of every configured environment, and backup_history of every other "
+                f"target, daily at 08:40 ({OPERATIONS_TIMEZONE}), before the 09:00 digest.",
 )
 def insight_history_schedule(context: dg.ScheduleEvaluationContext):
-    if not ENVIRONMENT_NAMES:
-        return dg.SkipReason("no environment is configured")
     ensure_partitions(context.instance, ENVIRONMENT_NAMES)
-    return [dg.RunRequest(run_key=f"{environment}-insight-history-{context.scheduled_execution_time.isoformat()}",
-                          partition_key=environment) for environment in ENVIRONMENT_NAMES]
+    others = [name for name in context.instance.get_dynamic_partitions(TARGETS) if name not in ENVIRONMENT_NAMES]
+    if not ENVIRONMENT_NAMES and not others:
+        return dg.SkipReason("no environment or target is configured")
+    stamp = context.scheduled_execution_time.isoformat()
+    return ([dg.RunRequest(run_key=f"{environment}-insight-history-{stamp}", partition_key=environment)
+             for environment in ENVIRONMENT_NAMES]
+            + [dg.RunRequest(run_key=f"{name}-insight-history-{stamp}", partition_key=name,
+                             asset_selection=[BACKUP_HISTORY_KEY]) for name in sorted(others)])
