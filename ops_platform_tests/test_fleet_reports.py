@@ -203,7 +203,7 @@ def fleet_health(fleet, fleet_file, monkeypatch):
             monkeypatch.delenv(prefix + variable, raising=False)
     reloaded = importlib.reload(health_assets)
     yield reloaded, health_sensors
-    os.environ.pop("OPS_PLATFORM_CONFIG", None)
+    monkeypatch.undo()
     importlib.reload(health_assets)
 
 

@@ -172,18 +172,25 @@ def backup_history_metadata(history, listing_warnings: list[str]) -> dict:
     return metadata
 
 
+def backup_s3_store(backup_bucket: BackupBucketResource, log):
+    """The S3 store the backups are listed from; None without a bucket or with a bad setting (said once)."""
+    try:
+        return backup_bucket.store()
+    except ConfigError as error:
+        log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
+        return None
+
+
 def read_backup_history(instance: dg.DagsterInstance, environment: str, now: datetime,
                         backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
-                        log) -> tuple[BackupHistory, list[str]]:
-    """The environment's backup history now, from the stores (local and S3), the backup runs and the
-    drills; and the listing's warnings, redacted (each also logged)."""
+                        log, *, s3=False, quiet: bool = False) -> tuple[BackupHistory, list[str]]:
+    """The target's backup history now, from the stores (local and S3), the backup runs and the
+    drills; and the listing's warnings, redacted (each also logged). ``s3``: a store already made
+    (``backup_s3_store``), so a report over a fleet makes one client; ``quiet``: no info line."""
     since = now - timedelta(days=HISTORY_DAYS)
     redactor = Redactor.from_environ()
-    try:
-        s3 = backup_bucket.store()
-    except ConfigError as error:
-        s3 = None
-        log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
+    if s3 is False:
+        s3 = backup_s3_store(backup_bucket, log)
     listing = merge_listings(environment, backup_storage.local_store(), s3)
     warnings = [redactor(warning) for warning in listing.warnings]
     for warning in warnings:
@@ -191,8 +198,9 @@ def read_backup_history(instance: dg.DagsterInstance, environment: str, now: dat
     runs = records.backup_runs(instance, environment, since, redactor)
     drills = drill_results(environment, listing.manifests,
                            records.failed_drill_runs(instance, environment, since, redactor))
-    log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
-             f"{len(drills)} drills in {HISTORY_DAYS} days")
+    if not quiet:
+        log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
+                 f"{len(drills)} drills in {HISTORY_DAYS} days")
     return summarize_backups(environment, listing.manifests, runs, drills, now), warnings
 
 

@@ -19,7 +19,7 @@ from ops_platform.defs.health.assets import health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP, asset_url
 from ops_platform.defs.insight.database_stats import STATS_CHECK_KEYS, STATS_KEY, failed_snapshot, take_snapshot
-from ops_platform.defs.insight.history import UPTIME_KEY, compute_uptime, read_backup_history
+from ops_platform.defs.insight.history import UPTIME_KEY, backup_s3_store, compute_uptime, read_backup_history
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.defs.settings import BackupSettings, InsightSettings
@@ -160,14 +160,14 @@ def environment_report(instance: dg.DagsterInstance, environment: str, now: date
 
 
 def target_report(instance: dg.DagsterInstance, target: ReportTarget, now: datetime, kind: ReportKind,
-                  incidents, grace_hours: int, sources: ReportSources) -> EnvironmentReport:
+                  incidents, grace_hours: int, sources: ReportSources, s3=False) -> EnvironmentReport:
     """What is known about a target beyond the environments: its backup history from the stores
     and runs, expected on its schedule; its database statistics as recorded (the fleet's are
     taken daily before the digest, never by the report); its open health incidents."""
     stamp = now.timestamp()
     report = EnvironmentReport(target.name)
     report.backups, _ = read_backup_history(instance, target.name, now, sources.backup_storage,
-                                            sources.backup_bucket, sources.log)
+                                            sources.backup_bucket, sources.log, s3=s3, quiet=True)
     latest = records.materialization(instance, STATS_KEY, target.name)
     report.snapshot, report.checks = _snapshot(latest), _checks(instance, target.name)
     if kind == ReportKind.weekly and latest is not None:
@@ -200,12 +200,18 @@ def build_reports(instance: dg.DagsterInstance, now: datetime, kind: ReportKind,
     deployments = records.deployment_records(instance, now - timedelta(days=WEEK_DAYS), redactor)
     incidents, sweep_problem = records.health_incidents(instance, now.timestamp())
     reports = []
-    for target in targets_to_report(instance, sources.log):
+    targets = targets_to_report(instance, sources.log)
+    s3 = backup_s3_store(sources.backup_bucket, sources.log) if any(not t.environment for t in targets) else None
+    for target in targets:
         if target.environment:
             reports.append(environment_report(instance, target.name, now, kind, deployments, incidents,
                                               sweep_problem, grace_hours, sources))
         else:
-            reports.append(target_report(instance, target, now, kind, incidents, grace_hours, sources))
+            reports.append(target_report(instance, target, now, kind, incidents, grace_hours, sources, s3))
+    fleet = [report for report in reports if report.environment not in ENVIRONMENT_NAMES]
+    if fleet:
+        sources.log.info(f"{len(fleet)} targets beyond the environments read: "
+                         f"{sum(len(attention_items(report, now)) > 0 for report in fleet)} need attention")
     return reports
 
 
