@@ -1,4 +1,5 @@
-"""Health of every configured environment's components, as external assets with asset checks.
+"""Health of every configured environment's components, as external assets with asset checks,
+and of the fleet's databases (``fleet_databases``: every one accepts a connection).
 
 Each component (the app's API, its frontend, PostgreSQL, Redis, the backup bucket) of each
 configured environment is an external asset in the ``health`` group, named ``<env>_<component>``,
@@ -237,7 +238,8 @@ if health_check_specs:
         """Probe every component of the selected environments concurrently, with hard per-check
         timeouts, and record each result with its latency, and each component's state as a
         materialization of its asset: the Catalog shows it (red when a check failed) with its time,
-        and the asset's plots its latency."""
+        and the asset's plots its latency. A sweep of every environment also connects to every
+        fleet database (``fleet_databases``), a few at a time with short timeouts."""
         selected = set(config.environments) or set(ENVIRONMENT_NAMES)
         unknown = selected - set(ENVIRONMENT_NAMES)
         if unknown:

@@ -509,11 +509,11 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
     if len(reports) <= LIST_EVERY_TARGET_UP_TO:
         shown, quiet = list(reports), []
     else:
-        attention, _ = by_urgency(reports, now)
-        ordered = [report for report, _ in attention] + [r for r in reports if r not in
-                                                           [a for a, _ in attention]]
+        attention, rest = by_urgency(reports, now)
+        ordered = [report for report, _ in attention] + rest
         shown = [report for report in ordered if weekly_needs_attention(report, now)]
-        quiet = [report for report in reports if report not in shown]
+        shown_ids = {id(report) for report in shown}
+        quiet = [report for report in reports if id(report) not in shown_ids]
     for report in shown:
         lines += [f"## {report.environment}", ""]
         if report.data_problems:
