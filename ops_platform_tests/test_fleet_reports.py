@@ -244,6 +244,8 @@ def test_the_health_sweep_checks_every_fleet_database_and_a_gone_one_alerts_afte
         incidents = [t for t in posted(slack_server) if GONE in t]
         assert bool(incidents) == (attempt == 2), posted(slack_server)
     assert "does not exist" in evaluation.metadata["targets"].value[GONE][1]
+    state = instance.get_latest_materialization_event(health_assets.FLEET_KEY).asset_materialization
+    assert state.metadata["status"].value == "unhealthy" and state.metadata["failing"].value == 1
     assert evaluation.metadata["latency_ms"].value < 3000
     origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ops_platform"),
                                                            "__repository__"), "health_alert_sensor")

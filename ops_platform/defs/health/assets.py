@@ -283,6 +283,10 @@ if health_check_specs:
                 context.log.warning(f"fleet health: not checked: {problem}")
             check = fleet_check_result(results, not_checked, sweep.started_at, sweep.sweep_id)
             context.log.info(f"fleet databases: {check.description}")
+            context.op_execution_context.log_event(dg.AssetMaterialization(
+                asset_key=FLEET_KEY, description=f"{check.metadata['status'].value}: {check.description}",
+                metadata={key: check.metadata[key] for key in ("status", "databases", "failing", "latency_ms",
+                                                               "checked_at", "sweep_id")}))
             yield check
 
     health_check_job = dg.define_asset_job(
