@@ -41,7 +41,7 @@ test-tools:
 # the tests wait on servers and subprocesses as much as they compute. Modules that share something
 # outside the test's own names (make dev's demo database) are one group (pytest.mark.xdist_group).
 test: install test-tools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 test-fast: install   # seconds, no server: the definitions against ops_platform_tests/graph_snapshot.txt
 	$(BIN)/python -m pytest -q ops_platform_tests/test_graph.py ops_platform_tests/test_cli_help.py

@@ -1,5 +1,6 @@
 """A Slack-compatible HTTP server for tests: answers chat.postMessage and incoming-webhook posts
-like Slack does and records every request. It can be switched to fail (HTTP 500) or stall."""
+like Slack does and records every request. It can be switched to fail (HTTP 500) or stall, and to
+refuse blocks beyond Slack's limits as Slack does (``enforce_block_limits``: ``invalid_blocks``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,23 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
+
+
+SECTION_TEXT_LIMIT = 3000
+BLOCKS_LIMIT = 50
+
+
+def block_limit_problem(payload: dict) -> str | None:
+    """What Slack would refuse in a message's blocks: more than 50 blocks, or a section whose
+    text is longer than 3,000 characters; None when it is within the limits."""
+    blocks = payload.get("blocks") or []
+    if len(blocks) > BLOCKS_LIMIT:
+        return f"no more than {BLOCKS_LIMIT} items allowed [json-pointer:/blocks]"
+    for index, block in enumerate(blocks):
+        text = (block.get("text") or {}).get("text") if isinstance(block, dict) else None
+        if isinstance(text, str) and len(text) > SECTION_TEXT_LIMIT:
+            return f"must be less than {SECTION_TEXT_LIMIT + 1} characters [json-pointer:/blocks/{index}/text/text]"
+    return None
 
 
 @dataclass
@@ -29,6 +47,7 @@ class SlackServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     fail_status: int | None = None
     delay_seconds: float = 0.0
+    enforce_block_limits: bool = False
 
     def __post_init__(self):
         server = self
@@ -52,6 +71,14 @@ class SlackServer:
                     time.sleep(server.delay_seconds)
                 if server.fail_status:
                     self._reply(server.fail_status, b"internal_error", "text/plain")
+                    return
+                problem = block_limit_problem(payload) if server.enforce_block_limits else None
+                if problem and self.path.startswith("/api/"):
+                    self._reply(200, json.dumps({"ok": False, "error": "invalid_blocks",
+                                                 "errors": [problem]}).encode(), "application/json")
+                    return
+                if problem:
+                    self._reply(400, b"invalid_blocks", "text/plain")
                     return
                 if self.path.startswith("/api/chat.postMessage"):
                     reply = {"ok": True, "channel": payload.get("channel", "C0TEST"), "ts": f"{time.time():.6f}",
@@ -97,6 +124,7 @@ class SlackServer:
         self.requests.clear()
         self.fail_status = None
         self.delay_seconds = 0.0
+        self.enforce_block_limits = False
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -246,6 +246,22 @@ os.environ.setdefault("PRODUCTION_REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("STAGING_API_URL", "http://127.0.0.1:9")
 
 
+# The longest groups (minutes each, measured in CI) start first, so neither session ends the run
+# alone with one of them (make test passes --no-loadscope-reorder to keep this order).
+LONGEST_GROUPS_FIRST = ("make_dev", "test_deploy_shape", "test_restore_cli", "test_deploy_remote", "test_backup_faults",
+                        "test_production_runs", "test_restore_ui", "test_insight_ui", "test_restore_swap_crash",
+                        "test_restore_faithful", "test_ui")
+
+
+def _group_of(item) -> str:
+    return item.get_closest_marker("xdist_group").args[0]
+
+
+def _start_rank(item) -> int:
+    group = _group_of(item).rsplit(".", 1)[-1]
+    return LONGEST_GROUPS_FIRST.index(group) if group in LONGEST_GROUPS_FIRST else len(LONGEST_GROUPS_FIRST)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n N --dist loadgroup`` (make test) each module runs whole in one session, so
@@ -253,3 +269,4 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=_start_rank)

@@ -90,7 +90,7 @@ def write_backup(root: Path, environment: str, created: datetime, *, stored: int
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\0" * stored)
     manifest = Manifest(id=backup_id, environment=environment, kind="scheduled", created_at=utc_iso(created),
-                        database=TEST_DATABASES[environment], server_version="15", pg_dump_version="15",
+                        database=TEST_DATABASES.get(environment, environment), server_version="15", pg_dump_version="15",
                         compression="zstd", compression_level=3, artifact=artifact, raw_bytes=stored * 3,
                         stored_bytes=stored, sha256="0" * 64, duration_seconds=duration, verified=verified,
                         locations=[str(path)], drill=drill)

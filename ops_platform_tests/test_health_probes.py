@@ -189,3 +189,24 @@ def test_an_invalid_url_is_an_unhealthy_result_not_an_exception(url):
     assert api.status == UNHEALTHY and api.reason.startswith("invalid API URL: ")
     [frontend] = probes.probe_frontend("production", url, FAST)
     assert frontend.status == UNHEALTHY and frontend.reason.startswith("invalid frontend URL: ")
+
+
+def test_a_fleet_probe_checks_many_databases_a_few_at_a_time_within_its_budget(silent_listener):
+    server = f"postgresql://ops_test:{DB_PASSWORD}@127.0.0.1:5432"
+    databases = {f"up{i:02d}": f"{server}/postgres" for i in range(12)}
+    databases.update({f"silent{i}": f"postgresql://ops_test@127.0.0.1:{silent_listener.port}/app" for i in range(6)})
+    databases["gone"] = f"{server}/ops_fleet_probe_never_created"
+    probe = probes.fleet_probe(databases, ProbeSettings(timeout_seconds=10.0), concurrency=4, timeout_seconds=2.0)
+    assert probe.environment == probes.FLEET and probe.timeout_seconds == (5 + 1) * 2.0
+
+    started = time.monotonic()
+    sweep = run_sweep([probe], Redactor.from_environ())
+
+    assert time.monotonic() - started < probe.timeout_seconds + 1.0
+    by_name = {result.environment: result for result in sweep.results}
+    assert set(by_name) == set(databases)
+    assert all(by_name[f"up{i:02d}"].status == HEALTHY for i in range(12))
+    assert all(by_name[f"silent{i}"].status == UNHEALTHY for i in range(6))
+    assert all(by_name[f"silent{i}"].latency_seconds < 4.0 for i in range(6))  # capped at 2 s, not the sweep's 10
+    assert by_name["gone"].status == UNHEALTHY and "does not exist" in by_name["gone"].reason
+    assert DB_PASSWORD not in str(sweep.results)

@@ -225,3 +225,83 @@ def test_the_digest_as_markdown():
     assert "- database check **connections**: 90 of 97 usable connections in use" in markdown
     assert "## staging\n\nNothing needs attention." in markdown
     assert_no_secret(markdown)
+
+
+def fleet_report(name: str, *, failed_reason: str | None = None, incident: bool = False,
+                 unverified: bool = False) -> EnvironmentReport:
+    """A target backed up half an hour ago; a failed run, an open incident or an unverified newest backup."""
+    manifests = [manifest(0.02, environment=name)]
+    if unverified:
+        manifests.append(manifest(0.01, environment=name, verified=False))
+    runs = [BackupRun(NOW - timedelta(hours=2), name, False, failed_reason)] if failed_reason else []
+    return EnvironmentReport(
+        name, backup_expected_after=NOW - timedelta(hours=8),
+        backups=summarize_backups(name, manifests, runs, [], NOW),
+        open_incidents=[OpenIncident(name, {"postgres": "database does not exist"}, NOW.timestamp() - 3600)]
+        if incident else [])
+
+
+def test_a_fleet_digest_groups_the_quiet_targets_and_lists_the_others_most_urgent_first():
+    reports = [fleet_report(f"shop.db{i:03d}") for i in range(96)]
+    reports[10] = fleet_report("shop.db010", unverified=True)
+    reports[20] = fleet_report("shop.db020", failed_reason="pg_dump: connection refused")
+    reports[30] = fleet_report("shop.db030", incident=True)
+    reports[40] = fleet_report("shop.db040", failed_reason="disk full", unverified=True)
+    reports += [EnvironmentReport(name) for name in ("production", "staging", "development", "analytics")]
+
+    message = render_digest(reports, NOW)
+
+    lines = message.text.splitlines()
+    assert lines[0] == ":sunrise: *Ops digest for 2026-01-12*: 5 items need attention in 4 targets of 100"
+    assert lines[1] == (":white_check_mark: 92 targets backed up on schedule, all verified; "
+                        "4 targets without a schedule or a backup, nothing failed")
+    assert [line for line in lines if line.startswith("*")] == [
+        "*shop.db030*", "*shop.db040*", "*shop.db020*", "*shop.db010*"]
+    assert lines[lines.index("*shop.db040*") + 1].startswith("• :x: 1 backup run failed")
+    assert "shop.db011" not in message.text and "production" not in message.text
+    markdown = render_digest_markdown(reports, NOW)
+    assert markdown.index("## shop.db030") < markdown.index("## shop.db010")
+    assert "shop.db011" in markdown.split("## Nothing needs attention")[1]
+
+
+def test_a_long_fleet_digest_is_cut_into_sections_within_slacks_limits():
+    reason = "pg_dump: error: query failed: " + "x" * 180
+    reports = [fleet_report(f"shop.db{i:03d}", failed_reason=reason) for i in range(100)]
+
+    message = render_digest(reports, NOW, link="http://dagster.example/assets/ops_report")
+
+    assert 1 < len(message.blocks) <= 50
+    assert all(len(block["text"]["text"]) <= 3000 for block in message.blocks)
+    assert message.text.count("• :x:") == 20
+    assert "…and 80 more targets needing attention: shop.db020, shop.db021" in message.text
+    assert message.blocks[-1]["text"]["text"].endswith("<http://dagster.example/assets/ops_report|Full digest in Dagster>")
+
+
+def test_a_fleet_weekly_report_tables_the_quiet_targets():
+    reports = [fleet_report(f"shop.db{i:03d}") for i in range(99)] + [
+        fleet_report("shop.db099", failed_reason="pg_dump: connection refused")]
+
+    weekly = render_weekly_report(reports, NOW)
+
+    assert weekly.slack.text.splitlines()[1:] == [
+        ":white_check_mark: 99 targets backed up on schedule, all verified",
+        "*shop.db099*: backups 1/1 verified, 1 failed run; no good drill on record"]
+    assert "## shop.db099" in weekly.markdown and "## shop.db000" not in weekly.markdown
+    assert "| shop.db000 | 1/1 |" in weekly.markdown
+
+
+def test_the_reports_cover_the_environments_then_every_target_expected_on_its_schedule():
+    from ops_platform.lib.insight.fleet import ReportTarget, report_targets
+    from ops_platform.lib.targets import SERVER_PROBLEM, Problem, Target, TargetsResult
+
+    live = TargetsResult([Target("production", "environment", "0 2 * * *", "PRODUCTION_DATABASE_URL"),
+                          Target("analytics", "file", "0 4 * * *", "ANALYTICS_URL"),
+                          Target("shop.orders", "discovered:shop", "0 1 * * *", "SHOP_URL", "shop", "orders")],
+                         [Problem(SERVER_PROBLEM, "server eu: cannot connect", "eu")])
+    registered = ["production", "shop.orders", "shop.gone", "eu.tenant", "analytics"]
+
+    found = report_targets(["production", "development"], registered, live, {"shop": "0 1 * * *", "eu": "0 3 * * *"})
+
+    assert found == [ReportTarget("production", "0 2 * * *", True), ReportTarget("development", None, True),
+                     ReportTarget("analytics", "0 4 * * *"), ReportTarget("eu.tenant", "0 3 * * *"),
+                     ReportTarget("shop.gone", None), ReportTarget("shop.orders", "0 1 * * *")]

@@ -583,7 +583,9 @@ def test_a_server_restart_during_pg_restore_is_retried_from_a_new_copy(big, tmp_
     backup_id, expected = big[1], big[2]
     process, seen = start_and_wait_for_pg_restore(site, backup_id)
     try:
-        psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE starts_with(datname, '{site.live}__restore_')")
+        ended = f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity " \
+                f"WHERE starts_with(datname, '{site.live}__restore_') AND backend_type = 'client backend'"
+        wait_for(lambda: psql(ended) != "0", 60, interval=0.02, what="pg_restore's sessions to end")
         out, err = process.communicate(timeout=240)
     finally:
         kill_pids(pid for pid in seen if alive(pid))

@@ -23,6 +23,11 @@ def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datet
     checked_at = datetime.now(timezone.utc)
     for evaluation in result.get_asset_check_evaluations():
         metadata = {key: value.value for key, value in evaluation.metadata.items()}
+        if isinstance(metadata.get("targets"), dict):
+            for name, (status, reason, latency_ms) in sorted(metadata["targets"].items()):
+                found.setdefault(name, []).append(ProbeResult(name, "postgres", status, reason,
+                                                              float(latency_ms) / 1000))
+            continue
         if "environment" not in metadata:
             continue
         checked_at = datetime.fromtimestamp(checked_at_seconds(metadata["checked_at"]), timezone.utc)

@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +43,9 @@ DEFAULT_DEGRADED_SECONDS = 2.0
 MAX_BODY_BYTES = 1 << 20
 SWEEP_GRACE_SECONDS = 0.5
 SEED_SERVICES = ("database", "redis", "storage")
+FLEET = "(fleet)"
+FLEET_CONCURRENCY = 16
+FLEET_TIMEOUT_SECONDS = 5.0
 MAX_REASON_CHARS = 300
 
 
@@ -384,6 +389,39 @@ def environment_probes(environment, settings: ProbeSettings, *, s3_client=None, 
         probes.append(Probe(name, "bucket", lambda: probe_bucket(name, s3_client, bucket, prefix, settings, encryption),
                             settings.timeout_seconds))
     return probes
+
+
+def fleet_probe(databases: dict[str, str], settings: ProbeSettings, concurrency: int = FLEET_CONCURRENCY,
+                timeout_seconds: float = FLEET_TIMEOUT_SECONDS) -> Probe:
+    """One probe for many databases (name -> URL): each a connect and ``SELECT 1`` (``probe_postgres``)
+    with the sweep's timeout capped at ``timeout_seconds``, at most ``concurrency`` at a time. It
+    answers within the rounds that takes plus one timeout; a database still connecting then is
+    unhealthy ("no answer"). Each result is reported under the database's name, component ``postgres``."""
+    capped = ProbeSettings(**{**asdict(settings), "timeout_seconds": min(settings.timeout_seconds, timeout_seconds)})
+    rounds = max(1, math.ceil(len(databases) / max(1, concurrency)))
+    budget = (rounds + 1) * capped.timeout_seconds
+
+    def run() -> list[ProbeResult]:
+        started = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(databases))), thread_name_prefix="fleet-probe")
+        futures = {name: pool.submit(probe_postgres, name, url, capped) for name, url in databases.items()}
+        pool.shutdown(wait=False, cancel_futures=False)
+        done, _ = futures_wait(futures.values(), timeout=budget - SWEEP_GRACE_SECONDS / 2)
+        results = []
+        for name, future in futures.items():
+            if future in done and future.exception() is None:
+                results += future.result()
+            elif future in done:
+                results.append(ProbeResult(name, "postgres", UNHEALTHY, f"check crashed: {future.exception()}",
+                                           time.monotonic() - started))
+            else:
+                future.cancel()
+                results.append(ProbeResult(name, "postgres", UNHEALTHY,
+                                           f"no answer within the sweep's {budget:g}s for {len(databases)} databases",
+                                           time.monotonic() - started))
+        return results
+
+    return Probe(FLEET, "postgres", run, budget)
 
 
 def environment_summary(results: list[ProbeResult], checked_at: datetime) -> dict:

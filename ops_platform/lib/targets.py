@@ -320,6 +320,35 @@ def resolve_target(name: str, environ: Mapping[str, str] | None = None) -> Targe
     return Target(name, f"{DISCOVERED}:{server.name}", server.schedule, server.url_env, server.name, database)
 
 
+def probed_targets(registered: Iterable[str], environ: Mapping[str, str] | None = None
+                   ) -> tuple[dict[str, str], list[str]]:
+    """The databases beyond the environments that the health sweep connects to, by name, with their
+    URLs: every ``targets:`` entry, and every registered ``<server>.<database>`` of a server of the
+    file that its ``databases``/``exclude`` still select, whether or not it is on the server now
+    (a database that disappears fails its checks and alerts; one dropped on purpose is added to
+    ``exclude``). And one line per target left out (its variable unset, or a bad file)."""
+    environ = os.environ if environ is None else environ
+    try:
+        platform = load_platform_config(environ)
+    except ConfigError as error:
+        return {}, [str(error)]
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    candidates = platform.file_targets()
+    for name in sorted(set(registered)):
+        server_name, dot, database = name.partition(".")
+        server = platform.servers.get(server_name)
+        if dot and server is not None and select_databases(server, [database])[0] == [database]:
+            candidates.append(Target(name, f"{DISCOVERED}:{server.name}", server.schedule, server.url_env,
+                                     server.name, database))
+    for target in candidates:
+        try:
+            found[target.name] = target.database_url(environ)
+        except ConfigError as error:
+            problems.append(str(error))
+    return found, problems
+
+
 def _already_a_target(server: Server, target: Target, owner: str, platform: PlatformConfig) -> Problem:
     """A discovered database that another target already is: listed once, under the first name.
     Two servers of the file reaching one database is the file's mistake; a server holding an

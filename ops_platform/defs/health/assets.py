@@ -1,4 +1,5 @@
-"""Health of every configured environment's components, as external assets with asset checks.
+"""Health of every configured environment's components, as external assets with asset checks,
+and of the fleet's databases (``fleet_databases``: every one accepts a connection).
 
 Each component (the app's API, its frontend, PostgreSQL, Redis, the backup bucket) of each
 configured environment is an external asset in the ``health`` group, named ``<env>_<component>``,
@@ -17,13 +18,14 @@ from pydantic import Field
 
 from ops_platform.config import ConfigError, load_environments
 from ops_platform.defs import platform_start
-from ops_platform.defs.environments import ENVIRONMENT_NAMES
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
 from ops_platform.defs.settings import HealthSettings
 from ops_platform.lib import probes
 from ops_platform.lib.incidents import SWEEP_JOB
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import PLATFORM_STARTING
+from ops_platform.lib.targets import load_platform_config, probed_targets
 
 HEALTH_GROUP = "health"
 SWEEP_INTERVAL_MINUTES = 5
@@ -40,6 +42,8 @@ COMPONENT_DESCRIPTIONS = {
     "redis": "The environment's Redis, checked directly with PING.",
     "bucket": "The backup bucket: HeadBucket plus a write, read and delete canary under the prefix.",
 }
+FLEET_KEY = dg.AssetKey("fleet_databases")
+FLEET_CHECK = "accept_connections"
 
 
 def _components(environment, environ) -> list[str]:
@@ -96,10 +100,28 @@ def _build(environ):
             else:
                 check_specs.append(dg.AssetCheckSpec(REACHABLE_CHECK, asset=component_asset_key(name, component),
                                                      description=COMPONENT_DESCRIPTIONS[component]))
+    if _has_fleet(environ):
+        specs.append(dg.AssetSpec(
+            key=FLEET_KEY, group_name=HEALTH_GROUP, kinds={"postgres"}, metadata={"component": "postgres"},
+            description="The databases beyond the environments (ops_platform.yaml's targets and the databases "
+                        "registered from its servers): each accepts a connection and answers SELECT 1. One check "
+                        "result per sweep, each database's answer in its metadata `targets`; the health alert "
+                        "sensor follows each database as its own target."))
+        check_specs.append(dg.AssetCheckSpec(FLEET_CHECK, asset=FLEET_KEY,
+                                             description="Every fleet database accepts a connection in time."))
     return specs, check_specs
 
 
+def _has_fleet(environ) -> bool:
+    try:
+        platform = load_platform_config(environ)
+    except ConfigError:
+        return False
+    return bool(platform.servers or platform.targets)
+
+
 health_component_specs, health_check_specs = _build(os.environ)
+FLEET_CHECK_KEY = dg.AssetCheckKey(FLEET_KEY, FLEET_CHECK)
 
 
 class HealthSweepConfig(dg.Config):
@@ -134,6 +156,32 @@ def _check_result(environment: str, result: probes.ProbeResult, checked_at: date
         description=result.reason,
         metadata=metadata,
     )
+
+
+def fleet_check_result(results: list[probes.ProbeResult], problems: list[str], checked_at: datetime,
+                       sweep_id: str) -> dg.AssetCheckResult:
+    """The fleet's databases in one check result: passed when every one is healthy; the metadata
+    `targets` holds each one's [status, reason, latency_ms], which the health alert sensor reads."""
+    failing = sorted(r.environment for r in results if r.status == probes.UNHEALTHY)
+    slow = sorted(r.environment for r in results if r.status == probes.DEGRADED)
+    status = probes.worst_status([r.status for r in results]) if results else probes.HEALTHY
+    description = (f"{len(results) - len(failing)} of {len(results)} databases accept connections"
+                   + (f"; failing: {', '.join(failing[:20])}" + (" ..." if len(failing) > 20 else "") if failing else "")
+                   + (f"; slow: {', '.join(slow[:20])}" if slow else ""))
+    latencies = [r.latency_seconds for r in results]
+    return dg.AssetCheckResult(
+        asset_key=FLEET_KEY, check_name=FLEET_CHECK, passed=not failing and not slow,
+        severity=dg.AssetCheckSeverity.ERROR if failing else dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "component": "postgres", "status": status, "checked_at": dg.MetadataValue.timestamp(checked_at),
+            "sweep_id": sweep_id, "databases": dg.MetadataValue.int(len(results)),
+            "failing": dg.MetadataValue.int(len(failing)),
+            "latency_ms": dg.MetadataValue.float(round(max(latencies, default=0.0) * 1000, 1)),
+            "targets": dg.MetadataValue.json({r.environment: [r.status, r.reason, round(r.latency_seconds * 1000, 1)]
+                                              for r in sorted(results, key=lambda r: r.environment)}),
+            **({"not_checked": dg.MetadataValue.json(problems)} if problems else {}),
+        })
 
 
 def component_state(asset_key: dg.AssetKey, results: list[probes.ProbeResult], sweep: probes.SweepResult
@@ -190,7 +238,8 @@ if health_check_specs:
         """Probe every component of the selected environments concurrently, with hard per-check
         timeouts, and record each result with its latency, and each component's state as a
         materialization of its asset: the Catalog shows it (red when a check failed) with its time,
-        and the asset's plots its latency."""
+        and the asset's plots its latency. A sweep of every environment also connects to every
+        fleet database (``fleet_databases``), a few at a time with short timeouts."""
         selected = set(config.environments) or set(ENVIRONMENT_NAMES)
         unknown = selected - set(ENVIRONMENT_NAMES)
         if unknown:
@@ -199,8 +248,15 @@ if health_check_specs:
         environments = [env for name, env in load_environments().items() if name in selected]
         health_settings.require_valid("health sweep")
         settings = sweep_settings(config, health_settings, context.run.tags)
-        sweep = probes.run_sweep(build_probes(environments, settings, backup_bucket, backup_storage.local_store().root),
-                                 Redactor.from_environ())
+        sweep_probes = build_probes(environments, settings, backup_bucket, backup_storage.local_store().root)
+        fleet, not_checked = {}, []
+        if FLEET_CHECK_KEY in context.selected_asset_check_keys and not config.environments:
+            registered = [name for name in context.instance.get_dynamic_partitions(TARGETS)
+                          if name not in ENVIRONMENT_NAMES]
+            fleet, not_checked = probed_targets(registered)
+            if fleet:
+                sweep_probes.append(probes.fleet_probe(fleet, settings))
+        sweep = probes.run_sweep(sweep_probes, Redactor.from_environ())
         context.log.info(f"health sweep of {', '.join(sorted(selected))}: {len(sweep.results)} checks in "
                          f"{sweep.duration_seconds:.2f}s")
         selected_keys = context.selected_asset_check_keys
@@ -218,6 +274,20 @@ if health_check_specs:
                 if result.status != probes.HEALTHY:
                     context.log.warning(f"{environment.name} {result.component}: {result.status}: {result.reason}")
                 yield _check_result(environment.name, result, sweep.started_at, sweep.sweep_id, extra)
+        if FLEET_CHECK_KEY in selected_keys and not config.environments:
+            results = [r for r in sweep.results if r.environment in fleet or r.environment == probes.FLEET]
+            results = [r for r in results if r.environment != probes.FLEET] or [
+                probes.ProbeResult(name, "postgres", probes.UNHEALTHY, r.reason, r.latency_seconds)
+                for r in results for name in fleet]
+            for problem in not_checked:
+                context.log.warning(f"fleet health: not checked: {problem}")
+            check = fleet_check_result(results, not_checked, sweep.started_at, sweep.sweep_id)
+            context.log.info(f"fleet databases: {check.description}")
+            context.op_execution_context.log_event(dg.AssetMaterialization(
+                asset_key=FLEET_KEY, description=f"{check.metadata['status'].value}: {check.description}",
+                metadata={key: check.metadata[key] for key in ("status", "databases", "failing", "latency_ms",
+                                                               "checked_at", "sweep_id")}))
+            yield check
 
     health_check_job = dg.define_asset_job(
         SWEEP_JOB,

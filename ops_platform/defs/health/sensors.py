@@ -110,20 +110,28 @@ def latest_sweep_run(instance: dg.DagsterInstance, known: dict | None = None) ->
     return SweepRun(run.run_id, ok, record.end_time or record.update_timestamp.timestamp(), reason)
 
 
-def _observation(record) -> tuple[str, Observation] | None:
+def _observation(record) -> list[tuple[str, Observation]] | None:
+    """A recorded health check result as (environment, observation); the fleet databases' one
+    result as one (target, observation) per database in its metadata ``targets``."""
     evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event \
         else None
     if not isinstance(evaluation, dg.AssetCheckEvaluation):
         return None
     metadata = {key: value.value for key, value in (evaluation.metadata or {}).items()}
+    if isinstance(metadata.get("targets"), dict) and "checked_at" in metadata:
+        at = probes.checked_at_seconds(metadata["checked_at"])
+        return [(str(name), Observation(component="postgres", ok=answer[0] != "unhealthy",
+                                        reason=str(answer[1] or ""), at=at))
+                for name, answer in sorted(metadata["targets"].items())
+                if isinstance(answer, list) and len(answer) >= 2]
     if not {"environment", "component", "status", "checked_at"} <= set(metadata):
         return None
-    return str(metadata["environment"]), Observation(
+    return [(str(metadata["environment"]), Observation(
         component=str(metadata["component"]),
         ok=metadata["status"] != "unhealthy",
         reason=str(metadata.get("reason") or ""),
         at=probes.checked_at_seconds(metadata["checked_at"]),
-    )
+    ))]
 
 
 def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], check_keys,
@@ -137,7 +145,8 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], c
     record; results above it that were already read are remembered in ``seen``; and every check
     with a pending record is read again on the next tick (``pending_checks``), even when newer
     results of that check have already been read. ``parse`` turns a finished record into
-    ``(environment, item)`` or None (``database_condition_sensor`` reads its own checks with it)."""
+    ``(environment, item)``, a list of them, or None (``database_condition_sensor`` reads its own
+    checks with it)."""
     pending_checks = pending_checks or set()
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
     changed = [key for key in check_keys
@@ -164,8 +173,8 @@ def new_observations(instance: dg.DagsterInstance, after: int, seen: set[int], c
             still_pending.add(check_key.to_user_string())
         elif record.id not in seen:
             found = parse(record)
-            if found:
-                by_environment.setdefault(found[0], []).append(found[1])
+            for environment, item in (found if isinstance(found, list) else [found] if found else []):
+                by_environment.setdefault(environment, []).append(item)
             seen.add(record.id)
         blocked = blocked or pending
         if not blocked:

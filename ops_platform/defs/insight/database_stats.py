@@ -28,6 +28,7 @@ from ops_platform.lib.insight.database_stats import XID_LIMIT, DatabaseSnapshot,
 from ops_platform.lib.redact import Redactor, secrets_from_environ
 from ops_platform.lib.sql_text import sanitize_statement
 from ops_platform.lib.tags import KIND, MAX_RETRIES, MAX_RUNTIME, PARTITION
+from ops_platform.lib.targets import OPERATIONS_TIMEZONE, load_targets
 
 STATS_KEY = dg.AssetKey("database_stats")
 STATS_JOB = "database_stats_job"
@@ -305,3 +306,30 @@ def database_stats_schedule(context: dg.ScheduleEvaluationContext):
         return dg.SkipReason("every environment has a run queued or in progress"
                              if ENVIRONMENT_NAMES else "no environment is configured")
     return requests
+
+
+FLEET_STATS_CRON = "10 8 * * *"
+
+
+@dg.schedule(
+    name="fleet_database_stats_schedule",
+    cron_schedule=FLEET_STATS_CRON,
+    execution_timezone=OPERATIONS_TIMEZONE,
+    job=database_stats_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=f"A database_stats snapshot of every target beyond the environments, daily at 08:10 "
+                f"({OPERATIONS_TIMEZONE}), so the 09:00 digest has each one's checks (a target with a run queued or "
+                "in progress is skipped that day). Any target can be snapshotted at any time from the UI.",
+)
+def fleet_database_stats_schedule(context: dg.ScheduleEvaluationContext):
+    found = load_targets()
+    for problem in found.problems:
+        context.log.warning(str(problem))
+    names = [name for name in found.names if name not in ENVIRONMENT_NAMES]
+    if not names:
+        return dg.SkipReason("no target beyond the environments")
+    busy = busy_environments(context.instance)
+    ensure_partitions(context.instance, names)
+    requests = [dg.RunRequest(run_key=f"{name}-database-stats-{context.scheduled_execution_time.isoformat()}",
+                              partition_key=name) for name in names if name not in busy]
+    return requests or dg.SkipReason("every target has a run queued or in progress")

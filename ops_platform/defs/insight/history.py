@@ -9,7 +9,7 @@ import dagster as dg
 
 from ops_platform.config import ConfigError
 from ops_platform.defs.databases import identity
-from ops_platform.defs.environments import ENVIRONMENT_NAMES, ensure_partitions, environment_partitions
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS, ensure_partitions, environment_partitions
 from ops_platform.defs.health.assets import SWEEP_INTERVAL_MINUTES, health_check_specs, health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP
@@ -172,18 +172,25 @@ def backup_history_metadata(history, listing_warnings: list[str]) -> dict:
     return metadata
 
 
+def backup_s3_store(backup_bucket: BackupBucketResource, log):
+    """The S3 store the backups are listed from; None without a bucket or with a bad setting (said once)."""
+    try:
+        return backup_bucket.store()
+    except ConfigError as error:
+        log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
+        return None
+
+
 def read_backup_history(instance: dg.DagsterInstance, environment: str, now: datetime,
                         backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
-                        log) -> tuple[BackupHistory, list[str]]:
-    """The environment's backup history now, from the stores (local and S3), the backup runs and the
-    drills; and the listing's warnings, redacted (each also logged)."""
+                        log, *, s3=False, quiet: bool = False) -> tuple[BackupHistory, list[str]]:
+    """The target's backup history now, from the stores (local and S3), the backup runs and the
+    drills; and the listing's warnings, redacted (each also logged). ``s3``: a store already made
+    (``backup_s3_store``), so a report over a fleet makes one client; ``quiet``: no info line."""
     since = now - timedelta(days=HISTORY_DAYS)
     redactor = Redactor.from_environ()
-    try:
-        s3 = backup_bucket.store()
-    except ConfigError as error:
-        s3 = None
-        log.warning(f"S3 is not read, its configuration is wrong: {error}; local backups only")
+    if s3 is False:
+        s3 = backup_s3_store(backup_bucket, log)
     listing = merge_listings(environment, backup_storage.local_store(), s3)
     warnings = [redactor(warning) for warning in listing.warnings]
     for warning in warnings:
@@ -191,8 +198,9 @@ def read_backup_history(instance: dg.DagsterInstance, environment: str, now: dat
     runs = records.backup_runs(instance, environment, since, redactor)
     drills = drill_results(environment, listing.manifests,
                            records.failed_drill_runs(instance, environment, since, redactor))
-    log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
-             f"{len(drills)} drills in {HISTORY_DAYS} days")
+    if not quiet:
+        log.info(f"{environment}: {len(listing.manifests)} backups listed, {len(runs)} backup runs and "
+                 f"{len(drills)} drills in {HISTORY_DAYS} days")
     return summarize_backups(environment, listing.manifests, runs, drills, now), warnings
 
 
@@ -205,7 +213,8 @@ def read_backup_history(instance: dg.DagsterInstance, environment: str, now: dat
 )
 def backup_history(context: dg.AssetExecutionContext, backup_storage: BackupStorageResource,
                    backup_bucket: BackupBucketResource):
-    """What the environment's backups have been doing: backups made, verified and failed over 1, 7
+    """What the target's backups have been doing (any target: an environment, a target of
+    ops_platform.yaml or a database found on its servers): backups made, verified and failed over 1, 7
     and 30 days (failures from the backup runs, whichever way they started), size and duration
     trends, the newest verified backup's age, the bytes held locally and in S3, and the latest and
     last successful restore drill (from the manifests and the drill runs)."""
@@ -229,12 +238,16 @@ insight_history_job = dg.define_asset_job(
     execution_timezone=OPERATIONS_TIMEZONE,
     job=insight_history_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=f"uptime and backup_history of every configured environment daily at 08:40 ({OPERATIONS_TIMEZONE}), "
-                "before the 09:00 digest.",
+    description=f"uptime and backup_history of every configured environment, and backup_history of every other "
+                f"target, daily at 08:40 ({OPERATIONS_TIMEZONE}), before the 09:00 digest.",
 )
 def insight_history_schedule(context: dg.ScheduleEvaluationContext):
-    if not ENVIRONMENT_NAMES:
-        return dg.SkipReason("no environment is configured")
     ensure_partitions(context.instance, ENVIRONMENT_NAMES)
-    return [dg.RunRequest(run_key=f"{environment}-insight-history-{context.scheduled_execution_time.isoformat()}",
-                          partition_key=environment) for environment in ENVIRONMENT_NAMES]
+    others = [name for name in context.instance.get_dynamic_partitions(TARGETS) if name not in ENVIRONMENT_NAMES]
+    if not ENVIRONMENT_NAMES and not others:
+        return dg.SkipReason("no environment or target is configured")
+    stamp = context.scheduled_execution_time.isoformat()
+    return ([dg.RunRequest(run_key=f"{environment}-insight-history-{stamp}", partition_key=environment)
+             for environment in ENVIRONMENT_NAMES]
+            + [dg.RunRequest(run_key=f"{name}-insight-history-{stamp}", partition_key=name,
+                             asset_selection=[BACKUP_HISTORY_KEY]) for name in sorted(others)])

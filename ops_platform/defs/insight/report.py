@@ -1,8 +1,9 @@
 """``ops_report``: the morning digest (daily, 09:00 New York, posted only when something needs
 attention) and the weekly operations report (Mondays, 09:00), as things stand when it runs: every
-environment's backups (from the stores and the runs), uptime and database statistics (the ones
-``insight_history_job`` and ``database_stats_job`` recorded within the hour, else computed now),
-the deployment verifications and the health sensor's open incidents."""
+target's backups (from the stores and the runs), the environments' uptime and database statistics
+(the ones ``insight_history_job`` and ``database_stats_job`` recorded within the hour, else
+computed now) and deployment verifications, the other targets' recorded database statistics, and
+the health sensor's open incidents."""
 
 import logging
 from dataclasses import dataclass, field
@@ -13,12 +14,12 @@ import dagster as dg
 
 from ops_platform.defs.backups.schedules import BACKUP_CRONS
 from ops_platform.defs.databases import DATABASE_KEY
-from ops_platform.defs.environments import ENVIRONMENT_NAMES
+from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS
 from ops_platform.defs.health.assets import health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP, asset_url
 from ops_platform.defs.insight.database_stats import STATS_CHECK_KEYS, STATS_KEY, failed_snapshot, take_snapshot
-from ops_platform.defs.insight.history import UPTIME_KEY, compute_uptime, read_backup_history
+from ops_platform.defs.insight.history import UPTIME_KEY, backup_s3_store, compute_uptime, read_backup_history
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.defs.settings import BackupSettings, InsightSettings
@@ -27,6 +28,7 @@ from ops_platform.lib.formatting import human_duration
 from ops_platform.lib.insight.conditions import SNAPSHOT, WARN, ConditionResult, evaluate
 from ops_platform.lib.insight.database_stats import DatabaseSnapshot
 from ops_platform.lib.insight.deployments import summarize_deployments
+from ops_platform.lib.insight.fleet import ReportTarget, report_targets
 from ops_platform.lib.insight.uptime import ComponentUptime
 from ops_platform.lib.messages.reports import (
     EnvironmentReport,
@@ -37,6 +39,7 @@ from ops_platform.lib.messages.reports import (
 )
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import KIND
+from ops_platform.lib.targets import load_targets
 
 REPORT_KEY = dg.AssetKey("ops_report")
 DAY = 86400.0
@@ -156,15 +159,60 @@ def environment_report(instance: dg.DagsterInstance, environment: str, now: date
     return report
 
 
+def target_report(instance: dg.DagsterInstance, target: ReportTarget, now: datetime, kind: ReportKind,
+                  incidents, grace_hours: int, sources: ReportSources, s3=False) -> EnvironmentReport:
+    """What is known about a target beyond the environments: its backup history from the stores
+    and runs, expected on its schedule; its database statistics as recorded (the fleet's are
+    taken daily before the digest, never by the report); its open health incidents."""
+    stamp = now.timestamp()
+    report = EnvironmentReport(target.name)
+    report.backups, _ = read_backup_history(instance, target.name, now, sources.backup_storage,
+                                            sources.backup_bucket, sources.log, s3=s3, quiet=True)
+    latest = records.materialization(instance, STATS_KEY, target.name)
+    report.snapshot, report.checks = _snapshot(latest), _checks(instance, target.name)
+    if kind == ReportKind.weekly and latest is not None:
+        before = records.materialization(instance, STATS_KEY, target.name, before=stamp - WEEK_DAYS * DAY)
+        if before is not None and before.timestamp < latest.timestamp:
+            report.snapshot_before = _snapshot(before)
+    report.open_incidents = [incident for incident in incidents if incident.environment == target.name]
+    if target.cron:
+        expected = freshness.last_expected_run(target.cron, OPERATIONS_TIMEZONE, now, timedelta(hours=grace_hours))
+        report.backup_expected_after = expected - timedelta(hours=grace_hours)
+    return report
+
+
+def targets_to_report(instance: dg.DagsterInstance, log=None) -> list[ReportTarget]:
+    """The environments, then every other target: registered partitions of ``targets`` (a
+    database gone from its server included, no longer expected to be backed up) and the targets
+    listed now (ops_platform.yaml, the servers asked live)."""
+    live = load_targets()
+    for problem in live.problems:
+        (log or logging.getLogger("ops_platform.report")).warning(str(problem))
+    schedules = {name: server.schedule for name, server in live.config.servers.items()} if live.config else {}
+    return report_targets(ENVIRONMENT_NAMES, instance.get_dynamic_partitions(TARGETS), live, schedules)
+
+
 def build_reports(instance: dg.DagsterInstance, now: datetime, kind: ReportKind, grace_hours: int,
                   sources: ReportSources | None = None) -> list[EnvironmentReport]:
+    """One report per target: the environments in full, then every other target."""
     sources = sources or ReportSources()
     redactor = Redactor.from_environ()
     deployments = records.deployment_records(instance, now - timedelta(days=WEEK_DAYS), redactor)
     incidents, sweep_problem = records.health_incidents(instance, now.timestamp())
-    return [environment_report(instance, environment, now, kind, deployments, incidents, sweep_problem, grace_hours,
-                               sources)
-            for environment in ENVIRONMENT_NAMES]
+    reports = []
+    targets = targets_to_report(instance, sources.log)
+    s3 = backup_s3_store(sources.backup_bucket, sources.log) if any(not t.environment for t in targets) else None
+    for target in targets:
+        if target.environment:
+            reports.append(environment_report(instance, target.name, now, kind, deployments, incidents,
+                                              sweep_problem, grace_hours, sources))
+        else:
+            reports.append(target_report(instance, target, now, kind, incidents, grace_hours, sources, s3))
+    fleet = [report for report in reports if report.environment not in ENVIRONMENT_NAMES]
+    if fleet:
+        sources.log.info(f"{len(fleet)} targets beyond the environments read: "
+                         f"{sum(len(attention_items(report, now)) > 0 for report in fleet)} need attention")
+    return reports
 
 
 @dg.asset(
@@ -178,7 +226,8 @@ def build_reports(instance: dg.DagsterInstance, now: datetime, kind: ReportKind,
 def ops_report(context: dg.AssetExecutionContext, config: OpsReportConfig, slack: OpsSlackResource,
                backup_settings: BackupSettings, insight_settings: InsightSettings,
                backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource) -> dg.Output[str]:
-    """The operations report of every environment, as Markdown, as things stand when it runs: the
+    """The operations report of every target (the environments, ops_platform.yaml's targets and
+    the databases found on its servers), as Markdown, as things stand when it runs: the
     backups from the stores and the runs, uptime from the recorded health checks and a database
     snapshot (each reused when recorded within the hour). On a weekly run (Mondays): uptime
     and incidents, deployments (verifications, failures, rollbacks), backups and drills, database
@@ -204,7 +253,8 @@ def ops_report(context: dg.AssetExecutionContext, config: OpsReportConfig, slack
     else:
         markdown = render_digest_markdown(reports, now, redactor=redactor)
         message = render_digest(reports, now, redactor=redactor,
-                                silence_quiet_days=bool(insight_settings.digest_silence_quiet_days))
+                                silence_quiet_days=bool(insight_settings.digest_silence_quiet_days),
+                                link=asset_url(REPORT_KEY.to_user_string()))
     attention = sum(len(attention_items(report, now)) for report in reports)
     posted = False
     if message is not None and config.post:
@@ -218,6 +268,9 @@ def ops_report(context: dg.AssetExecutionContext, config: OpsReportConfig, slack
         "attention_items": dg.MetadataValue.int(attention),
         "posted": posted,
         "environments": dg.MetadataValue.json([report.environment for report in reports]),
+        "targets": dg.MetadataValue.int(len(reports)),
+        "targets_needing_attention": dg.MetadataValue.int(
+            sum(1 for report in reports if attention_items(report, now))),
     })
 
 

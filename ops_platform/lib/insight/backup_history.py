@@ -66,6 +66,8 @@ class BackupHistory:
     windows: list[BackupWindow] = field(default_factory=list)
     newest_verified_id: str | None = None
     newest_verified_age_seconds: float | None = None
+    newest_id: str | None = None
+    newest_is_verified: bool | None = None
     local_bytes: int = 0
     local_count: int = 0
     s3_bytes: int = 0
@@ -122,7 +124,11 @@ def summarize_backups(environment: str, manifests: Iterable[Manifest], runs: Ite
     drills = sorted((d for d in drills if d.environment == environment and d.at <= now), key=lambda d: d.at)
     history = BackupHistory(environment, utc_iso(now),
                             [summarize_window(manifests, runs, now, days) for days in window_days])
-    verified = [m for m in manifests if m.verified and m.created <= now]
+    present = [m for m in manifests if m.created <= now]
+    if present:
+        newest = max(present, key=lambda m: m.created)
+        history.newest_id, history.newest_is_verified = newest.id, bool(newest.verified)
+    verified = [m for m in present if m.verified]
     if verified:
         newest = max(verified, key=lambda m: m.created)
         history.newest_verified_id = newest.id

@@ -22,6 +22,34 @@ def slack_message(lines: list[str], link: str | None = None, link_text: str = RU
     return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
 
+SLACK_SECTION_CHARS = 3000
+SLACK_MAX_BLOCKS = 50
+SLACK_TEXT_CHARS = 40000
+
+
+def sectioned_message(lines: list[str], link: str | None = None, link_text: str = RUN_LINK_TEXT) -> SlackMessage:
+    """Like ``slack_message``, for long messages: the lines go into as many mrkdwn sections as
+    Slack's limits need (3,000 characters a section, 50 blocks a message), a line never split
+    unless it alone is too long. Lines beyond the last block are left out: the caller keeps the
+    message short enough (``fit_lines``)."""
+    escaped = [slack_escape(line)[:SLACK_SECTION_CHARS] for line in lines]
+    if link:
+        escaped.append(f"<{link}|{link_text}>")
+    sections: list[list[str]] = [[]]
+    size = 0
+    for line in escaped:
+        if sections[-1] and size + 1 + len(line) > SLACK_SECTION_CHARS:
+            if len(sections) == SLACK_MAX_BLOCKS:
+                break
+            sections.append([])
+            size = 0
+        size += len(line) + (1 if len(sections[-1]) else 0)
+        sections[-1].append(line)
+    texts = ["\n".join(section) for section in sections if section]
+    return SlackMessage(text="\n".join(texts)[:SLACK_TEXT_CHARS],
+                        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}} for text in texts])
+
+
 def code_block(text: str, limit: int = 1500) -> str:
     """The end of a long output, as a code block."""
     return f"```{text.strip()[-limit:]}```"

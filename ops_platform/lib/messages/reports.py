@@ -7,6 +7,13 @@
 - ``render_weekly_report``: Markdown (uptime and incidents, deployments, backups and drills,
   database growth and its biggest tables, slowest statements) plus a Slack-sized summary.
 
+Both stay readable with a fleet of 100 targets: beyond the three environments' worth
+(``LIST_EVERY_TARGET_UP_TO``), the quiet targets are one line ("97 targets backed up on schedule,
+all verified", a table in the weekly Markdown), and only the targets needing attention are
+listed, the most urgent first (an open incident, then failed, missed or stale backups and failed
+deployments, then failed drills and database checks, then unverified backups). The Slack message
+lists at most ``SLACK_LISTED_TARGETS`` of them and stays within Slack's block limits.
+
 Every text passes through a ``Redactor`` as the last step, so a secret that found its way into a
 reason or a statement can not reach Slack or the stored report.
 """
@@ -26,7 +33,7 @@ from ops_platform.lib.insight.database_stats import DatabaseSnapshot, activity_s
 from ops_platform.lib.insight.deployments import ROLLBACK_FAILED, ROLLED_BACK, DeploymentSummary
 from ops_platform.lib.insight.open_incidents import OpenIncident
 from ops_platform.lib.insight.uptime import ComponentUptime
-from ops_platform.lib.messages.common import RUN_LINK_TEXT, slack_message
+from ops_platform.lib.messages.common import RUN_LINK_TEXT, sectioned_message, slack_message
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.slack import SlackMessage
 from ops_platform.lib.sql_text import sanitize_statement
@@ -34,6 +41,10 @@ from ops_platform.lib.sql_text import sanitize_statement
 BIGGEST_TABLES = 10
 SLOWEST_STATEMENTS = 5
 CELL_CHARS = 160
+LIST_EVERY_TARGET_UP_TO = 3
+SLACK_LISTED_TARGETS = 20
+NAMES_SHOWN = 12
+INCIDENT, BACKUP, CHECK, UNVERIFIED, DATA = range(5)
 _OUTCOME_TEXT = {ROLLED_BACK: "failed and was rolled back", ROLLBACK_FAILED: "failed and the rollback failed"}
 
 
@@ -98,73 +109,144 @@ def _percent(value: float | None, digits: int = 1) -> str:
 # --- digest -------------------------------------------------------------------------------------
 
 
-def backup_items(backups: BackupHistory, now: datetime, expected_after: datetime | None = None) -> list[str]:
-    """Failed backups in the last day, a missing fresh verified backup (when one is expected:
-    made at or after ``expected_after``), a drill that failed in the last day."""
+def ranked_backup_items(backups: BackupHistory, now: datetime, expected_after: datetime | None = None
+                        ) -> list[tuple[int, str]]:
+    """``backup_items`` with each item's urgency (lower is more urgent)."""
     items = []
     day = backups.window(1)
     if day and day.failed:
-        items.append(f":x: {_plural(day.failed, 'backup run')} failed in the last 24 h: "
-                     f"{_one_line(day.last_failure_reason)}")
+        items.append((BACKUP, f":x: {_plural(day.failed, 'backup run')} failed in the last 24 h: "
+                              f"{_one_line(day.last_failure_reason)}"))
     age = backups.newest_verified_age_seconds
     if expected_after is not None:
         if age is None:
-            items.append(":hourglass: there is no verified backup at all")
+            items.append((BACKUP, ":hourglass: there is no verified backup at all"))
         else:
             created = parse_utc(backups.generated_at) - timedelta(seconds=age)
             if created < expected_after:
-                items.append(f":hourglass: the newest verified backup `{backups.newest_verified_id}` is "
-                             f"{human_duration((now - created).total_seconds())} old; one was expected after "
-                             f"{utc_iso(expected_after)}")
+                items.append((BACKUP, f":hourglass: the newest verified backup `{backups.newest_verified_id}` is "
+                                      f"{human_duration((now - created).total_seconds())} old; one was expected "
+                                      f"after {utc_iso(expected_after)}"))
     if backups.last_drill_success is False and backups.last_drill_at:
         drill_at = parse_utc(backups.last_drill_at)
         if now - drill_at <= timedelta(days=1):
-            items.append(f":x: the restore drill failed: {_one_line(backups.last_drill_reason) or 'no reason recorded'}")
+            items.append((CHECK, ":x: the restore drill failed: "
+                                 f"{_one_line(backups.last_drill_reason) or 'no reason recorded'}"))
+    if backups.newest_id and backups.newest_is_verified is False:
+        items.append((UNVERIFIED, f":warning: the newest backup `{backups.newest_id}` is not verified"))
+    return items
+
+
+def backup_items(backups: BackupHistory, now: datetime, expected_after: datetime | None = None) -> list[str]:
+    """Failed backups in the last day, a missing fresh verified backup (when one is expected:
+    made at or after ``expected_after``), a drill that failed in the last day, a newest backup
+    that is not verified."""
+    return [text for _, text in ranked_backup_items(backups, now, expected_after)]
+
+
+def ranked_items(report: EnvironmentReport, now: datetime) -> list[tuple[int, str]]:
+    """Every line of one target's digest with its urgency (lower is more urgent), in report order."""
+    items = [(DATA, f":grey_question: {_one_line(problem)}") for problem in report.data_problems]
+    if report.backups:
+        items += ranked_backup_items(report.backups, now, report.backup_expected_after)
+    for incident in report.open_incidents:
+        parts = "; ".join(f"{name}: {_one_line(reason, 120)}" if reason else name
+                          for name, reason in sorted(incident.components.items()))
+        items.append((INCIDENT, f":rotating_light: incident open for "
+                                f"{human_duration(now.timestamp() - incident.started_at)}: {parts}"))
+    for check in report.checks:
+        if not check.passed and check.severity == ERROR:
+            items.append((CHECK, f":warning: database check *{check.name}*: {_one_line(check.description)}"))
+    if report.deployments:
+        for failure in report.deployments.failures:
+            outcome = _OUTCOME_TEXT.get(failure["outcome"], "failed")
+            reason = _one_line(failure.get("reason"), 150)
+            items.append((BACKUP, f":x: deployment of `{failure['version']}` {outcome}"
+                                  + (f": {reason}" if reason else "")))
     return items
 
 
 def attention_items(report: EnvironmentReport, now: datetime) -> list[str]:
     """Every line of one environment's digest; empty when nothing needs attention."""
-    items = [f":grey_question: {_one_line(problem)}" for problem in report.data_problems]
-    if report.backups:
-        items += backup_items(report.backups, now, report.backup_expected_after)
-    for incident in report.open_incidents:
-        parts = "; ".join(f"{name}: {_one_line(reason, 120)}" if reason else name
-                          for name, reason in sorted(incident.components.items()))
-        items.append(f":rotating_light: incident open for {human_duration(now.timestamp() - incident.started_at)}: "
-                     f"{parts}")
-    for check in report.checks:
-        if not check.passed and check.severity == ERROR:
-            items.append(f":warning: database check *{check.name}*: {_one_line(check.description)}")
-    if report.deployments:
-        for failure in report.deployments.failures:
-            outcome = _OUTCOME_TEXT.get(failure["outcome"], "failed")
-            reason = _one_line(failure.get("reason"), 150)
-            items.append(f":x: deployment of `{failure['version']}` {outcome}" + (f": {reason}" if reason else ""))
-    return items
+    return [text for _, text in ranked_items(report, now)]
+
+
+def by_urgency(reports: Sequence[EnvironmentReport], now: datetime
+               ) -> tuple[list[tuple[EnvironmentReport, list[str]]], list[EnvironmentReport]]:
+    """The targets needing attention, most urgent first (their most urgent item, then how many
+    items, then the name), each with its items most urgent first; and the quiet ones, in order."""
+    attention, quiet = [], []
+    for report in reports:
+        items = ranked_items(report, now)
+        if items:
+            ordered = sorted(items, key=lambda item: item[0])
+            attention.append((ordered[0][0], -len(items), report.environment, report, [text for _, text in ordered]))
+        else:
+            quiet.append(report)
+    attention.sort(key=lambda entry: entry[:3])
+    return [(entry[3], entry[4]) for entry in attention], quiet
+
+
+def _names(names: Sequence[str], shown: int = NAMES_SHOWN) -> str:
+    if len(names) <= shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f" and {len(names) - shown} more"
+
+
+def quiet_summary(quiet: Sequence[EnvironmentReport]) -> str:
+    """The quiet targets in one line: how many are backed up on schedule (the newest backup
+    verified), and how many have no backup schedule or no backup history."""
+    scheduled = sum(1 for report in quiet if report.backup_expected_after is not None and report.backups)
+    parts = []
+    if scheduled:
+        parts.append(f"{_plural(scheduled, 'target')} backed up on schedule, all verified")
+    unscheduled = [report for report in quiet if report.backup_expected_after is None and report.backups
+                   and report.backups.newest_id]
+    if unscheduled:
+        parts.append(f"{_plural(len(unscheduled), 'target')} without a backup schedule, newest backups verified")
+    rest = len(quiet) - scheduled - len(unscheduled)
+    if rest:
+        parts.append(f"{_plural(rest, 'target')} without a schedule or a backup, nothing failed")
+    return "; ".join(parts)
 
 
 def render_digest(reports: Sequence[EnvironmentReport], now: datetime, *, redactor: Redactor | None = None,
-                  silence_quiet_days: bool = False) -> SlackMessage | None:
-    """The morning digest: what needs attention per environment; one line on a good day, or None
-    when ``silence_quiet_days``."""
+                  silence_quiet_days: bool = False, link: str | None = None) -> SlackMessage | None:
+    """The morning digest: what needs attention per target; one line on a good day, or None
+    when ``silence_quiet_days``. Up to ``LIST_EVERY_TARGET_UP_TO`` targets each get a line; with
+    more, the quiet ones are one line and the others are listed most urgent first, at most
+    ``SLACK_LISTED_TARGETS`` of them (the rest named, the full list in the stored report at ``link``)."""
     redactor = redactor or Redactor.from_environ()
-    found = {report.environment: attention_items(report, now) for report in reports}
-    total = sum(len(items) for items in found.values())
-    names = ", ".join(found) or "no environments"
+    attention, quiet = by_urgency(reports, now)
+    total = sum(len(items) for _, items in attention)
+    every = len(reports) <= LIST_EVERY_TARGET_UP_TO
+    names = _names([report.environment for report in reports]) or "no environments"
     if not total:
         if silence_quiet_days:
             return None
-        return _slack(redactor(f":white_check_mark: Ops digest for {_date(now)}: nothing needs attention ({names})."))
+        scope = names if every else f"{len(reports)} targets: {quiet_summary(quiet)}"
+        return _slack(redactor(f":white_check_mark: Ops digest for {_date(now)}: nothing needs attention ({scope})."))
     noun = "item needs" if total == 1 else "items need"
     lines = [f":sunrise: *Ops digest for {_date(now)}*: {total} {noun} attention"]
-    for environment, items in found.items():
-        if items:
-            lines.append(f"*{environment}*")
-            lines.extend(f"• {item}" for item in items)
-        else:
-            lines.append(f"*{environment}*: nothing needs attention")
-    return _slack(redactor("\n".join(lines)))
+    if every:
+        for report in reports:
+            items = next((found for candidate, found in attention if candidate is report), [])
+            if items:
+                lines.append(f"*{report.environment}*")
+                lines.extend(f"• {item}" for item in items)
+            else:
+                lines.append(f"*{report.environment}*: nothing needs attention")
+        return _slack(redactor("\n".join(lines)))
+    lines[0] += f" in {_plural(len(attention), 'target')} of {len(reports)}"
+    if quiet:
+        lines.append(f":white_check_mark: {quiet_summary(quiet)}")
+    for report, items in attention[:SLACK_LISTED_TARGETS]:
+        lines.append(f"*{report.environment}*")
+        lines.extend(f"• {item}" for item in items)
+    rest = [report.environment for report, _ in attention[SLACK_LISTED_TARGETS:]]
+    if rest:
+        lines.append(f"…and {_plural(len(rest), 'more target')} needing attention: {_names(rest)}")
+    return sectioned_message([redactor(line) for line in lines], link if rest else None, "Full digest in Dagster")
 
 
 def _markdown_item(item: str) -> str:
@@ -176,14 +258,26 @@ def _markdown_item(item: str) -> str:
 
 def render_digest_markdown(reports: Sequence[EnvironmentReport], now: datetime, *,
                            redactor: Redactor | None = None) -> str:
-    """The same digest as a Markdown document (what ``ops_report`` keeps on a digest day)."""
+    """The same digest as a Markdown document (what ``ops_report`` keeps on a digest day), every
+    target needing attention listed; beyond ``LIST_EVERY_TARGET_UP_TO`` targets the quiet ones
+    are one line naming them."""
     redactor = redactor or Redactor.from_environ()
     lines = [f"# Morning digest, {_date(now)}", ""]
-    for report in reports:
-        items = attention_items(report, now)
-        lines += [f"## {report.environment}", ""]
-        lines += [f"- {_markdown_item(item)}" for item in items] or ["Nothing needs attention."]
-        lines.append("")
+    attention, quiet = by_urgency(reports, now)
+    if len(reports) <= LIST_EVERY_TARGET_UP_TO:
+        for report in reports:
+            items = attention_items(report, now)
+            lines += [f"## {report.environment}", ""]
+            lines += [f"- {_markdown_item(item)}" for item in items] or ["Nothing needs attention."]
+            lines.append("")
+    else:
+        for report, items in attention:
+            lines += [f"## {report.environment}", ""]
+            lines += [f"- {_markdown_item(item)}" for item in items]
+            lines.append("")
+        if quiet:
+            lines += ["## Nothing needs attention", "", f"{quiet_summary(quiet)}: "
+                      + ", ".join(report.environment for report in quiet) + ".", ""]
     if not reports:
         lines.append("No environments are configured.")
     return redactor("\n".join(lines).rstrip() + "\n")
@@ -379,15 +473,48 @@ def summary_line(report: EnvironmentReport, window: str) -> str:
     return f"*{report.environment}*: " + ("; ".join(parts) if parts else "no data")
 
 
+def weekly_needs_attention(report: EnvironmentReport, now: datetime) -> bool:
+    """A target the weekly report shows in full: something needs attention now, or a backup run
+    failed, or a check failed, during the week."""
+    week = report.backups.window(7) if report.backups else None
+    return bool(attention_items(report, now) or (week and week.failed)
+                or any(not check.passed for check in report.checks))
+
+
+def quiet_table(reports: Sequence[EnvironmentReport]) -> list[str]:
+    """The quiet targets of a fleet, one row each."""
+    rows = []
+    for report in reports:
+        week = report.backups.window(7) if report.backups else None
+        rows.append([report.environment,
+                     f"{week.verified}/{week.made}" if week else "–",
+                     human_duration(report.backups.newest_verified_age_seconds)
+                     if report.backups and report.backups.newest_verified_age_seconds is not None else "–",
+                     (report.backups.last_successful_drill_at or "none")[:10] if report.backups else "–",
+                     human_bytes(report.snapshot.size_bytes) if report.snapshot else "–"])
+    return _table(["target", "backups verified/made (7 d)", "newest verified", "last good drill",
+                   "database"], rows)
+
+
 def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *, redactor: Redactor | None = None,
                          days: int = 7, link: str | None = None) -> WeeklyReport:
     """The weekly operations report as Markdown, and a Slack summary of it (ending with ``link``
-    to the full report, when given)."""
+    to the full report, when given). Beyond ``LIST_EVERY_TARGET_UP_TO`` targets, the quiet ones
+    are a table in the Markdown and one line in Slack; the others have their sections and
+    lines, most urgent first."""
     redactor = redactor or Redactor.from_environ()
     window = f"{days}d"
     period = f"{_date(now - timedelta(days=days))} – {_date(now)}"
     lines = [f"# Weekly operations report, {period}", ""]
-    for report in reports:
+    if len(reports) <= LIST_EVERY_TARGET_UP_TO:
+        shown, quiet = list(reports), []
+    else:
+        attention, rest = by_urgency(reports, now)
+        ordered = [report for report, _ in attention] + rest
+        shown = [report for report in ordered if weekly_needs_attention(report, now)]
+        shown_ids = {id(report) for report in shown}
+        quiet = [report for report in reports if id(report) not in shown_ids]
+    for report in shown:
         lines += [f"## {report.environment}", ""]
         if report.data_problems:
             lines += ["> **Insight data missing or stale:**", ">"]
@@ -397,9 +524,21 @@ def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *,
         lines += backups_section(report.backups)
         lines += database_section(report)
         lines += statements_section(report.snapshot, redactor)
+    if quiet:
+        lines += [f"## {_plural(len(quiet), 'quiet target')}", "", quiet_summary(quiet) + ".", ""]
+        lines += quiet_table(quiet) + [""]
     if not reports:
         lines.append("No environments are configured.")
     summary = [f":bar_chart: *Weekly operations report, {period}*"]
-    summary += [summary_line(report, window) for report in reports]
-    return WeeklyReport(markdown=redactor("\n".join(lines).rstrip() + "\n"),
-                        slack=_slack(redactor("\n".join(summary)), link, "Full report in Dagster"))
+    if quiet:
+        summary.append(f":white_check_mark: {quiet_summary(quiet)}")
+    summary += [summary_line(report, window) for report in shown[:SLACK_LISTED_TARGETS]]
+    rest = [report.environment for report in shown[SLACK_LISTED_TARGETS:]]
+    if rest:
+        summary.append(f"…and {_plural(len(rest), 'more target')} to look at: {_names(rest)}")
+    markdown = redactor("\n".join(lines).rstrip() + "\n")
+    if len(reports) <= LIST_EVERY_TARGET_UP_TO:
+        return WeeklyReport(markdown=markdown, slack=_slack(redactor("\n".join(summary)), link,
+                                                            "Full report in Dagster"))
+    return WeeklyReport(markdown=markdown, slack=sectioned_message([redactor(line) for line in summary], link,
+                                                                   "Full report in Dagster"))
