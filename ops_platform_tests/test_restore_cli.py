@@ -312,6 +312,17 @@ def test_s3_unreachable_when_the_backup_is_only_there(base, site, slack_server):
     assert slack_server.texts() == [] and site.runs() == []
 
 
+def test_a_restore_of_a_local_backup_while_s3_is_unreachable_says_so_on_the_terminal(base, site):
+    """The local copy is enough, so the restore goes on; the operator still reads that S3 was not
+    considered, on stderr, not only in the run log."""
+    target = TARGETS + "s3down"
+    closed = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    result = site.cli("restore", base.dev_id, "development", "--target-database", target, env=closed)
+    assert result.returncode == 0, result.stderr
+    assert "warning: S3 is unreachable, only the local copy is considered" in result.stderr, result.stderr
+    assert content(target) == base.dev_content
+
+
 def test_latest_never_quietly_restores_an_older_backup(base, site, slack_server, moto_server):
     """A newer staging backup exists. S3 that cannot be listed, or that hangs while the newest
     backup (only there) downloads, stops the restore with exit 1 naming the newest and how to
@@ -569,6 +580,7 @@ def test_killed_restore_leaves_the_live_database_and_the_next_restore_cleans_up(
         still_running = {pid: name for pid, name in seen.items() if alive(pid)}
         assert not still_running, f"processes of the killed restore are still running: {still_running}"
         assert again.returncode == 0, f"the next restore on the same instance was refused: {again.stderr}"
+        assert f"warning: dropped {left[0]}, left by a restore that was stopped" in again.stderr, again.stderr
     finally:
         kill_pids(pid for pid in seen if alive(pid))
         if process.poll() is None:

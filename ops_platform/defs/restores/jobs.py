@@ -206,7 +206,7 @@ def resolve_restore(context: dg.OpExecutionContext, config: RestoreConfig, slack
         state = plan_restore(request, environment, backup_storage.local_store(), backup_bucket.store(),
                              other_environments=load_environments(), destinations=_destinations(context))
         for name in databases.drop_stale_scratch(environment.database_url, state.target, lock):
-            context.log.warning(f"dropped {name}, left by a restore that was stopped")
+            _warn(context, f"dropped {name}, left by a restore that was stopped")
         stale_work = work_root(restore_settings, backup_storage) / state.target
         shutil.rmtree(stale_work, ignore_errors=True)
         state.seconds["resolve"] = round(time.monotonic() - started, 2)
