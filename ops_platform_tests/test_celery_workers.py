@@ -1,6 +1,6 @@
 """Runs spread over machines: ``fleet_backup_job`` with ``OPS_PLATFORM_EXECUTOR=celery``, its steps
-run by two Celery workers (``celery -A ops_platform.celery_app worker``, as deploy/'s unit starts
-it), each its own process in a working folder of its own, as two hosts would be. Real parts: Redis
+run by two Celery workers (deploy/'s unit's command line, ``celery -A ops_platform.celery_app
+worker``), each its own process in a working folder of its own, as two hosts would be. Real parts: Redis
 on loopback as the broker and result backend (a database number and a queue of this session's
 own), PostgreSQL instance storage (deploy/dagster.postgres.yaml) that the run and both workers
 share, moto S3 as the shared store (the backups' copies and the steps' outputs), and the local
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ops_platform_tests.deploy_units import WORKER_UNIT, command, unit
 from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT, psql
 from ops_platform_tests.restore_e2e_helpers import create_live, database_names, drop_database, make_env, quoted
 
@@ -113,12 +114,13 @@ def start_worker(root: Path, env: dict, name: str, backup_dir: Path | None) -> t
     worker_env.pop("BACKUP_DIR")
     if backup_dir is not None:
         worker_env["BACKUP_DIR"] = str(backup_dir)
+    argv = command(unit(WORKER_UNIT)["ExecStart"][0], {"%": "%"}, {})
+    argv[argv.index("-n") + 1] = f"{name}@%h"
+    argv[argv.index("--concurrency") + 1] = "1"  # two workers on a 2-core machine shared with others
     log = folder / "worker.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "ops_platform.celery_app", "worker", "-n", f"{name}@%h", "--concurrency", "1",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-            cwd=folder, env=worker_env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, cwd=folder, env=worker_env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     return process, log
 
 
