@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,15 @@ import pytest
 
 from ops_platform_tests.deploy_units import WORKER_UNIT, command, unit
 from ops_platform_tests.conftest import DB_PASSWORD, DB_USER, PG_HOST, PG_PORT, psql
-from ops_platform_tests.restore_e2e_helpers import create_live, database_names, drop_database, make_env, quoted
+from ops_platform_tests.restore_e2e_helpers import (
+    create_live,
+    database_names,
+    descendants,
+    drop_database,
+    kill_pids,
+    make_env,
+    quoted,
+)
 
 pytestmark = pytest.mark.xdist_group("test_celery_workers")
 
@@ -159,6 +168,7 @@ def test_two_workers_back_up_twenty_databases_in_one_run_each_once_and_verified(
     assert all(len(found) == 1 and found[0]["verified"] for found in manifests.values()), manifests
 
     worker_of, logged = step_workers(env)
+    assert not [workers for workers in worker_of.values() if "," in workers], worker_of
     seen += logged + "".join(log.read_text() for _, log in workers)
     for secret in (BROKER_SECRET, DB_PASSWORD):
         assert secret not in seen
@@ -169,14 +179,18 @@ def test_two_workers_back_up_twenty_databases_in_one_run_each_once_and_verified(
     assert len(local_a) + len(local_b) == DATABASES and local_a and local_b
 
 
-def step_workers(env: dict) -> tuple[dict[str, str], str]:
-    """Each backup step of the run and the Celery worker that ran it (its engine event), and
-    everything the run recorded (its config, tags and event log)."""
+def step_workers(env: dict, run_id: str | None = None) -> tuple[dict[str, str], str]:
+    """Each backup step of the run (the only one, unless ``run_id``) and the Celery workers that
+    took it, in order (their engine events), and everything the run recorded (its config, tags and
+    event log)."""
     import dagster as dg
 
     os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        (run,) = instance.get_runs(dg.RunsFilter(job_name="fleet_backup_job"))
+        if run_id is None:
+            (run,) = instance.get_runs(dg.RunsFilter(job_name="fleet_backup_job"))
+        else:
+            run = instance.get_run_by_id(run_id)
         assert run.status == dg.DagsterRunStatus.SUCCESS
         found, logged = {}, repr(run.run_config) + repr(run.tags)
         for record in instance.all_logs(run.run_id):
@@ -187,8 +201,71 @@ def step_workers(env: dict) -> tuple[dict[str, str], str]:
             metadata = getattr(event.event_specific_data, "metadata", None) or {}
             worker = metadata.get("Celery worker")
             if worker is not None:
-                found[event.step_key] = worker.value if hasattr(worker, "value") else str(worker)
+                name = worker.value if hasattr(worker, "value") else str(worker)
+                found[event.step_key] = f"{found[event.step_key]},{name}" if event.step_key in found else name
         return found, logged
+
+
+def test_a_worker_killed_mid_dump_leaves_its_backup_to_the_other_one(site):
+    """RabbitMQ as the broker (it hands an unacknowledged step to another worker as soon as the
+    lost worker's connection closes). The dump waits on a table lock, the worker running it is
+    killed with its whole process tree (a machine lost), and the other worker backs the database
+    up once; the run succeeds with no failure alert."""
+    import psycopg
+
+    root, env, names, s3 = site
+    target_database = names[0]
+    env = {**env, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "CELERY_RESULT_BACKEND": BROKER,
+           "CELERY_QUEUE": QUEUE + "_lost"}
+    folder = root / "lost"
+    folder.mkdir()
+    workers = {name: start_worker(folder, env, name, folder / f"{name}_backups") for name in ("worker-c", "worker-d")}
+    run = None
+    try:
+        for process, log in workers.values():
+            wait_for(lambda: process.poll() is not None or b" ready." in log.read_bytes(), 60, f"{log} ready")
+            assert process.poll() is None, log.read_text()
+        with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname={target_database}") as blocker:
+            blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            run_config = folder / "run.yaml"
+            run_config.write_text(json.dumps(
+                {"ops": {"fleet_backup_targets": {"config": {"targets": [f"fleet.{target_database}"]}}}}))
+            run = subprocess.Popen(
+                [str(BIN / "dagster"), "job", "execute", "-m", "ops_platform.definitions", "-j", "fleet_backup_job",
+                 "-c", str(run_config)],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+            def dumping():
+                return next((name for name, (process, _) in workers.items()
+                             if "pg_dump" in descendants(process.pid).values()), None)
+
+            lost = wait_for(dumping, 90, "a worker's pg_dump waiting on the lock")
+            process, _ = workers[lost]
+            tree = list(descendants(process.pid))
+            os.killpg(process.pid, signal.SIGKILL)
+            kill_pids(tree)
+            process.wait(timeout=30)
+            blocker.rollback()
+        output, _ = run.communicate(timeout=RUN_TIMEOUT_SECONDS)
+        assert run.returncode == 0, output[-4000:]
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        for process, _ in workers.values():
+            stop(process)
+
+    run_id = next(word for word in output.split() if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f-]{27}", word))
+    worker_of, logged = step_workers(env, run_id)
+    (step_workers_in_order,) = worker_of.values()
+    other = ({"worker-c", "worker-d"} - {lost}).pop()
+    assert [name.split("@")[0] for name in step_workers_in_order.split(",")] == [lost, other], worker_of
+    manifests = [json.loads(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
+                 for page in s3.get_paginator("list_objects_v2").paginate(
+                     Bucket=BUCKET, Prefix=f"backups/fleet.{target_database}/")
+                 for item in page.get("Contents", []) if item["Key"].endswith(".manifest.json")]
+    made = [manifest for manifest in manifests if manifest["dagster_run_id"] == run_id]
+    assert len(made) == 1 and made[0]["verified"], made
+    assert "Database backup failed" not in logged
 
 
 def test_without_the_setting_the_job_keeps_the_code_locations_executor_and_files():

@@ -59,16 +59,28 @@ def backend_variable(environ: Mapping[str, str] | None = None) -> str:
 def celery_app_settings(environ: Mapping[str, str] | None = None) -> dict:
     """Celery's own settings, the same in the run process and on every worker. One step at a time
     per worker process and no prefetching, so a long dump never holds a second target back on a
-    busy machine while another worker sits idle."""
+    busy machine while another worker sits idle.
+
+    A step is acknowledged when it ends, not when a worker takes it (``task_acks_late``, and
+    ``task_reject_on_worker_lost`` for a pool process that dies), so a worker lost mid-dump leaves
+    it on the broker for another worker: at once with RabbitMQ (the connection closes), after
+    ``visibility_timeout`` with Redis. That timeout is the longest a backup may take
+    (``backup_max_runtime_seconds``), so Redis never hands a step that is still running to a
+    second worker."""
+    from ops_platform.lib.settings import backup_max_runtime_seconds
+
     queue = queue_name(environ)
     return {
         "task_default_queue": queue,
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
         "broker_connection_retry_on_startup": True,
         "result_expires": 7 * 24 * 3600,
         "broker_transport_options": {"max_retries": 3, "interval_start": 0, "interval_step": 0.2,
-                                     "interval_max": 0.5},
+                                     "interval_max": 0.5,
+                                     "visibility_timeout": backup_max_runtime_seconds(environ)},
     }
 
 
