@@ -253,6 +253,11 @@ def test_a_worker_killed_mid_dump_leaves_its_backup_to_the_other_one(site):
             run.kill()
         for process, _ in workers.values():
             stop(process)
+        from kombu import Connection
+
+        with Connection(env["CELERY_BROKER_URL"]) as connection, contextlib.suppress(Exception):
+            connection.default_channel.queue_delete(env["CELERY_QUEUE"])
+            connection.default_channel.exchange_delete(env["CELERY_QUEUE"])
 
     run_id = next(word for word in output.split() if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f-]{27}", word))
     worker_of, logged = step_workers(env, run_id)
