@@ -8,6 +8,7 @@ under ``ops-platform-steps/``), which every machine reaches. Without the setting
 the code location's process pool and nothing else changes; ``backup_job`` and its schedules do not
 use this job."""
 
+import os
 import re
 import socket
 
@@ -172,8 +173,6 @@ def fleet_backup_job():
 
 def step_io_manager(environ=None) -> dg.ConfigurableIOManager:
     """S3 when steps may run on other machines and a bucket is set; the instance's folder otherwise."""
-    import os
-
     environ = os.environ if environ is None else environ
     try:
         spread = celery_settings.uses_celery(environ)
