@@ -250,7 +250,7 @@ os.environ.setdefault("STAGING_API_URL", "http://127.0.0.1:9")
 # alone with one of them (make test passes --no-loadscope-reorder to keep this order).
 LONGEST_GROUPS_FIRST = ("make_dev", "test_deploy_shape", "test_restore_cli", "test_deploy_remote", "test_backup_faults",
                         "test_production_runs", "test_restore_ui", "test_insight_ui", "test_restore_swap_crash",
-                        "test_restore_faithful", "test_ui")
+                        "test_restore_faithful", "test_ui", "test_celery_workers")
 
 
 def _group_of(item) -> str:

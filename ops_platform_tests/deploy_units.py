@@ -17,6 +17,8 @@ BIN = Path(sys.executable).parent
 PLATFORM_UNITS = ("ops-platform-code-server.service", "ops-platform-daemon.service",
                   "ops-platform-webserver.service", "ops-platform-webserver-readonly.service")
 WEBSERVER_UNITS = ("ops-platform-webserver.service", "ops-platform-webserver-readonly.service")
+# A machine's share of the fleet's backups: fleet_backup_job's steps, from the Celery broker.
+WORKER_UNIT = "ops-platform-celery-worker.service"
 # CI's way in: no Dagster, no instance, no secret of the platform.
 GATEWAY_UNIT = "ops-platform-gateway.service"
 # The files the units read (EnvironmentFile=) and what deploy/ ships for each. ops_platform.env holds

@@ -25,6 +25,7 @@ from ops_platform_tests.deploy_units import (
     ROOT,
     UNITS,
     WEBSERVER_UNITS,
+    WORKER_UNIT,
     env_file,
     unit,
 )
@@ -35,7 +36,7 @@ except ModuleNotFoundError:  # Python 3.10: dagster requires tomli
     import tomli as tomllib
 
 NEEDS_SERVICES = False
-ALL_UNITS = (*PLATFORM_UNITS, GATEWAY_UNIT, "oauth2-proxy@.service")
+ALL_UNITS = (*PLATFORM_UNITS, WORKER_UNIT, GATEWAY_UNIT, "oauth2-proxy@.service")
 GRPC_WORKSPACE = "/opt/ops_platform/deploy/workspace.grpc.yaml"
 SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 (locked down) .. 10 (exposed); 1.2-1.4 measured
 
@@ -138,6 +139,17 @@ def test_the_gateway_is_on_loopback_as_a_user_of_its_own_with_only_the_token_dig
     assert urlsplit(variables["DAGSTER_WEBSERVER_URL"]).scheme == "https"
 
 
+def test_the_celery_worker_runs_the_platforms_app_with_the_broker_in_its_environment_only():
+    words = argv(WORKER_UNIT)
+    assert words[:4] == ["/opt/ops_platform/.venv/bin/celery", "-A", "ops_platform.celery_app", "worker"]
+    assert not [word for word in words if "://" in word or "@" in word and not word.startswith("backups@")]
+    settings = unit(WORKER_UNIT)
+    assert settings["EnvironmentFile"] == ["/etc/ops_platform/ops_platform.env", "/etc/ops_platform/instance.env"]
+    assert settings["LoadCredential"] == ["instance.pgpass:/etc/ops_platform/instance.pgpass"]
+    example = env_file(ENV_FILES["/etc/ops_platform/ops_platform.env"])
+    assert {"OPS_PLATFORM_EXECUTOR", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_QUEUE"} <= set(example)
+
+
 def test_every_unit_is_sandboxed():
     for name in ALL_UNITS:
         settings = unit(name)
@@ -149,7 +161,7 @@ def test_every_unit_is_sandboxed():
         assert set(single["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}, name
         assert settings["SystemCallFilter"][0] == "@system-service", name
         assert single["UMask"] == "0077", name
-        if name in PLATFORM_UNITS:  # they write their instance home (and the code server its backups)
+        if name in (*PLATFORM_UNITS, WORKER_UNIT):  # they write their instance home (code server, workers: backups)
             assert settings["ReadWritePaths"], name
             assert "StateDirectory" in settings, name
 

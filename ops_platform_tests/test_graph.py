@@ -100,5 +100,5 @@ def test_dagster_packages_share_one_version():
 
     assert {version(name) for name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes",
                                        "dagster-shared")} == {"1.13.27"}
-    assert {version(name) for name in ("dagster-aws", "dagster-slack", "dagster-postgres")} == {"0.29.27"}
+    assert {version(name) for name in ("dagster-aws", "dagster-slack", "dagster-postgres", "dagster-celery")} == {"0.29.27"}
 
