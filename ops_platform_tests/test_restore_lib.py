@@ -37,6 +37,7 @@ from ops_platform_tests.restore_helpers import (  # noqa: F401 - fixtures
     CHECKS_SQL,
     PREFIX,
     READER_ROLE,
+    SESSION,
     SOURCE_DB,
     backup_set,
     cleanup_databases,
@@ -209,6 +210,11 @@ def test_no_room_for_the_newest_stops_with_needed_and_free_bytes(backup_set, tmp
     assert f"ops-platform restore {backup_set.old.id} production" in message
 
 
+def databases_of_this_session() -> list[str]:
+    """The server's databases this test session made (another session may create its own meanwhile)."""
+    return [name for name in database_names("") if f"_{SESSION}" in name]
+
+
 def damage(path: Path, how: str) -> None:
     data = bytearray(path.read_bytes())
     if how == "flip":
@@ -223,7 +229,7 @@ def test_damaged_artifact_is_refused_before_any_database_is_touched(backup_set, 
     local = backup_set.local_copy(tmp_path / "backups")
     damage(local.path("production", backup_set.new.artifact), how)
     candidate = resolve_backup("production", backup_set.new.id, local).first
-    databases_before = database_names("")
+    databases_before = databases_of_this_session()
     work = make_work_dir(tmp_path)
     with pytest.raises(RestoreStepError) as failure:
         fetch_candidate(candidate, work)
@@ -232,7 +238,7 @@ def test_damaged_artifact_is_refused_before_any_database_is_touched(backup_set, 
     assert message.startswith(f"{backup_set.new.id} (local copy) is unusable: ") and "\n" not in message
     assert ("sha256" in message or "decompress" in message) if how == "flip" else "truncated" in message
     assert list(work.iterdir()) == []
-    assert database_names("") == databases_before
+    assert databases_of_this_session() == databases_before
 
 
 def test_latest_falls_back_to_the_s3_copy_then_only_to_an_older_backup_proven_needed(backup_set, tmp_path):
