@@ -38,7 +38,7 @@ restore`` of a local backup, interleaved, over a restore about three times as lo
 
 Peak RSS of the ``ops-platform restore`` process (GNU time: the largest of it and the programs it
 waited for) on ``ops_bench_large`` and ``ops_bench_small`` (a quarter of it), and restoring from
-S3. Targets: end to end <= 1.3 x the floor; S3 fetch <= 1.1 x the download alone; peak RSS
+S3. Targets: end to end <= 1.3 x the floor (and, as issue 16 puts it, <= 1.3 x the floor + 3 s); S3 fetch <= 1.1 x the download alone; peak RSS
 <= 200 MiB and within 10 % between the two sizes. Results go to bench_results/restore.json.
 
 Every database created is named ``ops_bench_rt_*`` and dropped; scratch files live in a temp dir
@@ -77,6 +77,7 @@ WIDE_ROUNDS = 1 if QUICK else 2
 FETCH_TIMEOUT = 45.0 if QUICK else 90.0  # seconds; the download of the largest object takes one or two
 
 TARGET_RATIO = 1.3
+FIXED_START_SECONDS = 3.0  # issue 16's allowance for the fixed start of a Dagster run: <= 1.3 x floor + 3 s
 TARGET_S3_RATIO = 1.1
 TARGET_RSS_MIB = 200
 TARGET_RSS_SPREAD = 0.10
@@ -535,6 +536,11 @@ def summarize(sizes, setup, runs, busy, seconds) -> dict:
         "end_to_end_ratio_to_floor": {"value": round(cli_best / floor, 3), "median": round(cli_median / floor_median, 3),
                                       "target": f"<= {TARGET_RATIO}", "pass": cli_best / floor <= TARGET_RATIO,
                                       "median_pass": cli_median / floor_median <= TARGET_RATIO},
+        "end_to_end_seconds_vs_1.3x_floor_plus_3s": {
+            "value": round(cli_best, 2), "median": round(cli_median, 2),
+            "target": f"<= {TARGET_RATIO * floor + FIXED_START_SECONDS:.2f}",
+            "pass": cli_best <= TARGET_RATIO * floor + FIXED_START_SECONDS,
+            "median_pass": cli_median <= TARGET_RATIO * floor_median + FIXED_START_SECONDS},
         "s3_fetch_ratio_to_download_large": s3_ratio(""),
         "s3_fetch_ratio_to_download_medium": s3_ratio("_medium"),
         "restore_from_s3_large_completes": {"value": "hangs" if s3_large.get("hung") else "yes",
@@ -679,7 +685,7 @@ def print_report(results: dict) -> None:
         verdict = "PASS" if target["pass"] else "FAIL"
         if target.get("median") is not None:
             verdict += f" (medians {target['median']}: {'PASS' if target['median_pass'] else 'FAIL'})"
-        log(f"  {name:<34} {target['value']!s:>8}  target {target['target']:<9} {verdict}")
+        log(f"  {name:<40} {target['value']!s:>8}  target {target['target']:<9} {verdict}")
 
 
 def report_only() -> None:

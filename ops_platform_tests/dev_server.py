@@ -124,16 +124,6 @@ def start_make_dev(checkout: Path, env: dict[str, str], log: Path, timeout: floa
     raise AssertionError(f"make dev did not serve the UI within {timeout:.0f} s:\n{server.log_text()[-3000:]}")
 
 
-def wait_for(condition, timeout: float, message: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(message)
-
-
 RUNS = """
 query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter) {

@@ -31,6 +31,7 @@ from ops_platform_tests.restore_e2e_helpers import (
     make_env,
     quoted,
 )
+from ops_platform_tests.waiting import wait_for
 
 pytestmark = pytest.mark.xdist_group("test_celery_workers")
 
@@ -48,16 +49,6 @@ BROKER_SECRET = "brk-secret-Q7w2xZ"
 BROKER = f"redis://default:{BROKER_SECRET}@127.0.0.1:6379/5"
 DATABASES = 20
 RUN_TIMEOUT_SECONDS = 150  # a hang guard: the run takes 40-70 s on 2 busy cores
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def stop(process: subprocess.Popen) -> None:

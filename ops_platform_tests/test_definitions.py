@@ -159,7 +159,8 @@ def test_the_top_level_workspace_and_instance_config_are_the_ones_used():
 def test_a_fresh_clone_serves_the_code_location_with_the_top_level_workspace(tmp_path):
     """`dagster-webserver -w workspace.yaml` in a clone whose folder has another name (pitfall 11:
     the project used to be named after the folder, with a warning on every load)."""
-    from ops_platform_tests.dev_server import copy_checkout, shell_without_settings, wait_for
+    from ops_platform_tests.dev_server import copy_checkout, shell_without_settings
+    from ops_platform_tests.waiting import wait_for
     from ops_platform_tests.webserver import BIN, graphql, stop
 
     clone = copy_checkout(tmp_path / "newcomer")

@@ -23,6 +23,7 @@ import pytest
 
 from ops_platform_tests.conftest import SLACK_TOKEN, free_port
 from ops_platform_tests.webserver import WORKSPACE, graphql
+from ops_platform_tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -30,16 +31,6 @@ KEPT_RUNNING = {"run_failure_slack_sensor"}
 PRODUCTION_TOKEN = "ci-production-Tok3n-secret"
 STAGING_TOKEN = "ci-staging-Tok3n-secret"
 DEVELOPMENT_TOKEN = "ci-development-Tok3n-secret"
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"{what} within {seconds:g}s")
 
 
 class PlatformProcesses:

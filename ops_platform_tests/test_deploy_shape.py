@@ -41,7 +41,7 @@ from ops_platform_tests.deploy_units import (
     unit,
     unit_environment,
 )
-from ops_platform_tests.dev_server import wait_for
+from ops_platform_tests.waiting import wait_for
 from ops_platform_tests.webserver import LAUNCH_RUN, graphql
 
 INSTANCE_DB = f"ops_test_instance_{os.getpid()}"
@@ -206,7 +206,7 @@ def deployment(tmp_path_factory, slack_server_session):
         # instance's tables), the viewer role, then the webservers.
         launch(CODE_SERVER)
         launch(DAEMON)
-        wait_for(lambda: site.alive() or daemon_beats(), 180, "the daemon did not create the instance's storage")
+        wait_for(lambda: site.alive() or daemon_beats(), 180, "the daemon did not create the instance's storage", interval=1)
         subprocess.run(["psql", "-X", "-q", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres", "-d", INSTANCE_DB,
                         "-v", f"owner={DB_USER}", "-v", f"viewer={VIEWER}", "-f", str(DEPLOY / "postgres" / "viewer-role.sql")],
                        check=True, capture_output=True, text=True, timeout=60)
@@ -214,10 +214,10 @@ def deployment(tmp_path_factory, slack_server_session):
         launch(VIEWERS)
         site.urls = {OPERATORS: f"http://127.0.0.1:{ports['3000']}", VIEWERS: f"http://127.0.0.1:{ports['3001']}"}
         for url in site.urls.values():
-            wait_for(lambda: site.alive() or loaded(url), 180, f"{url} did not load the code location from the code server")
+            wait_for(lambda: site.alive() or loaded(url), 180, f"{url} did not load the code location from the code server", interval=1)
         launch(GATEWAY)
         site.urls[GATEWAY] = f"http://127.0.0.1:{ports['3100']}"
-        wait_for(lambda: site.alive() or answers(site.urls[GATEWAY]), 30, "the deployment gateway did not start")
+        wait_for(lambda: site.alive() or answers(site.urls[GATEWAY]), 30, "the deployment gateway did not start", interval=1)
         yield site
     finally:
         site.stop()

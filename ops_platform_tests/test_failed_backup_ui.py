@@ -30,8 +30,8 @@ from ops_platform_tests.dev_server import (
     sensor_ticks,
     shell_without_settings,
     start_make_dev,
-    wait_for,
 )
+from ops_platform_tests.waiting import wait_for
 from ops_platform_tests.webserver import LAUNCH_RUN
 
 # make dev backs up the one demo database: never beside another make dev test session.
@@ -57,14 +57,14 @@ def empty_database_platform(tmp_path_factory):
 
 def finished(server, run_id: str, timeout: float = 240) -> str:
     wait_for(lambda: run_status(server, run_id) in ("SUCCESS", "FAILURE", "CANCELED"), timeout,
-             f"run {run_id} did not finish")
+             f"run {run_id} did not finish", interval=1)
     return run_status(server, run_id)
 
 
 def backup_from_the_asset_page(server, page) -> dict:
     short_id = materialize_from_the_asset_page(page, server.url)
     return wait_for(lambda: next((r for r in runs(server) if r["runId"].startswith(short_id)), None), 30,
-                    "the launched run is not in the run list")
+                    "the launched run is not in the run list", interval=1)
 
 
 def shows_failed(server, page, run: dict, shots, name: str) -> dict[str, str]:

@@ -33,8 +33,8 @@ from ops_platform_tests.dev_server import (
     sensor_ticks,
     shell_without_settings,
     start_make_dev,
-    wait_for,
 )
+from ops_platform_tests.waiting import wait_for
 from ops_platform_tests.webserver import LAUNCH_RUN
 
 # make dev backs up the one demo database: never beside another make dev test session.
@@ -71,10 +71,10 @@ def test_materialize_from_the_asset_page_ends_green_and_retention_follows(newcom
         browser, page = open_browser(playwright)
         short_id = materialize_from_the_asset_page(page, newcomer.url)
         run = wait_for(lambda: next((r for r in runs(newcomer) if r["runId"].startswith(short_id)), None), 30,
-                       "the launched run is not in the run list")
+                       "the launched run is not in the run list", interval=1)
         assert run["assets"] == ["database_backup"] and run["jobName"] == "__ASSET_JOB"
         wait_for(lambda: run_status(newcomer, run["runId"]) in ("SUCCESS", "FAILURE", "CANCELED"), 240,
-                 "the backup run did not finish")
+                 "the backup run did not finish", interval=1)
         assert run_status(newcomer, run["runId"]) == "SUCCESS", newcomer.log_text()[-4000:]
 
         page.goto(f"{newcomer.url}/runs/{run['runId']}")
@@ -96,9 +96,9 @@ def test_materialize_from_the_asset_page_ends_green_and_retention_follows(newcom
         page.screenshot(path=str(shots / "first_hour_database_backup_checks.png"))
 
         # Retention follows the backup launched on its own: retention_automation_sensor requests it.
-        retention = wait_for(lambda: retention_runs(newcomer), 240, "no retention run followed the backup launched from the asset page")
+        retention = wait_for(lambda: retention_runs(newcomer), 240, "no retention run followed the backup launched from the asset page", interval=1)
         wait_for(lambda: run_status(newcomer, retention[0]["runId"]) == "SUCCESS", 180,
-                 "the retention run after the backup did not succeed")
+                 "the retention run after the backup did not succeed", interval=1)
         page.goto(f"{newcomer.url}/assets/backup_retention?view=partitions&partition=development")
         page.get_by_text("oldest_kept").first.wait_for(timeout=60_000)
         retention_text = page.inner_text("body")
@@ -138,7 +138,7 @@ def test_backup_job_runs_retention_once(newcomer):
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     wait_for(lambda: run_status(newcomer, run_id) in ("SUCCESS", "FAILURE", "CANCELED"), 240,
-             "backup_job did not finish")
+             "backup_job did not finish", interval=1)
     assert run_status(newcomer, run_id) == "SUCCESS"
     finished = time.time()
     wait_for(lambda: any(t > finished for t in sensor_ticks(newcomer, "retention_automation_sensor")),
@@ -172,9 +172,9 @@ def test_the_report_on_day_one_has_the_backup_and_the_sweep_and_asks_nothing(new
     assert "Are you sure?" not in shown, "the UI asked before materializing ops_report"
     short_id = re.search(r"Launched run ([0-9a-f]{8})", shown).group(1)
     run = wait_for(lambda: next((r for r in all_runs(newcomer) if r["runId"].startswith(short_id)), None), 30,
-                   "the report run is not in the run list")
+                   "the report run is not in the run list", interval=1)
     wait_for(lambda: run_status(newcomer, run["runId"]) in ("SUCCESS", "FAILURE", "CANCELED"), 240,
-             "the report run did not finish")
+             "the report run did not finish", interval=1)
     assert run_status(newcomer, run["runId"]) == "SUCCESS", newcomer.log_text()[-4000:]
     [materialization] = newcomer.graphql(REPORT)["assetOrError"]["assetMaterializations"]
     markdown = next(entry["mdStr"] for entry in materialization["metadataEntries"] if entry["label"] == "report")

@@ -58,8 +58,8 @@ from ops_platform_tests.restore_e2e_helpers import (
     s3_client,
     step_lines,
     url_for,
-    wait_for,
 )
+from ops_platform_tests.waiting import wait_for
 
 DEV, STAGING, PRODUCTION = PREFIX + "dev", PREFIX + "stg", PREFIX + "prod"
 TARGETS = PREFIX + "target_"  # databases the tests restore into

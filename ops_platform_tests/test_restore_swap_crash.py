@@ -31,8 +31,8 @@ from ops_platform_tests.restore_e2e_helpers import (
     fingerprint,
     make_env,
     run_sql_as,
-    wait_for,
 )
+from ops_platform_tests.waiting import wait_for
 
 LIVE = PREFIX + "swapcrash"
 AFTER_BACKUP = "INSERT INTO customers (email) VALUES ('written-after-the-backup@example.com');"

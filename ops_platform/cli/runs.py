@@ -117,13 +117,26 @@ def load_definitions():
     return defs()
 
 
+def standalone_job(job_name: str):
+    """A job that needs nothing of the code location but its own ops and the shared resources
+    (``restore_job``), bound without loading every module under ``defs/``; None for the others."""
+    if job_name != "restore_job":
+        return None
+    import dagster as dg
+
+    from ops_platform.defs.resources import build_resources
+    from ops_platform.defs.restores.jobs import restore_job
+
+    return dg.Definitions(jobs=[restore_job], resources=build_resources()).resolve_job_def(job_name)
+
+
 def run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None,
             run_config: dict | None = None):
     """Run a job of the code location in this process, recorded on the ``$DAGSTER_HOME`` instance."""
     for noisy in ("dagster", "botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     _record_sigterm_during_runs()
-    job = load_definitions().resolve_job_def(job_name)
+    job = standalone_job(job_name) or load_definitions().resolve_job_def(job_name)
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     config.update(run_config or {})
     with instance_storage() as instance:

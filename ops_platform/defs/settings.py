@@ -16,7 +16,7 @@ import dagster as dg
 
 from ops_platform.config import ENVIRONMENT_PREFIXES, ConfigError
 from ops_platform.lib import settings
-from ops_platform.lib.backup import BackupLimits
+from ops_platform.lib.backup import BackupLimits, is_transient
 from ops_platform.lib.deploy import DeploymentLimits
 from ops_platform.lib.incidents import IncidentSettings, SweepWatchSettings
 from ops_platform.lib.insight.conditions import ConditionAlertSettings, StatsThresholds
@@ -74,6 +74,16 @@ class BackupSettings(_Settings):
     def limits(self) -> BackupLimits:
         return BackupLimits(lock_wait_seconds=float(self.lock_wait_timeout_seconds),
                             timeout_seconds=self.timeout_minutes * 60.0, s3_stall_seconds=float(self.s3_stall_seconds))
+
+    def retry_if_transient(self, context: dg.OpExecutionContext, step: str, error: Exception, who: str = "") -> None:
+        """Raise ``dg.RetryRequested`` (with a warning saying when) if the failure at ``step`` is
+        transient and retries are left; otherwise return, for the caller to fail the step."""
+        if not is_transient(step, str(error)) or context.retry_number >= self.retries:
+            return
+        delay = self.retry_delay_seconds * 2 ** context.retry_number
+        context.log.warning(f"{who}attempt {context.retry_number + 1} failed at {step}, a transient failure "
+                            f"({error}); retrying in {delay}s")
+        raise dg.RetryRequested(max_retries=self.retries, seconds_to_wait=delay) from None
 
 
 class HealthSettings(_Settings):

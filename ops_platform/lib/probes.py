@@ -27,9 +27,6 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 import psycopg
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ops_platform.lib import postgres
 from ops_platform.lib.redact import Redactor
@@ -255,6 +252,10 @@ def probe_postgres(environment: str, database_url: str, settings: ProbeSettings,
 
 def probe_redis(environment: str, redis_url: str, settings: ProbeSettings) -> list[ProbeResult]:
     """``PING``, once: redis-py retries by default, which would hide the cause behind the timeout."""
+    import redis  # only where a REDIS_URL is probed: the import costs commands that never probe it
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     started = time.monotonic()
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=settings.timeout_seconds,
                                   socket_timeout=settings.timeout_seconds, retry_on_timeout=False,
