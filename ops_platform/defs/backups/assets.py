@@ -23,7 +23,6 @@ from ops_platform.lib.backup import (
     BackupOutcome,
     CheckOutcome,
     clear_leftovers,
-    is_transient,
     perform_backup,
 )
 from ops_platform.lib.dump import BackupStepError, Progress
@@ -89,7 +88,8 @@ def _progress_reporter(context: dg.AssetExecutionContext, environment: str):
     return report
 
 
-def _metadata(outcome: BackupOutcome) -> dict:
+def backup_metadata(outcome: BackupOutcome) -> dict:
+    """What a verified backup records on ``database_backup``, however it was launched."""
     manifest, dump = outcome.manifest, outcome.dump
     seconds = max(dump.duration_seconds, 1e-6)
     return {
@@ -196,11 +196,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
         raise _fail(context, slack, environment_name, "environment lock", str(error)) from None
     except (BackupStepError, LockUnavailable) as error:
         step = error.step if isinstance(error, BackupStepError) else "connect"
-        if is_transient(step, str(error)) and context.retry_number < backup_settings.retries:
-            delay = backup_settings.retry_delay_seconds * 2 ** context.retry_number
-            context.log.warning(f"attempt {attempt} failed at {step}, a transient failure ({error}); "
-                                f"retrying in {delay}s")
-            raise dg.RetryRequested(max_retries=backup_settings.retries, seconds_to_wait=delay) from None
+        backup_settings.retry_if_transient(context, step, error)
         after = f" (after {attempt} attempts)" if attempt > 1 else ""
         raise _fail(context, slack, environment_name, step, f"{error}{after}") from None
 
@@ -221,7 +217,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
         reasons = "; ".join(f"{check.name}: {check.description}" for check in failed_blocking)
         _alert_failure(context, slack, environment_name, "verification", reasons, manifest.id)
         raise dg.Failure(description=f"backup {manifest.id} of {environment_name} is not restorable: {reasons}",
-                         metadata=_metadata(outcome), allow_retries=False)
+                         metadata=backup_metadata(outcome), allow_retries=False)
     copies = next((check for check in outcome.checks if check.name == "enough_copies"), None)
     if copies is not None and not copies.passed:
         slack.notifier(context.log).post(messages.backup_copies_missing(
@@ -230,7 +226,7 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
         slack.notifier(context.log).post(messages.backup_succeeded(
             environment_name, manifest.id, manifest.stored_bytes, manifest.raw_bytes,
             manifest.duration_seconds, manifest.locations, run_url(context.run.run_id), outcome.warnings))
-    yield dg.MaterializeResult(metadata=_metadata(outcome),
+    yield dg.MaterializeResult(metadata=backup_metadata(outcome),
                                check_results=[_check_result(check) for check in outcome.checks])
 
 

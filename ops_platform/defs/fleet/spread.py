@@ -17,12 +17,14 @@ from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
+from ops_platform.defs.backups.assets import backup_metadata
+from ops_platform.defs.environments import ensure_partitions
 from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource, _bind
 from ops_platform.defs.run_guards import environment_guard
 from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import celery_settings, settings
-from ops_platform.lib.backup import clear_leftovers, is_transient, perform_backup
+from ops_platform.lib.backup import clear_leftovers, perform_backup
 from ops_platform.lib.dump import BackupStepError
 from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import backups as messages
@@ -72,6 +74,7 @@ def fleet_backup_targets(context: dg.OpExecutionContext, config: FleetBackupConf
     if not names:
         raise dg.Failure(description="no target to back up: give targets or servers", allow_retries=False)
     context.log.info(f"{len(names)} targets to back up: {', '.join(names)}")
+    ensure_partitions(context.instance, names)
     for name in names:
         yield dg.DynamicOutput(name, mapping_key=_mapping_key(name))
 
@@ -119,11 +122,7 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
         raise fail("environment lock", str(error)) from None
     except (BackupStepError, LockUnavailable) as error:
         step = error.step if isinstance(error, BackupStepError) else "connect"
-        if is_transient(step, str(error)) and context.retry_number < backup_settings.retries:
-            delay = backup_settings.retry_delay_seconds * 2 ** context.retry_number
-            context.log.warning(f"{target}: attempt {context.retry_number + 1} failed at {step}, a transient "
-                                f"failure ({error}); retrying in {delay}s")
-            raise dg.RetryRequested(max_retries=backup_settings.retries, seconds_to_wait=delay) from None
+        backup_settings.retry_if_transient(context, step, error, who=f"{target}: ")
         raise fail(step, str(error)) from None
     for warning in outcome.warnings:
         context.log.warning(f"{target}: {warning}")
@@ -132,6 +131,9 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
     if failed:
         raise fail("verification", "; ".join(f"{check.name}: {check.description}" for check in failed))
     context.log.info(f"{target}: backup {manifest.id} verified, stored in {', '.join(manifest.locations)}")
+    context.log_event(dg.AssetMaterialization(asset_key="database_backup", partition=target,
+                                              description=f"made by {context.job_name} on {socket.gethostname()}",
+                                              metadata=backup_metadata(outcome)))
     return {"target": target, "backup_id": manifest.id, "verified": manifest.verified,
             "stored_bytes": manifest.stored_bytes, "locations": list(manifest.locations),
             "host": socket.gethostname()}
@@ -153,7 +155,8 @@ def _executor() -> dg.ExecutorDefinition | None:
     try:
         if not celery_settings.uses_celery():
             return None
-        queue, backend = celery_settings.queue_name(), celery_settings.backend_variable()
+        celery_settings.queue_name()
+        backend = celery_settings.backend_variable()
     except ConfigError:
         return None  # fleet_backup_targets fails the run with the one-line error
     from dagster_celery import celery_executor
