@@ -1,12 +1,12 @@
 """`make bench`: every benchmark, or the parts named on the command line.
 
-    python -m bench                      # backup, cli-backup, restore, health, insight, targets (in that order)
+    python -m bench                      # backup, cli-backup, restore, health, insight, targets, fleet (in that order)
     python -m bench restore              # only the restore benchmark
     python -m bench cli-backup backup    # several parts, in the order given
     BENCH_QUICK=1 python -m bench ...    # one round of each, smaller wide dataset (a few minutes)
     BENCH_REPEAT=N python -m bench ...   # N interleaved rounds (default 4)
 
-Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json, targets.json).
+Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json, targets.json, fleet.json).
 """
 
 import os
@@ -53,6 +53,12 @@ def _targets() -> None:
     bench_targets.run()
 
 
+def _fleet() -> None:
+    from bench import bench_fleet
+
+    bench_fleet.run()
+
+
 PARTS = {
     "backup": _backup,
     "cli-backup": _cli_backup,
@@ -60,6 +66,7 @@ PARTS = {
     "health": _health,
     "insight": _insight,
     "targets": _targets,
+    "fleet": _fleet,
 }
 
 

@@ -291,4 +291,4 @@ def test_a_bad_setting_is_one_line_and_the_code_location_still_loads():
             "print(defs().resolve_job_def('fleet_backup_job').executor_def.name)")
     loaded = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OPS_PLATFORM_EXECUTOR": "k8s"},
                             capture_output=True, text=True, timeout=120)
-    assert loaded.returncode == 0 and loaded.stdout.split() == ["multiprocess"], loaded.stderr
+    assert loaded.returncode == 0 and loaded.stdout.split() == ["ops_platform_forkserver"], loaded.stderr

@@ -115,22 +115,45 @@ def test_discovery_registers_partitions_and_announces_a_database_found_or_gone_o
         assert f"shop.{ORDERS}" in json.loads(unreachable.cursor)["known"]
 
 
-def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick(fleet, monkeypatch):
+def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet, monkeypatch):
+    """The tick asks for one fleet_backup_job run with every database found (not a run per
+    database); each step's backup is a materialization of database_backup for its target and an
+    entry of its backup history, as a backup_job run's is."""
+    from ops_platform.definitions import defs
     from ops_platform.defs.environments import TARGETS
     from ops_platform.defs.fleet.schedules import server_backup_schedule
+    from ops_platform.defs.insight import records
+    from ops_platform.lib.redact import Redactor
     from ops_platform.lib.targets import load_platform_config
 
     site, config = fleet
-    monkeypatch.setenv("OPS_PLATFORM_CONFIG", str(config))
-    monkeypatch.setenv("SHOP_SERVER_URL", SERVER_URL)
+    for key, value in site.env.items():
+        monkeypatch.setenv(key, value)
     schedule = server_backup_schedule(load_platform_config(), "shop")
     assert schedule.name == "fleet_shop_backup_schedule" and schedule.cron_schedule == "0 1 * * *"
+    assert schedule.job_name == "fleet_backup_job"
+    targets = sorted([f"shop.{ORDERS}", f"shop.{USERS}"])
     with dg.instance_for_test() as instance:
         tick = datetime(2026, 12, 4, 6, 0, tzinfo=timezone.utc)
         with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
-            requests = schedule(context)
-        keys = sorted(request.partition_key for request in requests)
-        assert keys == sorted([f"shop.{ORDERS}", f"shop.{USERS}"])
-        assert set(keys) <= set(instance.get_dynamic_partitions(TARGETS))
-        assert all(request.tags["ops_platform/backup_kind"] == "scheduled" for request in requests)
-        assert len({request.run_key for request in requests}) == 2
+            request = schedule(context)
+        assert isinstance(request, dg.RunRequest)
+        assert sorted(request.run_config["ops"]["fleet_backup_targets"]["config"]["targets"]) == targets
+        assert set(targets) <= set(instance.get_dynamic_partitions(TARGETS))
+        assert request.tags["ops_platform/backup_kind"] == "scheduled" and request.tags["ops_platform/server"] == "shop"
+        assert request.run_key == "shop-backup-2026-12-04T06:00:00+00:00"
+
+        started = datetime.now(timezone.utc)
+        result = defs().resolve_job_def("fleet_backup_job").execute_in_process(
+            run_config=request.run_config, tags=request.tags, instance=instance)
+        assert result.success
+        for target in targets:
+            (entry,) = [found for found in site.backups(target) if found["kind"] == "scheduled"]
+            assert entry["verified"]
+            materialized = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("database_backup"), asset_partitions=[target]),
+                limit=1).records
+            assert materialized and materialized[0].asset_materialization.metadata["backup_id"].value == entry["id"]
+            (run,) = records.backup_runs(instance, target, started, Redactor.from_environ())
+            assert run.success and run.environment == target
+

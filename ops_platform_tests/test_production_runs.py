@@ -31,11 +31,14 @@ from ops_platform_tests.restore_e2e_helpers import (
     s3_keys,
     url_for,
 )
-from ops_platform_tests.webserver import launch, stop, wait_for_run, wait_until_up
+from ops_platform_tests.waiting import wait_for
+from ops_platform_tests.webserver import graphql, launch, stop, wait_for_run, wait_until_up
 
 LIVE = PREFIX + "prodshape"
 ANALYTICS = PREFIX + "prodshape_analytics"
 COPY = PREFIX + "prodshape_copy"
+NIGHTLY = [PREFIX + f"prodshape_fleet_{number}" for number in range(3)]  # server "nightly", every minute
+OFFSITE_BUCKET = BUCKET + "-offsite"
 INSTANCE_DATABASE = PREFIX + "instance"
 S3_PREFIX = "prodshape"
 
@@ -51,16 +54,33 @@ def platform(tmp_path_factory, moto_server, slack_server_session):
     psql(f'CREATE DATABASE "{INSTANCE_DATABASE}"')
     create_live(LIVE)
     create_live(ANALYTICS, customers=20, orders=30)
-    (root / "ops_platform.yaml").write_text("targets:\n  analytics:\n    url_env: ANALYTICS_DATABASE_URL\n"
-                                            "    schedule: '0 4 * * *'\n")
+    for name in NIGHTLY:
+        create_live(name, customers=10, orders=20)
+    (root / "ops_platform.yaml").write_text(f"""
+targets:
+  analytics:
+    url_env: ANALYTICS_DATABASE_URL
+    schedule: '0 4 * * *'
+servers:
+  nightly:
+    url_env: NIGHTLY_SERVER_URL
+    databases: ["{PREFIX}prodshape_fleet_*"]
+    schedule: '* * * * *'
+destinations:
+  offsite:
+    s3_bucket: {OFFSITE_BUCKET}
+    endpoint_url_env: OFFSITE_S3_ENDPOINT
+""")
     client = s3_client()
-    if BUCKET not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
+    for bucket in (BUCKET, OFFSITE_BUCKET):
+        if bucket not in [found["Name"] for found in client.list_buckets()["Buckets"]]:
+            client.create_bucket(Bucket=bucket)
     env = make_env(home, root / "backups", {"development": LIVE}, s3_prefix=S3_PREFIX,
                    slack_webhook=slack_server_session.webhook_url)
     env.update({"DAGSTER_POSTGRES_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{INSTANCE_DATABASE}",
                 "AWS_ENDPOINT_URL_S3": moto_server, "OPS_PLATFORM_CONFIG": str(root / "ops_platform.yaml"),
-                "ANALYTICS_DATABASE_URL": url_for(ANALYTICS)})
+                "ANALYTICS_DATABASE_URL": url_for(ANALYTICS), "NIGHTLY_SERVER_URL": url_for("postgres"),
+                "OFFSITE_S3_ENDPOINT": moto_server})
     port = free_port()
     log = root / "platform.log"
     with open(log, "w") as output:
@@ -75,12 +95,71 @@ def platform(tmp_path_factory, moto_server, slack_server_session):
         for name in database_names(LIVE):
             drop_database(name)
         drop_database(INSTANCE_DATABASE)
+        for name in NIGHTLY:
+            drop_database(name)
 
 
 def _succeeded(url: str, run_id: str, log: Path) -> dict:
     run, statuses = wait_for_run(url, run_id, timeout=180)
     assert run["status"] == "SUCCESS", (statuses[-3:], log.read_text()[-4000:])
     return run
+
+
+FLEET_RUNS = """
+query FleetRuns {
+  runsOrError(filter: {pipelineName: "fleet_backup_job"}) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+}"""
+
+SCHEDULE = """
+query Schedule($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) { ... on Schedule { id scheduleState { status } } }
+}"""
+
+STOP_SCHEDULE = """
+mutation Stop($id: String!) {
+  stopRunningSchedule(id: $id) { ... on ScheduleStateResult { scheduleState { status } } }
+}"""
+
+BACKUP_MATERIALIZATIONS = """
+query Materializations($partitions: [String!]) {
+  assetOrError(assetKey: {path: ["database_backup"]}) {
+    ... on Asset { assetMaterializations(partitions: $partitions) { runId partition } }
+  }
+}"""
+
+
+def test_a_servers_tick_backs_up_its_databases_in_one_run_through_the_daemon(platform):
+    """A server's schedule (every minute here) as the daemon runs it: one fleet_backup_job run for
+    every database found, executed by a run worker, each backup in S3 and in the off-site
+    destination, verified, and recorded on database_backup for its target."""
+    url, _, _, log = platform
+    selector = {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
+                "scheduleName": "fleet_nightly_backup_schedule"}
+    schedule = graphql(url, SCHEDULE, {"selector": selector})["scheduleOrError"]
+    assert schedule["scheduleState"]["status"] == "RUNNING", schedule
+    run = wait_for(lambda: next(iter(graphql(url, FLEET_RUNS)["runsOrError"]["results"]), None), 150,
+                   "the daemon launched the server's fleet_backup_job run", interval=2)
+    graphql(url, STOP_SCHEDULE, {"id": schedule["id"]})  # one tick is the test; the next would add a run a minute
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert tags["ops_platform/server"] == "nightly" and tags["ops_platform/backup_kind"] == "scheduled"
+    _succeeded(url, run["runId"], log)
+
+    client = s3_client()
+    offsite = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=OFFSITE_BUCKET)
+               for item in page.get("Contents", [])]
+    targets = [f"nightly.{name}" for name in NIGHTLY]
+    for target in targets:
+        manifests = [key for key in s3_keys(client, f"{S3_PREFIX}/{target}") if key.endswith(".manifest.json")]
+        assert len(manifests) == 1, manifests
+        manifest = json.loads(client.get_object(Bucket=BUCKET, Key=manifests[0])["Body"].read())
+        assert manifest["verified"] and manifest["kind"] == "scheduled"
+        offsite_copy = next(copy for copy in manifest["copies"] if copy["name"] == "offsite")
+        assert offsite_copy["verified"], manifest["copies"]
+        assert any(key.endswith(manifests[0].rsplit("/", 1)[1]) for key in offsite), offsite
+    found = graphql(url, BACKUP_MATERIALIZATIONS, {"partitions": targets})["assetOrError"]["assetMaterializations"]
+    assert sorted(entry["partition"] for entry in found if entry["runId"] == run["runId"]) == sorted(targets)
 
 
 def test_backup_job_runs_through_the_daemon_into_s3(platform, slack_server_session):
@@ -148,3 +227,4 @@ def test_restore_drill_runs_through_the_daemon(platform):
     run_id = launch(url, "restore_drill_job", "development")
     _succeeded(url, run_id, log)
     assert not [name for name in database_names(LIVE) if "__drill" in name]
+

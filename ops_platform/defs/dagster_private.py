@@ -18,7 +18,12 @@ from dagster._core.storage.dagster_run import (
 # environment, and the operations report reads each environment's latest results.
 from dagster._core.storage.event_log.base import PartitionKeyFilter
 
-__all__ = ["AssetCheckExecutionRecordStatus", "FINISHED_STATUSES", "IN_PROGRESS_RUN_STATUSES", "PartitionKeyFilter"]
+# How a step of a run ended (instance.get_run_step_stats): the backup history reads each
+# target's step of a server's fleet_backup_job run.
+from dagster._core.execution.stats import StepEventStatus
+
+__all__ = ["AssetCheckExecutionRecordStatus", "FINISHED_STATUSES", "IN_PROGRESS_RUN_STATUSES", "PartitionKeyFilter",
+           "StepEventStatus"]
 
 
 def record_sigterm_during_runs(on_signal) -> None:

@@ -2,6 +2,7 @@
 sensors agree on them."""
 
 ENVIRONMENT = "ops_platform/environment"
+SERVER = "ops_platform/server"  # a fleet_backup_job run of a server's schedule
 BACKUP_KIND = "ops_platform/backup_kind"
 ALERTED = "ops_platform/alerted"
 LAUNCHED_BY = "ops_platform/launched_by"

@@ -805,3 +805,13 @@ class _FileReader:
 def _kind(value: object) -> str:
     return {dict: "mapping", list: "list", str: "string", bool: "true/false", int: "number",
             float: "number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def fleet_step_key(target: str) -> str:
+    """The key of ``fleet_backup_job``'s step backing up ``target`` (Dagster mapping keys allow
+    letters, digits and '_' only)."""
+    return f"backup_target[{fleet_mapping_key(target)}]"
+
+
+def fleet_mapping_key(target: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", target)

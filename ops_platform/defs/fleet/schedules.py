@@ -1,5 +1,6 @@
 """The targets of ``ops_platform.yaml`` on their own schedules: each server's databases (found at
-the tick, so one created an hour ago is backed up tonight) and each file target at its cron, in the
+the tick, so one created an hour ago is backed up tonight; one ``fleet_backup_job`` run for the
+whole server, not a run per database) and each file target at its cron, in the
 operations team's time zone; retention daily and the restore drill weekly for every target that
 is not an environment (the environments have schedules of their own).
 
@@ -13,9 +14,10 @@ import dagster as dg
 from ops_platform.config import ConfigError
 from ops_platform.defs.backups.assets import backup_job
 from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS, ensure_partitions
+from ops_platform.defs.fleet.spread import fleet_backup_job
 from ops_platform.defs.restores.drill import restore_drill_job
 from ops_platform.defs.retention.assets import retention_job
-from ops_platform.lib.tags import BACKUP_KIND
+from ops_platform.lib.tags import BACKUP_KIND, SERVER
 from ops_platform.lib.targets import (
     OPERATIONS_TIMEZONE,
     PlatformConfig,
@@ -42,10 +44,11 @@ def server_backup_schedule(platform: PlatformConfig, server_name: str) -> dg.Sch
     server = platform.servers[server_name]
 
     @dg.schedule(name=schedule_name(server.name, "backup"), cron_schedule=server.schedule,
-                 execution_timezone=OPERATIONS_TIMEZONE, job=backup_job,
+                 execution_timezone=OPERATIONS_TIMEZONE, job=fleet_backup_job,
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description=f"Back up every database found on server {server.name} at the tick, on the cron "
-                             f"'{server.schedule}' ({OPERATIONS_TIMEZONE}).")
+                             f"'{server.schedule}' ({OPERATIONS_TIMEZONE}): one fleet_backup_job run, one step "
+                             "per database (spread over Celery workers with OPS_PLATFORM_EXECUTOR=celery).")
     def _schedule(context: dg.ScheduleEvaluationContext):
         try:
             found, problems = discover_server(load_platform_config().servers[server.name])
@@ -56,7 +59,11 @@ def server_backup_schedule(platform: PlatformConfig, server_name: str) -> dg.Sch
                                  f"no database to back up on server {server.name}")
         for problem in problems:
             context.log.warning(str(problem))
-        return _requests(context, [target.name for target in found], "backup", {BACKUP_KIND: "scheduled"})
+        names = [target.name for target in found]
+        ensure_partitions(context.instance, names)
+        return dg.RunRequest(run_key=f"{server.name}-backup-{context.scheduled_execution_time.isoformat()}",
+                             run_config={"ops": {"fleet_backup_targets": {"config": {"targets": names}}}},
+                             tags={BACKUP_KIND: "scheduled", SERVER: server.name})
 
     return _schedule
 

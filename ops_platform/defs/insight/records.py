@@ -8,18 +8,20 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from ops_platform.defs.alerts.sensors import run_failure_reason
-from ops_platform.defs.dagster_private import AssetCheckExecutionRecordStatus, PartitionKeyFilter
+from ops_platform.defs.dagster_private import AssetCheckExecutionRecordStatus, PartitionKeyFilter, StepEventStatus
 from ops_platform.lib.insight.backup_history import BackupRun
 from ops_platform.lib.insight.deployments import FAILED, SUCCEEDED, DeploymentRecord
 from ops_platform.lib.insight.open_incidents import OpenIncident, from_health_cursor
 from ops_platform.lib.insight.uptime import NewestFirstSpool
 from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import ENVIRONMENT, PARTITION
+from ops_platform.lib.targets import fleet_step_key
 
 PAGE = 500
 HEALTH_SENSOR = "health_alert_sensor"
@@ -131,15 +133,41 @@ def job_runs(instance: dg.DagsterInstance, job_name: str, since: datetime, parti
 
 def backup_runs(instance: dg.DagsterInstance, environment: str, since: datetime, redactor: Redactor
                 ) -> list[BackupRun]:
-    """Every finished ``backup_job`` run of the environment (schedule, CLI or UI) since ``since``;
-    a failed one with its first failed step's error."""
+    """Every finished backup of the target since ``since``: its ``backup_job`` runs (schedule, CLI
+    or UI) and its steps in ``fleet_backup_job`` runs (a server's schedule); a failed one with its
+    error."""
     runs = []
     for record in job_runs(instance, "backup_job", since, environment):
         run = record.dagster_run
         ok = run.status == dg.DagsterRunStatus.SUCCESS
         reason = "" if ok else failure_reason(instance, run.run_id, redactor)
         runs.append(BackupRun(_ended_at(record), environment, ok, reason))
+    step_key = fleet_step_key(environment)
+    for record in job_runs(instance, "fleet_backup_job", since):
+        finished = _finished_fleet_steps(instance, record.dagster_run.run_id).get(step_key)
+        if finished is not None:
+            ended, ok, reason = finished
+            runs.append(BackupRun(datetime.fromtimestamp(ended, timezone.utc), environment, ok, redactor(reason)))
     return runs
+
+
+@lru_cache(maxsize=256)
+def _finished_fleet_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, bool, str]]:
+    """A finished fleet run's backup steps: step key -> (ended, succeeded, failure description).
+    A finished run does not change, so a report over many targets reads each run once."""
+    steps = {}
+    for stats in instance.get_run_step_stats(run_id):
+        if stats.status in (StepEventStatus.SUCCESS, StepEventStatus.FAILURE) and stats.end_time:
+            steps[stats.step_key] = (stats.end_time, stats.status == StepEventStatus.SUCCESS, "")
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        event = record.event_log_entry.dagster_event
+        if event.step_key in steps:
+            data = event.step_failure_data
+            text = (data.user_failure_data.description if data.user_failure_data else None) or \
+                (data.error.message if data.error else "") or "the step failed"
+            ended, ok, _ = steps[event.step_key]
+            steps[event.step_key] = (ended, ok, text.strip().splitlines()[0])
+    return steps
 
 
 def failed_drill_runs(instance: dg.DagsterInstance, environment: str, since: datetime, redactor: Redactor
