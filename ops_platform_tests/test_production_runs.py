@@ -130,10 +130,10 @@ query Materializations($partitions: [String!]) {
 }"""
 
 
-def test_a_servers_tick_backs_up_its_databases_in_one_run_through_the_daemon(platform):
+def test_a_servers_tick_backs_up_its_databases_in_one_run_through_the_daemon(platform, slack_server_session):
     """A server's schedule (every minute here) as the daemon runs it: one fleet_backup_job run for
     every database found, executed by a run worker, each backup in S3 and in the off-site
-    destination, verified, and recorded on database_backup for its target."""
+    destination, verified, and recorded on database_backup for its target; one Slack message."""
     url, _, _, log = platform
     selector = {"repositoryLocationName": "ops_platform", "repositoryName": "__repository__",
                 "scheduleName": "fleet_nightly_backup_schedule"}
@@ -160,6 +160,8 @@ def test_a_servers_tick_backs_up_its_databases_in_one_run_through_the_daemon(pla
         assert any(key.endswith(manifests[0].rsplit("/", 1)[1]) for key in offsite), offsite
     found = graphql(url, BACKUP_MATERIALIZATIONS, {"partitions": targets})["assetOrError"]["assetMaterializations"]
     assert sorted(entry["partition"] for entry in found if entry["runId"] == run["runId"]) == sorted(targets)
+    (summary,) = [text for text in slack_server_session.texts() if "database backups succeeded" in text]
+    assert f"*{len(targets)} database backups succeeded*" in summary and all(target in summary for target in targets)
 
 
 def test_backup_job_runs_through_the_daemon_into_s3(platform, slack_server_session):

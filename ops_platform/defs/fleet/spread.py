@@ -135,10 +135,12 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
 
 
 @dg.op(out=dg.Out(dict, io_manager_key=STEP_IO))
-def fleet_backup_summary(context: dg.OpExecutionContext, backups: list[dict]) -> dict:
-    """What the run backed up, and where each step ran."""
+def fleet_backup_summary(context: dg.OpExecutionContext, backups: list[dict], slack: OpsSlackResource) -> dict:
+    """What the run backed up, and where each step ran: one Slack message for the whole run (a
+    failed target has already posted its own alert, and then this step does not run)."""
     hosts = sorted({backup["host"] for backup in backups})
     context.log.info(f"{len(backups)} backups verified, made on {', '.join(hosts)}")
+    slack.notifier(context.log).post(messages.fleet_backups_succeeded(backups, hosts, run_url(context.run.run_id)))
     context.add_output_metadata({"backups": len(backups), "hosts": dg.MetadataValue.json(hosts),
                                  "backup_ids": dg.MetadataValue.json(sorted(b["backup_id"] for b in backups))})
     return {"backups": len(backups), "hosts": hosts}

@@ -41,3 +41,18 @@ def backup_copies_missing(environment: str, backup_id: str, reason: str, locatio
         code_block(reason),
     ]
     return slack_message(lines, run_url)
+
+
+def fleet_backups_succeeded(backups: list[dict], hosts: list[str], run_url: str | None = None,
+                            listed: int = 20) -> SlackMessage:
+    """One message for a run that backed up many targets (a server's night): how many, how big,
+    where they ran, and the targets (the first ``listed``, then how many more)."""
+    names = sorted(backup["target"] for backup in backups)
+    shown = ", ".join(names[:listed]) + (f" and {len(names) - listed} more" if len(names) > listed else "")
+    lines = [
+        f":white_check_mark: *{len(backups)} database backups succeeded*",
+        f"• size: {human_bytes(sum(backup['stored_bytes'] for backup in backups))} stored",
+        f"• made on: {', '.join(hosts)}",
+        f"• targets: {shown}",
+    ]
+    return slack_message(lines, run_url)
