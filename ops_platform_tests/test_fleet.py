@@ -72,6 +72,22 @@ def test_a_servers_databases_are_backed_up_listed_and_restored_by_name(fleet):
     assert bad.returncode == 2 and "unknown environment" in bad.stderr
 
 
+def test_health_of_a_fleet_target_checks_its_database_now(fleet):
+    """``ops-platform health <server>.<database>``: the database answers now (exit 0) or not (exit 1,
+    the reason without the server's password); a name that is no target is bad input (exit 2)."""
+    site, _ = fleet
+    healthy = site.cli("health", f"shop.{ORDERS}")
+    assert healthy.returncode == 0, healthy.stderr
+    assert f"shop.{ORDERS}: healthy" in healthy.stdout and "SELECT 1 succeeded" in healthy.stdout
+    gone = site.cli("health", f"shop.{PREFIX}dropped", "--json")
+    assert gone.returncode == 1, gone.stderr
+    summary = json.loads(gone.stdout)
+    assert summary["status"] == "unhealthy" and "does not exist" in summary["checks"][0]["reason"]
+    assert DB_PASSWORD not in gone.stdout + gone.stderr + healthy.stdout + healthy.stderr
+    unknown = site.cli("health", "shop.Not-A-Name")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+
+
 def test_discovery_registers_partitions_and_announces_a_database_found_or_gone_once(fleet, monkeypatch,
                                                                                      slack_server):
     from ops_platform.defs.environments import TARGETS

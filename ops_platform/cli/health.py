@@ -12,9 +12,13 @@ from ops_platform.lib import settings
 from ops_platform.lib.probes import (
     UNHEALTHY,
     ProbeResult,
+    ProbeSettings,
     checked_at_seconds,
     environment_summary,
+    fleet_probe,
+    run_sweep,
 )
+from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import LAUNCHED_BY
 
 
@@ -41,7 +45,9 @@ def _results_by_environment(result) -> tuple[dict[str, list[ProbeResult]], datet
 def health_command(args) -> int:
     settings.check(settings.HEALTH + settings.S3_ENCRYPTION)
     if args.environment:
-        get_environment(args.environment)
+        environment = get_environment(args.environment)
+        if environment.name not in configured_environment_names():
+            return _target_health(args, environment)
     elif not configured_environment_names():
         raise CommandError("no environments configured (set DATABASE_URL, STAGING_DATABASE_URL or "
                            "PRODUCTION_DATABASE_URL)", EXIT_BAD_INPUT)
@@ -51,18 +57,40 @@ def health_command(args) -> int:
     if not result.success:
         raise CommandError(f"{failure_message(result)} (run {result.run_id})")
     by_environment, checked_at = _results_by_environment(result)
+    return _report(args, by_environment, checked_at, f"run {result.run_id}")
+
+
+def _target_health(args, target) -> int:
+    """A target beyond the environments (a file target, ``<server>.<database>``): its database
+    answers a connection and ``SELECT 1`` now, as the sweep's ``fleet_databases`` check asks it.
+    Nothing is recorded: the sweep every 5 minutes records the fleet in the UI."""
+    probe_settings = ProbeSettings(
+        timeout_seconds=float(settings.value_of(_health_setting("HEALTH_CHECK_TIMEOUT_SECONDS"))),
+        degraded_seconds=settings.value_of(_health_setting("HEALTH_DEGRADED_LATENCY_MS")) / 1000)
+    sweep = run_sweep([fleet_probe({target.name: target.database_url}, probe_settings)], Redactor.from_environ())
+    checked_at = datetime.now(timezone.utc)
+    return _report(args, {target.name: sweep.for_environment(target.name)}, checked_at,
+                   "not recorded: a check of one target now (the sweep records the fleet)")
+
+
+def _health_setting(variable: str):
+    return next(setting for setting in settings.HEALTH if setting.variable == variable)
+
+
+def _report(args, by_environment: dict[str, list[ProbeResult]], checked_at: datetime, last_line: str) -> int:
     summaries = {name: environment_summary(results, checked_at) for name, results in by_environment.items()}
     if args.json:
         print(json.dumps(summaries[args.environment] if args.environment else summaries, indent=2))
     else:
-        print(f"{'ENVIRONMENT':<12} {'COMPONENT':<14} {'STATUS':<10} {'LATENCY':>9}  DETAIL")
+        width = max([12, *(len(name) + 1 for name in by_environment)])
+        print(f"{'ENVIRONMENT':<{width}} {'COMPONENT':<14} {'STATUS':<10} {'LATENCY':>9}  DETAIL")
         for name, results in by_environment.items():
             for probe in sorted(results, key=lambda r: r.component):
-                print(f"{name:<12} {probe.component:<14} {probe.status:<10} "
+                print(f"{name:<{width}} {probe.component:<14} {probe.status:<10} "
                       f"{probe.latency_seconds * 1000:>6.0f} ms  {probe.reason}")
         for name, summary in summaries.items():
             version = f", version {summary['version']}" if summary["version"] else ""
             print(f"{name}: {summary['status']}{version}")
-        print(f"run {result.run_id}")
+        print(last_line)
     unhealthy = any(probe.status == UNHEALTHY for results in by_environment.values() for probe in results)
     return EXIT_FAILED if unhealthy else EXIT_OK
