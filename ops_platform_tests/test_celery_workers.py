@@ -107,7 +107,7 @@ servers:
 
 def start_worker(root: Path, env: dict, name: str, backup_dir: Path | None) -> tuple[subprocess.Popen, Path]:
     """A worker as on a host of its own: its own working folder and DAGSTER_HOME; BACKUP_DIR only
-    when given (without it the local copy goes under its DAGSTER_HOME)."""
+    when given (without it the worker keeps no local copy: S3 only)."""
     folder = root / name
     (folder / "home").mkdir(parents=True, mode=0o700)
     worker_env = {**env, "DAGSTER_HOME": str(folder / "home")}
@@ -165,9 +165,16 @@ def test_two_workers_back_up_twenty_databases_in_one_run_each_once_and_verified(
         assert secret not in seen
     assert len(worker_of) == DATABASES, worker_of
     assert {worker.split("@")[0] for worker in worker_of.values()} == {"worker-a", "worker-b"}, worker_of
-    local_a = list((root / "worker-a" / "home" / "backups").rglob("*.manifest.json"))
+    # worker-a has no BACKUP_DIR: S3 only, nothing left on its disk; worker-b keeps a local copy of its own
+    left_on_a = [path for path in (root / "worker-a" / "home" / "backups").rglob("*") if path.is_file()]
+    assert not left_on_a, left_on_a
     local_b = list((root / "b_backups").rglob("*.manifest.json"))
-    assert len(local_a) + len(local_b) == DATABASES and local_a and local_b
+    steps_on_b = [step for step, worker in worker_of.items() if worker.startswith("worker-b@")]
+    assert len(local_b) == len(steps_on_b)
+    s3_only = [found[0] for found in manifests.values() if not any(c["name"] == "local" for c in found[0]["copies"])]
+    assert len(s3_only) == DATABASES - len(steps_on_b)
+    assert all(manifest["locations"] == [f"s3://{BUCKET}/backups/{manifest['environment']}/{manifest['artifact']}"]
+               for manifest in s3_only), s3_only
 
 
 def step_workers(env: dict, run_id: str | None = None) -> tuple[dict[str, str], str]:

@@ -286,3 +286,40 @@ def test_destination_credentials_are_redacted_whatever_their_variables_are_calle
     text = f"signing with {KEY_ID_A} and {SECRET_A} failed"
     assert Redactor.from_environ(environ)(text) == "signing with *** and *** failed"
     assert SECRET_A in Redactor.from_environ({k: v for k, v in environ.items() if k != "OPS_PLATFORM_CONFIG"})(text)
+
+
+def test_a_worker_without_a_local_folder_keeps_its_backup_in_s3_only(site, offsite, tmp_path):
+    """``keep_local=False`` (a Celery worker without BACKUP_DIR): the copies are checked against
+    a scratch file that is then removed; S3 holds the backup and its manifest. When S3 fails too
+    the backup is not verified (it has no copy), and without a bucket it is refused up front."""
+    from ops_platform.config import EnvironmentConfig
+    from ops_platform.lib.backup import perform_backup
+    from ops_platform.lib.dump import BackupStepError
+    from ops_platform.lib.stores import LocalStore, S3Store, make_s3_client
+    from ops_platform_tests.restore_e2e_helpers import url_for
+
+    environment = EnvironmentConfig("development", url_for(LIVE))
+    scratch = LocalStore(tmp_path / "scratch")
+    s3 = S3Store(make_s3_client(), MAIN_BUCKET, prefix="worker")
+    outcome = perform_backup(environment, scratch, s3, keep_local=False)
+    manifest = outcome.manifest
+    assert manifest.verified and [copy["name"] for copy in manifest.copies] == ["s3"]
+    assert manifest.locations == [s3.location("development", manifest.artifact)]
+    assert [path for path in (tmp_path / "scratch").rglob("*") if path.is_file()] == []
+    stored = Manifest.from_json(make_s3_client().get_object(
+        Bucket=MAIN_BUCKET, Key=f"worker/development/{manifest.id}.manifest.json")["Body"].read())
+    assert stored.sha256 == manifest.sha256 and stored.verified
+
+    offsite.proxy.down = True
+    try:
+        down = S3Store(make_s3_client(endpoint_url=offsite.proxy.url, max_attempts=1), BUCKET_B)
+        failed = perform_backup(environment, scratch, down, keep_local=False)
+    finally:
+        offsite.proxy.down = False
+    assert not failed.manifest.verified and failed.manifest.locations == []
+    assert not failed.check("committed_somewhere").passed
+    assert [path for path in (tmp_path / "scratch").rglob("*") if path.is_file()] == []
+
+    with pytest.raises(BackupStepError, match="^no local copy is kept on this machine") as refused:
+        perform_backup(environment, scratch, None, keep_local=False)
+    assert refused.value.step == "prepare"

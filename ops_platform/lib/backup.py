@@ -198,8 +198,13 @@ def perform_backup(
     unusable_places: Mapping[str, str] | None = None,
     min_copies: int = 0,
     count_copies: bool = False,
+    keep_local: bool = True,
 ) -> BackupOutcome:
     """Dump, verify and commit one backup. Raises BackupStepError naming the failed step.
+
+    ``keep_local=False`` (a worker without BACKUP_DIR): the local file is only the scratch the
+    copies are checked against. It is removed once the backup is committed in S3, and no local
+    manifest is written; S3 and the destinations are then the backup's only copies.
 
     The dump streams once to the local file, ``s3`` and every store of ``destinations`` (the
     off-site copies of ops_platform.yaml); each copy is read back, and the manifest's ``copies``
@@ -208,6 +213,9 @@ def perform_backup(
     are verified, naming each missing copy."""
     if kind not in BACKUP_KINDS:
         raise BackupStepError("prepare", f"unknown backup kind '{kind}'; expected one of {', '.join(BACKUP_KINDS)}")
+    if not keep_local and s3 is None:
+        raise BackupStepError("prepare", "no local copy is kept on this machine (BACKUP_DIR is unset) and no S3 bucket "
+                                         "is configured: set AWS_S3_BUCKET, or BACKUP_DIR to keep the backup here")
     redactor = redactor or Redactor.from_environ()
     started = time.monotonic()
     try:
@@ -242,7 +250,7 @@ def perform_backup(
                    for store in destinations}
     verified = all(check.passed for check in checks if check.blocking)
     copies = {"local": {"name": "local", "location": local.location(environment.name, name),
-                        "verified": decodes.passed}}
+                        "verified": decodes.passed}} if keep_local else {}
     if s3 is not None:
         copies["s3"] = _copy_record("s3", s3.location(environment.name, name), s3_check)
     for store, check in copy_checks.values():
@@ -266,7 +274,7 @@ def perform_backup(
         table_row_counts=row_counts,
         verification={check.name: check.as_record() for check in checks},
         verified=verified,
-        locations=[local.location(environment.name, name)],
+        locations=[local.location(environment.name, name)] if keep_local else [],
         dagster_run_id=run_id,
         s3_checksum=s3_check.metadata.get("s3_checksum") if s3_check else None,
         sequence_values=decoded.sequence_values,
@@ -303,12 +311,28 @@ def perform_backup(
         manifest.verification[enough.name] = enough.as_record()
         if not enough.passed:
             warnings.insert(0, enough.description)
+    if not keep_local:
+        return _without_local_copy(manifest, dump, checks, warnings, local, redactor)
     try:
         local.write_manifest(manifest)
     except OSError as error:
         raise BackupStepError("manifest", redactor(
             f"the backup {backup_id} was dumped and checked but its manifest could not be written "
             f"({type(error).__name__}: {error}); it is not committed and retention will remove it")) from None
+    return BackupOutcome(manifest, dump, checks, warnings)
+
+
+def _without_local_copy(manifest: Manifest, dump: DumpResult, checks: list[CheckOutcome], warnings: list[str],
+                        local: LocalStore, redactor: Redactor) -> BackupOutcome:
+    """Remove the scratch file of a backup kept in S3 only. A backup that no S3 place committed
+    (its S3 copy failed) is not verified: it has no copy at all."""
+    dump.local_path.unlink(missing_ok=True)
+    if manifest.verified and not manifest.locations:
+        manifest.verified = False
+        problem = redactor(f"no copy of {manifest.id} could be committed: the S3 copies failed and no local copy "
+                           "is kept on this machine (BACKUP_DIR is unset)")
+        checks.append(CheckOutcome("committed_somewhere", False, True, problem))
+        warnings.insert(0, problem)
     return BackupOutcome(manifest, dump, checks, warnings)
 
 

@@ -104,6 +104,10 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
     except ConfigError as error:
         destinations = []
         context.log.warning(f"the off-site destinations are not used: {error}")
+    keep_local = _keeps_local_copies(backup_storage)
+    if not keep_local:
+        context.log.info(f"{target}: no local copy is kept on {socket.gethostname()} (BACKUP_DIR is unset on this "
+                         "worker): S3 and the destinations hold the backup")
     private_backup_folder(context.log, local, target)
     try:
         with environment_guard(context, environment.database_url, target, backup_settings.lock_wait_seconds):
@@ -112,7 +116,8 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
             outcome = perform_backup(environment, local, s3, compression=compression,
                                      kind=context.run.tags.get(BACKUP_KIND, "manual"), run_id=context.run.run_id,
                                      redactor=Redactor.from_environ(), limits=backup_settings.limits(),
-                                     destinations=destinations, min_copies=backup_settings.min_copies)
+                                     destinations=destinations, min_copies=backup_settings.min_copies,
+                                     keep_local=keep_local)
     except LockBusy as error:
         raise fail("environment lock", str(error)) from None
     except (BackupStepError, LockUnavailable) as error:
@@ -132,6 +137,15 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
     return {"target": target, "backup_id": manifest.id, "verified": manifest.verified,
             "stored_bytes": manifest.stored_bytes, "locations": list(manifest.locations),
             "host": socket.gethostname()}
+
+
+def _keeps_local_copies(backup_storage: BackupStorageResource) -> bool:
+    """A Celery worker without BACKUP_DIR keeps no local copy (the local default folder is for the
+    machine that runs everything); anywhere else the local copy is kept as backup_job keeps it."""
+    try:
+        return backup_storage.backup_dir is not None or not celery_settings.uses_celery()
+    except ConfigError:
+        return True
 
 
 @dg.op(out=dg.Out(dict, io_manager_key=STEP_IO))
