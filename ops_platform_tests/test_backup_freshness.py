@@ -155,3 +155,59 @@ def test_the_sensor_says_what_it_watches_and_a_scheduled_environment_never_backe
     assert "production" in alert and "no verified backup at all" in alert
     message, _ = skip_message(cursor)
     assert message.startswith("backups and drills are fresh or already reported (watching production;")
+
+
+def test_other_crons_name_their_last_fire_time():
+    now = datetime(2026, 12, 3, 18, 40, 30, tzinfo=timezone.utc)  # 13:40:30 in New York
+    assert freshness.last_expected_run("0 */6 * * *", NEW_YORK, now, timedelta(hours=3)) == \
+        datetime(2026, 12, 3, 11, tzinfo=timezone.utc)  # 06:00 EST; 12:00 EST is within the grace
+    assert freshness.last_expected_run("* * * * *", NEW_YORK, now, timedelta(0)) == \
+        datetime(2026, 12, 3, 18, 40, tzinfo=timezone.utc)
+
+
+def test_a_target_found_after_its_last_scheduled_run_waits_for_its_first_night():
+    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    expected, grace = now - timedelta(hours=5), timedelta(hours=3)
+    assert freshness.evaluate("shop.new", [], now, expected, grace, {}, known_since=now - timedelta(hours=1)) is None
+    late = freshness.evaluate("shop.old", [], now, expected, grace, {}, known_since=now - timedelta(days=2))
+    assert late.kind == freshness.STALE
+
+
+def test_the_fleets_scheduled_targets_are_watched_too(tmp_path, slack_server, monkeypatch):
+    """A target of ops_platform.yaml with a schedule is watched like production: no alert before
+    its first scheduled run, one when the run came and no backup did, "fresh again" after one, and
+    its state forgotten once it leaves the file."""
+    import json
+
+    config = tmp_path / "ops_platform.yaml"
+    config.write_text("targets:\n  analytics:\n    url_env: ANALYTICS_URL\n    schedule: '0 4 * * *'\n")
+    monkeypatch.setenv("OPS_PLATFORM_CONFIG", str(config))
+    monkeypatch.setenv("ANALYTICS_URL", "postgresql://nobody@127.0.0.1:9/analytics")
+    monkeypatch.setattr(freshness_sensors, "ENVIRONMENT_NAMES", ["development"])
+    slack = OpsSlackResource(webhook_url=slack_server.webhook_url)
+    backups = tmp_path / "backups"
+
+    def tick_with(cursor):
+        context = dg.build_sensor_context(cursor=cursor, resources=platform_resources(
+            slack=slack, backup_storage=BackupStorageResource(backup_dir=str(backups)),
+            backup_bucket=BackupBucketResource()))
+        return freshness_sensors.backup_freshness_sensor(context).skip_message, context.cursor
+
+    message, cursor = tick_with(None)
+    assert message.startswith("backups and drills are fresh or already reported") and "1 target(s)" in message
+    assert slack_server.texts() == []
+
+    state = json.loads(cursor)
+    state["known"]["analytics"] = utc_iso(datetime.now(timezone.utc) - timedelta(days=2))
+    message, cursor = tick_with(json.dumps(state))
+    assert message.startswith("analytics backups: stale")
+    [alert] = slack_server.texts()
+    assert "analytics" in alert and "no verified backup at all" in alert
+
+    committed_backup(LocalStore(backups), "analytics", datetime.now(timezone.utc))
+    _, cursor = tick_with(cursor)
+    assert len(slack_server.texts()) == 2 and "fresh again" in slack_server.texts()[1]
+
+    config.write_text("targets: {}\n")
+    _, cursor = tick_with(cursor)
+    assert "analytics" not in json.dumps(json.loads(cursor))

@@ -1,4 +1,4 @@
-"""Backup freshness: has an environment had a verified backup recently enough?
+"""Backup freshness: has an environment (or any scheduled target) had a verified backup recently enough?
 
 Backups that silently stop are the failure that wipes teams out: nothing fails, so nothing alerts.
 This turns "the newest verified backup is older than N hours" into one alert, a daily reminder
@@ -33,8 +33,8 @@ def last_expected_run(cron: str, timezone_name: str, now: datetime, grace: timed
     A time the clocks skip (02:00 on the spring-forward day) fires an hour later, as Dagster does;
     on the night clocks go back, runs are 25 hours apart and this still names the right one."""
     fields = cron.split()
-    if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
-        raise ValueError(f"only daily crons ('M H * * *') are supported, got '{cron}'")
+    if len(fields) != 5 or fields[2:] != ["*", "*", "*"] or not (fields[0].isdigit() and fields[1].isdigit()):
+        return _last_fire(cron, timezone_name, now - grace)
     minute, hour = int(fields[0]), int(fields[1])
     zone = ZoneInfo(timezone_name)
     latest = now - grace
@@ -46,6 +46,14 @@ def last_expected_run(cron: str, timezone_name: str, now: datetime, grace: timed
         if fire_utc <= latest:
             return fire_utc
     raise ValueError("no fire time found")  # unreachable for a daily cron
+
+
+def _last_fire(cron: str, timezone_name: str, latest: datetime) -> datetime:
+    """Any other cron (a server's ``0 */6 * * *``): its last fire time at or before ``latest``."""
+    from croniter import croniter
+
+    local = latest.astimezone(ZoneInfo(timezone_name))
+    return croniter(cron, local + timedelta(seconds=1)).get_prev(datetime).astimezone(timezone.utc)
 
 
 def newest_verified(manifests: list[Manifest]) -> Manifest | None:
@@ -77,13 +85,18 @@ def _watch(subject: str, environment: str, newest_id: str | None, age: float | N
 
 
 def evaluate(environment: str, manifests: list[Manifest], now: datetime, expected_after: datetime,
-             grace: timedelta, state: dict, reminder: timedelta = timedelta(hours=24)) -> FreshnessNotice | None:
+             grace: timedelta, state: dict, reminder: timedelta = timedelta(hours=24),
+             known_since: datetime | None = None) -> FreshnessNotice | None:
     """Backups: stale when no verified backup was made since ``expected_after`` (the last scheduled
-    run), give or take ``grace``; no verified backup at all is stale at once. Updates ``state``
-    (this environment's entry of the cursor) and says what to post, if anything."""
+    run), give or take ``grace``; no verified backup at all is stale at once, unless the target is
+    ``known_since`` after that run (a database found today waits for its first night). Updates
+    ``state`` (this environment's entry of the cursor) and says what to post, if anything."""
     newest = newest_verified(manifests)
     age = (now - newest.created).total_seconds() if newest else None
-    stale = newest is None or newest.created < expected_after - grace
+    if newest is None:
+        stale = known_since is None or known_since <= expected_after
+    else:
+        stale = newest.created < expected_after - grace
     limit = f"one was expected after {utc_iso(expected_after)}, with {grace.total_seconds() / 3600:g} h of grace"
     return _watch(BACKUPS, environment, newest.id if newest else None, age, stale, now, state, reminder, limit)
 
