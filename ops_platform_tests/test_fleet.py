@@ -145,6 +145,8 @@ def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet,
     site, config = fleet
     for key, value in site.env.items():
         monkeypatch.setenv(key, value)
+    for key in [key for key in os.environ if key not in site.env]:
+        monkeypatch.delenv(key)
     schedule = server_backup_schedule(load_platform_config(), "shop")
     assert schedule.name == "fleet_shop_backup_schedule" and schedule.cron_schedule == "0 1 * * *"
     assert schedule.job_name == "fleet_backup_job"
@@ -160,9 +162,17 @@ def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet,
         assert request.run_key == "shop-backup-2026-12-04T06:00:00+00:00"
 
         started = datetime.now(timezone.utc)
-        result = defs().resolve_job_def("fleet_backup_job").execute_in_process(
-            run_config=request.run_config, tags=request.tags, instance=instance)
+        definitions = defs()
+        retention = dg.AssetSelection.assets("backup_retention")
+        before = dg.evaluate_automation_conditions(defs=definitions, instance=instance, asset_selection=retention)
+        job = definitions.resolve_job_def("fleet_backup_job")
+        result = job.execute_in_process(run_config=request.run_config, tags={**job.tags, **request.tags},
+                                        instance=instance)
         assert result.success
+        # each step ran its target's retention after the backup, as backup_job does: no run per database follows
+        after = dg.evaluate_automation_conditions(defs=definitions, instance=instance, asset_selection=retention,
+                                                  cursor=before.cursor)
+        assert after.total_requested == 0
         for target in targets:
             (entry,) = [found for found in site.backups(target) if found["kind"] == "scheduled"]
             assert entry["verified"]
@@ -170,6 +180,10 @@ def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet,
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey("database_backup"), asset_partitions=[target]),
                 limit=1).records
             assert materialized and materialized[0].asset_materialization.metadata["backup_id"].value == entry["id"]
+            retained = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("backup_retention"), asset_partitions=[target]),
+                limit=1).records
+            assert retained and retained[0].run_id == result.run_id
             (run,) = records.backup_runs(instance, target, started, Redactor.from_environ())
             assert run.success and run.environment == target
 

@@ -21,10 +21,13 @@ from ops_platform.defs.environments import ensure_partitions
 from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource, _bind
 from ops_platform.defs.run_guards import environment_guard
-from ops_platform.defs.settings import BackupSettings
+from ops_platform.defs.retention.assets import apply_retention
+from ops_platform.defs.settings import BackupSettings, RetentionSettings
 from ops_platform.lib import celery_settings, settings
 from ops_platform.lib.backup import clear_leftovers, perform_backup
 from ops_platform.lib.dump import BackupStepError
+from ops_platform.lib.formatting import describe
+from ops_platform.lib.retention.policy import resolve_as_of
 from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import backups as messages
 from ops_platform.lib.messages.common import run_url
@@ -77,7 +80,7 @@ def fleet_backup_targets(context: dg.OpExecutionContext, config: FleetBackupConf
 @dg.op(out=dg.Out(dict, io_manager_key=STEP_IO), tags={"kind": "postgres"})
 def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackResource,
                   backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource,
-                  backup_settings: BackupSettings) -> dict:
+                  backup_settings: BackupSettings, retention_settings: RetentionSettings) -> dict:
     """One target's backup, the same pipeline as ``database_backup`` (lib/backup.py: dump, decode,
     copies read back, manifest last), on whichever machine runs the step. A transient failure is
     retried (``BACKUP_RETRIES``), possibly on another worker; any other failure alerts once."""
@@ -134,9 +137,31 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
     context.log_event(dg.AssetMaterialization(asset_key="database_backup", partition=target,
                                               description=f"made by {context.job_name} on {socket.gethostname()}",
                                               metadata=backup_metadata(outcome)))
+    _retain(context, slack, target, environment.database_url, local, s3, destinations, retention_settings,
+            backup_settings)
     return {"target": target, "backup_id": manifest.id, "verified": manifest.verified,
             "stored_bytes": manifest.stored_bytes, "locations": list(manifest.locations),
             "host": socket.gethostname()}
+
+
+def _retain(context: dg.OpExecutionContext, slack: OpsSlackResource, target: str, database_url: str, local, s3,
+            destinations, retention_settings: RetentionSettings, backup_settings: BackupSettings) -> None:
+    """What follows a verified backup, as in backup_job: the target's retention now, recorded on
+    ``backup_retention`` (so no retention run per database follows the night). A failure here is a
+    warning: the backup stands, and fleet_retention_schedule tries again in the morning."""
+    try:
+        if retention_settings.invalid_settings:
+            raise ConfigError(retention_settings.invalid_settings[0])
+        policy = retention_settings.policy(target)
+        with environment_guard(context, database_url, target, backup_settings.lock_wait_seconds, required=False):
+            result = apply_retention(context, slack, target, database_url, local, s3, policy,
+                                     resolve_as_of(None), destinations)
+    except Exception as error:  # noqa: BLE001 - the backup is made; retention is tried again daily
+        context.log.warning(f"{target}: retention after the backup failed: {describe(error)}")
+        return
+    context.log_event(dg.AssetMaterialization(asset_key="backup_retention", partition=target,
+                                              description=f"after the backup, in {context.job_name}",
+                                              metadata=result.metadata))
 
 
 def _keeps_local_copies(backup_storage: BackupStorageResource) -> bool:

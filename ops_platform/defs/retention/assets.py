@@ -122,8 +122,8 @@ def backup_retention(context: dg.AssetExecutionContext, config: RetentionConfig,
         context.log.warning(f"the off-site destinations are left as they are: {error}")
     try:
         with environment_guard(context, database_url, environment, backup_settings.lock_wait_seconds, required=False):
-            return _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
-                                    destinations)
+            return apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
+                                   destinations)
     except LockBusy as error:
         raise dg.Failure(description=f"retention for {environment}: {error}", allow_retries=False) from None
 
@@ -148,8 +148,10 @@ def _apply_destinations(context, environment: str, destinations, policy, as_of, 
     return results, warnings
 
 
-def _apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
-                     destinations=()) -> dg.MaterializeResult:
+def apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
+                    destinations=()) -> dg.MaterializeResult:
+    """The retention policy applied to one target's backups in every place (the caller holds or
+    tried its environment lock): backup_retention, and each target's step of fleet_backup_job."""
     plan = build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
