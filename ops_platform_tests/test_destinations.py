@@ -185,6 +185,13 @@ def test_a_restore_takes_a_destination_copy_when_local_and_s3_are_gone(site, off
     (done,) = [request.text for request in slack_server.requests if backup_id in request.text
                and "off-site copy in destination offsite-a" in request.text]
 
+    replaced = site.cli("restore", "latest", "development", "--yes")
+    assert replaced.returncode == 0, replaced.stderr
+    (safety,) = [Manifest.from_json(path.read_bytes()) for path in (site.backup_dir / "development").glob("*.manifest.json")
+                 if Manifest.from_json(path.read_bytes()).kind == "pre-restore"]
+    assert safety.verified_copies == ["local", "s3", "offsite-a", "offsite-b"]  # the safety backup goes off-site too
+    assert content(LIVE) == content(copy)
+
 
 def test_a_bad_destination_line_is_one_line_naming_it(site, tmp_path):
     bad = tmp_path / "ops_platform.yaml"

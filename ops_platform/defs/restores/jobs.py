@@ -263,8 +263,9 @@ def fetch_backup(context: dg.OpExecutionContext, state: RestoreState, slack: Ops
     return state
 
 
-@dg.op(out=STATE_OUT, description="Back up the database about to be replaced, through the backup pipeline (kind pre-restore); "
-                   "the restore stops unless it passes its blocking checks. Skipped when nothing is replaced.")
+@dg.op(out=STATE_OUT, description="Back up the database about to be replaced, through the backup pipeline (kind pre-restore), "
+                   "to every place a backup goes (local, S3, the destinations); the restore stops unless it passes "
+                   "its blocking checks. Skipped when nothing is replaced.")
 def take_safety_backup(context: dg.OpExecutionContext, state: RestoreState, slack: OpsSlackResource,
                        backup_storage: BackupStorageResource, backup_bucket: BackupBucketResource) -> RestoreState:
     with restore_step(context, "safety_backup", slack, state):
@@ -277,7 +278,11 @@ def take_safety_backup(context: dg.OpExecutionContext, state: RestoreState, slac
             private_backup_folder(context.log, backup_storage.local_store(), environment.name)
             outcome = perform_backup(environment, backup_storage.local_store(), _bucket_or_none(backup_bucket, context),
                                      compression=backup_storage.compression_settings(), kind="pre-restore",
-                                     run_id=context.run_id, redactor=Redactor.from_environ())
+                                     run_id=context.run_id, redactor=Redactor.from_environ(),
+                                     destinations=_destinations(context))
+            for copy in outcome.manifest.copies:
+                if not copy.get("verified"):
+                    _warn(context, f"safety backup: no verified copy in {copy['name']}: {copy.get('detail')}")
             failed = [check for check in outcome.checks if check.blocking and not check.passed]
             if failed:
                 raise RestoreStepError("safety_backup", "the safety backup failed its checks: "
