@@ -137,7 +137,7 @@ def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet,
     entry of its backup history, as a backup_job run's is."""
     from ops_platform.definitions import defs
     from ops_platform.defs.environments import TARGETS
-    from ops_platform.defs.fleet.schedules import server_backup_schedule
+    from ops_platform.defs.fleet.schedules import fleet_retention_schedule, server_backup_schedule
     from ops_platform.defs.insight import records
     from ops_platform.lib.redact import Redactor
     from ops_platform.lib.targets import load_platform_config
@@ -186,4 +186,8 @@ def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet,
             assert retained and retained[0].run_id == result.run_id
             (run,) = records.backup_runs(instance, target, started, Redactor.from_environ())
             assert run.success and run.environment == target
+        # the morning's fleet retention finds every database of the night already retained
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(timezone.utc)) as context:
+            morning = fleet_retention_schedule(context)
+        assert isinstance(morning, dg.SkipReason) and "retained in the last 12 h" in morning.skip_message
 

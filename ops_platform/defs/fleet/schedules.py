@@ -8,6 +8,7 @@ The schedules are built from the file when the code location loads. A bad file b
 stops nothing: ``target_discovery_sensor`` and ``ops-platform targets list`` say what is wrong."""
 
 import re
+import time
 
 import dagster as dg
 
@@ -87,14 +88,33 @@ def fleet_targets(instance: dg.DagsterInstance) -> list[str]:
     return [name for name in instance.get_dynamic_partitions(TARGETS) if name not in ENVIRONMENT_NAMES]
 
 
+RETAINED_RECENTLY_HOURS = 12
+
+
+def retained_recently(instance: dg.DagsterInstance, name: str, now: float) -> bool:
+    """Whether the target's retention ran in the last RETAINED_RECENTLY_HOURS (a server's night runs
+    each database's retention after its backup)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("backup_retention"), asset_partitions=[name]), limit=1).records
+    return bool(records) and now - records[0].timestamp < RETAINED_RECENTLY_HOURS * 3600
+
+
 @dg.schedule(name="fleet_retention_schedule", cron_schedule=FLEET_RETENTION_CRON,
              execution_timezone=OPERATIONS_TIMEZONE, job=retention_job,
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Retention daily for every target that is not an environment, those gone from their "
-                         "server included (their backups are kept as the policy says, never all deleted).")
+             description="Retention daily for every target that is not an environment and was not retained in the "
+                         f"last {RETAINED_RECENTLY_HOURS} h (a server's night retains its databases after their "
+                         "backups), those gone from their server included (their backups are kept as the policy "
+                         "says, never all deleted).")
 def fleet_retention_schedule(context: dg.ScheduleEvaluationContext):
     names = fleet_targets(context.instance)
-    return _requests(context, names, "retention") if names else dg.SkipReason("no target beyond the environments")
+    if not names:
+        return dg.SkipReason("no target beyond the environments")
+    now = context.scheduled_execution_time.timestamp() if context.scheduled_execution_time else time.time()
+    due = [name for name in names if not retained_recently(context.instance, name, now)]
+    if not due:
+        return dg.SkipReason(f"all {len(names)} targets were retained in the last {RETAINED_RECENTLY_HOURS} h")
+    return _requests(context, due, "retention")
 
 
 @dg.schedule(name="fleet_restore_drill_schedule", cron_schedule=FLEET_DRILL_CRON,
