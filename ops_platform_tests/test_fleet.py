@@ -191,3 +191,36 @@ def test_a_servers_schedule_backs_up_what_it_finds_at_the_tick_in_one_run(fleet,
             morning = fleet_retention_schedule(context)
         assert isinstance(morning, dg.SkipReason) and "retained in the last 12 h" in morning.skip_message
 
+
+
+def test_a_fleet_night_says_its_retention_in_its_one_message(fleet, monkeypatch, slack_server):
+    """Each target's retention runs in the night's run without a Slack message of its own (a
+    night of 100 databases would post 100); the run's one message counts what retention deleted."""
+    from ops_platform.definitions import defs
+    from ops_platform.lib.artifacts import Manifest, make_backup_id, utc_iso
+    from ops_platform.lib.stores import LocalStore
+
+    site, _ = fleet
+    for key, value in {**site.env, "SLACK_WEBHOOK_URL": slack_server.webhook_url}.items():
+        monkeypatch.setenv(key, value)
+    for key in [key for key in os.environ if key not in site.env and key != "SLACK_WEBHOOK_URL"]:
+        monkeypatch.delenv(key)
+    target = f"shop.{USERS}"
+    store = LocalStore(site.backup_dir)
+    created = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
+    backup_id = make_backup_id(target, created)
+    store.env_dir(target).mkdir(parents=True, exist_ok=True)
+    store.path(target, f"{backup_id}.dump.zst").write_bytes(b"x" * 5)
+    store.write_manifest(Manifest(id=backup_id, environment=target, kind="scheduled", created_at=utc_iso(created),
+                                  database=USERS, server_version="15", pg_dump_version="15", compression="zstd",
+                                  compression_level=2, artifact=f"{backup_id}.dump.zst", raw_bytes=10,
+                                  stored_bytes=5, sha256="00" * 32, duration_seconds=1.0, verified=False))
+    with dg.instance_for_test() as instance:
+        result = defs().resolve_job_def("fleet_backup_job").execute_in_process(
+            run_config={"ops": {"fleet_backup_targets": {"config": {"targets": [target]}}}}, instance=instance)
+    assert result.success
+    assert not store.path(target, f"{backup_id}.dump.zst").exists()  # the old unverified backup is gone
+    texts = slack_server.texts()
+    assert not [text for text in texts if "Backup retention" in text], texts
+    (summary,) = [text for text in texts if "*1 database backup succeeded*" in text]
+    assert "retention: 1 older backup(s) deleted" in summary and target in summary

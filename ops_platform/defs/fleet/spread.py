@@ -137,31 +137,33 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
     context.log_event(dg.AssetMaterialization(asset_key="database_backup", partition=target,
                                               description=f"made by {context.job_name} on {socket.gethostname()}",
                                               metadata=backup_metadata(outcome)))
-    _retain(context, slack, target, environment.database_url, local, s3, destinations, retention_settings,
-            backup_settings)
+    retention_deleted = _retain(context, slack, target, environment.database_url, local, s3, destinations,
+                                retention_settings, backup_settings)
     return {"target": target, "backup_id": manifest.id, "verified": manifest.verified,
             "stored_bytes": manifest.stored_bytes, "locations": list(manifest.locations),
-            "host": socket.gethostname()}
+            "host": socket.gethostname(), "retention_deleted": retention_deleted}
 
 
 def _retain(context: dg.OpExecutionContext, slack: OpsSlackResource, target: str, database_url: str, local, s3,
-            destinations, retention_settings: RetentionSettings, backup_settings: BackupSettings) -> None:
+            destinations, retention_settings: RetentionSettings, backup_settings: BackupSettings) -> int:
     """What follows a verified backup, as in backup_job: the target's retention now, recorded on
-    ``backup_retention`` (so no retention run per database follows the night). A failure here is a
-    warning: the backup stands, and fleet_retention_schedule tries again in the morning."""
+    ``backup_retention`` (so no retention run per database follows the night); how many backups it
+    deleted (the run's one Slack message counts them). A failure here is a warning: the backup
+    stands, and fleet_retention_schedule tries again in the morning."""
     try:
         if retention_settings.invalid_settings:
             raise ConfigError(retention_settings.invalid_settings[0])
         policy = retention_settings.policy(target)
         with environment_guard(context, database_url, target, backup_settings.lock_wait_seconds, required=False):
             result = apply_retention(context, slack, target, database_url, local, s3, policy,
-                                     resolve_as_of(None), destinations)
+                                     resolve_as_of(None), destinations, post_routine=False)
     except Exception as error:  # noqa: BLE001 - the backup is made; retention is tried again daily
         context.log.warning(f"{target}: retention after the backup failed: {describe(error)}")
-        return
+        return 0
     context.log_event(dg.AssetMaterialization(asset_key="backup_retention", partition=target,
                                               description=f"after the backup, in {context.job_name}",
                                               metadata=result.metadata))
+    return result.metadata["deleted"].value
 
 
 def _keeps_local_copies(backup_storage: BackupStorageResource) -> bool:

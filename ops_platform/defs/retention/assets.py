@@ -149,9 +149,11 @@ def _apply_destinations(context, environment: str, destinations, policy, as_of, 
 
 
 def apply_retention(context, slack, environment, database_url, local, s3, policy, as_of,
-                    destinations=()) -> dg.MaterializeResult:
+                    destinations=(), post_routine: bool = True) -> dg.MaterializeResult:
     """The retention policy applied to one target's backups in every place (the caller holds or
-    tried its environment lock): backup_retention, and each target's step of fleet_backup_job."""
+    tried its environment lock): backup_retention, and each target's step of fleet_backup_job.
+    ``post_routine=False`` (a fleet run, which sums up the night in one message): Slack hears only
+    of a newly corrupt backup, not of each routine deletion."""
     plan = build_plan(environment, local, s3, policy, as_of)
     for item in plan.deleted:
         context.log.info(f"deleting {item.id} ({item.status}): {item.reason}")
@@ -184,7 +186,8 @@ def apply_retention(context, slack, environment, database_url, local, s3, policy
     state_file = alerts.state_path(local, environment)
     alerted = alerts.load(state_file)
     corrupt, state = alerts.new_corruption(plan, alerted)
-    if plan.deleted or applied.aborted_uploads or applied.dropped_databases or applied.dropped_leftovers or corrupt:
+    routine = plan.deleted or applied.aborted_uploads or applied.dropped_databases or applied.dropped_leftovers
+    if corrupt or (routine and post_routine):
         report = slack.notifier(context.log).post(retention_summary(plan, applied, run_url(context.run.run_id),
                                                                     corrupt))
         if corrupt and report.errors and not report.delivered:

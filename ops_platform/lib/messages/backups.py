@@ -46,13 +46,17 @@ def backup_copies_missing(environment: str, backup_id: str, reason: str, locatio
 def fleet_backups_succeeded(backups: list[dict], hosts: list[str], run_url: str | None = None,
                             listed: int = 20) -> SlackMessage:
     """One message for a run that backed up many targets (a server's night): how many, how big,
-    where they ran, and the targets (the first ``listed``, then how many more)."""
+    where they ran, the targets (the first ``listed``, then how many more), and how many older
+    backups their retention deleted (each target's retention posts only a corrupt backup)."""
     names = sorted(backup["target"] for backup in backups)
     shown = ", ".join(names[:listed]) + (f" and {len(names) - listed} more" if len(names) > listed else "")
     lines = [
-        f":white_check_mark: *{len(backups)} database backups succeeded*",
+        f":white_check_mark: *{len(backups)} database backup{'' if len(backups) == 1 else 's'} succeeded*",
         f"• size: {human_bytes(sum(backup['stored_bytes'] for backup in backups))} stored",
         f"• made on: {', '.join(hosts)}",
         f"• targets: {shown}",
     ]
+    deleted = sum(backup.get("retention_deleted") or 0 for backup in backups)
+    if deleted:
+        lines.append(f"• retention: {deleted} older backup(s) deleted as the policy says")
     return slack_message(lines, run_url)
