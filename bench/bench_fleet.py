@@ -11,7 +11,11 @@ interleaved and repeated:
 - project: the night's run as the daemon's run worker executes it: ``dagster job execute`` of
   ``fleet_backup_job`` for the server of ``ops_platform.yaml`` (discovery, one step per database
   in the code location's process pool, each dump compressed, written, read back and verified,
-  manifest last), end to end in a fresh process (interpreter, imports, instance, definitions).
+  manifest last), end to end in a fresh process (interpreter, imports, instance, definitions);
+- project on Celery (reported, not a target): the same run with ``OPS_PLATFORM_EXECUTOR=celery``,
+  its steps taken by two Celery workers already running on this machine (``celery -A
+  ops_platform.celery_app worker --concurrency 1`` each, Redis on loopback as the broker, the
+  instance on PostgreSQL as Celery needs), i.e. what spreading over machines costs per step.
 
 Target: project <= 1.3 x (floor back to back / 2) + 1 s per database. Results:
 bench_results/fleet.json. Run alone with ``python -m bench.bench_fleet``.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -133,6 +138,10 @@ def project(scratch: Path, round_number: int) -> dict:
     env, run_config = project_env(Path(tempfile.mkdtemp(dir=scratch)))
     backups = scratch / f"backups_{round_number}"
     env["BACKUP_DIR"] = str(backups)
+    return _execute(env, run_config, backups)
+
+
+def _execute(env: dict, run_config: Path, backups: Path) -> dict:
     dagster = Path(sys.executable).parent / "dagster"
     started = time.monotonic()
     result = subprocess.run([str(dagster), "job", "execute", "-m", "ops_platform.definitions", "-j", "fleet_backup_job",
@@ -149,18 +158,70 @@ def project(scratch: Path, round_number: int) -> dict:
     return {"wall_seconds": wall, "verified": verified, "stored_bytes": stored}
 
 
+BROKER = "redis://127.0.0.1:6379/13"
+INSTANCE_DATABASE = "ops_bench_fleet_instance"
+
+
+class CeleryWorkers:
+    """Two workers on this machine, a PostgreSQL instance and a queue of their own."""
+
+    def __init__(self, scratch: Path):
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(INSTANCE_DATABASE)))
+        _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(INSTANCE_DATABASE)))
+        self.env, self.run_config = project_env(scratch)
+        shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", Path(self.env["DAGSTER_HOME"]) / "dagster.yaml")
+        self.env.update({"DAGSTER_POSTGRES_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{INSTANCE_DATABASE}",
+                         "OPS_PLATFORM_EXECUTOR": "celery", "CELERY_BROKER_URL": BROKER,
+                         "CELERY_QUEUE": f"ops_bench_fleet_{os.getpid()}", "BACKUP_DIR": str(scratch / "backups")})
+        self.workers = []
+        celery = Path(sys.executable).parent / "celery"
+        for name in ("bench-a", "bench-b"):
+            log = scratch / f"{name}.log"
+            with open(log, "wb") as output:
+                process = subprocess.Popen([str(celery), "-A", "ops_platform.celery_app", "worker", "-n", f"{name}@%h",
+                                            "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
+                                            "--without-mingle"], cwd=ROOT, env=self.env, stdout=output,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+            self.workers.append((process, log))
+        deadline = time.monotonic() + 90
+        for process, log in self.workers:
+            while b" ready." not in log.read_bytes():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"a Celery worker did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.3)
+
+    def run(self, round_number: int) -> dict:
+        backups = Path(self.env["BACKUP_DIR"])
+        return _execute(self.env, self.run_config, backups)
+
+    def close(self) -> None:
+        for process, _ in self.workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process, _ in self.workers:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(INSTANCE_DATABASE)))
+
+
 def run() -> bool:
     log(f"== fleet benchmark: {DATABASES} databases, {ROUNDS} round(s) ==")
     started = time.monotonic()
     size = create_databases()
     log(f"created {DATABASES} databases of {size / 1e6:.1f} MB each in {time.monotonic() - started:.0f} s")
     scratch = Path(tempfile.mkdtemp(prefix="ops_bench_fleet_"))
-    walls: dict[str, list[float]] = {"floor": [], "floor_parallel": [], "project": []}
+    walls: dict[str, list[float]] = {"floor": [], "floor_parallel": [], "project": [], "project_celery": []}
     stored = 0
+    celery = None
     try:
         pg_dump(NAMES[0], scratch)  # warm the cache
+        celery_folder = scratch / "celery"
+        celery_folder.mkdir()
+        celery = CeleryWorkers(celery_folder)
         for round_number in range(ROUNDS):
-            order = ["floor", "floor_parallel", "project"]
+            order = ["floor", "floor_parallel", "project", "project_celery"]
             if round_number % 2:
                 order.reverse()
             for name in order:
@@ -168,12 +229,16 @@ def run() -> bool:
                     walls[name].append(floor_back_to_back(scratch))
                 elif name == "floor_parallel":
                     walls[name].append(floor_in_parallel(scratch))
-                else:
+                elif name == "project":
                     outcome = project(scratch, round_number)
                     walls[name].append(outcome["wall_seconds"])
                     stored = outcome["stored_bytes"]
+                else:
+                    walls[name].append(celery.run(round_number)["wall_seconds"])
                 log(f"  round {round_number + 1}: {name:<15} {walls[name][-1]:7.2f} s")
     finally:
+        if celery is not None:
+            celery.close()
         shutil.rmtree(scratch, ignore_errors=True)
         _drop(NAMES + [TEMPLATE])
     best = {name: min(values) for name, values in walls.items()}
@@ -190,6 +255,7 @@ def run() -> bool:
         "project_to_floor_per_parallelism": round(best["project"] / floor_share, 2),
         "project_to_floor_in_parallel": round(best["project"] / best["floor_parallel"], 2),
         "overhead_per_database_seconds": round(overhead, 3),
+        "celery_overhead_per_database_seconds": round((best["project_celery"] - floor_share) / DATABASES, 3),
         "target": {"allowed_seconds": round(allowed, 2), "pass": best["project"] <= allowed},
     }
     RESULTS.parent.mkdir(exist_ok=True)
@@ -204,13 +270,15 @@ def print_report(results: dict) -> None:
     log(f"  {'measurement':<62} {'best s':>8} {'median':>8}")
     labels = {"floor": "floor: pg_dump -Fc -Z0 of each, back to back",
               "floor_parallel": f"floor: the same, {results['parallelism']} at a time",
-              "project": "fleet_backup_job (dagster job execute), end to end"}
+              "project": "fleet_backup_job (dagster job execute), end to end",
+              "project_celery": "the same, steps on two Celery workers (Redis broker)"}
     for name, label in labels.items():
         log(f"  {label:<62} {best[name]:8.2f} {results['medians'][name]:8.2f}")
     log(f"  floor back to back / {results['parallelism']}: {results['floor_per_parallelism_seconds']:.2f} s; "
         f"project / that: {results['project_to_floor_per_parallelism']:.2f}x; "
         f"project / floor {results['parallelism']} at a time: {results['project_to_floor_in_parallel']:.2f}x")
-    log(f"  Dagster's share per database beyond the floor: {results['overhead_per_database_seconds']:.2f} s")
+    log(f"  Dagster's share per database beyond the floor: {results['overhead_per_database_seconds']:.2f} s "
+        f"(on Celery: {results['celery_overhead_per_database_seconds']:.2f} s)")
     target = results["target"]
     log(f"target: <= 1.3 x floor/{results['parallelism']} + 1 s x {count} = {target['allowed_seconds']:.1f} s: "
         f"{best['project']:.1f} s {'PASS' if target['pass'] else 'FAIL'}")
