@@ -12,7 +12,6 @@ from ops_platform.lib import settings
 from ops_platform.lib.probes import (
     UNHEALTHY,
     ProbeResult,
-    ProbeSettings,
     checked_at_seconds,
     environment_summary,
     fleet_probe,
@@ -64,17 +63,13 @@ def _target_health(args, target) -> int:
     """A target beyond the environments (a file target, ``<server>.<database>``): its database
     answers a connection and ``SELECT 1`` now, as the sweep's ``fleet_databases`` check asks it.
     Nothing is recorded: the sweep every 5 minutes records the fleet in the UI."""
-    probe_settings = ProbeSettings(
-        timeout_seconds=float(settings.value_of(_health_setting("HEALTH_CHECK_TIMEOUT_SECONDS"))),
-        degraded_seconds=settings.value_of(_health_setting("HEALTH_DEGRADED_LATENCY_MS")) / 1000)
+    from ops_platform.defs.settings import HealthSettings
+
+    probe_settings = HealthSettings(**settings.values(settings.HEALTH)).probe_settings()
     sweep = run_sweep([fleet_probe({target.name: target.database_url}, probe_settings)], Redactor.from_environ())
     checked_at = datetime.now(timezone.utc)
     return _report(args, {target.name: sweep.for_environment(target.name)}, checked_at,
                    "not recorded: a check of one target now (the sweep records the fleet)")
-
-
-def _health_setting(variable: str):
-    return next(setting for setting in settings.HEALTH if setting.variable == variable)
 
 
 def _report(args, by_environment: dict[str, list[ProbeResult]], checked_at: datetime, last_line: str) -> int:

@@ -312,7 +312,7 @@ def perform_backup(
         if not enough.passed:
             warnings.insert(0, enough.description)
     if not keep_local:
-        return _without_local_copy(manifest, dump, checks, warnings, local, redactor)
+        return _without_local_copy(manifest, dump, checks, warnings, redactor)
     try:
         local.write_manifest(manifest)
     except OSError as error:
@@ -323,7 +323,7 @@ def perform_backup(
 
 
 def _without_local_copy(manifest: Manifest, dump: DumpResult, checks: list[CheckOutcome], warnings: list[str],
-                        local: LocalStore, redactor: Redactor) -> BackupOutcome:
+                        redactor: Redactor) -> BackupOutcome:
     """Remove the scratch file of a backup kept in S3 only. A backup that no S3 place committed
     (its S3 copy failed) is not verified: it has no copy at all."""
     dump.local_path.unlink(missing_ok=True)
