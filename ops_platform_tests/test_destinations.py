@@ -330,3 +330,51 @@ def test_a_worker_without_a_local_folder_keeps_its_backup_in_s3_only(site, offsi
     with pytest.raises(BackupStepError, match="^no local copy is kept on this machine") as refused:
         perform_backup(environment, scratch, None, keep_local=False)
     assert refused.value.step == "prepare"
+
+
+def test_the_drill_reads_back_every_off_site_copy_and_names_a_corrupt_one(site, offsite, slack_server, tmp_path,
+                                                                          monkeypatch):
+    """restore_drill restores the newest backup from its local copy, then reads back its S3 and
+    off-site copies in full: one with a flipped byte fails the drill (the restore itself passed),
+    named in the check, the manifest's drill record and one Slack alert."""
+    from ops_platform.definitions import defs
+    from ops_platform.defs.settings import RestoreSettings
+    from ops_platform_tests.conftest import platform_resources
+
+    backup_id, _ = _backup(site)
+    manifest = _manifest(site, backup_id)
+    for name, value in {**site.env, "SLACK_WEBHOOK_URL": slack_server.webhook_url}.items():
+        monkeypatch.setenv(name, value)
+
+    def drill() -> dict[str, dg.AssetCheckEvaluation]:
+        with site.instance() as instance:
+            result = defs().resolve_job_def("restore_drill_job").execute_in_process(
+                instance=instance, partition_key="development", raise_on_error=False,
+                resources=platform_resources(restore_settings=RestoreSettings(work_dir=str(tmp_path / "work"))))
+        return {check.check_name: check for check in result.get_asset_check_evaluations()}
+
+    checks = drill()
+    assert all(check.passed for check in checks.values()), checks
+    assert checks["every_copy_intact"].metadata["copies"].value == {
+        "local": "intact", "s3": "intact", "offsite-a": "intact", "offsite-b": "intact"}
+    assert _manifest(site, backup_id).drill["copies"]["offsite-b"] == "intact"
+
+    key = f"team/backups/development/{manifest.artifact}"
+    good = offsite.client_b.get_object(Bucket=BUCKET_B, Key=key)["Body"].read()
+    middle = len(good) // 2
+    offsite.client_b.put_object(Bucket=BUCKET_B, Key=key, Body=good[:middle] + bytes([good[middle] ^ 1]) + good[middle + 1:])
+    slack_server.requests.clear()
+    try:
+        checks = drill()
+    finally:
+        offsite.client_b.put_object(Bucket=BUCKET_B, Key=key, Body=good)
+    assert checks["latest_backup_restores"].passed and checks["row_counts_match"].passed
+    failed = checks["every_copy_intact"]
+    assert not failed.passed and "(offsite-b copy) is unusable" in failed.description
+    assert failed.metadata["intact"].value == 3
+    recorded = _manifest(site, backup_id).drill
+    assert recorded["passed"] is False and "is unusable" in recorded["copies"]["offsite-b"]
+    (alert,) = [request.text for request in slack_server.requests if "Restore drill failed" in request.text]
+    assert "another copy of it is not intact" in alert and "offsite-b" in alert and backup_id in alert
+    assert not [name for name in database_names(PREFIX) if "__drill" in name]
+    assert not list((tmp_path / "work").rglob("*.dump"))

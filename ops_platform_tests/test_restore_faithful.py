@@ -188,7 +188,9 @@ def test_the_drill_passes_and_names_each_check_for_what_it_checks(source, monkey
                                 resources=platform_resources(), raise_on_error=False)
     assert result.success
     checks = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
-    assert set(checks) == {"latest_backup_restores", "row_counts_match", "sequences_match", "sql_checks_pass"}
+    assert set(checks) == {"latest_backup_restores", "row_counts_match", "sequences_match", "sql_checks_pass",
+                           "every_copy_intact"}
     assert all(check.passed for check in checks.values())
+    assert checks["every_copy_intact"].metadata["copies"].value == {"local": "intact"}
     assert "as in the source" in checks["sequences_match"].description
     assert checks["sequences_match"].metadata["behind_their_column"].value == 2

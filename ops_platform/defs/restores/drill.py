@@ -1,6 +1,7 @@
 """``restore_drill``: every Sunday, each scheduled environment's newest verified backup is restored
-into a throwaway database, verified against its manifest and dropped, so a backup nobody can
-bring back is found on a quiet morning rather than on the night it is needed."""
+into a throwaway database, verified against its manifest and dropped, and its other copies (S3,
+the off-site destinations) are read back in full, so a backup nobody can bring back, from any
+place it is kept, is found on a quiet morning rather than on the night it is needed."""
 
 import dagster as dg
 
@@ -23,7 +24,8 @@ from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import restores as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.restore.drill import drill_database, record_drill, run_drill
+from ops_platform.lib.restore.drill import INTACT, drill_database, record_drill, run_drill
+from ops_platform.lib.stores import destination_stores
 from ops_platform.lib.tags import MAX_RETRIES
 
 DRILL_CHECKS = [
@@ -39,6 +41,10 @@ DRILL_CHECKS = [
     dg.AssetCheckSpec("sql_checks_pass", asset="restore_drill",
                       description="The operator's SQL checks (<ENV>_RESTORE_CHECKS_FILE) each return true on the "
                                   "restored copy; passes when none are configured."),
+    dg.AssetCheckSpec("every_copy_intact", asset="restore_drill",
+                      description="Every other copy of the restored backup (S3, each off-site destination) is read "
+                                  "back in full: sizes and sha256 match the manifest and it decompresses, so it "
+                                  "restores as the drilled copy did."),
 ]
 DRILL_CRONS = {environment: "0 4 * * 0" for environment in BACKUP_CRONS}
 
@@ -71,10 +77,15 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
     private_backup_folder(context.log, local, environment_name)
     private_work_folder(context.log, restore_settings, backup_storage, drill_database(environment))
     try:
+        destinations = destination_stores(read_timeout=backup_bucket.read_timeout_seconds)
+    except ConfigError as error:
+        destinations = []
+        context.log.warning(f"the off-site copies are not drilled: {error}")
+    try:
         with environment_guard(context, environment.database_url, environment_name, backup_settings.lock_wait_seconds):
             outcome = run_drill(environment, local, s3, work_root(restore_settings, backup_storage),
                                 jobs=restore_settings.parallel_jobs(), timeout=restore_settings.timeout_minutes * 60.0,
-                                redactor=Redactor.from_environ())
+                                redactor=Redactor.from_environ(), destinations=destinations)
     except (LockBusy, LockUnavailable) as error:
         slack.notifier(context.log).post(messages.drill_failed(environment_name, str(error), None,
                                                                run_url(context.run.run_id)))
@@ -106,11 +117,18 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
         check_name="sql_checks_pass", passed=bool(report and not report.failed_checks),
         description=report.checks_summary() if report else not_reached,
         metadata={"checks": dg.MetadataValue.int(len(report.checks) if report else 0)})
+    yield dg.AssetCheckResult(
+        check_name="every_copy_intact", passed=bool(outcome.copies) and not outcome.bad_copies,
+        description=("; ".join(outcome.bad_copies.values()) if outcome.bad_copies
+                     else f"intact: {', '.join(outcome.copies)}" if outcome.copies else not_reached),
+        metadata={"copies": dg.MetadataValue.json(outcome.copies),
+                  "intact": dg.MetadataValue.int(sum(result == INTACT for result in outcome.copies.values()))})
     for note in report.sequence_notes() if report else []:
         context.log.warning(note)
     if not outcome.passed:
         slack.notifier(context.log).post(messages.drill_failed(environment_name, outcome.error or "failed",
-                                                               outcome.backup_id, run_url(context.run.run_id)))
+                                                               outcome.backup_id, run_url(context.run.run_id),
+                                                               outcome.failed_step))
         mark_alerted(context.instance, context.run.run_id)
         raise dg.Failure(description=f"restore drill of {environment_name} failed at {outcome.failed_step}: "
                                      f"{outcome.error}", allow_retries=False)
@@ -122,6 +140,7 @@ def restore_drill(context: dg.AssetExecutionContext, slack: OpsSlackResource, ba
         "tables_verified": dg.MetadataValue.int(report.tables_checked),
         "rows_verified": dg.MetadataValue.int(report.rows_verified),
         "sequences_checked": dg.MetadataValue.int(report.sequences_checked),
+        "copies_intact": dg.MetadataValue.json(sorted(outcome.copies)),
         "backup_created_at": outcome.manifest.created_at,
     })
 

@@ -51,9 +51,12 @@ def restore_failed(environment: str, step: str, error: str, left_as_it_was: str,
     return slack_message(lines, run_url)
 
 
-def drill_failed(environment: str, error: str, backup_id: str | None, run_url: str | None = None) -> SlackMessage:
+def drill_failed(environment: str, error: str, backup_id: str | None, run_url: str | None = None,
+                 step: str | None = None) -> SlackMessage:
     what = f"`{backup_id}`" if backup_id else "the latest verified backup"
-    return slack_message([f":rotating_light: *Restore drill failed* ({environment}): {what} did not restore cleanly",
+    outcome = ("restored, but another copy of it is not intact" if step == "copies"
+               else "did not restore cleanly")
+    return slack_message([f":rotating_light: *Restore drill failed* ({environment}): {what} {outcome}",
                           f"• {error.strip()[:1500]}"], run_url)
 
 
