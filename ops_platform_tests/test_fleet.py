@@ -224,3 +224,53 @@ def test_a_fleet_night_says_its_retention_in_its_one_message(fleet, monkeypatch,
     assert not [text for text in texts if "Backup retention" in text], texts
     (summary,) = [text for text in texts if "*1 database backup succeeded*" in text]
     assert "retention: 1 older backup(s) deleted" in summary and target in summary
+
+
+@dg.op
+def _sees_its_runs_heartbeat(context) -> None:
+    from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF
+
+    tags = context.instance.get_run_by_id(context.run_id).tags
+    assert tags.get(HEARTBEAT) and tags.get(HEARTBEAT_OF) == context.run_id, tags
+
+
+def _beating_executor():
+    from ops_platform.defs.run_guards import beating
+
+    return beating(dg.in_process_executor)
+
+
+@dg.job(executor_def=_beating_executor())
+def _beating_job():
+    _sees_its_runs_heartbeat()
+
+
+def test_a_fleet_run_beats_from_its_coordinator_and_is_marked_dead_once_silent():
+    """The process orchestrating a fleet run's steps beats the run's heartbeat before any step
+    runs (a fleet run whose steps wait in a Celery queue is alive); a fleet run that fell silent
+    is marked failed by dead_run_sensor, naming its server."""
+    from ops_platform.defs.alerts.dead_runs import dead_run_sensor
+    from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF, SERVER
+    from ops_platform_tests.conftest import platform_resources
+
+    with dg.instance_for_test() as instance:
+        with dg.execute_job(dg.reconstructable(_beating_job), instance=instance) as result:
+            assert result.success
+
+        silent = instance.create_run_for_job(_fleet_backup_job_started, tags={SERVER: "shop"})
+        instance.handle_run_event(silent.run_id, dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_START.value, job_name=silent.job_name))
+        with dg.build_sensor_context(instance=instance, resources=platform_resources()) as context:
+            assert "no dead runs" in dead_run_sensor(context).skip_message  # it has just started
+        instance.add_run_tags(silent.run_id, {HEARTBEAT: "2026-01-01T00:00:00Z", HEARTBEAT_OF: silent.run_id})
+        with dg.build_sensor_context(instance=instance, resources=platform_resources()) as context:
+            assert "marked 1 dead run(s) failed" in dead_run_sensor(context).skip_message
+        assert instance.get_run_by_id(silent.run_id).status == dg.DagsterRunStatus.FAILURE
+        failure = instance.get_records_for_run(silent.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
+        message = failure.event_log_entry.dagster_event.message
+        assert "fleet_backup_job of server shop" in message and "no sign of life since 2026-01-01" in message
+
+
+@dg.job(name="fleet_backup_job")
+def _fleet_backup_job_started():
+    pass

@@ -1,12 +1,15 @@
 """What every step that works on an environment does, whichever way its run was started (CLI, UI,
 schedule): hold the environment's lock (``lib/locks.py``) so no backup, restore, retention or
 drill of it overlaps another, and beat a heartbeat on the run so ``dead_run_sensor`` can tell a
-run whose process died from one that is still working."""
+run whose process died from one that is still working. A run of many steps (``fleet_backup_job``)
+also beats from the process that orchestrates them (``beating``)."""
 
 import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
+
+import dagster as dg
 
 from ops_platform.lib import locks
 from ops_platform.lib.artifacts import utc_iso
@@ -17,8 +20,14 @@ HEARTBEAT_SECONDS = 30.0
 
 @contextlib.contextmanager
 def heartbeat(context, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
-    """Tag the run with the time every ``interval`` seconds while the block runs."""
-    instance, run_id = context.instance, context.run.run_id
+    """Tag the step's run with the time every ``interval`` seconds while the block runs."""
+    with run_heartbeat(context.instance, context.run.run_id, interval):
+        yield
+
+
+@contextlib.contextmanager
+def run_heartbeat(instance, run_id: str, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Tag the run ``run_id`` with the time every ``interval`` seconds while the block runs."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -35,6 +44,44 @@ def heartbeat(context, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(5)
+
+
+class BeatingExecutor(dg.Executor):
+    """Another executor, with the run's heartbeat beaten by the process that orchestrates the
+    steps for as long as they run: a run whose steps wait in a queue (Celery) is alive while its
+    coordinator is, and silent once that process dies."""
+
+    def __init__(self, inner: dg.Executor, interval: float = HEARTBEAT_SECONDS):
+        self.inner = inner
+        self.interval = interval
+
+    @property
+    def retries(self):
+        return self.inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self.inner.step_dependency_config
+
+    def get_step_event_or_retry_event(self, step_context, err_info, known_state, original_event):
+        return self.inner.get_step_event_or_retry_event(step_context, err_info, known_state, original_event)
+
+    def __getattr__(self, name: str):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)  # what the executor's own loop asks of it (Celery's app_args)
+
+    def execute(self, plan_context, execution_plan):
+        with run_heartbeat(plan_context.instance, plan_context.run_id, self.interval):
+            yield from self.inner.execute(plan_context, execution_plan)
+
+
+def beating(executor_def: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+    """``executor_def`` (before ``.configured``) with its executor wrapped in BeatingExecutor."""
+    return dg.ExecutorDefinition(
+        name=executor_def.name, config_schema=executor_def.config_schema,
+        requirements=executor_def.get_requirements, description=executor_def.description,
+        executor_creation_fn=lambda init_context: BeatingExecutor(executor_def.executor_creation_fn(init_context)))
 
 
 def holder(context) -> str:

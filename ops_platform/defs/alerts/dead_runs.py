@@ -1,7 +1,8 @@
 """Runs whose process died (``kill -9``, the OOM killer, a reboot) stay ``STARTED`` for ever: the
 environment then looks busy to the CLI, and the run queue holds every later backup of it behind
 the dead run. The steps that work on an environment beat a heartbeat on their run
-(``run_guards.heartbeat``); a run that stopped beating is marked failed, announced once, and what
+(``run_guards.heartbeat``), and so does the process orchestrating a fleet run's steps
+(``run_guards.beating``); a run that stopped beating is marked failed, announced once, and what
 it left behind (a ``.partial`` file, an incomplete multipart upload) is cleaned up. The failure is
 announced once, by ``run_failure_slack_sensor``, with the reason and what was cleaned up."""
 
@@ -18,9 +19,9 @@ from ops_platform.defs.settings import BackupSettings
 from ops_platform.lib import locks
 from ops_platform.lib.artifacts import parse_utc, utc_iso
 from ops_platform.lib.backup import clear_leftovers
-from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF, HOST, LAUNCHED_BY, PARTITION, PID
+from ops_platform.lib.tags import HEARTBEAT, HEARTBEAT_OF, HOST, LAUNCHED_BY, PARTITION, PID, SERVER
 
-WATCHED_JOBS = ("backup_job", "retention_job", "restore_job", "restore_drill_job")
+WATCHED_JOBS = ("backup_job", "retention_job", "restore_job", "restore_drill_job", "fleet_backup_job")
 PARENT_RUN_ID = "dagster/parent_run_id"
 
 
@@ -66,14 +67,26 @@ def mark_dead(instance: dg.DagsterInstance, record: dg.RunRecord, cleaned: list[
     """Mark a dead run failed, saying why in one line (the run-failure sensor posts it)."""
     run = record.dagster_run
     silent_since = utc_iso(last_sign_of_life(record))
-    reason = (f"{run.job_name} of {run.tags.get(PARTITION, '?')} (started from {run.tags.get(LAUNCHED_BY, 'the daemon')}) "
+    reason = (f"{run.job_name} of {_what(run)} (started from {run.tags.get(LAUNCHED_BY, 'the daemon')}) "
               f"stopped: its process is gone, no sign of life since {silent_since}")
+    if run.job_name == "fleet_backup_job":
+        reason += "; each target's next backup clears what its step left"
     if cleaned:
         reason += "; cleaned up: " + ", ".join(cleaned)
     instance.report_run_failed(run, message=reason)
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)  # its pool slot, at once
     return reason
+
+
+def _what(run: dg.DagsterRun) -> str:
+    """What the run was working on: its target, or a fleet run's server or targets."""
+    if PARTITION in run.tags:
+        return run.tags[PARTITION]
+    if SERVER in run.tags:
+        return f"server {run.tags[SERVER]}"
+    targets = (run.run_config or {}).get("ops", {}).get("fleet_backup_targets", {}).get("config", {}).get("targets", [])
+    return f"{len(targets)} targets ({', '.join(targets[:3])}{', ...' if len(targets) > 3 else ''})" if targets else "?"
 
 
 def in_progress(instance: dg.DagsterInstance, partition: str, job_names, dead_after_seconds: float) -> list:
@@ -109,8 +122,9 @@ def clean_up_after(environment: str, job_name: str, backup_storage: BackupStorag
     name="dead_run_sensor",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks failed the backup, retention, restore and drill runs whose process died (no heartbeat for "
-                "RUN_DEAD_AFTER_SECONDS) and cleans up what they left; run_failure_slack_sensor posts each once.",
+    description="Marks failed the backup, retention, restore, drill and fleet backup runs whose process died (no "
+                "heartbeat for RUN_DEAD_AFTER_SECONDS) and cleans up what they left; run_failure_slack_sensor posts "
+                "each once.",
 )
 def dead_run_sensor(context: dg.SensorEvaluationContext, backup_storage: BackupStorageResource,
                     backup_bucket: BackupBucketResource, backup_settings: BackupSettings) -> dg.SkipReason:

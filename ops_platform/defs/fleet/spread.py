@@ -20,7 +20,7 @@ from ops_platform.defs.backups.assets import backup_metadata
 from ops_platform.defs.environments import ensure_partitions
 from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource, _bind
-from ops_platform.defs.run_guards import environment_guard
+from ops_platform.defs.run_guards import beating, environment_guard
 from ops_platform.defs.retention.assets import apply_retention
 from ops_platform.defs.settings import BackupSettings, RetentionSettings
 from ops_platform.lib import celery_settings, settings
@@ -189,7 +189,7 @@ def fleet_backup_summary(context: dg.OpExecutionContext, backups: list[dict], sl
 
 # One step per target in a process pool forked from a server that has loaded the definitions
 # (ops_platform.preload): a step starts in a fraction of a second, not the 2-3 s of a fresh process.
-LOCAL_POOL = dg.multiprocess_executor.configured(
+LOCAL_POOL = beating(dg.multiprocess_executor).configured(
     {"max_concurrent": 2, "start_method": {"forkserver": {"preload_modules": ["ops_platform.preload"]}}},
     name="ops_platform_forkserver")
 
@@ -206,7 +206,7 @@ def _executor() -> dg.ExecutorDefinition:
         return LOCAL_POOL  # fleet_backup_targets fails the run with the one-line error
     from dagster_celery import celery_executor
 
-    return celery_executor.configured(
+    return beating(celery_executor).configured(
         {"broker": {"env": celery_settings.BROKER_VARIABLE}, "backend": {"env": backend},
          "config_source": celery_settings.celery_app_settings()},
         name="ops_platform_celery")
