@@ -1,12 +1,13 @@
 """`make bench`: every benchmark, or the parts named on the command line.
 
-    python -m bench                      # backup, cli-backup, restore, health, insight, targets, fleet (in that order)
+    python -m bench                      # backup, cli-backup, restore, health, insight, targets, fleet, ui (in order)
     python -m bench restore              # only the restore benchmark
     python -m bench cli-backup backup    # several parts, in the order given
     BENCH_QUICK=1 python -m bench ...    # one round of each, smaller wide dataset (a few minutes)
     BENCH_REPEAT=N python -m bench ...   # N interleaved rounds (default 4)
 
-Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json, targets.json, fleet.json).
+Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json, targets.json, fleet.json,
+ui.json).
 """
 
 import os
@@ -59,6 +60,12 @@ def _fleet() -> None:
     bench_fleet.run()
 
 
+def _ui() -> None:
+    from bench import bench_ui
+
+    bench_ui.run()
+
+
 PARTS = {
     "backup": _backup,
     "cli-backup": _cli_backup,
@@ -67,6 +74,7 @@ PARTS = {
     "insight": _insight,
     "targets": _targets,
     "fleet": _fleet,
+    "ui": _ui,
 }
 
 
