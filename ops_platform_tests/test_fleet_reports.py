@@ -5,7 +5,8 @@ their backups, not their databases). The digest through the real Slack client to
 (refusing blocks beyond Slack's limits) groups the quiet targets in one line and lists the failing
 ones, most urgent first; the health sweep connects to every fleet database and a database that
 is gone opens an incident after 3 failed sweeps, which the digest then lists first; database
-statistics and backup history materialize for a file target and a discovered one."""
+statistics and backup history materialize for a file target and a discovered one; fleet_uptime
+puts the gone database first, and the weekly report shows its uptime."""
 
 from __future__ import annotations
 
@@ -260,3 +261,17 @@ def test_the_health_sweep_checks_every_fleet_database_and_a_gone_one_alerts_afte
     [text] = posted(slack_server)
     listed = [line.strip("*") for line in text.splitlines() if line.startswith("*")]
     assert listed and listed[0] == GONE and "incident open for" in text, text
+
+    from ops_platform.defs.insight.history import fleet_uptime
+
+    [uptime] = dg.materialize([fleet_uptime], instance=instance).asset_materializations_for_node("fleet_uptime")
+    rows = [row.data for row in uptime.metadata["by_database"].records]
+    assert uptime.metadata["databases"].value == 31 and uptime.metadata["results_read"].value == 4 * 31
+    assert rows[0]["target"] == GONE and rows[0]["incidents_7d"] == 1 and rows[0]["open_outage"]
+    assert rows[0]["availability_7d"] != "100.00 %" and {row["availability_7d"] for row in rows[1:]} == {"100.00 %"}
+    assert uptime.metadata["least_available_7d"].value == [GONE]
+    slack_server.reset()
+    weekly = run_report(instance, "weekly", backup_storage=storage, slack=slack_resource)
+    markdown = weekly.output_for_node("ops_report")
+    assert f"## {GONE}" in markdown and "| app03 | 1/1 |" in markdown and "| 100.00 % |" in markdown
+    assert "| postgres |" in markdown.split(f"## {GONE}")[1].split("\n## ")[0]  # its uptime, in its section

@@ -124,7 +124,7 @@ def test_newest_first_spool_replays_oldest_first_with_flat_memory():
         found = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert first == [1.0, 2.0, 3.0]
-        assert last == (float(count), count % 7 != 0, None if count % 5 == 0 else count / 1000)
+        assert last == (float(count), count % 7 != 0, None if count % 5 == 0 else count / 1000, 0)
         return found
 
     small, large = peak(5_000), peak(50_000)

@@ -1,5 +1,6 @@
 """``uptime`` and ``backup_history``: once a day, per environment, what the recorded health checks
-and the backups have been doing, as numbers the UI plots and the reports read back."""
+and the backups have been doing, as numbers the UI plots and the reports read back; and
+``fleet_uptime``: the same availability figures for every fleet database, in one pass."""
 
 import os
 import time
@@ -10,7 +11,13 @@ import dagster as dg
 from ops_platform.config import ConfigError
 from ops_platform.defs.databases import identity
 from ops_platform.defs.environments import ENVIRONMENT_NAMES, TARGETS, ensure_partitions, environment_partitions
-from ops_platform.defs.health.assets import SWEEP_INTERVAL_MINUTES, health_check_specs, health_component_specs
+from ops_platform.defs.health.assets import (
+    FLEET_CHECK_KEY,
+    FLEET_KEY,
+    SWEEP_INTERVAL_MINUTES,
+    health_check_specs,
+    health_component_specs,
+)
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource
@@ -24,6 +31,7 @@ from ops_platform.lib.redact import Redactor
 from ops_platform.lib.tags import KIND
 
 UPTIME_KEY = dg.AssetKey("uptime")
+FLEET_UPTIME_KEY = dg.AssetKey("fleet_uptime")
 BACKUP_HISTORY_KEY = dg.AssetKey("backup_history")
 HISTORY_JOB = "insight_history_job"
 HISTORY_CRON = "40 8 * * *"  # before the 09:00 digest, after the night's backups and drills
@@ -40,6 +48,8 @@ UPTIME_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("open_outage", "string"),
 ])
 
+FLEET_UPTIME_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("target", "string"), *UPTIME_SCHEMA.columns[1:]])
+
 
 def environment_check_keys(environment: str) -> list[dg.AssetCheckKey]:
     """The recorded health checks of one environment's components."""
@@ -47,33 +57,81 @@ def environment_check_keys(environment: str) -> list[dg.AssetCheckKey]:
     return [spec.key for spec in health_check_specs if spec.asset_key in components]
 
 
+def _accumulator(now: float) -> UptimeAccumulator:
+    return UptimeAccumulator(now, expected_interval_seconds=SWEEP_INTERVAL_MINUTES * 60.0,
+                             max_gap_factor=GAP_FACTOR, windows=DEFAULT_WINDOWS)
+
+
+def _history_start(now: float) -> float:
+    """The oldest result that still covers part of the 30 days."""
+    return now - HISTORY_DAYS * DAY - SWEEP_INTERVAL_MINUTES * 60.0 * GAP_FACTOR
+
+
 def compute_uptime(instance: dg.DagsterInstance, environment: str, now: float,
                    check_keys: list[dg.AssetCheckKey] | None = None) -> tuple[list[ComponentUptime], int]:
     """Every component's figures over 24 h, 7 and 30 days, streamed from the check history: each
     check's results are paged newest first into a spool, then replayed oldest first."""
-    cap = SWEEP_INTERVAL_MINUTES * 60.0 * GAP_FACTOR
-    accumulator = UptimeAccumulator(now, expected_interval_seconds=SWEEP_INTERVAL_MINUTES * 60.0,
-                                    max_gap_factor=GAP_FACTOR, windows=DEFAULT_WINDOWS)
-    read = 0
+    accumulator, read = _accumulator(now), 0
     for check_key in environment_check_keys(environment) if check_keys is None else check_keys:
-        component, spool = records.spool_health_results(instance, check_key, now - HISTORY_DAYS * DAY - cap)
+        component, spool = records.spool_health_results(instance, check_key, _history_start(now))
         with spool:
             read += spool.count
-            for at, ok, latency in spool.oldest_first():
+            for at, ok, latency, _ in spool.oldest_first():
                 accumulator.add(at, environment, component or check_key.name, ok, latency)
     return accumulator.results(), read
+
+
+def compute_fleet_uptime(instance: dg.DagsterInstance, now: float) -> tuple[list[ComponentUptime], int]:
+    """Each fleet database's figures (component ``postgres``, under its target's name), from the
+    history of the ``fleet_databases`` check in one pass; and how many results were read."""
+    accumulator = _accumulator(now)
+    names, spool = records.spool_results_by_database(instance, FLEET_CHECK_KEY, _history_start(now))
+    with spool:
+        for at, ok, latency, key in spool.oldest_first():
+            accumulator.add(at, names[key], "postgres", ok, latency)
+    return accumulator.results(), spool.count
 
 
 def _percent(value: float | None) -> float | None:
     return None if value is None else round(100.0 * value, 3)
 
 
-def uptime_metadata(results: list[ComponentUptime], read: int) -> dict:
-    by_component: dict[str, dict[str, ComponentUptime]] = {}
+def _uptime_row(windows: dict[str, ComponentUptime]) -> dict:
+    """A table row's figures (after its first column, the component or the target)."""
+    week = windows["7d"]
+    return {
+        **{f"availability_{label}": windows[label].availability_percent for label in ("24h", "7d", "30d")},
+        "incidents_7d": week.incidents,
+        "longest_down_7d": human_duration(week.longest_downtime_seconds),
+        "total_down_7d": human_duration(week.down_seconds),
+        "time_to_recover_7d": human_duration(week.mean_time_to_recover_seconds)
+        if week.mean_time_to_recover_seconds is not None else "–",
+        "p50_ms_7d": round(week.latency_p50 * 1000, 1) if week.latency_p50 is not None else None,
+        "p95_ms_7d": round(week.latency_p95 * 1000, 1) if week.latency_p95 is not None else None,
+        "observed_7d": f"{100 * week.coverage:.0f} %",
+        "open_outage": human_duration(week.open_outage_seconds) if week.open_outage_seconds else "",
+    }
+
+
+def _week_totals(weeks: list[ComponentUptime]) -> dict:
+    weeks = [week for week in weeks if week.availability is not None]
+    if not weeks:
+        return {}
+    return {"availability_7d_lowest": dg.MetadataValue.float(_percent(min(w.availability for w in weeks))),
+            "incidents_7d": dg.MetadataValue.int(sum(w.incidents for w in weeks)),
+            "downtime_7d_seconds": dg.MetadataValue.float(round(sum(w.down_seconds for w in weeks), 1))}
+
+
+def _by(results: list[ComponentUptime], name) -> dict[str, dict[str, ComponentUptime]]:
+    grouped: dict[str, dict[str, ComponentUptime]] = {}
     for item in results:
-        by_component.setdefault(item.component, {})[item.window] = item
+        grouped.setdefault(name(item), {})[item.window] = item
+    return grouped
+
+
+def uptime_metadata(results: list[ComponentUptime], read: int) -> dict:
+    by_component = _by(results, lambda item: item.component)
     metadata: dict = {"results_read": dg.MetadataValue.int(read), "components": dg.MetadataValue.int(len(by_component))}
-    rows = []
     for component, windows in sorted(by_component.items()):
         week = windows["7d"]
         for label, item in sorted(windows.items()):
@@ -82,25 +140,28 @@ def uptime_metadata(results: list[ComponentUptime], read: int) -> dict:
         for name, value in (("p50_ms", week.latency_p50), ("p95_ms", week.latency_p95)):
             if value is not None:
                 metadata[f"{component}_{name}_7d"] = dg.MetadataValue.float(round(value * 1000, 1))
-        rows.append(dg.TableRecord({
-            "component": component, **{f"availability_{label}": windows[label].availability_percent
-                                       for label in ("24h", "7d", "30d")},
-            "incidents_7d": week.incidents,
-            "longest_down_7d": human_duration(week.longest_downtime_seconds),
-            "total_down_7d": human_duration(week.down_seconds),
-            "time_to_recover_7d": human_duration(week.mean_time_to_recover_seconds)
-            if week.mean_time_to_recover_seconds is not None else "–",
-            "p50_ms_7d": round(week.latency_p50 * 1000, 1) if week.latency_p50 is not None else None,
-            "p95_ms_7d": round(week.latency_p95 * 1000, 1) if week.latency_p95 is not None else None,
-            "observed_7d": f"{100 * week.coverage:.0f} %",
-            "open_outage": human_duration(week.open_outage_seconds) if week.open_outage_seconds else "",
-        }))
-    weeks = [w["7d"] for w in by_component.values() if w["7d"].availability is not None]
-    if weeks:
-        metadata["availability_7d_lowest"] = dg.MetadataValue.float(_percent(min(w.availability for w in weeks)))
-        metadata["incidents_7d"] = dg.MetadataValue.int(sum(w.incidents for w in weeks))
-        metadata["downtime_7d_seconds"] = dg.MetadataValue.float(round(sum(w.down_seconds for w in weeks), 1))
-    metadata["by_component"] = dg.MetadataValue.table(rows, schema=UPTIME_SCHEMA)
+    metadata.update(_week_totals([windows["7d"] for windows in by_component.values()]))
+    metadata["by_component"] = dg.MetadataValue.table(
+        [dg.TableRecord({"component": component, **_uptime_row(windows)})
+         for component, windows in sorted(by_component.items())],
+        schema=UPTIME_SCHEMA)
+    metadata["uptime"] = dg.MetadataValue.json([item.to_dict() for item in results])
+    return metadata
+
+
+def fleet_uptime_metadata(results: list[ComponentUptime], read: int) -> dict:
+    """One row per fleet database, the least available over 7 days first (unobserved ones last)."""
+    by_target = _by(results, lambda item: item.environment)
+    weeks = {target: windows["7d"] for target, windows in by_target.items()}
+    order = sorted(by_target, key=lambda target: (weeks[target].availability is None,
+                                                  weeks[target].availability or 0.0, target))
+    below = [target for target in order if weeks[target].availability is not None and weeks[target].availability < 1]
+    metadata: dict = {"results_read": dg.MetadataValue.int(read), "databases": dg.MetadataValue.int(len(by_target)),
+                      "below_100_percent_7d": dg.MetadataValue.int(len(below)),
+                      "least_available_7d": dg.MetadataValue.json(below[:20]),
+                      **_week_totals(list(weeks.values()))}
+    rows = [dg.TableRecord({"target": target, **_uptime_row(by_target[target])}) for target in order]
+    metadata["by_database"] = dg.MetadataValue.table(rows, schema=FLEET_UPTIME_SCHEMA)
     metadata["uptime"] = dg.MetadataValue.json([item.to_dict() for item in results])
     return metadata
 
@@ -221,6 +282,36 @@ def backup_history(context: dg.AssetExecutionContext, backup_storage: BackupStor
     history, warnings = read_backup_history(context.instance, context.partition_key, datetime.now(timezone.utc),
                                             backup_storage, backup_bucket, context.log)
     return dg.MaterializeResult(metadata=backup_history_metadata(history, warnings))
+
+
+@dg.asset(key=FLEET_UPTIME_KEY, deps=[FLEET_KEY], group_name=INSIGHT_GROUP)
+def fleet_uptime(context: dg.AssetExecutionContext):
+    """Availability of each fleet database (every target beyond the environments, which the health
+    sweep connects to every 5 minutes) over 24 hours, 7 and 30 days, from the recorded
+    ``fleet_databases`` check: incidents, longest and total downtime, time to recover, latency and
+    how much of the time was observed, as ``uptime`` computes them for an environment. The whole
+    fleet in one pass over the history; the table lists the least available first."""
+    started = time.monotonic()
+    results, read = compute_fleet_uptime(context.instance, time.time())
+    metadata = fleet_uptime_metadata(results, read)
+    context.log.info(f"{metadata['databases'].value} fleet databases: {read} results read in "
+                     f"{time.monotonic() - started:.2f}s, {metadata['below_100_percent_7d'].value} below 100 % this week")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+fleet_uptime_job = dg.define_asset_job(
+    "fleet_uptime_job", selection=dg.AssetSelection.assets(fleet_uptime),
+    description="Compute every fleet database's uptime from the recorded fleet health checks.", tags={KIND: "insight"})
+
+
+@dg.schedule(name="fleet_uptime_schedule", cron_schedule=HISTORY_CRON, execution_timezone=OPERATIONS_TIMEZONE,
+             job=fleet_uptime_job, default_status=dg.DefaultScheduleStatus.RUNNING,
+             description=f"fleet_uptime daily at 08:40 ({OPERATIONS_TIMEZONE}), before the 09:00 digest, when there "
+                         "are targets beyond the environments.")
+def fleet_uptime_schedule(context: dg.ScheduleEvaluationContext):
+    if not [name for name in context.instance.get_dynamic_partitions(TARGETS) if name not in ENVIRONMENT_NAMES]:
+        return dg.SkipReason("no target beyond the environments")
+    return dg.RunRequest(run_key=f"fleet-uptime-{context.scheduled_execution_time.isoformat()}")
 
 
 insight_history_job = dg.define_asset_job(

@@ -118,6 +118,22 @@ def spool_health_results(instance: dg.DagsterInstance, check_key: dg.AssetCheckK
     return component, spool
 
 
+def spool_results_by_database(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, since: float
+                              ) -> tuple[list[str], NewestFirstSpool]:
+    """A fleet check's history since ``since`` (each result holds every database's
+    ``[status, reason, latency_ms]`` under ``targets``) in one spool, each database's results under
+    its index in the names returned."""
+    spool, names, index = NewestFirstSpool(), [], {}
+    for metadata in check_history_newest_first(instance, check_key, since):
+        for name, (status, _, latency_ms) in (metadata.get("targets") or {}).items():
+            if name not in index:
+                index[name] = len(names)
+                names.append(name)
+            spool.add(float(metadata["checked_at"]), status != "unhealthy",
+                      None if latency_ms is None else float(latency_ms) / 1000.0, index[name])
+    return names, spool
+
+
 def _ended_at(record) -> datetime:
     moment = record.end_time or record.update_timestamp.timestamp()
     return datetime.fromtimestamp(moment, timezone.utc)

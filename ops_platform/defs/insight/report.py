@@ -19,7 +19,14 @@ from ops_platform.defs.health.assets import health_component_specs
 from ops_platform.defs.insight import records
 from ops_platform.defs.insight.common import INSIGHT_GROUP, asset_url
 from ops_platform.defs.insight.database_stats import STATS_CHECK_KEYS, STATS_KEY, failed_snapshot, take_snapshot
-from ops_platform.defs.insight.history import UPTIME_KEY, backup_s3_store, compute_uptime, read_backup_history
+from ops_platform.defs.insight.history import (
+    FLEET_UPTIME_KEY,
+    UPTIME_KEY,
+    backup_s3_store,
+    compute_fleet_uptime,
+    compute_uptime,
+    read_backup_history,
+)
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource
 from ops_platform.defs.scheduling import OPERATIONS_TIMEZONE
 from ops_platform.defs.settings import BackupSettings, InsightSettings
@@ -67,11 +74,23 @@ def _age(now: float, then: float) -> str:
 def _uptime(instance, environment: str, now: float) -> list[ComponentUptime]:
     """The environment's uptime: the one ``insight_history_job`` computed within the hour (the
     09:00 reports read the 08:40 one), else computed now from the recorded health checks."""
-    found = records.materialization(instance, UPTIME_KEY, environment, after=now - UPTIME_REUSE_SECONDS)
+    return _recorded_uptime(instance, UPTIME_KEY, environment, now) or compute_uptime(instance, environment, now)[0]
+
+
+def _fleet_uptime(instance, now: float) -> dict[str, list[ComponentUptime]]:
+    """Each fleet database's uptime, by target: the one ``fleet_uptime`` recorded within the
+    hour, else computed now (one pass for the whole fleet)."""
+    found = _recorded_uptime(instance, FLEET_UPTIME_KEY, None, now) or compute_fleet_uptime(instance, now)[0]
+    by_target: dict[str, list[ComponentUptime]] = {}
+    for item in found:
+        by_target.setdefault(item.environment, []).append(item)
+    return by_target
+
+
+def _recorded_uptime(instance, key: dg.AssetKey, partition: str | None, now: float) -> list[ComponentUptime]:
+    found = records.materialization(instance, key, partition, after=now - UPTIME_REUSE_SECONDS)
     data = records.metadata_json(found.get("uptime")) if found else None
-    if isinstance(data, list):
-        return [ComponentUptime.from_dict(item) for item in data if isinstance(item, dict)]
-    return compute_uptime(instance, environment, now)[0]
+    return [ComponentUptime.from_dict(item) for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
 def _checks(instance, environment: str) -> list[ConditionResult]:
@@ -160,12 +179,14 @@ def environment_report(instance: dg.DagsterInstance, environment: str, now: date
 
 
 def target_report(instance: dg.DagsterInstance, target: ReportTarget, now: datetime, kind: ReportKind,
-                  incidents, grace_hours: int, sources: ReportSources, s3=False) -> EnvironmentReport:
+                  incidents, grace_hours: int, sources: ReportSources, s3=False,
+                  uptime: list[ComponentUptime] | None = None) -> EnvironmentReport:
     """What is known about a target beyond the environments: its backup history from the stores
     and runs, expected on its schedule; its database statistics as recorded (the fleet's are
-    taken daily before the digest, never by the report); its open health incidents."""
+    taken daily before the digest, never by the report); its open health incidents; its
+    ``uptime`` (the weekly report's, from ``fleet_uptime``)."""
     stamp = now.timestamp()
-    report = EnvironmentReport(target.name)
+    report = EnvironmentReport(target.name, uptime=list(uptime or []))
     report.backups, _ = read_backup_history(instance, target.name, now, sources.backup_storage,
                                             sources.backup_bucket, sources.log, s3=s3, quiet=True)
     latest = records.materialization(instance, STATS_KEY, target.name)
@@ -201,13 +222,16 @@ def build_reports(instance: dg.DagsterInstance, now: datetime, kind: ReportKind,
     incidents, sweep_problem = records.health_incidents(instance, now.timestamp())
     reports = []
     targets = targets_to_report(instance, sources.log)
-    s3 = backup_s3_store(sources.backup_bucket, sources.log) if any(not t.environment for t in targets) else None
+    any_fleet = any(not t.environment for t in targets)
+    s3 = backup_s3_store(sources.backup_bucket, sources.log) if any_fleet else None
+    fleet_uptime = _fleet_uptime(instance, now.timestamp()) if any_fleet and kind == ReportKind.weekly else {}
     for target in targets:
         if target.environment:
             reports.append(environment_report(instance, target.name, now, kind, deployments, incidents,
                                               sweep_problem, grace_hours, sources))
         else:
-            reports.append(target_report(instance, target, now, kind, incidents, grace_hours, sources, s3))
+            reports.append(target_report(instance, target, now, kind, incidents, grace_hours, sources, s3,
+                                         fleet_uptime.get(target.name)))
     fleet = [report for report in reports if report.environment not in ENVIRONMENT_NAMES]
     if fleet:
         sources.log.info(f"{len(fleet)} targets beyond the environments read: "

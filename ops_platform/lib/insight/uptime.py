@@ -259,25 +259,27 @@ def uptime_from_results(results: Iterable[tuple], now: float | datetime, **optio
 
 
 class NewestFirstSpool:
-    """One component's results as the event log pages them (newest first), replayed oldest first
-    for ``UptimeAccumulator`` with memory that does not grow with the history: each result is
-    packed into a temporary file (17 bytes) and read back from the end in blocks.
+    """Results as the event log pages them (newest first), replayed oldest first for
+    ``UptimeAccumulator`` with memory that does not grow with the history: each result is packed
+    into a temporary file (21 bytes) and read back from the end in blocks. ``key`` tells apart the
+    databases of one fleet result (an index the caller keeps).
 
-    ``add(at, ok, latency_seconds)`` while reading; ``oldest_first()`` once done; ``close()``."""
+    ``add(at, ok, latency_seconds, key)`` while reading; ``oldest_first()`` once done; ``close()``."""
 
-    _RECORD = struct.Struct("<d?d")
+    _RECORD = struct.Struct("<d?dI")
     BLOCK = 4096
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile()
         self.count = 0
 
-    def add(self, at: float, ok: bool, latency_seconds: float | None) -> None:
+    def add(self, at: float, ok: bool, latency_seconds: float | None, key: int = 0) -> None:
         self._file.write(self._RECORD.pack(float(at), bool(ok),
-                                           math.nan if latency_seconds is None else float(latency_seconds)))
+                                           math.nan if latency_seconds is None else float(latency_seconds), key))
         self.count += 1
 
-    def oldest_first(self) -> Iterator[tuple[float, bool, float | None]]:
+    def oldest_first(self) -> Iterator[tuple[float, bool, float | None, int]]:
+        """``(at, ok, latency_seconds, key)``, oldest first."""
         size = self._RECORD.size
         self._file.flush()
         end = self.count
@@ -286,8 +288,8 @@ class NewestFirstSpool:
             self._file.seek(start * size)
             block = self._file.read((end - start) * size)
             for index in range(end - start - 1, -1, -1):
-                at, ok, latency = self._RECORD.unpack_from(block, index * size)
-                yield at, ok, None if math.isnan(latency) else latency
+                at, ok, latency, key = self._RECORD.unpack_from(block, index * size)
+                yield at, ok, None if math.isnan(latency) else latency, key
             end = start
         self._file.seek(0, 2)
 

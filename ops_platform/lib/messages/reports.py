@@ -475,10 +475,11 @@ def summary_line(report: EnvironmentReport, window: str) -> str:
 
 def weekly_needs_attention(report: EnvironmentReport, now: datetime) -> bool:
     """A target the weekly report shows in full: something needs attention now, or a backup run
-    failed, or a check failed, during the week."""
+    failed, a check failed or it was down, during the week."""
     week = report.backups.window(7) if report.backups else None
     return bool(attention_items(report, now) or (week and week.failed)
-                or any(not check.passed for check in report.checks))
+                or any(not check.passed for check in report.checks)
+                or any(item.incidents for item in report.uptime if item.window == "7d"))
 
 
 def quiet_table(reports: Sequence[EnvironmentReport]) -> list[str]:
@@ -491,9 +492,15 @@ def quiet_table(reports: Sequence[EnvironmentReport]) -> list[str]:
                      human_duration(report.backups.newest_verified_age_seconds)
                      if report.backups and report.backups.newest_verified_age_seconds is not None else "–",
                      (report.backups.last_successful_drill_at or "none")[:10] if report.backups else "–",
-                     human_bytes(report.snapshot.size_bytes) if report.snapshot else "–"])
+                     human_bytes(report.snapshot.size_bytes) if report.snapshot else "–",
+                     _lowest_availability(report.uptime)])
     return _table(["target", "backups verified/made (7 d)", "newest verified", "last good drill",
-                   "database"], rows)
+                   "database", "available (7 d)"], rows)
+
+
+def _lowest_availability(uptime: Sequence[ComponentUptime], window: str = "7d") -> str:
+    observed = [item for item in uptime if item.window == window and item.availability is not None]
+    return min(observed, key=lambda item: item.availability).availability_percent if observed else "–"
 
 
 def render_weekly_report(reports: Sequence[EnvironmentReport], now: datetime, *, redactor: Redactor | None = None,
