@@ -378,3 +378,32 @@ def test_the_drill_reads_back_every_off_site_copy_and_names_a_corrupt_one(site, 
     assert "another copy of it is not intact" in alert and "offsite-b" in alert and backup_id in alert
     assert not [name for name in database_names(PREFIX) if "__drill" in name]
     assert not list((tmp_path / "work").rglob("*.dump"))
+
+
+def test_a_servers_night_with_an_off_site_copy_missing_alerts_once_naming_it(site, offsite, slack_server,
+                                                                              monkeypatch):
+    """fleet_backup_job counts copies as backup_job does: with offsite-b down its backup is made
+    and verified, enough_copies fails on the target's partition, and the night's one Slack
+    message is an alert naming the missing copy."""
+    from ops_platform.definitions import defs
+
+    for name, value in {**site.env, "SLACK_WEBHOOK_URL": slack_server.webhook_url}.items():
+        monkeypatch.setenv(name, value)
+    slack_server.requests.clear()
+    site.home.mkdir(parents=True, exist_ok=True)
+    offsite.proxy.down = True
+    try:
+        with site.instance() as instance:
+            result = defs().resolve_job_def("fleet_backup_job").execute_in_process(
+                instance=instance, run_config={"ops": {"fleet_backup_targets": {"config": {"targets": ["development"]}}}})
+            assert result.success
+            (record,) = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey("database_backup"), "enough_copies"), limit=1)
+            evaluation = record.event.dagster_event.event_specific_data
+    finally:
+        offsite.proxy.down = False
+    assert record.status.value == "FAILED" and evaluation.partition == "development"
+    assert "offsite-b" in evaluation.description
+    (text,) = [request.text for request in slack_server.requests]
+    assert "1 database backup made, 1 with too few verified copies" in text
+    assert "too few copies: development" in text and "offsite-b" in text

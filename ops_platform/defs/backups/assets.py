@@ -32,7 +32,7 @@ from ops_platform.lib.messages import backups as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.progress import ProgressLine
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.stores import destination_stores
+from ops_platform.lib.stores import S3Store, destination_stores
 from ops_platform.lib.targets import file_names_destinations, load_platform_config
 from ops_platform.lib.tags import BACKUP_KIND, MAX_RUNTIME
 
@@ -58,7 +58,7 @@ S3_CHECKS = [
 ] if os.environ.get("AWS_S3_BUCKET", "").strip() else []
 
 
-def _counts_copies() -> bool:
+def counts_copies() -> bool:
     """Copies are counted when ops_platform.yaml has destinations (or names some in a file that is
     wrong: then they are missing copies) or BACKUP_MIN_COPIES is set."""
     if os.environ.get("BACKUP_MIN_COPIES", "").strip() not in ("", "0"):
@@ -74,7 +74,7 @@ COPY_CHECKS = [
                       description="At least BACKUP_MIN_COPIES copies (default: every configured place: the local "
                                   "folder, AWS_S3_BUCKET and each destination of ops_platform.yaml) were read back "
                                   "intact; a failure names the missing copy and alerts.")
-] if _counts_copies() else []
+] if counts_copies() else []
 
 
 def _progress_reporter(context: dg.AssetExecutionContext, environment: str):
@@ -130,6 +130,36 @@ def _fail(context: dg.AssetExecutionContext, slack: OpsSlackResource, environmen
                       allow_retries=False)
 
 
+def copy_places(backup_bucket: BackupBucketResource, log) -> tuple[S3Store | None, list[S3Store], dict[str, str]]:
+    """Where a backup's copies go besides the local folder: the S3 store (None without a bucket or
+    with a bad setting), the off-site destinations, and the places that should take a copy but
+    cannot (a bad S3 setting, a wrong destinations file), each with its one-line reason, logged
+    as a warning: they count as missing copies."""
+    s3, unusable = None, {}
+    try:
+        s3 = backup_bucket.store()
+    except ConfigError as error:
+        unusable["s3"] = f"S3 is not used, its configuration is wrong: {error}; the backup is local only"
+        log.warning(unusable["s3"])
+    destinations = []
+    try:
+        destinations = destination_stores(read_timeout=backup_bucket.read_timeout_seconds)
+    except ConfigError as error:
+        problem = f"the off-site destinations are not used: {error}"
+        log.warning(problem)
+        if file_names_destinations():
+            unusable["destinations"] = problem
+    return s3, destinations, unusable
+
+
+def check_evaluation(check: CheckOutcome, partition: str) -> dg.AssetCheckEvaluation:
+    """A check of ``database_backup`` recorded by a step that is not the asset's (a fleet step)."""
+    result = _check_result(check)
+    return dg.AssetCheckEvaluation(asset_key=dg.AssetKey("database_backup"), check_name=check.name,
+                                   passed=check.passed, metadata=result.metadata, severity=result.severity,
+                                   description=check.description, partition=partition)
+
+
 def _check_result(check: CheckOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=check.name, passed=check.passed, description=check.description,
@@ -163,20 +193,9 @@ def database_backup(context: dg.AssetExecutionContext, slack: OpsSlackResource,
                 raise ConfigError(settings_resource.invalid_settings[0])
     except ConfigError as error:
         raise _fail(context, slack, environment_name, "configuration", str(error)) from None
-    local, s3, s3_unusable = backup_storage.local_store(), None, None
-    try:
-        s3 = backup_bucket.store()
-    except ConfigError as error:
-        s3_unusable = f"S3 is not used, its configuration is wrong: {error}; the backup is local only"
-        context.log.warning(s3_unusable)
-    destinations, unusable_places = [], {"s3": s3_unusable} if s3_unusable else {}
-    try:
-        destinations = destination_stores(read_timeout=backup_bucket.read_timeout_seconds)
-    except ConfigError as error:
-        problem = f"the off-site destinations are not used: {error}"
-        context.log.warning(problem)
-        if file_names_destinations():
-            unusable_places["destinations"] = problem
+    local = backup_storage.local_store()
+    s3, destinations, unusable_places = copy_places(backup_bucket, context.log)
+    s3_unusable = unusable_places.get("s3")
     private_backup_folder(context.log, local, environment_name)
     redactor = Redactor.from_environ()
     attempt = context.retry_number + 1

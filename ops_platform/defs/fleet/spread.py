@@ -16,7 +16,7 @@ from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from ops_platform.config import ConfigError, get_environment
 from ops_platform.defs.alerts.marking import mark_alerted
-from ops_platform.defs.backups.assets import backup_metadata
+from ops_platform.defs.backups.assets import backup_metadata, check_evaluation, copy_places, counts_copies
 from ops_platform.defs.environments import ensure_partitions
 from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource, _bind
@@ -32,7 +32,6 @@ from ops_platform.lib.locks import LockBusy, LockUnavailable
 from ops_platform.lib.messages import backups as messages
 from ops_platform.lib.messages.common import run_url
 from ops_platform.lib.redact import Redactor
-from ops_platform.lib.stores import destination_stores
 from ops_platform.lib.tags import BACKUP_KIND, MAX_RUNTIME
 from ops_platform.lib.targets import discover_server, fleet_mapping_key, load_platform_config
 
@@ -97,16 +96,8 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
         compression = backup_storage.compression_settings()
     except ConfigError as error:
         raise fail("configuration", str(error)) from None
-    local, s3 = backup_storage.local_store(), None
-    try:
-        s3 = backup_bucket.store()
-    except ConfigError as error:
-        context.log.warning(f"S3 is not used, its configuration is wrong: {error}; the backup is local only")
-    try:
-        destinations = destination_stores(read_timeout=backup_bucket.read_timeout_seconds)
-    except ConfigError as error:
-        destinations = []
-        context.log.warning(f"the off-site destinations are not used: {error}")
+    local = backup_storage.local_store()
+    s3, destinations, unusable_places = copy_places(backup_bucket, context.log)
     keep_local = _keeps_local_copies(backup_storage)
     if not keep_local:
         context.log.info(f"{target}: no local copy is kept on {socket.gethostname()} (BACKUP_DIR is unset on this "
@@ -119,7 +110,8 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
             outcome = perform_backup(environment, local, s3, compression=compression,
                                      kind=context.run.tags.get(BACKUP_KIND, "manual"), run_id=context.run.run_id,
                                      redactor=Redactor.from_environ(), limits=backup_settings.limits(),
-                                     destinations=destinations, min_copies=backup_settings.min_copies,
+                                     destinations=destinations, unusable_places=unusable_places,
+                                     min_copies=backup_settings.min_copies, count_copies=counts_copies(),
                                      keep_local=keep_local)
     except LockBusy as error:
         raise fail("environment lock", str(error)) from None
@@ -137,11 +129,17 @@ def backup_target(context: dg.OpExecutionContext, target: str, slack: OpsSlackRe
     context.log_event(dg.AssetMaterialization(asset_key="database_backup", partition=target,
                                               description=f"made by {context.job_name} on {socket.gethostname()}",
                                               metadata=backup_metadata(outcome)))
+    for check in outcome.checks:
+        context.log_event(check_evaluation(check, target))
+    copies = next((check for check in outcome.checks if check.name == "enough_copies" and not check.passed), None)
+    if copies is not None:
+        context.log.warning(f"{target}: {copies.description}")
     retention_deleted = _retain(context, slack, target, environment.database_url, local, s3, destinations,
                                 retention_settings, backup_settings)
     return {"target": target, "backup_id": manifest.id, "verified": manifest.verified,
             "stored_bytes": manifest.stored_bytes, "locations": list(manifest.locations),
-            "host": socket.gethostname(), "retention_deleted": retention_deleted}
+            "host": socket.gethostname(), "retention_deleted": retention_deleted,
+            "copies_missing": copies.description if copies is not None else None}
 
 
 def _retain(context: dg.OpExecutionContext, slack: OpsSlackResource, target: str, database_url: str, local, s3,

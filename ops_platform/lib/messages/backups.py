@@ -47,15 +47,24 @@ def fleet_backups_succeeded(backups: list[dict], hosts: list[str], run_url: str 
                             listed: int = 20) -> SlackMessage:
     """One message for a run that backed up many targets (a server's night): how many, how big,
     where they ran, the targets (the first ``listed``, then how many more), and how many older
-    backups their retention deleted (each target's retention posts only a corrupt backup)."""
+    backups their retention deleted (each target's retention posts only a corrupt backup). Backups
+    with fewer verified copies than BACKUP_MIN_COPIES make it an alert naming each missing copy."""
     names = sorted(backup["target"] for backup in backups)
     shown = ", ".join(names[:listed]) + (f" and {len(names) - listed} more" if len(names) > listed else "")
+    short = sorted((backup for backup in backups if backup.get("copies_missing")), key=lambda backup: backup["target"])
+    title = (f":x: *{len(backups)} database backup{'' if len(backups) == 1 else 's'} made, {len(short)} with too few "
+             "verified copies*" if short else
+             f":white_check_mark: *{len(backups)} database backup{'' if len(backups) == 1 else 's'} succeeded*")
     lines = [
-        f":white_check_mark: *{len(backups)} database backup{'' if len(backups) == 1 else 's'} succeeded*",
+        title,
         f"• size: {human_bytes(sum(backup['stored_bytes'] for backup in backups))} stored",
         f"• made on: {', '.join(hosts)}",
         f"• targets: {shown}",
     ]
+    lines += [f"• too few copies: {backup['target']} (`{backup['backup_id']}`): {backup['copies_missing']}"
+              for backup in short[:listed]]
+    if len(short) > listed:
+        lines.append(f"• ...and {len(short) - listed} more with too few copies")
     deleted = sum(backup.get("retention_deleted") or 0 for backup in backups)
     if deleted:
         lines.append(f"• retention: {deleted} older backup(s) deleted as the policy says")
