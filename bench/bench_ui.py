@@ -35,21 +35,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import dagster as dg
-import httpx
 from playwright.sync_api import Browser, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.backup_bench import cpu_busy
 from ops_platform.defs.environments import TARGETS
+from ops_platform_testkit import webserver_process
+from ops_platform_testkit.webserver_process import CHROMIUM, CHROMIUM_FLAGS, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench_results" / "ui.json"
@@ -61,10 +60,6 @@ TIMEOUT_MS = 60_000
 ENVIRONMENTS = ["production", "staging", "development"]
 FLEET = [f"shop.db_{index:03d}" for index in range(500)]
 CHOSEN = "development"
-BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"  # as ops_platform_tests/webserver.py (not imported: its conftest sets test variables)
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
 JOBS = "/locations/ops_platform/jobs"  # the location's name in workspace.yaml
 LAUNCH = 'button:has-text("Launch Run"):enabled'
 PAGES = {  # path, then what must be visible ({n}: the number of partitions)
@@ -130,38 +125,12 @@ def server_env(folder: Path, home: Path) -> dict:
 def start_webserver(folder: Path, processes: list) -> str:
     """dagster-webserver for the home in ``folder`` on a free loopback port, as the tests start it
     (added to ``processes`` at once); its URL once it answers."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     server_log = folder / "webserver.log"
-    with open(server_log, "w") as stderr:
-        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                                    "-w", str(ROOT / "workspace.yaml")],
-                                   cwd=ROOT, env=server_env(folder, folder / "home"), stdout=subprocess.DEVNULL,
-                                   stderr=stderr)
+    url, process = webserver_process.start_webserver(server_env(folder, folder / "home"), server_log)
     processes.append(process)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"dagster-webserver did not start:\n{server_log.read_text()[-3000:]}")
-
-
-def stop(processes: list) -> None:
-    """Terminate the webservers; kill one that has not stopped within 30 s."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    if not webserver_process.wait_until_up(url, 180, process):
+        raise RuntimeError(f"dagster-webserver did not start:\n{server_log.read_text()[-3000:]}")
+    return url
 
 
 def load(browser: Browser, url: str, name: str, count: int) -> dict[str, float]:

@@ -2,56 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ops_platform_tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-WORKSPACE = ROOT / "workspace.yaml"  # the code location, under its name, as every webserver loads it
-BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
-
-
-def start_webserver(env: dict, log: Path | None, *options: str) -> tuple[str, subprocess.Popen]:
-    """dagster-webserver on a free loopback port, loading the project's workspace.yaml (not yet up: see
-    ``wait_until_up``)."""
-    port = free_port()
-    with open(log if log else "/dev/null", "w") as stderr:
-        process = subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                                    "-w", str(WORKSPACE), *options],
-                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    return f"http://127.0.0.1:{port}", process
+from ops_platform_testkit.webserver_process import (  # noqa: F401 - the UI tests import them from here
+    BIN,
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ROOT,
+    WORKSPACE,
+    start_webserver,
+    stop,
+)
+from ops_platform_testkit.webserver_process import wait_until_up as server_answers
 
 
 def wait_until_up(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"dagster-webserver at {url} did not start within {timeout:g} s")
-
-
-def stop(processes) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    if not server_answers(url, timeout):
+        pytest.fail(f"dagster-webserver at {url} did not start within {timeout:g} s")
 
 
 def serve(env: dict, log: Path | None = None):
