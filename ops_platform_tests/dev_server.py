@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from ops_platform_tests.conftest import free_port
-from ops_platform_tests.webserver import CHROMIUM, CHROMIUM_FLAGS
+from ops_platform_testkit.webserver_process import CHROMIUM, CHROMIUM_FLAGS, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
@@ -110,16 +110,10 @@ def start_make_dev(checkout: Path, env: dict[str, str], log: Path, timeout: floa
                                    cwd=checkout, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     server = DevServer(checkout, env, f"http://127.0.0.1:{port}", log, process)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"make dev exited with {process.returncode}:\n{server.log_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/server_info", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    if wait_until_up(server.url, timeout, process):
+        return server
+    if process.poll() is not None:
+        raise AssertionError(f"make dev exited with {process.returncode}:\n{server.log_text()[-3000:]}")
     server.stop()
     raise AssertionError(f"make dev did not serve the UI within {timeout:.0f} s:\n{server.log_text()[-3000:]}")
 
