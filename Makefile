@@ -37,12 +37,11 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 test-tools:
 	@test -z "$(TEST_PACKAGES_MISSING)" || { echo "make test needs Debian packages that are missing: sudo apt-get install $(TEST_PACKAGES_MISSING)"; exit 1; }
 
-# Three test sessions side by side on two cores, each module whole in one of them (its module
-# fixtures set up once): the tests wait on servers and subprocesses more than they compute. Modules
-# that share something outside the test's own names (make dev's demo database) are one group
-# (pytest.mark.xdist_group).
+# Two test sessions side by side, each module whole in one of them (its module fixtures set up once):
+# the tests wait on servers and subprocesses as much as they compute. Modules that share something
+# outside the test's own names (make dev's demo database) are one group (pytest.mark.xdist_group).
 test: install test-tools
-	$(BIN)/python -m pytest -n 3 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 test-fast: install   # seconds, no server: the definitions against ops_platform_tests/graph_snapshot.txt
 	$(BIN)/python -m pytest -q ops_platform_tests/test_graph.py ops_platform_tests/test_cli_help.py

@@ -107,7 +107,7 @@ def test_role(request):
     """The test role on the local PostgreSQL, created once. A test module that sets
     ``NEEDS_SERVICES = False`` runs without any server."""
     if getattr(request.module, "NEEDS_SERVICES", True) and not _services_used:
-        # Test sessions run side by side (make test: pytest -n 3): the first one creates the role.
+        # Test sessions run side by side (make test: pytest -n 2): the first one creates the role.
         psql(f"DO $$ BEGIN CREATE ROLE {DB_USER} LOGIN CREATEDB PASSWORD '{DB_PASSWORD}'; "
              "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$")
         _services_used.append(True)
