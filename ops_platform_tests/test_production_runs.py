@@ -32,7 +32,7 @@ from ops_platform_tests.restore_e2e_helpers import (
     url_for,
 )
 from ops_platform_tests.waiting import wait_for
-from ops_platform_tests.webserver import graphql, launch, stop, wait_for_run, wait_until_up
+from ops_platform_tests.webserver import graphql, launch, run_errors, stop, wait_for_run, wait_until_up
 
 LIVE = PREFIX + "prodshape"
 ANALYTICS = PREFIX + "prodshape_analytics"
@@ -101,7 +101,7 @@ destinations:
 
 def _succeeded(url: str, run_id: str, log: Path) -> dict:
     run, statuses = wait_for_run(url, run_id, timeout=180)
-    assert run["status"] == "SUCCESS", (statuses[-3:], log.read_text()[-4000:])
+    assert run["status"] == "SUCCESS", (statuses[-3:], run_errors(url, run_id), log.read_text()[-2000:])
     return run
 
 
@@ -230,3 +230,22 @@ def test_restore_drill_runs_through_the_daemon(platform):
     _succeeded(url, run_id, log)
     assert not [name for name in database_names(LIVE) if "__drill" in name]
 
+
+
+FLEET_UPTIME = """
+query FleetUptime {
+  assetOrError(assetKey: {path: ["fleet_uptime"]}) {
+    ... on Asset { assetMaterializations { runId metadataEntries { label } } }
+  }
+}"""
+
+
+def test_fleet_uptime_runs_through_the_daemon(platform):
+    """fleet_uptime as its schedule launches it: a run worker reads the fleet_databases check's
+    history from the PostgreSQL instance and records a table for the server's databases."""
+    url, _, _, log = platform
+    run_id = launch(url, "fleet_uptime_job")
+    _succeeded(url, run_id, log)
+    (materialization,) = graphql(url, FLEET_UPTIME)["assetOrError"]["assetMaterializations"]
+    assert materialization["runId"] == run_id
+    assert "by_database" in [entry["label"] for entry in materialization["metadataEntries"]]

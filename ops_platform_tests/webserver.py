@@ -75,6 +75,30 @@ def launch(url: str, job: str, partition: str | None = None, run_config: dict | 
     return launched["run"]["runId"]
 
 
+RUN_ERRORS = """
+query Errors($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename
+      ... on MessageEvent { message level }
+      ... on ExecutionStepFailureEvent { stepKey error { message stack } }
+      ... on RunFailureEvent { error { message stack } }
+      ... on EngineEvent { error { message stack } } } }
+  }
+}"""
+
+
+def run_errors(url: str, run_id: str) -> list[str]:
+    """What a failed run's event log says went wrong: its errors and its ERROR-level messages."""
+    found = []
+    for event in graphql(url, RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", []):
+        error = event.get("error")
+        if error:
+            found.append(f"{event['__typename']}: {error['message']}{''.join(error.get('stack') or [])[-1500:]}")
+        elif event.get("level") == "ERROR":
+            found.append(f"{event['__typename']}: {event['message']}")
+    return found
+
+
 def wait_for_run(url: str, run_id: str, timeout: float = 90) -> tuple[dict, list[str]]:
     """The run once it has ended, and the statuses seen on the way."""
     deadline, statuses = time.monotonic() + timeout, []
