@@ -27,11 +27,13 @@ def _inputs() -> tuple:
 def defs() -> dg.Definitions:
     """Built once per process for the same variables and file: a step process forked from a
     forkserver that built them (``ops_platform.preload``) starts without loading them again."""
+    from ops_platform.defs.run_guards import PROCESS_POOL
+
     key = _inputs()
     if key not in _built:
         _built.clear()
         _built[key] = dg.Definitions.merge(
             dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-            dg.Definitions(executor=dg.multiprocess_executor.configured({"max_concurrent": 2})),
+            dg.Definitions(executor=PROCESS_POOL),
         )
     return _built[key]
