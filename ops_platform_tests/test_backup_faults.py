@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
+import pytest
 
 from ops_platform_testkit.health_server import SilentListener
 from ops_platform_tests.backup_helpers import fill_big_table
@@ -56,6 +57,28 @@ def test_a_hung_s3_endpoint_never_holds_back_the_local_backup(databases, tmp_pat
     assert len(committed(tmp_path / "backups")) == 1
     assert "S3 took no data for 2s" in result.stderr or "S3 accepted no data for 2s" in result.stderr
     assert elapsed < 90, elapsed  # retention after it also gives up on the hung S3 quickly
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_aws_max_attempts_counts_the_first_try(attempts):
+    """AWS_MAX_ATTEMPTS is the number of requests an S3 call makes, as the AWS tools read it (not
+    botocore's count of retries after the first): 1 means one request, and a hung S3 costs one
+    read timeout, not two."""
+    import socket
+
+    from botocore.exceptions import ReadTimeoutError
+
+    from ops_platform.lib.stores import make_s3_client
+
+    server, accepted = socket.create_server(("127.0.0.1", 0)), []
+    threading.Thread(target=lambda: accepted.extend(iter(server.accept, None)), daemon=True).start()
+    client = make_s3_client(max_attempts=attempts, connect_timeout=1, read_timeout=0.5,
+                            endpoint_url=f"http://127.0.0.1:{server.getsockname()[1]}",
+                            credentials=("test-key", "test-secret"))
+    with pytest.raises(ReadTimeoutError):
+        client.list_objects_v2(Bucket="hung", Prefix="backups/")
+    server.close()
+    assert len(accepted) == attempts
 
 
 def test_ctrl_c_stops_a_backup_stuck_on_s3_within_seconds(databases, tmp_path):

@@ -328,7 +328,7 @@ def make_s3_client(max_attempts: int | None = None, connect_timeout: float = 5, 
     if max_attempts is None:
         max_attempts = settings.value_of(settings.S3_MAX_ATTEMPTS)
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},  # the first try included, as AWS_MAX_ATTEMPTS means
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         s3={"addressing_style": "path"},
