@@ -1,13 +1,13 @@
 """`make bench`: every benchmark, or the parts named on the command line.
 
-    python -m bench                      # backup, cli-backup, restore, health, insight, targets, fleet, ui (in order)
+    python -m bench                      # backup, cli-backup, restore, health, insight, targets, fleet, ui, ui-run (in order)
     python -m bench restore              # only the restore benchmark
     python -m bench cli-backup backup    # several parts, in the order given
     BENCH_QUICK=1 python -m bench ...    # one round of each, smaller wide dataset (a few minutes)
     BENCH_REPEAT=N python -m bench ...   # N interleaved rounds (default 4)
 
 Each part writes its JSON to bench_results/ (backup.json, cli_backup.json, restore.json, targets.json, fleet.json,
-ui.json).
+ui.json, ui_run.json).
 """
 
 import os
@@ -60,6 +60,12 @@ def _fleet() -> None:
     bench_fleet.run()
 
 
+def _ui_run() -> None:
+    from bench import bench_ui_run
+
+    bench_ui_run.run()
+
+
 def _ui() -> None:
     from bench import bench_ui
 
@@ -75,6 +81,7 @@ PARTS = {
     "targets": _targets,
     "fleet": _fleet,
     "ui": _ui,
+    "ui-run": _ui_run,
 }
 
 

@@ -54,19 +54,24 @@ def test_bad_compression_settings_are_rejected(name, level):
         Compression(name, level)
 
 
-def test_password_reaches_pg_dump_only_through_a_0600_passfile(databases, tmp_path):
+def test_password_reaches_pg_dump_only_through_a_0600_passfile(databases, tmp_path, monkeypatch):
+    """The passfile is written where this process writes its temporary files (a folder of the
+    test's own here, so another session's dumps in /tmp are not counted), 0600, and removed."""
+    import tempfile
+
     from ops_platform_tests.backup_helpers import fill_big_table
 
     fill_big_table(databases["development"], rows=200_000)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     stop = threading.Event()
     seen, scanner = watch_cmdlines("pg_dump", stop)
     passfiles: dict[str, int] = {}
-    before = set(os.listdir("/tmp"))
 
     def progress(_):
-        for entry in set(os.listdir("/tmp")) - before:
-            if entry.startswith("ops_platform_pgpass_"):
-                passfiles[entry] = stat.S_IMODE(os.stat(f"/tmp/{entry}").st_mode)
+        for entry in temporary.glob("ops_platform_pgpass_*"):
+            passfiles[entry.name] = stat.S_IMODE(entry.stat().st_mode)
 
     run_dump(database_url("development"), tmp_path / "a.dump.zst", progress=progress, progress_interval=0)
     stop.set()
@@ -74,7 +79,7 @@ def test_password_reaches_pg_dump_only_through_a_0600_passfile(databases, tmp_pa
     assert seen, "pg_dump was never observed running"
     assert all(DB_PASSWORD not in line and "password=" not in line for line in seen)
     assert passfiles and set(passfiles.values()) == {0o600}
-    assert not any(os.path.exists(f"/tmp/{name}") for name in passfiles)
+    assert list(temporary.iterdir()) == []
 
 
 def test_local_and_s3_in_one_pass_with_multipart(big_database, tmp_path, s3_bucket):
