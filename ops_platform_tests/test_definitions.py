@@ -55,6 +55,19 @@ def test_only_configured_environments_become_partitions():
     assert out.splitlines() == ["['production_backup_schedule']", "['production']"]
 
 
+def test_every_jobs_steps_fork_from_the_preloaded_pool():
+    """A run worker's steps start from a forkserver that has loaded the definitions, not from a
+    fresh interpreter each (2-3 s a step); restore_job runs in its worker's own process."""
+    from ops_platform.defs.fleet.spread import LOCAL_POOL
+    from ops_platform.defs.run_guards import FORKSERVER_POOL, PROCESS_POOL
+
+    assert FORKSERVER_POOL["start_method"] == {"forkserver": {"preload_modules": ["ops_platform.preload"]}}
+    executors = {job.name: job.executor_def for job in defs().resolve_all_job_defs()}
+    assert executors.pop("restore_job") is dg.in_process_executor
+    assert executors.pop("fleet_backup_job") is LOCAL_POOL
+    assert all(executor is PROCESS_POOL for executor in executors.values()), executors
+
+
 def test_dagster_definitions_validate_passes():
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
@@ -76,6 +89,9 @@ def test_instance_configs_are_valid_dagster_yaml(tmp_path):
         limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
         assert limits[0]["key"] == "dagster/partition" and limits[0]["limit"] == 1
         assert config["run_monitoring"]["enabled"] and config["run_retries"]["enabled"]
+        assert config["run_queue"]["dequeue_interval_seconds"] == 1  # a queued run waits at most a second
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
     assert yaml.safe_load((ROOT / "deploy" / "dagster.postgres.yaml").read_text())["storage"]["postgres"]
 
 

@@ -113,6 +113,5 @@ def environment_guard(context, database_url: str, environment: str, wait_seconds
 
 # Every job's steps run in processes forked from a server that has loaded the definitions
 # (ops_platform.preload): a step starts in a fraction of a second, not the 2-3 s of a fresh process.
-PROCESS_POOL = beating(dg.multiprocess_executor).configured(
-    {"max_concurrent": 2, "start_method": {"forkserver": {"preload_modules": ["ops_platform.preload"]}}},
-    name="ops_platform_forkserver")
+FORKSERVER_POOL = {"max_concurrent": 2, "start_method": {"forkserver": {"preload_modules": ["ops_platform.preload"]}}}
+PROCESS_POOL = dg.multiprocess_executor.configured(FORKSERVER_POOL, name="ops_platform_process_pool")

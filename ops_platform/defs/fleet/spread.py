@@ -20,7 +20,7 @@ from ops_platform.defs.backups.assets import backup_metadata, check_evaluation, 
 from ops_platform.defs.environments import ensure_partitions
 from ops_platform.defs.private_folders import private_backup_folder
 from ops_platform.defs.resources import BackupBucketResource, BackupStorageResource, OpsSlackResource, _bind
-from ops_platform.defs.run_guards import PROCESS_POOL, beating, environment_guard
+from ops_platform.defs.run_guards import FORKSERVER_POOL, beating, environment_guard
 from ops_platform.defs.retention.assets import apply_retention
 from ops_platform.defs.settings import BackupSettings, RetentionSettings
 from ops_platform.lib import celery_settings, settings
@@ -185,16 +185,20 @@ def fleet_backup_summary(context: dg.OpExecutionContext, backups: list[dict], sl
     return {"backups": len(backups), "hosts": hosts}
 
 
+# The process pool of every job, with the run's heartbeat beaten by the process that runs it.
+LOCAL_POOL = beating(dg.multiprocess_executor).configured(FORKSERVER_POOL, name="ops_platform_forkserver")
+
+
 def _executor() -> dg.ExecutorDefinition:
     """Dagster's Celery executor when ``OPS_PLATFORM_EXECUTOR=celery``, configured with the names
     of the variables (resolved by each process), else the local process pool."""
     try:
         if not celery_settings.uses_celery():
-            return PROCESS_POOL
+            return LOCAL_POOL
         celery_settings.queue_name()
         backend = celery_settings.backend_variable()
     except ConfigError:
-        return PROCESS_POOL  # fleet_backup_targets fails the run with the one-line error
+        return LOCAL_POOL  # fleet_backup_targets fails the run with the one-line error
     from dagster_celery import celery_executor
 
     return beating(celery_executor).configured(
