@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.backup_bench import cpu_busy
+from bench.backup_bench import cpu_busy, log
 from ops_platform_testkit.webserver_process import free_port, stop, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +53,6 @@ RUN = """
 query Run($runId: ID!) {
   runOrError(runId: $runId) { ... on Run { status stepStats { stepKey startTime endTime } } }
 }"""
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def psql(sql: str, database: str = "postgres") -> None:

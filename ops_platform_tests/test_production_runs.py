@@ -231,7 +231,6 @@ def test_restore_drill_runs_through_the_daemon(platform):
     assert not [name for name in database_names(LIVE) if "__drill" in name]
 
 
-
 FLEET_UPTIME = """
 query FleetUptime {
   assetOrError(assetKey: {path: ["fleet_uptime"]}) {
